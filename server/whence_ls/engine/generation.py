@@ -1,0 +1,207 @@
+"""KV-cached greedy decoding that records, for every token, its log-probability, entropy and
+top-k alternatives from the logits the step computes anyway (no extra forward pass)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+
+from whence_ls.engine.context import build_context
+from whence_ls.engine.loading import LoadedModel
+from whence_ls.engine.records import Alternative, ContextWindow, ScoredText, ScoredToken
+from whence_ls.engine.stopping import BlockStopper
+from whence_ls.errors import WhenceError
+
+TOP_K = 5
+
+
+def complete_at(
+    lm: LoadedModel,
+    text: str,
+    cursor: int,
+    *,
+    language: str | None = None,
+    max_new_tokens: int = 64,
+    context_tokens: int = 1024,
+    cancel: threading.Event | None = None,
+) -> ScoredText:
+    """Complete document `text` at character offset `cursor`."""
+    if not 0 <= cursor <= len(text):
+        raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
+    started = time.perf_counter()
+    budget = max(1, min(context_tokens, lm.max_context - max_new_tokens))
+    context, heal = heal_context(build_context(lm.tokenizer, text, cursor, budget))
+    line_start = text.rfind("\n", 0, cursor) + 1
+    line_end = text.find("\n", cursor)
+    rest_of_line = text[cursor : len(text) if line_end == -1 else line_end]
+    stopper = BlockStopper(text[line_start:cursor], language, single_line=bool(rest_of_line.strip()))
+    result = generate(lm, context, max_new_tokens=max_new_tokens, stopper=stopper, cancel=cancel, heal=heal)
+    result.timings["context_s"] = (time.perf_counter() - started) - result.timings["total_s"]
+    return result
+
+
+def heal_context(context: ContextWindow) -> tuple[ContextWindow, str]:
+    """Back off the context's last token; generation must then start by re-producing its text.
+
+    A cursor after indentation or inside a word leaves a token that the model would rarely have
+    produced there (8 spaces alone, half an identifier), and continuing from it derails the
+    completion (a 9-space indent, `os.pa` + `th`). Letting the model choose a token that covers
+    the backed-off text ("token healing") fixes both.
+    """
+    if len(context.token_ids) - context.special_prefix < 2:
+        return context, ""
+    start, end = context.token_offsets[-1]
+    heal = context.text[start - context.doc_start :]
+    healed = ContextWindow(
+        text=context.text[: start - context.doc_start],
+        doc_start=context.doc_start,
+        token_ids=context.token_ids[:-1],
+        token_offsets=context.token_offsets[:-1],
+        truncated=context.truncated,
+        special_prefix=context.special_prefix,
+    )
+    return healed, heal
+
+
+def _healing_mask(lm: LoadedModel, pending: str) -> torch.Tensor:
+    """Vocabulary mask of tokens consistent with text still to be re-produced."""
+    allowed = [
+        i for i, t in enumerate(lm.token_texts()) if t and "\ufffd" not in t and (t.startswith(pending) or pending.startswith(t))
+    ]
+    mask = torch.full((len(lm.token_texts()),), float("-inf"), device=lm.device)
+    mask[allowed] = 0.0
+    return mask
+
+
+def _token_row(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    entropy = -(logp.exp() * logp).sum()
+    top = torch.topk(logp, k)
+    return top.values, top.indices, entropy
+
+
+def generate(
+    lm: LoadedModel,
+    context: ContextWindow,
+    *,
+    max_new_tokens: int = 64,
+    stopper: BlockStopper | None = None,
+    cancel: threading.Event | None = None,
+    top_k: int = TOP_K,
+    heal: str = "",
+) -> ScoredText:
+    """Greedy decoding after `context`; every token scored from the step's own logits.
+
+    `heal` is text after the context that the output must begin with (see `heal_context`);
+    it is not part of the returned completion. Reported probabilities are the model's own,
+    unconstrained ones."""
+    from transformers import DynamicCache
+
+    if not context.token_ids:
+        raise WhenceError("nothing to complete from: the context is empty")
+    model, tokenizer = lm.model, lm.tokenizer
+    eos = lm.eos_token_ids
+    started = time.perf_counter()
+    ids: list[int] = []
+    rows: list[tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    text = ""  # visible completion so far (after the healed text)
+    token_texts: list[str] = []
+    stop_reason = "length"
+    cut: int | None = None
+    cache = DynamicCache(config=model.config)
+    step_input = torch.tensor([context.token_ids], device=lm.device)
+    prefill_s = 0.0
+    pending = heal
+    with torch.inference_mode():
+        for step in range(max_new_tokens):
+            out = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{lm.cache_argument: cache})
+            if step == 0:
+                prefill_s = time.perf_counter() - started
+            logits = out.logits[0, -1]
+            values, indices, entropy = _token_row(logits, top_k)
+            if pending:
+                constrained = logits.float() + _healing_mask(lm, pending)
+                token_id = int(torch.argmax(constrained))
+                logprob = float(torch.log_softmax(logits.float(), dim=-1)[token_id])
+            else:
+                token_id = int(indices[0])  # greedy: the top alternative is the choice
+                logprob = float(values[0])
+            if token_id in eos:
+                stop_reason = "eos"
+                break
+            ids.append(token_id)
+            rows.append((logprob, values, indices, entropy))
+            # decode the whole sequence: byte-level BPE may split a character across tokens,
+            # so a token's text is what it adds to the decoded string
+            decoded = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            pending = heal[len(decoded):] if heal.startswith(decoded) else ""
+            if decoded.endswith("\ufffd") or len(decoded) < len(heal):
+                token_texts.append("")  # incomplete UTF-8 or still healing: nothing visible yet
+            else:
+                visible = decoded[len(heal):]
+                token_texts.append(visible[len(text):])
+                text = visible
+            if stopper is not None:
+                cut = stopper.cut(text)
+                if cut is not None:
+                    stop_reason = "block_end"
+                    break
+            if cancel is not None and cancel.is_set():
+                stop_reason = "cancelled"
+                break
+            step_input = torch.tensor([[token_id]], device=lm.device)
+    decode_s = time.perf_counter() - started - prefill_s
+    if cut is None:
+        cut = len(text)
+    cut = len(text[:cut].rstrip())  # ghost text never ends in stray whitespace
+    tokens = _scored_tokens(tokenizer, ids, token_texts, rows, cut)
+    completion = "".join(t.text for t in tokens)
+    cursor = context.doc_start + len(context.text) + len(heal)
+    return ScoredText(
+        kind="completion",
+        text=completion,
+        doc_start=cursor,
+        tokens=tokens,
+        context=context,
+        model=lm.name,
+        device=lm.device_label,
+        stop_reason=stop_reason,
+        timings={
+            "prefill_s": prefill_s,
+            "decode_s": decode_s,
+            "total_s": time.perf_counter() - started,
+            "generated_tokens": len(ids),
+            "healed_chars": len(heal),
+            "decode_tokens_per_s": (len(ids) - 1) / decode_s if len(ids) > 1 and decode_s > 0 else 0.0,
+        },
+    )
+
+
+def _scored_tokens(tokenizer, ids, texts, rows, cut: int) -> list[ScoredToken]:
+    tokens: list[ScoredToken] = []
+    position = 0
+    for token_id, text, (logprob, values, indices, entropy) in zip(ids, texts, rows):
+        if position >= cut and text:
+            break
+        kept = text[: max(0, cut - position)]
+        alternatives = [
+            Alternative(text=tokenizer.decode([int(i)], clean_up_tokenization_spaces=False), logprob=float(v), token_id=int(i))
+            for v, i in zip(values.tolist(), indices.tolist())
+        ]
+        tokens.append(
+            ScoredToken(
+                token_id=token_id,
+                text=kept,
+                start=position,
+                end=position + len(kept),
+                logprob=logprob,
+                entropy=float(entropy),
+                alternatives=alternatives,
+            )
+        )
+        position += len(kept)
+    while tokens and not tokens[-1].text:
+        tokens.pop()
+    return tokens

@@ -1,0 +1,166 @@
+"""Load a causal LM for whence-ls: safetensors or GGUF only, never pickle, never remote code."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from whence_ls.errors import WhenceError
+from whence_ls.engine import registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str  # what the user sees: registry name, directory or hub id
+    spec: str
+    device: torch.device
+    dtype: torch.dtype
+    supports_fim: bool
+    max_context: int
+    load_seconds: float
+
+    _token_texts: list[str] | None = None
+    cache_argument: str = "cache"
+
+    def token_texts(self) -> list[str]:
+        """Every vocabulary entry decoded on its own (for token healing), computed once."""
+        if self._token_texts is None:
+            decode = self.tokenizer.decode
+            self._token_texts = [decode([i], clean_up_tokenization_spaces=False) for i in range(len(self.tokenizer))]
+        return self._token_texts
+
+    @property
+    def device_label(self) -> str:
+        return self.device.type
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source:
+                ids.update(source)
+        return ids
+
+
+def pick_device(device: str) -> torch.device:
+    if device not in ("auto", "cpu", "cuda"):
+        raise WhenceError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise WhenceError("device cuda requested but no CUDA GPU is available to torch")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    # GPU: bf16 halves memory traffic with no measurable change in greedy output at this size.
+    # CPU: fp32. Without AMX, CPUs emulate bf16 matmuls and run them slower than fp32 (bench
+    # generate shows it), and the per-token log-probabilities and attribution checks are
+    # specified in fp32; the embedded model is small enough that fp32 costs only memory.
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _has_fim_tokens(tokenizer) -> bool:
+    vocab = tokenizer.get_vocab()
+    return all(t in vocab for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+
+
+def load_model(spec: str | None = None, device: str = "auto", *, attn_implementation: str = "sdpa") -> LoadedModel:
+    """Load `spec`: None (embedded default), a model directory, a .gguf file, or a hub id
+    already in the local cache (whence-ls never downloads at run time)."""
+    import inspect
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the server's stdout is the LSP channel; CLI users need no bars
+    started = time.perf_counter()
+    target = pick_device(device)
+    dtype = pick_dtype(target)
+    entry = None
+    if spec is None or spec in registry.known_names():
+        entry = registry.installed_entry(spec or registry.DEFAULT_MODEL)
+        path = Path(entry["path"])
+        load_kwargs: dict = {}
+        tok_source, model_source = str(path), str(path)
+        name = entry["name"]
+    else:
+        path = Path(spec).expanduser()
+        name = spec
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise WhenceError(f"model file not found: {spec}")
+            tok_source = model_source = str(path.parent)
+            load_kwargs = {"gguf_file": path.name}
+        elif path.is_dir():
+            _check_safetensors_dir(path)
+            tok_source = model_source = str(path)
+            load_kwargs = {"use_safetensors": True}
+        elif os.sep in spec or spec.startswith("."):
+            raise WhenceError(f"model not found: {spec} is neither a directory nor a .gguf file")
+        else:
+            # a hub id: only what is already cached; whence-ls is offline at run time
+            tok_source = model_source = spec
+            load_kwargs = {"use_safetensors": True, "local_files_only": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_source, trust_remote_code=False, **{k: v for k, v in load_kwargs.items() if k != "use_safetensors"})
+        model = AutoModelForCausalLM.from_pretrained(
+            model_source,
+            dtype=dtype,
+            trust_remote_code=False,
+            attn_implementation=attn_implementation,
+            **load_kwargs,
+        )
+    except WhenceError:
+        raise
+    except OSError as exc:
+        raise WhenceError(f"cannot load model {name}: {_first_line(exc)}") from exc
+    except Exception as exc:  # corrupt weights, unknown architecture, bad config
+        raise WhenceError(f"cannot load model {name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    model.to(target)
+    model.eval()
+    # transformers 5.2x renamed the KV-cache argument; older 5.x releases and custom classes
+    # still take `past_key_values`
+    forward_parameters = inspect.signature(model.forward).parameters
+    cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
+    max_context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        spec=spec or name,
+        device=target,
+        dtype=dtype,
+        supports_fim=bool(entry["fim"]) if entry else _has_fim_tokens(tokenizer),
+        max_context=max_context,
+        load_seconds=time.perf_counter() - started,
+        cache_argument=cache_argument,
+    )
+
+
+def _check_safetensors_dir(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise WhenceError(f"{path} is not a model directory (no config.json)")
+    if not any(path.glob("*.safetensors")):
+        pickled = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        if pickled:
+            raise WhenceError(
+                f"{path} has only pickle weights ({', '.join(pickled[:3])}); whence-ls loads safetensors only"
+            )
+        raise WhenceError(f"{path} has no *.safetensors weights")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
