@@ -1,0 +1,174 @@
+// The "Show attribution matrix" webview. It asks the server for the matrix of the record under
+// the cursor (or a given record), renders it with matrixHtml, keeps asking while rows are still
+// being computed, and reveals units and tokens in the editor when the page asks.
+
+import { randomBytes } from 'node:crypto';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { toLspPosition, toVsRange } from './lspRange';
+import { hasPendingRows, parseMatrixPageMessage, renderMatrixHtml } from './matrixHtml';
+import { AttributionMatrix, AttributionMatrixParams, Methods } from './protocol';
+import type { ServerSession } from './serverSession';
+
+const POLL_INTERVAL_MS = 1_000;
+const MAX_POLLS = 120;
+
+interface MatrixTarget {
+  documentUri: vscode.Uri;
+  params: AttributionMatrixParams;
+  /** The editor column to reveal units in: where the user was, not the panel's column. */
+  editorColumn: vscode.ViewColumn;
+}
+
+export class AttributionMatrixPanel implements vscode.Disposable {
+  static readonly viewType = 'whence.attributionMatrix';
+  private panel: vscode.WebviewPanel | undefined;
+  private matrix: AttributionMatrix | undefined;
+  private target: MatrixTarget | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private polls = 0;
+
+  constructor(private readonly session: ServerSession, private readonly log: vscode.LogOutputChannel) {}
+
+  /**
+   * Entry point for the palette command and for `whence.showAttributionMatrix` from the server.
+   * Accepts `{recordId, uri}` (or `{recordId, textDocument: {uri}}`) as its first argument;
+   * without one it uses the cursor of the active editor.
+   */
+  async show(...args: unknown[]): Promise<void> {
+    const target = this.targetFrom(args[0]);
+    if (!target) {
+      void vscode.window.showWarningMessage('whence: open a file and put the cursor on a completion or explained line first.');
+      return;
+    }
+    const matrix = await this.fetch(target.params);
+    if (!matrix) {
+      void vscode.window.showInformationMessage(
+        'whence: no attribution here. Accept a completion or run "whence: Explain this line", then put the cursor on it.',
+      );
+      return;
+    }
+    this.target = { ...target, params: { textDocument: target.params.textDocument, recordId: matrix.recordId } };
+    this.matrix = matrix;
+    this.ensurePanel(target.editorColumn);
+    this.render();
+    this.schedulePoll();
+  }
+
+  dispose(): void {
+    this.stopPolling();
+    this.panel?.dispose();
+  }
+
+  private targetFrom(arg: unknown): MatrixTarget | undefined {
+    const editor = vscode.window.activeTextEditor;
+    const editorColumn = editor?.viewColumn ?? vscode.ViewColumn.One;
+    if (typeof arg === 'object' && arg !== null && typeof (arg as { recordId?: unknown }).recordId === 'string') {
+      const given = arg as { recordId: string; uri?: string; textDocument?: { uri?: string } };
+      const uriText = given.uri ?? given.textDocument?.uri ?? editor?.document.uri.toString();
+      if (!uriText) {
+        return undefined;
+      }
+      return {
+        documentUri: vscode.Uri.parse(uriText),
+        params: { textDocument: { uri: uriText }, recordId: given.recordId },
+        editorColumn,
+      };
+    }
+    if (!editor) {
+      return undefined;
+    }
+    return {
+      documentUri: editor.document.uri,
+      params: { textDocument: { uri: editor.document.uri.toString() }, position: toLspPosition(editor.selection.active) },
+      editorColumn,
+    };
+  }
+
+  private async fetch(params: AttributionMatrixParams): Promise<AttributionMatrix | undefined> {
+    try {
+      const matrix = await this.session.sendRequest<AttributionMatrix | null>(Methods.attributionMatrix, params);
+      return matrix && Array.isArray(matrix.tokens) && matrix.tokens.length > 0 ? matrix : undefined;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.log.error(`whence/attributionMatrix failed: ${message}`);
+      void vscode.window.showErrorMessage(`whence: could not get the attribution matrix: ${message}`);
+      return undefined;
+    }
+  }
+
+  private ensurePanel(editorColumn: vscode.ViewColumn): void {
+    if (this.panel) {
+      this.panel.reveal(undefined, true);
+      return;
+    }
+    this.panel = vscode.window.createWebviewPanel(
+      AttributionMatrixPanel.viewType,
+      'whence: attribution matrix',
+      { viewColumn: editorColumn === vscode.ViewColumn.One ? vscode.ViewColumn.Two : vscode.ViewColumn.One, preserveFocus: true },
+      { enableScripts: true, localResourceRoots: [] },
+    );
+    this.panel.webview.onDidReceiveMessage((message) => void this.onPageMessage(message));
+    this.panel.onDidDispose(() => {
+      this.panel = undefined;
+      this.stopPolling();
+    });
+  }
+
+  private render(): void {
+    if (!this.panel || !this.matrix || !this.target) {
+      return;
+    }
+    this.panel.title = `whence: attribution matrix (${path.basename(this.target.documentUri.path)})`;
+    this.panel.webview.html = renderMatrixHtml(this.matrix, {
+      cspSource: this.panel.webview.cspSource,
+      nonce: randomBytes(16).toString('base64'),
+      documentLabel: vscode.workspace.asRelativePath(this.target.documentUri),
+    });
+  }
+
+  private schedulePoll(): void {
+    this.stopPolling();
+    this.polls = 0;
+    const tick = async () => {
+      if (!this.panel || !this.matrix || !this.target || !hasPendingRows(this.matrix) || this.polls >= MAX_POLLS) {
+        return;
+      }
+      this.polls += 1;
+      const matrix = await this.fetch(this.target.params);
+      if (matrix && this.panel) {
+        this.matrix = matrix;
+        this.render();
+      }
+      this.pollTimer = setTimeout(() => void tick(), POLL_INTERVAL_MS);
+    };
+    this.pollTimer = setTimeout(() => void tick(), POLL_INTERVAL_MS);
+  }
+
+  private stopPolling(): void {
+    if (this.pollTimer) {
+      clearTimeout(this.pollTimer);
+      this.pollTimer = undefined;
+    }
+  }
+
+  private async onPageMessage(raw: unknown): Promise<void> {
+    if (!this.matrix || !this.target) {
+      return;
+    }
+    const message = parseMatrixPageMessage(raw, this.matrix);
+    if (!message) {
+      return;
+    }
+    const range =
+      message.type === 'revealUnit'
+        ? toVsRange(this.matrix.units[message.unit].range)
+        : toVsRange(this.matrix.tokens[message.token].range);
+    const editor = await vscode.window.showTextDocument(this.target.documentUri, {
+      viewColumn: this.target.editorColumn,
+      selection: range,
+      preserveFocus: false,
+    });
+    editor.revealRange(range, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
+  }
+}

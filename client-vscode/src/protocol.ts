@@ -1,0 +1,112 @@
+// The whence/... messages of docs/lsp-protocol.md, as the client sees them. Type-only: this module
+// must stay importable without `vscode`, so the pure renderers and their tests can use it.
+
+/** An LSP position: 0-based line, UTF-16 character. */
+export interface LspPosition {
+  line: number;
+  character: number;
+}
+
+export interface LspRange {
+  start: LspPosition;
+  end: LspPosition;
+}
+
+export type ServerState = 'loading' | 'ready' | 'error';
+
+/** `whence/status`, both the notification and the request's answer. */
+export interface WhenceStatus {
+  state: ServerState;
+  model?: string | null;
+  device?: string | null;
+  message?: string | null;
+  /** 0..100 while the model loads. */
+  progress?: number | null;
+}
+
+export interface MatrixToken {
+  text: string;
+  range: LspRange;
+  prob: number;
+}
+
+export interface MatrixUnit {
+  text: string;
+  range: LspRange;
+}
+
+/** `whence/attributionMatrix` answer: rows are generated tokens, columns context units. */
+export interface AttributionMatrix {
+  recordId: string;
+  method: string;
+  note?: string | null;
+  tokens: MatrixToken[];
+  units: MatrixUnit[];
+  /** Signed; each computed row's absolute values sum to 1; null rows are not computed yet. */
+  scores: (number[] | null)[];
+}
+
+export interface AttributionMatrixParams {
+  textDocument: { uri: string };
+  position?: LspPosition;
+  recordId?: string;
+}
+
+export interface ScoredUnit {
+  range: LspRange;
+  score: number;
+}
+
+/** `whence/tokenAttribution` answer: what drove the token under the cursor. */
+export interface TokenAttribution {
+  token: MatrixToken;
+  units: ScoredUnit[];
+  method: string;
+}
+
+export interface TokenAttributionParams {
+  textDocument: { uri: string };
+  position: LspPosition;
+}
+
+/** `whence/tracedSource` answer for one trace hit. */
+export interface TracedSource {
+  uri: string;
+  path: string;
+  content: string;
+  languageId: string;
+  license: string;
+  /** 1-based, inclusive lines of the matched span inside `content`. */
+  startLine: number;
+  endLine: number;
+}
+
+/** Result of `whence.explainLine`. */
+export interface ExplainLineResult {
+  recordId: string;
+  range: LspRange;
+}
+
+export const Methods = {
+  status: 'whence/status',
+  attributionMatrix: 'whence/attributionMatrix',
+  tokenAttribution: 'whence/tokenAttribution',
+  tracedSource: 'whence/tracedSource',
+  completionShown: 'whence/completionShown',
+} as const;
+
+/** Commands the server executes (workspace/executeCommand). */
+export const ServerCommands = {
+  acceptCompletion: 'whence.acceptCompletion',
+  explainLine: 'whence.explainLine',
+  regenerate: 'whence.regenerate',
+  openTracedSource: 'whence.openTracedSource',
+  buildIndex: 'whence.buildIndex',
+} as const;
+
+/**
+ * Commands the server names in its code lenses / code actions but that the client carries out
+ * (the contract calls showAttributionMatrix client-side, and openTracedSource is a server no-op
+ * whose real work, opening the document, only a client can do).
+ */
+export const ClientSideServerCommands = ['whence.showAttributionMatrix', 'whence.openTracedSource'] as const;

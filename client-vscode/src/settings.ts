@@ -1,0 +1,67 @@
+// The server's settings (docs/lsp-protocol.md, "Settings") and how the client hands them over.
+// The same keys live under the `whence` configuration section next to the client's own keys
+// (`whence.server.*`, `whence.client.*`, `whence.trace.*`), which the server must not receive.
+
+export type ServerSettings = {
+  model: string | null;
+  device: 'auto' | 'cpu' | 'cuda';
+  maxNewTokens: number;
+  contextTokens: number;
+  attributionMethod:
+    | 'input_x_gradient'
+    | 'integrated_gradients'
+    | 'attention_rollout'
+    | 'occlusion'
+    | 'contrastive'
+    | 'none';
+  diagnosticsShare: number;
+  traceIndex: string | null;
+};
+
+/** Defaults exactly as the contract documents them; package.json repeats them (a test checks). */
+export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
+  model: null,
+  device: 'auto',
+  maxNewTokens: 64,
+  contextTokens: 1024,
+  attributionMethod: 'input_x_gradient',
+  diagnosticsShare: 0.15,
+  traceIndex: null,
+});
+
+export const SERVER_SETTING_KEYS = Object.keys(SERVER_SETTING_DEFAULTS) as (keyof ServerSettings)[];
+
+/** Client-only keys under `whence`: never sent to the server. */
+export const CLIENT_SETTING_KEYS = ['server.command', 'client.tintContext', 'trace.server'] as const;
+
+/**
+ * Picks the server keys out of a configuration reader. An empty string for a path setting means
+ * "not set" (the Settings UI cannot easily write null), so it becomes null.
+ */
+export function serverSettingsFrom(read: (key: string) => unknown): ServerSettings {
+  const settings: Record<string, unknown> = {};
+  for (const key of SERVER_SETTING_KEYS) {
+    const value = read(key);
+    const fallback = SERVER_SETTING_DEFAULTS[key];
+    if (value === undefined) {
+      settings[key] = fallback;
+    } else if ((key === 'model' || key === 'traceIndex') && (value === '' || value === null)) {
+      settings[key] = null;
+    } else {
+      settings[key] = value;
+    }
+  }
+  return settings as ServerSettings;
+}
+
+/**
+ * Filters the object VS Code returns for the `whence` section down to server keys, for answers
+ * to workspace/configuration.
+ */
+export function serverSectionOnly(section: unknown): unknown {
+  if (typeof section !== 'object' || section === null) {
+    return section;
+  }
+  const source = section as Record<string, unknown>;
+  return serverSettingsFrom((key) => source[key]);
+}
