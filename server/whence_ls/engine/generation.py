@@ -155,7 +155,8 @@ def generate(
     decode_s = time.perf_counter() - started - prefill_s
     if cut is None:
         cut = len(text)
-    cut = len(text[:cut].rstrip())  # ghost text never ends in stray whitespace
+    if stopper is not None:
+        cut = len(text[:cut].rstrip())  # ghost text never ends in stray whitespace
     tokens = _scored_tokens(tokenizer, ids, token_texts, rows, cut)
     completion = "".join(t.text for t in tokens)
     cursor = context.doc_start + len(context.text) + len(heal)
@@ -183,8 +184,8 @@ def _scored_tokens(tokenizer, ids, texts, rows, cut: int) -> list[ScoredToken]:
     tokens: list[ScoredToken] = []
     position = 0
     for token_id, text, (logprob, values, indices, entropy) in zip(ids, texts, rows):
-        if position >= cut and text:
-            break
+        if position >= cut:
+            break  # tokens with no visible text before the cut (healing, split UTF-8) are kept
         kept = text[: max(0, cut - position)]
         alternatives = [
             Alternative(text=tokenizer.decode([int(i)], clean_up_tokenization_spaces=False), logprob=float(v), token_id=int(i))
@@ -202,6 +203,4 @@ def _scored_tokens(tokenizer, ids, texts, rows, cut: int) -> list[ScoredToken]:
             )
         )
         position += len(kept)
-    while tokens and not tokens[-1].text:
-        tokens.pop()
     return tokens

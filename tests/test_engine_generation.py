@@ -1,0 +1,109 @@
+"""Scored generation on the tiny model: the recorded numbers are the model's own."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from whence_ls.engine.context import build_context
+from whence_ls.engine.generation import complete_at, generate, heal_context
+from whence_ls.errors import WhenceError
+
+SOURCE = '''import os
+
+
+def list_python_files(root):
+    """Return the paths of all .py files under root."""
+    result = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+'''
+
+
+def _teacher_forced(lm, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([ids])).logits[0].float()
+    return torch.log_softmax(logits, dim=-1)
+
+
+def test_logprobs_entropy_and_alternatives_match_a_teacher_forced_forward(tiny_lm):
+    context = build_context(tiny_lm.tokenizer, SOURCE, len(SOURCE), 256)
+    result = generate(tiny_lm, context, max_new_tokens=24)
+    assert result.timings["generated_tokens"] == 24 or result.stop_reason == "eos"
+    assert result.tokens, "the tiny model generated nothing"
+    ids = context.token_ids + [t.token_id for t in result.tokens]
+    logp = _teacher_forced(tiny_lm, ids)
+    n = len(context.token_ids)
+    for i, token in enumerate(result.tokens):
+        row = logp[n + i - 1]
+        assert token.logprob == pytest.approx(float(row[token.token_id]), abs=1e-4)
+        entropy = float(-(row.exp() * row).sum())
+        assert token.entropy == pytest.approx(entropy, abs=1e-4)
+        top = torch.topk(row, 5)
+        assert [a.token_id for a in token.alternatives] == top.indices.tolist()
+        assert [a.logprob for a in token.alternatives] == pytest.approx(top.values.tolist(), abs=1e-4)
+        # greedy: the choice is the most likely token
+        assert token.token_id == token.alternatives[0].token_id
+
+
+def test_token_texts_concatenate_to_the_completion_with_contiguous_spans(tiny_lm):
+    result = complete_at(tiny_lm, SOURCE, len(SOURCE), language="python", max_new_tokens=24)
+    assert "".join(t.text for t in result.tokens) == result.text
+    position = 0
+    for token in result.tokens:
+        assert token.start == position and token.end == position + len(token.text)
+        position = token.end
+
+
+def test_healed_completion_still_matches_teacher_forcing(tiny_lm):
+    # the cursor sits after indentation: the last context token is backed off and re-produced
+    text = SOURCE + "            "
+    context, heal = heal_context(build_context(tiny_lm.tokenizer, text, len(text), 256))
+    assert heal and text.endswith(heal)
+    result = generate(tiny_lm, context, max_new_tokens=12, heal=heal)
+    full = tiny_lm.tokenizer.decode(
+        [t.token_id for t in result.tokens], clean_up_tokenization_spaces=False
+    )
+    assert full.startswith(heal)
+    assert result.doc_start == len(text)
+    ids = context.token_ids + [t.token_id for t in result.tokens]
+    logp = _teacher_forced(tiny_lm, ids)
+    n = len(context.token_ids)
+    for i, token in enumerate(result.tokens):
+        assert token.logprob == pytest.approx(float(logp[n + i - 1][token.token_id]), abs=1e-4)
+
+
+def test_cancel_flag_stops_within_one_token(tiny_lm):
+    cancel = threading.Event()
+    cancel.set()
+    context = build_context(tiny_lm.tokenizer, SOURCE, len(SOURCE), 256)
+    result = generate(tiny_lm, context, max_new_tokens=50, cancel=cancel)
+    assert result.stop_reason == "cancelled"
+    assert result.timings["generated_tokens"] == 1
+
+
+def test_context_is_cut_to_the_budget_at_a_line_start_with_true_offsets(tiny_lm):
+    text = "".join(f"value_{i} = compute({i}, 'x' * {i})\n" for i in range(400))
+    context = build_context(tiny_lm.tokenizer, text, len(text), 100)
+    assert context.truncated
+    assert len(context.token_ids) <= 100
+    assert context.doc_start > 0 and text[context.doc_start - 1] == "\n"
+    assert context.text == text[context.doc_start :]
+    pieces = [text[s:e] for s, e in context.token_offsets]
+    assert "".join(pieces) == context.text
+    assert tiny_lm.tokenizer.decode(context.token_ids) == context.text
+
+
+def test_positions_outside_the_document_are_clear_errors(tiny_lm):
+    with pytest.raises(WhenceError, match="outside the document"):
+        complete_at(tiny_lm, "x = 1\n", 99)
+    with pytest.raises(WhenceError, match="empty"):
+        generate(tiny_lm, build_context(tiny_lm.tokenizer, "", 0, 10))
+
+
+def test_generation_is_deterministic(tiny_lm):
+    first = complete_at(tiny_lm, SOURCE, len(SOURCE), max_new_tokens=16)
+    second = complete_at(tiny_lm, SOURCE, len(SOURCE), max_new_tokens=16)
+    assert [t.token_id for t in first.tokens] == [t.token_id for t in second.tokens]
