@@ -1,0 +1,16 @@
+"""`whence-ls serve`: the language server over stdio (what editors start)."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="run the language server (stdio)")
+    parser.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default and only transport)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from whence_ls.lsp.server import serve_stdio
+
+    serve_stdio()
+    return 0

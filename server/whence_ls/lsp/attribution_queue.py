@@ -1,0 +1,210 @@
+"""Background attribution: rows for accepted records, least confident tokens first.
+
+After a completion is accepted (or a line explained) its tokens are queued here; the model
+worker pulls one small batch whenever it has nothing interactive to do. A hover on a token whose
+row is missing moves that token to the front and waits for it. Results are handed back to the
+event loop, which owns the records, and wake whoever waits on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable
+
+from whence_ls.lsp.records import Record, Unit
+
+log = logging.getLogger(__name__)
+
+# tokens per background call: small enough that a hover or completion waits at most one batch,
+# large enough that methods which share one forward pass across rows (input x gradient) pay it
+# for several rows at once
+BATCH_TOKENS = 4
+
+
+def attribution_engine():
+    """The engine's attribution module, or None while it is not installed."""
+    try:
+        from whence_ls.engine import attribution
+    except ImportError:
+        return None
+    return attribution
+
+
+class AttributionQueue:
+    def __init__(self, loop: asyncio.AbstractEventLoop, method: Callable[[], str], map_units: Callable[[Record, list[Unit]], list[Unit] | None]) -> None:
+        self._loop = loop
+        self._method = method
+        self._map_units = map_units  # generation-time unit offsets -> current ones (event loop)
+        self._lock = threading.Lock()
+        self._pending: OrderedDict[str, list[int]] = OrderedDict()  # record id -> token order
+        self._urgent: list[tuple[str, int]] = []
+        self._records: dict[str, Record] = {}
+        self._events: dict[str, asyncio.Event] = {}
+        self.errors: dict[str, str] = {}  # record id -> why its rows failed
+        self.wake_worker: Callable[[], None] = lambda: None
+        self.cancel_background: Callable[[], None] = lambda: None
+
+    # -- event loop side -------------------------------------------------------------------------
+
+    def enqueue(self, record: Record) -> None:
+        if self._method() == "none":
+            return
+        order = sorted(record.live_tokens(), key=lambda i: record.scored.tokens[i].logprob)
+        with self._lock:
+            self._records[record.id] = record
+            self._pending[record.id] = order
+        self.wake_worker()
+
+    def forget(self, record: Record) -> None:
+        with self._lock:
+            self._pending.pop(record.id, None)
+            self._records.pop(record.id, None)
+            self._urgent = [(r, i) for r, i in self._urgent if r != record.id]
+
+    def reset(self, records: list[Record]) -> None:
+        """The method changed: every row is recomputed with the new one."""
+        with self._lock:
+            self._pending.clear()
+            self._urgent.clear()
+            self._records.clear()
+        for record in records:
+            record.scored.attribution.clear()
+            record.scored.attribution_method = None
+            self.enqueue(record)
+
+    def row(self, record: Record, index: int) -> Any | None:
+        if record.scored.attribution_method != self._method():
+            return None
+        return record.scored.attribution.get(index)
+
+    async def wait_row(self, record: Record, index: int, timeout: float) -> Any | None:
+        """The row of `record`'s token `index`, moved to the front of the queue and awaited
+        up to `timeout` seconds; None when it is not ready by then."""
+        row = self.row(record, index)
+        if row is not None or self._method() == "none" or attribution_engine() is None:
+            return row
+        with self._lock:
+            self._records.setdefault(record.id, record)
+            if (record.id, index) not in self._urgent:
+                self._urgent.insert(0, (record.id, index))
+        self.cancel_background()
+        self.wake_worker()
+        deadline = time.monotonic() + timeout
+        while (row := self.row(record, index)) is None and record.id not in self.errors:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            event = self._events.setdefault(record.id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                return None
+        return row
+
+    async def wait_units(self, record: Record, timeout: float) -> list[Unit] | None:
+        """The record's context units, computing them first if needed."""
+        if record.units is not None or attribution_engine() is None:
+            return record.units
+        with self._lock:
+            self._records.setdefault(record.id, record)
+            if (record.id, -1) not in self._urgent:
+                self._urgent.insert(0, (record.id, -1))  # -1: units only
+        self.cancel_background()
+        self.wake_worker()
+        deadline = time.monotonic() + timeout
+        while record.units is None and record.id not in self.errors:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            event = self._events.setdefault(record.id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        return record.units
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._pending.values()) + len(self._urgent)
+
+    def _deliver(self, record: Record, units: list[Any] | None, rows: dict[int, Any], method: str, error: str | None) -> None:
+        if units is not None and record.units is None:
+            mapped = self._map_units(record, [Unit(u.text, u.start, u.end) for u in units])
+            if mapped is None:
+                error = error or "the document changed too much since the completion to place its context"
+            record.units = mapped
+        if error:
+            self.errors[record.id] = error
+        if method == self._method() and rows:
+            if record.scored.attribution_method != method:
+                record.scored.attribution.clear()
+                record.scored.attribution_method = method
+            record.scored.attribution.update(rows)
+        event = self._events.pop(record.id, None)
+        if event is not None:
+            event.set()
+
+    # -- worker side -----------------------------------------------------------------------------
+
+    def next_work(self) -> Callable[[Any, threading.Event], None] | None:
+        """One batch for the model worker, or None when nothing is queued."""
+        engine = attribution_engine()
+        method = self._method()
+        if engine is None or method == "none":
+            return None
+        with self._lock:
+            record, indices = self._pick()
+        if record is None:
+            return None
+        language = record.language
+
+        def work(lm: Any, cancel: threading.Event | None = None) -> None:
+            units = rows = None
+            error = None
+            try:
+                if record.units is None:
+                    units = engine.context_units(lm, record.scored, language)
+                wanted = [i for i in indices if i >= 0 and i not in record.scored.attribution]
+                if wanted:
+                    rows = engine.attribute_rows(lm, record.scored, wanted, method=method, cancel=cancel)
+            except Exception as exc:
+                if cancel is None or not cancel.is_set():
+                    # a failing method must not loop on the same tokens forever
+                    log.exception("attribution failed for record %s", record.id)
+                    error = f"{type(exc).__name__}: {exc}"
+            missing = [i for i in indices if i >= 0 and not (rows and i in rows)]
+            if missing and error is None:
+                self._requeue(record, missing)  # cut short by interactive work: try again later
+            self._loop.call_soon_threadsafe(self._deliver, record, units, dict(rows or {}), method, error)
+
+        return work
+
+    def _pick(self) -> tuple[Record | None, list[int]]:
+        while self._urgent:
+            record_id, index = self._urgent.pop(0)
+            record = self._records.get(record_id)
+            if record is None or record.id in self.errors:
+                continue
+            pending = self._pending.get(record_id, [])
+            if index in pending:
+                pending.remove(index)
+            return record, [index]
+        while self._pending:
+            record_id, order = next(iter(self._pending.items()))
+            record = self._records.get(record_id)
+            if record is None or not order or record.id in self.errors:
+                self._pending.pop(record_id, None)
+                continue
+            batch, self._pending[record_id] = order[:BATCH_TOKENS], order[BATCH_TOKENS:]
+            return record, batch
+        return None, []
+
+    def _requeue(self, record: Record, indices: list[int]) -> None:
+        with self._lock:
+            order = self._pending.setdefault(record.id, [])
+            order[:0] = [i for i in indices if i not in order]
+            self._pending.move_to_end(record.id, last=False)

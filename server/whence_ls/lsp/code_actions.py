@@ -1,0 +1,81 @@
+"""Code actions on any line: explain it, regenerate from the least confident token, show the
+attribution matrix, open the traced source. Actions carry their command (cheap to build);
+`codeAction/resolve` fills it for clients that strip it and ask again."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+
+from whence_ls.lsp.code_lens import OPEN_COMMAND
+from whence_ls.lsp.commands import EXPLAIN_COMMAND, MATRIX_COMMAND, REGENERATE_COMMAND
+from whence_ls.lsp.params import as_json, plain
+
+if TYPE_CHECKING:
+    from whence_ls.lsp.server import WhenceServer
+
+KIND = types.CodeActionKind.Refactor + ".whence"
+
+
+class CodeActionsFeature:
+    def __init__(self, server: "WhenceServer") -> None:
+        self.server = server
+
+    def register(self) -> None:
+        options = types.CodeActionOptions(code_action_kinds=[KIND, types.CodeActionKind.QuickFix], resolve_provider=True)
+        self.server.feature(types.TEXT_DOCUMENT_CODE_ACTION, options)(plain(self.code_actions))
+        self.server.feature(types.CODE_ACTION_RESOLVE)(plain(self.resolve))
+
+    def code_actions(self, params: types.CodeActionParams) -> list[types.CodeAction]:
+        server = self.server
+        uri = params.text_document.uri
+        document = server.documents.get(uri)
+        if document is None or document.problem is not None:
+            return []
+        line = params.range.start.line
+        try:
+            start, end = document.line_span(line)
+        except Exception:
+            return []
+        actions: list[types.CodeAction] = []
+        if document.text[start:end].strip():
+            actions.append(self._action("whence: Explain this line", KIND, {"action": "explain", "uri": uri, "line": line}))
+        for record in server.records.on_line(uri, start, end):
+            actions.append(self._action("whence: Show attribution matrix", KIND, {"action": "matrix", "uri": uri, "recordId": record.id}))
+            if record.kind == "completion":
+                fix = self._action("whence: Regenerate from the least confident token", types.CodeActionKind.QuickFix,
+                                   {"action": "regenerate", "uri": uri, "recordId": record.id})
+                fix.diagnostics = [d for d in params.context.diagnostics if isinstance(d.data, dict) and d.data.get("recordId") == record.id] or None
+                actions.append(fix)
+            if record.trace_hits:
+                actions.append(self._action(f"whence: Open traced source ({record.trace_hits[0]['path'].rsplit('/', 1)[-1]})", KIND,
+                                            {"action": "open", "uri": uri, "recordId": record.id}))
+            break  # the newest record on the line is the one the user sees
+        only = params.context.only
+        if only:
+            actions = [a for a in actions if any(str(a.kind).startswith(str(k)) for k in only)]
+        return actions
+
+    def resolve(self, action: types.CodeAction) -> types.CodeAction:
+        if action.command is None:
+            data = as_json(action.data)
+            action.command = self._command(data) if isinstance(data, dict) else None
+        return action
+
+    def _action(self, title: str, kind: str, data: dict[str, Any]) -> types.CodeAction:
+        return types.CodeAction(title=title, kind=kind, data=data, command=self._command(data))
+
+    def _command(self, data: dict[str, Any]) -> types.Command | None:
+        action = data.get("action")
+        if action == "explain":
+            return types.Command(title="Explain this line", command=EXPLAIN_COMMAND, arguments=[{"uri": data["uri"], "line": data["line"]}])
+        if action == "regenerate":
+            return types.Command(title="Regenerate", command=REGENERATE_COMMAND, arguments=[{"uri": data["uri"], "recordId": data["recordId"]}])
+        if action == "matrix":
+            return types.Command(title="Show attribution matrix", command=MATRIX_COMMAND, arguments=[{"uri": data["uri"], "recordId": data["recordId"]}])
+        if action == "open":
+            record = self.server.records.get(str(data.get("recordId")))
+            if record is not None and record.trace_hits:
+                return types.Command(title="Open traced source", command=OPEN_COMMAND, arguments=[record.trace_hits[0]])
+        return None

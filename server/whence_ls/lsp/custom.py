@@ -1,0 +1,164 @@
+"""The `whence/...` requests: status, attribution matrix, token attribution (editor tinting),
+traced source. Positions and ranges are LSP ones, like everywhere else."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+
+from whence_ls.errors import WhenceError
+from whence_ls.lsp.attribution_queue import attribution_engine
+from whence_ls.lsp.commands import _invalid
+from whence_ls.lsp.params import as_json, plain, require
+from whence_ls.lsp.records import Record
+from whence_ls.lsp.status import STATUS_METHOD
+from whence_ls.lsp.trace_search import NoIndex
+
+if TYPE_CHECKING:
+    from whence_ls.lsp.documents import Document
+    from whence_ls.lsp.server import WhenceServer
+
+log = logging.getLogger(__name__)
+
+MATRIX_METHOD = "whence/attributionMatrix"
+TOKEN_METHOD = "whence/tokenAttribution"
+TRACED_SOURCE_METHOD = "whence/tracedSource"
+# the matrix and tinting wait this long for units (and, for tinting, the row) before answering
+WAIT_S = 2.0
+
+_LANGUAGE_IDS = {"tsx": "typescriptreact"}
+
+
+class CustomRequestsFeature:
+    def __init__(self, server: "WhenceServer") -> None:
+        self.server = server
+
+    def register(self) -> None:
+        ls = self.server
+        ls.feature(STATUS_METHOD)(plain(self.status))
+        ls.feature(MATRIX_METHOD)(plain(self.attribution_matrix))
+        ls.feature(TOKEN_METHOD)(plain(self.token_attribution))
+        ls.feature(TRACED_SOURCE_METHOD)(plain(self.traced_source))
+
+    def status(self, params: Any) -> dict[str, Any]:
+        return self.server.status.snapshot()
+
+    def _find(self, body: dict[str, Any]) -> tuple["Document", Record, int | None] | None:
+        server = self.server
+        document_id = body.get("textDocument")
+        uri = document_id.get("uri") if isinstance(document_id, dict) else None
+        if not isinstance(uri, str):
+            raise _invalid("expected {textDocument: {uri}, ...}")
+        document = server.documents.get(uri)
+        if document is None:
+            return None
+        record_id = body.get("recordId")
+        if isinstance(record_id, str):
+            record = server.records.get(record_id)
+            return (document, record, None) if record is not None and record.uri == uri else None
+        position = body.get("position")
+        if not isinstance(position, dict):
+            raise _invalid("expected a position or a recordId")
+        offset = server.offset(document, types.Position(line=int(position.get("line", -1)), character=int(position.get("character", 0))))
+        if offset is None:
+            return None
+        found = server.records.at(uri, offset)
+        if found is not None:
+            return document, found[0], found[1]
+        line_start, line_end = document.line_span(int(position["line"]))
+        on_line = server.records.on_line(uri, line_start, line_end)
+        return (document, on_line[0], None) if on_line else None
+
+    async def attribution_matrix(self, params: Any) -> dict[str, Any] | None:
+        server = self.server
+        found = self._find(as_json(params) or {})
+        if found is None:
+            return None
+        document, record, _ = found
+        queue = server.attribution
+        method = server.settings.attribution_method
+        units = record.units
+        if units is None and queue is not None and method != "none":
+            units = await queue.wait_units(record, WAIT_S)
+        rows = []
+        for index in range(len(record.scored.tokens)):
+            row = queue.row(record, index) if queue is not None else None
+            rows.append([round(s, 6) for s in row.scores] if row is not None and units is not None else None)
+        engine = attribution_engine()
+        notes = getattr(engine, "METHOD_NOTES", {}) if engine is not None else {}
+        note = notes.get(method, "") if method != "none" else "attribution is off"
+        if engine is None:
+            note = "attribution is not available in this installation"
+        return {
+            "recordId": record.id,
+            "method": method,
+            "note": note,
+            "tokens": [
+                {"text": t.text, "range": server.range_json(document, *record.spans[i]), "prob": t.prob,
+                 **({"edited": True} if i in record.edited else {})}
+                for i, t in enumerate(record.scored.tokens)
+            ],
+            "units": [{"text": u.text, "range": server.range_json(document, u.start, u.end)} for u in units or []],
+            "scores": rows,
+        }
+
+    async def token_attribution(self, params: Any) -> dict[str, Any] | None:
+        server = self.server
+        body = as_json(params) or {}
+        if not isinstance(body.get("position"), dict):
+            raise _invalid("expected {textDocument: {uri}, position}")
+        body.pop("recordId", None)
+        found = self._find(body)
+        if found is None or found[2] is None:
+            return None
+        document, record, index = found
+        token = record.scored.tokens[index]
+        row = None
+        queue = server.attribution
+        method = server.settings.attribution_method
+        if queue is not None and method != "none" and attribution_engine() is not None:
+            row = await queue.wait_row(record, index, WAIT_S)
+            if row is not None and record.units is None:
+                await queue.wait_units(record, WAIT_S)
+        units = []
+        if row is not None and record.units is not None:
+            units = [
+                {"range": server.range_json(document, record.units[u].start, record.units[u].end), "score": round(score, 6)}
+                for u, score in enumerate(row.scores) if score != 0.0 and u < len(record.units)
+            ]
+        answer = {
+            "token": {"text": token.text, "range": server.range_json(document, *record.spans[index]), "prob": token.prob},
+            "units": units,
+            "method": method,
+        }
+        if row is None:
+            answer["pending"] = True
+        return answer
+
+    async def traced_source(self, params: Any) -> dict[str, Any]:
+        body = as_json(params) or {}
+        hit = body.get("hit")
+        if not isinstance(hit, dict):
+            raise _invalid("expected {hit}")
+        require(hit, "path", str, "a trace hit with a path")
+        try:
+            content = await self.server.trace.read_source(hit)
+        except NoIndex as exc:
+            raise _invalid(str(exc)) from None
+        except WhenceError as exc:
+            raise _invalid(str(exc)) from None
+        path = hit["path"]
+        uri = Path(path).as_uri() if Path(path).is_absolute() else path
+        language = str(hit.get("language") or "")
+        return {
+            "uri": uri,
+            "path": path,
+            "content": content,
+            "languageId": _LANGUAGE_IDS.get(language, language),
+            "license": hit.get("license"),
+            "startLine": hit.get("source_start_line"),
+            "endLine": hit.get("source_end_line"),
+        }

@@ -1,0 +1,110 @@
+"""Hover on a token of an accepted completion or explained line: its confidence at once, and
+what drove it (attribution over context units) as a markdown bar chart with links."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+
+from whence_ls.lsp.params import plain
+
+from whence_ls.lsp.attribution_queue import attribution_engine
+from whence_ls.lsp.records import Record
+
+if TYPE_CHECKING:
+    from whence_ls.lsp.documents import Document
+    from whence_ls.lsp.server import WhenceServer
+
+# a hover on a token whose row is not ready waits this long for it, then answers without it
+HOVER_WAIT_S = 2.0
+TOP_UNITS = 6
+BAR_WIDTH = 12
+
+
+class HoverFeature:
+    def __init__(self, server: "WhenceServer") -> None:
+        self.server = server
+
+    def register(self) -> None:
+        self.server.feature(types.TEXT_DOCUMENT_HOVER)(plain(self.hover))
+
+    async def hover(self, params: types.HoverParams) -> types.Hover | None:
+        server = self.server
+        document = server.documents.get(params.text_document.uri)
+        if document is None:
+            return None
+        offset = server.offset(document, params.position)
+        if offset is None:
+            return None
+        found = server.records.at(document.uri, offset)
+        if found is None:
+            return None
+        record, index = found
+        row, note = await self.row(record, index)
+        start, end = record.spans[index]
+        return types.Hover(
+            contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=self.markdown(document, record, index, row, note)),
+            range=server.range(document, start, end),
+        )
+
+    async def row(self, record: Record, index: int) -> tuple[Any | None, str]:
+        """The token's attribution row (waiting briefly for it) and, without one, why not."""
+        server = self.server
+        method = server.settings.attribution_method
+        if method == "none":
+            return None, "attribution is off (`whence.attributionMethod` is `none`)"
+        if attribution_engine() is None:
+            return None, "attribution is not available in this installation"
+        queue = server.attribution
+        if queue is None:
+            return None, "attribution computing…"
+        if not server.status.ready and queue.row(record, index) is None:
+            return None, "attribution waits for the model to load"
+        row = await queue.wait_row(record, index, HOVER_WAIT_S)
+        if row is not None and record.units is None:
+            await queue.wait_units(record, HOVER_WAIT_S)
+        if row is None:
+            error = queue.errors.get(record.id)
+            return None, f"attribution failed: {error}" if error else "attribution computing… (hover again in a moment)"
+        return row, ""
+
+    def markdown(self, document: "Document", record: Record, index: int, row: Any | None, note: str) -> str:
+        token = record.scored.tokens[index]
+        what = "completion" if record.kind == "completion" else "explained line"
+        lines = [
+            f"**`{_code(token.text)}`** · p = **{token.prob:.3f}** · entropy {token.entropy:.2f} nats  ",
+            f"token {index + 1} of {len(record.scored.tokens)} in a {what} by {record.scored.model}",
+            "",
+        ]
+        alternatives = [a for a in token.alternatives if a.token_id != token.token_id][:4]
+        if alternatives:
+            lines.append("runner-ups: " + " · ".join(f"`{_code(a.text)}` {math.exp(a.logprob):.3f}" for a in alternatives))
+            lines.append("")
+        if row is None:
+            lines.append(f"_{note}_")
+            return "\n".join(lines)
+        method = getattr(row, "method", None) or self.server.settings.attribution_method
+        lines.append(f"**what drove it** ({method.replace('_', ' ')}):")
+        lines.append("")
+        units = record.units or []
+        top = [(u, s) for u, s in row.top(TOP_UNITS) if u < len(units)]
+        if not top:
+            lines.append("_the method found no signal in the context for this token_")
+        strongest = max((abs(s) for _, s in top), default=1.0) or 1.0
+        for unit_index, score in top:
+            unit = units[unit_index]
+            filled = max(1, round(BAR_WIDTH * abs(score) / strongest))
+            bar = ("█" * filled).ljust(BAR_WIDTH, "░")
+            line, _ = document.position_at(unit.start)
+            link = f"{document.uri}#L{line + 1}"
+            sign = "+" if score >= 0 else "−"
+            lines.append(f"`{bar}` {sign}{abs(score):.2f} [`{_code(unit.text.strip() or unit.text)}`]({link}) line {line + 1}  ")
+        return "\n".join(lines)
+
+
+def _code(text: str) -> str:
+    """Token text made visible inside inline code (whitespace shown, backticks kept out)."""
+    shown = text.replace("`", "ˋ").replace("\n", "⏎").replace("\t", "⇥")
+    return shown if shown.strip() else shown.replace(" ", "·")

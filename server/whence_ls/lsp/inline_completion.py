@@ -1,0 +1,121 @@
+"""`textDocument/inlineCompletion` (ghost text) and `textDocument/completion` (its fallback).
+
+Both return the same offer; its command, `whence.acceptCompletion`, is what turns the offer
+into a record when the user accepts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+
+from whence_ls.lsp.offers import CompletionCache, Offer, OfferBook
+from whence_ls.lsp.params import as_json, plain
+
+if TYPE_CHECKING:
+    from whence_ls.lsp.server import WhenceServer
+
+log = logging.getLogger(__name__)
+
+ACCEPT_COMMAND = "whence.acceptCompletion"
+SHOWN_METHOD = "whence/completionShown"
+
+
+class InlineCompletionFeature:
+    def __init__(self, server: "WhenceServer") -> None:
+        self.server = server
+        self.offers = OfferBook()
+        self.cache = CompletionCache()
+
+    def register(self) -> None:
+        ls = self.server
+        ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(plain(self.inline_completion))
+        ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))(plain(self.completion))
+        ls.feature(SHOWN_METHOD)(plain(self.completion_shown))
+
+    async def inline_completion(self, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
+        offer = await self.offer(params.text_document.uri, params.position)
+        if offer is None:
+            return types.InlineCompletionList(items=[])
+        position = params.position
+        return types.InlineCompletionList(
+            items=[
+                types.InlineCompletionItem(
+                    insert_text=offer.scored.text,
+                    range=types.Range(position, position),
+                    command=types.Command(title="whence: accept completion", command=ACCEPT_COMMAND, arguments=[offer.id]),
+                )
+            ]
+        )
+
+    async def completion(self, params: types.CompletionParams) -> types.CompletionList:
+        offer = await self.offer(params.text_document.uri, params.position)
+        if offer is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        text = offer.scored.text
+        first_line = text.strip().splitlines()[0] if text.strip() else text
+        position = params.position
+        item = types.CompletionItem(
+            label=first_line[:60] + ("…" if len(first_line) > 60 or "\n" in text.strip() else ""),
+            kind=types.CompletionItemKind.Snippet,
+            detail=f"whence · {offer.scored.model} · mean p {_mean_prob(offer):.2f}",
+            documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{text}\n```"),
+            sort_text="0",
+            text_edit=types.TextEdit(range=types.Range(position, position), new_text=text),
+            command=types.Command(title="whence: accept completion", command=ACCEPT_COMMAND, arguments=[offer.id]),
+        )
+        # incomplete: the next keystroke must ask again, the offer depends on the exact prefix
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    def completion_shown(self, params: Any) -> None:
+        body = as_json(params)
+        offer = self.offers.get(str(body.get("completionId", "")))
+        if offer is not None and offer.shown_at is None:
+            import time
+
+            offer.shown_at = time.time()
+
+    async def offer(self, uri: str, position: types.Position) -> Offer | None:
+        """Generate (or reuse) a completion at `position`; None when there is nothing to offer
+        (not ready, unknown document, bad position, no context, superseded)."""
+        server = self.server
+        document = server.documents.get(uri)
+        if document is None or document.problem is not None:
+            if document is not None:
+                server.log_once(f"{uri}: {document.problem}")
+            return None
+        if not server.status.ready:
+            server.status.not_ready()
+            return None
+        cursor = server.offset(document, position)
+        if cursor is None or not document.text[:cursor].strip():
+            return None
+        settings = server.settings
+        text, language, mark = document.text, document.language, document.mark()
+        key = self.cache.key(text, cursor, language, (settings.max_new_tokens, settings.context_tokens, server.model_name))
+        template = self.cache.get(key)
+        if template is None:
+            def generate(lm: Any, cancel: threading.Event):
+                from whence_ls.engine.generation import complete_at
+
+                return complete_at(
+                    lm, text, cursor, language=language,
+                    max_new_tokens=settings.max_new_tokens, context_tokens=settings.context_tokens, cancel=cancel,
+                )
+
+            template = await server.run_model(generate, completion=True)
+            if template is None or template.stop_reason == "cancelled":
+                return None  # superseded by a newer request: its answer is the one that counts
+            self.cache.put(key, template)
+        if not template.text.strip():
+            return None
+        return self.offers.add(template, uri, mark, language)
+
+
+def _mean_prob(offer: Offer) -> float:
+    import math
+
+    return math.exp(offer.scored.mean_logprob())

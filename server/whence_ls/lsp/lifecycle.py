@@ -1,0 +1,226 @@
+"""Start-up, settings, model loading and document synchronisation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+
+from whence_ls.lsp.params import plain
+
+from whence_ls.lsp.documents import uri_to_path
+from whence_ls.lsp.settings import Settings
+
+if TYPE_CHECKING:
+    from whence_ls.lsp.server import WhenceServer
+
+log = logging.getLogger(__name__)
+
+LOAD_TITLE = "whence: loading model"
+# how long to wait for the client's answer to a server request (configuration, progress) before
+# going on without it: a client that never answers must not stop the model from loading
+CONFIGURATION_TIMEOUT_S = 3.0
+
+
+class LifecycleFeature:
+    def __init__(self, server: "WhenceServer") -> None:
+        self.server = server
+        self._init_options: Any = None
+
+    def register(self) -> None:
+        ls = self.server
+        ls.feature(types.INITIALIZE)(plain(self.initialize))
+        ls.feature(types.INITIALIZED)(plain(self.initialized))
+        ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)(plain(self.did_change_configuration))
+        ls.feature(types.TEXT_DOCUMENT_DID_OPEN)(plain(self.did_open))
+        ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)(plain(self.did_change))
+        ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)(plain(self.did_close))
+        ls.feature(types.SHUTDOWN)(plain(self.shutdown))
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def initialize(self, params: types.InitializeParams) -> None:
+        # answers at once: nothing here touches the model
+        server = self.server
+        server.start_worker()
+        self._init_options = params.initialization_options
+        self.apply_settings(params.initialization_options)
+        root = None
+        if params.workspace_folders:
+            root = uri_to_path(params.workspace_folders[0].uri)
+        elif params.root_uri:
+            root = uri_to_path(params.root_uri)
+        elif params.root_path:
+            from pathlib import Path
+
+            root = Path(params.root_path)
+        server.open_provenance(root)
+        # no notification yet: before the initialize answer a server may only log or show messages
+        server.status.state, server.status.message, server.status.progress = "loading", "waiting for settings", 0
+
+    async def initialized(self, params: types.InitializedParams) -> None:
+        await self.pull_configuration()
+        self.start_loading()
+
+    async def did_change_configuration(self, params: types.DidChangeConfigurationParams) -> None:
+        settings = params.settings
+        if isinstance(settings, dict) and settings:
+            self.apply_settings(settings)
+        else:
+            await self.pull_configuration()
+        self.start_loading()
+
+    async def pull_configuration(self) -> None:
+        server = self.server
+        workspace = server.client_capabilities.workspace if server.client_capabilities else None
+        if not (workspace and workspace.configuration):
+            return
+        try:
+            answer = await asyncio.wait_for(
+                server.workspace_configuration_async(
+                    types.ConfigurationParams(items=[types.ConfigurationItem(section="whence")])
+                ),
+                CONFIGURATION_TIMEOUT_S,
+            )
+        except Exception as exc:  # a client that cannot answer still gets a server with defaults
+            log.warning("workspace/configuration failed: %s", exc)
+            return
+        if answer and isinstance(answer[0], dict):
+            self.apply_settings(answer[0])
+
+    def apply_settings(self, raw: Any) -> None:
+        server = self.server
+        before = server.settings
+        settings, problems = before.merged(raw)
+        for problem in problems:
+            server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=f"whence: {problem}"))
+        server.settings = settings
+        server.trace.configure(settings.trace_index)
+        if settings.attribution_method != before.attribution_method and server.attribution is not None:
+            server.attribution.reset(server.records.all())
+        if (settings.max_new_tokens, settings.context_tokens) != (before.max_new_tokens, before.context_tokens):
+            server.completions.cache.clear()
+
+    # -- the model -------------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        """Load the configured model unless it is the one loaded (or loading) already."""
+        server = self.server
+        key = server.settings.model_key()
+        if key == server._loaded_key:
+            return
+        server._loaded_key = key
+        server._load_task = server.spawn(self.load(server.settings))
+
+    async def load(self, settings: Settings) -> None:
+        server = self.server
+        assert server.worker is not None
+        name = settings.model or "embedded (smollm2-135m-instruct)"
+        token = f"whence-load-{uuid.uuid4().hex[:8]}"
+        progress = await self._progress_begin(token, f"loading {name}")
+        loop = asyncio.get_running_loop()
+        server.status.set("loading", f"loading {name}", progress=5, model=name, device=settings.device)
+
+        def report(percent: int, message: str) -> None:
+            def send() -> None:
+                server.status.set("loading", message, progress=percent)
+                if progress:
+                    server.work_done_progress.report(token, types.WorkDoneProgressReport(message=message, percentage=percent))
+
+            loop.call_soon_threadsafe(send)
+
+        def loader():
+            from whence_ls.engine.loading import load_model
+
+            report(10, f"reading weights of {name}")
+            lm = load_model(settings.model, settings.device)
+            report(70, "preparing the vocabulary table")
+            lm.token_texts()  # token healing needs it; building it here keeps the first completion fast
+            return lm
+
+        try:
+            lm = await asyncio.wrap_future(server.worker.load(loader))
+        except Exception as exc:
+            message = str(exc) if exc.__class__.__name__ == "WhenceError" else f"{type(exc).__name__}: {exc}"
+            log.error("model load failed: %s", message)
+            server.model_name = None
+            server.status.set("error", f"cannot load the model: {message}", progress=None)
+            server.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"whence: cannot load the model: {message}"))
+            if progress:
+                server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=f"failed: {message}"))
+            return
+        if server.settings.model_key() != settings.model_key():
+            return  # settings changed while loading: the newer load reports
+        server.model_name = lm.name
+        server.completions.cache.clear()
+        server.status.set("ready", f"{lm.name} on {lm.device_label}, loaded in {lm.load_seconds:.1f}s", progress=100, model=lm.name, device=lm.device_label)
+        if progress:
+            server.work_done_progress.end(token, types.WorkDoneProgressEnd(message="ready"))
+        server.worker.wake()
+
+    async def _progress_begin(self, token: str, message: str) -> bool:
+        server = self.server
+        window = server.client_capabilities.window if server.client_capabilities else None
+        if not (window and window.work_done_progress):
+            return False
+        try:
+            await asyncio.wait_for(server.work_done_progress.create_async(token), CONFIGURATION_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("work done progress refused: %s", exc)
+            return False
+        server.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=LOAD_TITLE, message=message, percentage=0, cancellable=False))
+        return True
+
+    # -- documents -------------------------------------------------------------------------------
+
+    def did_open(self, params: types.DidOpenTextDocumentParams) -> None:
+        item = params.text_document
+        server = self.server
+        server.records.drop_uri(item.uri)
+        server.documents.open(item.uri, item.text, item.version, item.language_id)
+
+    def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
+        server = self.server
+        uri = params.text_document.uri
+        document = server.documents.get(uri)
+        if document is None or document.from_disk:
+            return  # never opened: nothing to follow (requests read the file from disk)
+        touched = False
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                start = server.offset(document, change.range.start)
+                end = server.offset(document, change.range.end)
+                if start is None or end is None or end < start:
+                    log.warning("%s: change range %s outside the document; resyncing is up to the client", uri, change.range)
+                    continue
+                edit = document.apply(start, end, change.text)
+            else:
+                edit = document.replace_all(change.text)
+            for dropped in server.records.apply(uri, edit):
+                if server.attribution is not None:
+                    server.attribution.forget(dropped)
+            touched = True
+        document.version = params.text_document.version
+        if touched:
+            server.commands.place_pending(uri)
+            server.diagnostics.publish(uri)
+
+    def did_close(self, params: types.DidCloseTextDocumentParams) -> None:
+        server = self.server
+        uri = params.text_document.uri
+        for record in server.records.drop_uri(uri):
+            if server.attribution is not None:
+                server.attribution.forget(record)
+        server.documents.close(uri)
+        server.diagnostics.clear(uri)
+
+    def shutdown(self, params: Any) -> None:
+        server = self.server
+        if server.worker is not None:
+            server.worker.stop()
+        server.trace.shutdown()
+        if server.provenance is not None:
+            server.provenance.close()

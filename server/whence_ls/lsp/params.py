@@ -1,0 +1,49 @@
+"""Plain JSON values from what pygls hands custom handlers, and LSP shapes as plain dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from whence_ls.errors import WhenceError
+
+
+def as_json(value: Any) -> Any:
+    """pygls turns the params of methods it has no type for into namedtuples; back to JSON."""
+    if hasattr(value, "_asdict"):
+        return {k: as_json(v) for k, v in value._asdict().items()}
+    if isinstance(value, dict):
+        return {k: as_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_json(v) for v in value]
+    return value
+
+
+def require(body: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    """`body[key]`, or a clear error naming what was expected."""
+    if not isinstance(body, dict) or key not in body or not isinstance(body[key], kind) or isinstance(body[key], bool) and kind is int:
+        raise WhenceError(f"expected {what}")
+    return body[key]
+
+
+def range_json(start: tuple[int, int], end: tuple[int, int]) -> dict[str, Any]:
+    return {"start": {"line": start[0], "character": start[1]}, "end": {"line": end[0], "character": end[1]}}
+
+
+def plain(method: Any) -> Any:
+    """A plain function calling a bound method: pygls tags its handlers with attributes,
+    which bound methods cannot carry."""
+    import asyncio
+
+    if asyncio.iscoroutinefunction(method):
+
+        async def handler(*args: Any) -> Any:
+            return await method(*args)
+
+    else:
+
+        def handler(*args: Any) -> Any:
+            return method(*args)
+
+    handler.__name__ = handler.__qualname__ = method.__name__
+    handler.__doc__ = method.__doc__
+    return handler

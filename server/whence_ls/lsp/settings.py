@@ -1,0 +1,85 @@
+"""The `whence` settings, from initializationOptions and workspace/configuration (same keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+ATTRIBUTION_CHOICES = (
+    "input_x_gradient",
+    "integrated_gradients",
+    "attention_rollout",
+    "occlusion",
+    "contrastive",
+    "none",
+)
+
+# protocol key -> dataclass field
+_KEYS = {
+    "model": "model",
+    "device": "device",
+    "maxNewTokens": "max_new_tokens",
+    "contextTokens": "context_tokens",
+    "attributionMethod": "attribution_method",
+    "diagnosticsShare": "diagnostics_share",
+    "traceIndex": "trace_index",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None
+    device: str = "auto"
+    max_new_tokens: int = 64
+    context_tokens: int = 1024
+    attribution_method: str = "input_x_gradient"
+    diagnostics_share: float = 0.15
+    trace_index: str | None = None
+
+    def model_key(self) -> tuple[str | None, str]:
+        """What identifies the loaded model: a change here means a reload."""
+        return self.model, self.device
+
+    def merged(self, raw: Any) -> tuple["Settings", list[str]]:
+        """These settings with the known keys of `raw` applied; bad values are skipped and
+        reported (one message each) so a typo in one key never loses the others."""
+        if not isinstance(raw, dict):
+            return self, []
+        if isinstance(raw.get("whence"), dict):  # initializationOptions may nest the section
+            raw = raw["whence"]
+        changes: dict[str, Any] = {}
+        problems: list[str] = []
+        for key, name in _KEYS.items():
+            if key not in raw:
+                continue
+            value = raw[key]
+            problem = _check(name, value)
+            if problem:
+                problems.append(f"whence.{key}: {problem}; keeping {getattr(self, name)!r}")
+                continue
+            changes[name] = value
+        return replace(self, **changes), problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: getattr(self, name) for key, name in _KEYS.items()}
+
+
+def _check(name: str, value: Any) -> str | None:
+    if name in ("model", "trace_index"):
+        return None if value is None or (isinstance(value, str) and value.strip()) else "expected a path or null"
+    if name == "device":
+        return None if value in ("auto", "cpu", "cuda") else "expected auto, cpu or cuda"
+    if name == "max_new_tokens":
+        return None if _is_int(value) and 1 <= value <= 1024 else "expected an integer from 1 to 1024"
+    if name == "context_tokens":
+        return None if _is_int(value) and 16 <= value <= 32768 else "expected an integer from 16 to 32768"
+    if name == "attribution_method":
+        return None if value in ATTRIBUTION_CHOICES else f"expected one of {', '.join(ATTRIBUTION_CHOICES)}"
+    if name == "diagnostics_share":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+        return None if ok else "expected a number from 0 to 1"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,52 @@
+"""`whence/status`: what the model is doing, as a notification on every change and on request.
+
+Requests that arrive before the model is ready get an empty answer, and this notification tells
+the client why (so it can show "loading" rather than nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATUS_METHOD = "whence/status"
+
+
+class Status:
+    def __init__(self, notify) -> None:
+        self._notify = notify  # (method, params) -> None
+        self.state = "loading"
+        self.model: str | None = None
+        self.device: str | None = None
+        self.message = "starting"
+        self.progress: int | None = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def snapshot(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"state": self.state, "model": self.model, "device": self.device, "message": self.message}
+        if self.progress is not None:
+            body["progress"] = self.progress
+        return body
+
+    def set(self, state: str, message: str, *, progress: int | None = None, model: str | None = None, device: str | None = None) -> None:
+        self.state, self.message, self.progress = state, message, progress
+        if model is not None:
+            self.model = model
+        if device is not None:
+            self.device = device
+        self.publish()
+
+    def publish(self) -> None:
+        try:
+            self._notify(STATUS_METHOD, self.snapshot())
+        except Exception:  # no client attached yet (or it went away): status is best effort
+            log.debug("could not send whence/status", exc_info=True)
+
+    def not_ready(self) -> None:
+        """Tell the client why a request got an empty answer."""
+        self.publish()

@@ -1,0 +1,179 @@
+"""The one thread that owns the model and runs all model work.
+
+Handlers submit jobs and await them through asyncio futures, so the event loop never blocks on
+the model. Jobs run by priority (loading, then interactive requests, then attribution a hover
+is waiting for, then background attribution), FIFO within a priority. When the queue is empty
+the worker asks its idle source (the attribution scheduler) for background work, one small
+batch at a time, so an interactive request waits at most one batch.
+
+A completion supersedes the previous one: its cancel event is set, and generation checks it
+between tokens, so the old job ends within one generated token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+LOAD, INTERACTIVE, URGENT, BACKGROUND = 0, 1, 2, 3
+
+
+class JobCancelled(Exception):
+    """The job was superseded or its request cancelled before it ran."""
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    sequence: int
+    fn: Callable[[Any, threading.Event], Any] = field(compare=False)
+    future: concurrent.futures.Future = field(compare=False)
+    cancel: threading.Event = field(compare=False)
+    needs_model: bool = field(compare=False, default=True)
+
+
+class ModelWorker:
+    def __init__(self, idle_source: Callable[[], Callable[[Any, threading.Event], None] | None] | None = None) -> None:
+        self.lm: Any = None  # the LoadedModel; only this worker's thread uses it
+        self._queue: list[_Job] = []
+        self._sequence = itertools.count()
+        self._wake = threading.Condition()
+        self._idle_source = idle_source
+        self._stopped = False
+        self._completion_cancel: threading.Event | None = None
+        # set when interactive work arrives, so a long background batch yields to it
+        self.background_cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="whence-model", daemon=True)
+        self._thread.start()
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[[Any, threading.Event], Any],
+        priority: int = INTERACTIVE,
+        *,
+        cancel: threading.Event | None = None,
+        needs_model: bool = True,
+    ) -> tuple[concurrent.futures.Future, threading.Event]:
+        """Queue `fn(lm, cancel)`; returns its future and its cancel event."""
+        cancel = cancel or threading.Event()
+        job = _Job(priority, next(self._sequence), fn, concurrent.futures.Future(), cancel, needs_model)
+        with self._wake:
+            heapq.heappush(self._queue, job)
+            if priority < BACKGROUND:
+                self.background_cancel.set()
+            self._wake.notify()
+        return job.future, cancel
+
+    def load(self, loader: Callable[[], Any]) -> concurrent.futures.Future:
+        """Replace the model with `loader()` (run on this thread, ahead of everything)."""
+
+        def job(_lm: Any, _cancel: threading.Event) -> Any:
+            self.lm = None  # free the old weights before the new ones arrive
+            self.lm = loader()
+            return self.lm
+
+        future, _ = self.submit(job, LOAD, needs_model=False)
+        return future
+
+    def submit_completion(self, fn: Callable[[Any, threading.Event], Any]) -> tuple[concurrent.futures.Future, threading.Event]:
+        """Like `submit`, but cancels the completion before it (queued or running)."""
+        with self._wake:
+            if self._completion_cancel is not None:
+                self._completion_cancel.set()
+            future, cancel = self.submit(fn, INTERACTIVE)
+            self._completion_cancel = cancel
+        return future, cancel
+
+    async def run(self, fn: Callable[[Any, threading.Event], Any], priority: int = INTERACTIVE, *, completion: bool = False) -> Any:
+        """Await `fn(lm, cancel)` on the worker; cancelling the awaiting task cancels the job
+        (between tokens for generation)."""
+        future, cancel = self.submit_completion(fn) if completion else self.submit(fn, priority)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+
+    def wake(self) -> None:
+        """Tell the worker there may be background work."""
+        with self._wake:
+            self._wake.notify()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current job (cancelled between tokens); waits for it, because a
+        process that exits while torch runs on another thread aborts instead of exiting."""
+        with self._wake:
+            self._stopped = True
+            for job in self._queue:
+                job.cancel.set()
+            if self._completion_cancel is not None:
+                self._completion_cancel.set()
+            self.background_cancel.set()
+            self._wake.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def busy_with(self) -> int:
+        with self._wake:
+            return len(self._queue)
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _next(self) -> _Job | Callable[[Any, threading.Event], None] | None:
+        with self._wake:
+            while not self._stopped:
+                while self._queue and self._queue[0].cancel.is_set():
+                    job = heapq.heappop(self._queue)
+                    job.future.set_exception(JobCancelled("cancelled before it ran"))
+                if self._queue:
+                    return heapq.heappop(self._queue)
+                if self.lm is not None and self._idle_source is not None:
+                    self.background_cancel.clear()
+                    work = self._idle_source()
+                    if work is not None:
+                        return work
+                # a timeout, so background work queued without a wake-up still gets picked up
+                self._wake.wait(timeout=1.0)
+            return None
+
+    def _run(self) -> None:
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            if isinstance(item, _Job):
+                self._run_job(item)
+                continue
+            try:
+                item(self.lm, self.background_cancel)
+            except Exception:  # background work must never kill the worker
+                log.exception("background job failed")
+
+    def _run_job(self, job: _Job) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        if job.cancel.is_set():
+            job.future.set_exception(JobCancelled("cancelled before it ran"))
+            return
+        if job.needs_model and self.lm is None:
+            job.future.set_exception(ModelNotReady())
+            return
+        try:
+            job.future.set_result(job.fn(self.lm, job.cancel))
+        except BaseException as exc:  # handed to the awaiting handler, which reports it
+            job.future.set_exception(exc)
+
+
+class ModelNotReady(Exception):
+    """No model is loaded (still loading, or loading failed)."""
