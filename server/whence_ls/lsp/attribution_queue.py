@@ -170,7 +170,7 @@ class AttributionQueue:
                     units = engine.context_units(lm, record.scored, language)
                 wanted = [i for i in indices if i >= 0 and i not in record.scored.attribution]
                 if wanted:
-                    rows = engine.attribute_rows(lm, record.scored, wanted, method=method, cancel=cancel)
+                    rows = engine.attribute_rows(lm, record.scored, wanted, method=method, cancel=cancel, language=language)
             except Exception as exc:
                 if cancel is None or not cancel.is_set():
                     # a failing method must not loop on the same tokens forever

@@ -1,6 +1,6 @@
 """Code actions on any line: explain it, regenerate from the least confident token, show the
-attribution matrix, open the traced source. Actions carry their command (cheap to build);
-`codeAction/resolve` fills it for clients that strip it and ask again."""
+attribution matrix, open the traced source. A client that resolves `command` lazily gets
+actions without one and asks `codeAction/resolve`; others get the command at once."""
 
 from __future__ import annotations
 
@@ -64,7 +64,16 @@ class CodeActionsFeature:
         return action
 
     def _action(self, title: str, kind: str, data: dict[str, Any]) -> types.CodeAction:
-        return types.CodeAction(title=title, kind=kind, data=data, command=self._command(data))
+        action = types.CodeAction(title=title, kind=kind, data=data)
+        if not self._client_resolves_commands():
+            action.command = self._command(data)  # no second round trip for such clients
+        return action
+
+    def _client_resolves_commands(self) -> bool:
+        caps = self.server.client_capabilities
+        code_action = caps.text_document.code_action if caps and caps.text_document else None
+        support = code_action.resolve_support if code_action else None
+        return bool(support and "command" in support.properties)
 
     def _command(self, data: dict[str, Any]) -> types.Command | None:
         action = data.get("action")

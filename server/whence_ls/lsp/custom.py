@@ -44,7 +44,13 @@ class CustomRequestsFeature:
         ls.feature(TRACED_SOURCE_METHOD)(plain(self.traced_source))
 
     def status(self, params: Any) -> dict[str, Any]:
-        return self.server.status.snapshot()
+        server = self.server
+        server.status.stats = {
+            "completionCacheHits": server.completions.cache.hits,
+            "attributionPending": server.attribution.pending_count() if server.attribution else 0,
+            "records": len(server.records.all()),
+        }
+        return server.status.snapshot()
 
     def _find(self, body: dict[str, Any]) -> tuple["Document", Record, int | None] | None:
         server = self.server

@@ -88,6 +88,8 @@ class HoverFeature:
         method = getattr(row, "method", None) or self.server.settings.attribution_method
         lines.append(f"**what drove it** ({method.replace('_', ' ')}):")
         lines.append("")
+        engine = attribution_engine()
+        method_note = getattr(engine, "METHOD_NOTES", {}).get(method) if engine is not None else None
         units = record.units or []
         top = [(u, s) for u, s in row.top(TOP_UNITS) if u < len(units)]
         if not top:
@@ -101,6 +103,8 @@ class HoverFeature:
             link = f"{document.uri}#L{line + 1}"
             sign = "+" if score >= 0 else "−"
             lines.append(f"`{bar}` {sign}{abs(score):.2f} [`{_code(unit.text.strip() or unit.text)}`]({link}) line {line + 1}  ")
+        if method_note:
+            lines += ["", f"_{method}: {method_note}_"]
         return "\n".join(lines)
 
 

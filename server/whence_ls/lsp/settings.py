@@ -7,6 +7,7 @@ from typing import Any
 
 ATTRIBUTION_CHOICES = (
     "input_x_gradient",
+    "gradient_norm",
     "integrated_gradients",
     "attention_rollout",
     "occlusion",

@@ -22,6 +22,7 @@ class Status:
         self.device: str | None = None
         self.message = "starting"
         self.progress: int | None = 0
+        self.stats: dict[str, Any] = {}  # counters a client or test may show (cache hits, queue)
 
     @property
     def ready(self) -> bool:
@@ -31,6 +32,8 @@ class Status:
         body: dict[str, Any] = {"state": self.state, "model": self.model, "device": self.device, "message": self.message}
         if self.progress is not None:
             body["progress"] = self.progress
+        if self.stats:
+            body["stats"] = dict(self.stats)
         return body
 
     def set(self, state: str, message: str, *, progress: int | None = None, model: str | None = None, device: str | None = None) -> None:

@@ -1,0 +1,280 @@
+"""End to end over stdio: the real server (`python -m whence_ls serve`) with the tiny model,
+driven by pytest-lsp through every feature: inline completion and its fallback, acceptance,
+hovers, diagnostics, code lenses, code actions, commands, the whence/* requests, records that
+follow edits, and the provenance log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+
+from test_lsp_support import (
+    PY_SOURCE,
+    SERVER,
+    LanguageClient,
+    accept_inline,
+    change,
+    execute,
+    hover,
+    inline,
+    open_doc,
+    request,
+    start,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# in the tiny random model's output every token is improbable, so every share is filled
+SHARE = 0.25
+
+
+@pytest_lsp.fixture(config=SERVER, scope="module")
+async def client(lsp_client: LanguageClient, tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("workspace")
+    lsp_client.root = root
+    # no index at this path: the code lens must say so and offer to build one
+    lsp_client.initialize_result = await start(
+        lsp_client, root,
+        {"model": str(tiny_model_dir), "device": "cpu", "maxNewTokens": 8, "diagnosticsShare": SHARE,
+         "traceIndex": str(root / "no-index-here")},
+    )
+    assert (await wait_ready(lsp_client))["state"] == "ready"
+    yield
+    await lsp_client.shutdown_session()
+
+
+def fresh(client: LanguageClient, name: str, text: str = PY_SOURCE) -> str:
+    path = client.root / name
+    path.write_text(text)
+    uri = path.as_uri()
+    open_doc(client, uri, text)
+    return uri
+
+
+async def test_initialize_advertises_every_feature_and_reports_loading(client: LanguageClient):
+    caps = client.initialize_result.capabilities
+    assert caps.inline_completion_provider
+    assert caps.completion_provider is not None
+    assert caps.hover_provider
+    assert caps.code_lens_provider.resolve_provider is True
+    assert caps.code_action_provider.resolve_provider is True
+    assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
+    assert set(caps.execute_command_provider.commands) == {
+        "whence.acceptCompletion", "whence.explainLine", "whence.regenerate", "whence.openTracedSource", "whence.buildIndex",
+    }
+    # work-done progress for the load: begin with the contract's title ... end
+    reports = [r for values in client.progress_reports.values() for r in values]
+    assert any(isinstance(r, types.WorkDoneProgressBegin) and r.title == "whence: loading model" for r in reports)
+    assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+    states = [s["state"] for s in client.statuses]
+    assert states[0] == "loading" and states[-1] == "ready"
+
+
+async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: LanguageClient):
+    uri = fresh(client, "accept.py")
+    result, inserted, version = await accept_inline(client, uri, PY_SOURCE, 1, 10, 39)
+    assert result["placed"] is True
+    record_id = result["recordId"]
+
+    # diagnostics: least confident tokens, at most the share, pointing into the inserted text
+    for _ in range(50):
+        if client.diagnostics.get(uri):
+            break
+        await asyncio.sleep(0.05)
+    diagnostics = client.diagnostics[uri]
+    matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
+    tokens = matrix["tokens"]
+    assert "".join(t["text"] for t in tokens) == inserted
+    assert 1 <= len(diagnostics) <= max(1, int(len(tokens) * SHARE))
+    for d in diagnostics:
+        assert d.source == "whence" and d.code == "low-confidence"
+        assert d.severity == types.DiagnosticSeverity.Information
+        assert d.data["recordId"] == record_id
+        assert d.range == _range(tokens[d.data["tokenIndex"]]["range"])
+        assert "best alternative" in d.message
+
+    # hover on a token: confidence, alternatives, and the context spans that drove it, linked
+    token = tokens[1]
+    start = token["range"]["start"]
+    answer = await hover(client, uri, start["line"], start["character"])
+    text = answer.contents.value
+    assert f"p = **{token['prob']:.3f}**" in text
+    assert "runner-ups:" in text and "entropy" in text
+    assert "what drove it" in text and "input x gradient" in text
+    assert f"]({uri}#L" in text
+    assert answer.range == _range(token["range"])
+
+    # the matrix: every computed row's absolute values sum to 1 over the units
+    matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "position": start})
+    assert matrix["recordId"] == record_id and matrix["method"] == "input_x_gradient" and matrix["note"]
+    assert matrix["units"] and all(set(u) == {"text", "range"} for u in matrix["units"])
+    computed = [row for row in matrix["scores"] if row is not None]
+    assert computed, "the hovered token's row at least is computed"
+    for row in computed:
+        assert len(row) == len(matrix["units"])
+        assert abs(sum(abs(v) for v in row) - 1.0) < 1e-3
+
+    # token attribution for tinting: the units with their (signed) scores
+    tint = await request(client, "whence/tokenAttribution", {"textDocument": {"uri": uri}, "position": start})
+    assert tint["token"]["text"] == token["text"] and tint["method"] == "input_x_gradient"
+    assert tint["units"] and abs(sum(abs(u["score"]) for u in tint["units"]) - 1.0) < 1e-3
+
+    # code lens above it: no index configured -> says so and offers to build the default one
+    lenses = await client.text_document_code_lens_async(types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri)))
+    assert len(lenses) == 1 and lenses[0].range.start.line == 10
+    lens = lenses[0] if lenses[0].command else await client.code_lens_resolve_async(lenses[0])
+    assert lens.command.command == "whence.buildIndex" and "no trace index" in lens.command.title
+
+    # the provenance log has it, and the CLI exports it (json and csv)
+    exported = subprocess.run(
+        [sys.executable, "-m", "whence_ls", "provenance", "export", "--workspace", str(client.root)],
+        capture_output=True, text=True, check=True,
+    )
+    rows = {row["id"]: row for row in json.loads(exported.stdout)["accepted"]}
+    assert rows[record_id]["text"] == inserted and rows[record_id]["uri"] == uri
+    assert rows[record_id]["model"] and rows[record_id]["low_confidence"]
+    csv_out = subprocess.run(
+        [sys.executable, "-m", "whence_ls", "provenance", "export", "--format", "csv", "--workspace", str(client.root)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert csv_out.splitlines()[0].startswith("id,accepted_at_iso,uri") and record_id in csv_out
+
+
+async def test_records_follow_edits_and_are_cut_when_deleted(client: LanguageClient):
+    uri = fresh(client, "edits.py")
+    result, inserted, version = await accept_inline(client, uri, PY_SOURCE, 1, 10, 39)
+    record_id = result["recordId"]
+    before = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
+
+    # two lines inserted above: everything moves down two lines, same columns
+    version += 1
+    change(client, uri, version, (0, 0), (0, 0), "# one\n# two\n")
+    moved = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
+    for old, new in zip(before["tokens"], moved["tokens"]):
+        assert new["range"]["start"]["line"] == old["range"]["start"]["line"] + 2
+        assert new["range"]["start"]["character"] == old["range"]["start"]["character"]
+    first = moved["tokens"][0]["range"]["start"]
+    assert (await hover(client, uri, first["line"], first["character"])) is not None
+
+    # typing over the first token marks it edited: no hover, no diagnostic on it any more
+    version += 1
+    line, col = first["line"], first["character"]
+    change(client, uri, version, (line, col), (line, col + 1), "X")
+    edited = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
+    assert edited["tokens"][0].get("edited") is True
+    assert not any(d.data["tokenIndex"] == 0 for d in client.diagnostics.get(uri, []) if d.data["recordId"] == record_id)
+    # a hover there is not the first token's
+    answer = await hover(client, uri, line, col)
+    assert answer is None or "token 1 of" not in answer.contents.value
+
+    # deleting the whole inserted text drops the record: no hover, lens or diagnostics left
+    end_col = col + len(inserted)
+    version += 1
+    change(client, uri, version, (line, col), (line, end_col), "")
+    assert await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id}) is None
+    assert (await hover(client, uri, line, col)) is None
+    lenses = await client.text_document_code_lens_async(types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri)))
+    assert not lenses
+    assert not [d for d in client.diagnostics.get(uri, []) if d.data["recordId"] == record_id]
+
+
+async def test_completion_fallback_and_identical_requests_cached(client: LanguageClient):
+    uri = fresh(client, "fallback.py")
+    answer = await client.text_document_completion_async(
+        types.CompletionParams(text_document=types.TextDocumentIdentifier(uri), position=types.Position(6, 28))
+    )
+    assert answer.is_incomplete is True and len(answer.items) == 1
+    item = answer.items[0]
+    assert item.command.command == "whence.acceptCompletion" and item.text_edit.new_text
+    assert item.text_edit.range.start == types.Position(6, 28)
+
+    hits = (await request(client, "whence/status", {}))["stats"]["completionCacheHits"]
+    again = await inline(client, uri, 6, 28)  # same text, same position: served from the cache
+    assert again.items[0].insert_text == item.text_edit.new_text
+    assert again.items[0].command.arguments != item.command.arguments  # a new offer all the same
+    assert (await request(client, "whence/status", {}))["stats"]["completionCacheHits"] == hits + 1
+
+
+async def test_new_completion_supersedes_the_running_one(client: LanguageClient):
+    uri = fresh(client, "supersede.py")
+    await execute_settings(client, {"maxNewTokens": 200})
+    try:
+        first = asyncio.ensure_future(inline(client, uri, 3, 22))
+        await asyncio.sleep(0.3)  # the first is generating now
+        second = asyncio.ensure_future(inline(client, uri, 5, 30))
+        first_answer, second_answer = await asyncio.gather(first, second)
+    finally:
+        await execute_settings(client, {"maxNewTokens": 8})
+    assert first_answer.items == ()  # cancelled within a token, answered empty
+    assert second_answer.items and second_answer.items[0].insert_text
+
+
+async def test_code_actions_regenerate_and_open(client: LanguageClient):
+    uri = fresh(client, "actions.py")
+    result, inserted, version = await accept_inline(client, uri, PY_SOURCE, 1, 10, 39)
+    record_id = result["recordId"]
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri),
+            range=types.Range(types.Position(10, 0), types.Position(10, 0)),
+            context=types.CodeActionContext(diagnostics=list(client.diagnostics.get(uri, []))),
+        )
+    )
+    assert all(a.command is None and a.data for a in actions)  # commands come from codeAction/resolve
+    by_title = {a.title: await client.code_action_resolve_async(a) for a in actions}
+    assert {"whence: Explain this line", "whence: Show attribution matrix", "whence: Regenerate from the least confident token"} <= set(by_title)
+    assert by_title["whence: Show attribution matrix"].command.command == "whence.showAttributionMatrix"
+    assert list(by_title["whence: Show attribution matrix"].command.arguments) == [{"uri": uri, "recordId": record_id}]
+    resolved = by_title["whence: Explain this line"]
+    assert resolved.command.command == "whence.explainLine" and list(resolved.command.arguments) == [{"uri": uri, "line": 10}]
+    # a line with no record still offers "Explain this line" only
+    plain_actions = await client.text_document_code_action_async(
+        types.CodeActionParams(text_document=types.TextDocumentIdentifier(uri),
+                               range=types.Range(types.Position(3, 0), types.Position(3, 0)),
+                               context=types.CodeActionContext(diagnostics=[]))
+    )
+    assert [a.title for a in plain_actions] == ["whence: Explain this line"]
+
+    # regenerate: the server sends workspace/applyEdit that replaces the tail from the least
+    # confident token with its runner-up plus a new continuation
+    regenerate = by_title["whence: Regenerate from the least confident token"].command
+    matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
+    answer = await execute(client, regenerate.command, *regenerate.arguments)
+    assert client.applied_edits, "no workspace/applyEdit arrived"
+    edit = client.applied_edits[-1].changes[uri][0]
+    index = answer["replacedTokenIndex"]
+    assert edit.range.start == _range(matrix["tokens"][index]["range"]).start
+    assert edit.new_text.startswith(answer["to"]) and answer["to"] != answer["from"]
+    # the editor applies it; the regenerated text becomes a record of its own
+    version += 1
+    change(client, uri, version, (edit.range.start.line, edit.range.start.character),
+           (edit.range.end.line, edit.range.end.character), edit.new_text)
+    new = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": answer["recordId"]})
+    assert new is not None and "".join(t["text"] for t in new["tokens"]) == edit.new_text[len(answer["to"]):]
+
+    # openTracedSource is a server-side no-op that hands the hit back; bad arguments are errors
+    hit = {"path": "/x/y.py", "source_start_line": 1, "source_end_line": 2}
+    assert await execute(client, "whence.openTracedSource", hit) == hit
+    with pytest.raises(JsonRpcException, match="expected arguments"):
+        await execute(client, "whence.regenerate", "not-an-object")
+
+
+async def execute_settings(client: LanguageClient, values: dict) -> None:
+    client.set_configuration({"whence": {**(client.get_configuration(section="whence") or {}), **values}})
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+    await request(client, "whence/status", {})  # a round trip: the server has pulled the settings
+
+
+def _range(body: dict) -> types.Range:
+    return types.Range(
+        types.Position(body["start"]["line"], body["start"]["character"]),
+        types.Position(body["end"]["line"], body["end"]["character"]),
+    )

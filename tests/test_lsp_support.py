@@ -1,0 +1,145 @@
+"""Shared pieces of the LSP end-to-end tests (no tests here): a pytest-lsp client that also
+records whence's own notifications and answers workspace/applyEdit like an editor would, and
+helpers that drive the real server (`python -m whence_ls serve`) over stdio."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities, make_test_lsp_client
+
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "whence_ls", "serve"], client_factory=lambda: whence_client())
+
+PY_SOURCE = '''import os
+
+
+def read_config(path):
+    """Read a config file."""
+    with open(path) as handle:
+        return handle.read()
+
+
+def main():
+    value = read_config("settings.ini")
+    print(value)
+'''
+
+
+def whence_client() -> LanguageClient:
+    client = make_test_lsp_client()
+    client.statuses = []  # every whence/status notification, in order
+    client.applied_edits = []
+
+    @client.feature("whence/status")
+    def on_status(ls: LanguageClient, params: Any) -> None:
+        ls.statuses.append(plain(params))
+
+    @client.feature(types.WORKSPACE_APPLY_EDIT)
+    def on_apply_edit(ls: LanguageClient, params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+        ls.applied_edits.append(params.edit)
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+    return client
+
+
+def plain(value: Any) -> Any:
+    """pygls hands custom results over as namedtuples; tests compare plain JSON."""
+    if hasattr(value, "_asdict"):
+        return {k: plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+async def start(client: LanguageClient, root: Path, options: dict[str, Any], capabilities: str = "visual-studio-code") -> types.InitializeResult:
+    caps = client_capabilities(capabilities)
+    if caps.text_document and caps.text_document.code_action:
+        # resolve commands lazily, as current VS Code does; lsprotocol's client-side parser
+        # also mistakes a code action that carries a command for a bare Command
+        caps.text_document.code_action.resolve_support = types.ClientCodeActionResolveOptions(properties=["edit", "command"])
+    return await client.initialize_session(
+        types.InitializeParams(
+            capabilities=caps,
+            root_uri=root.as_uri(),
+            workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name="ws")],
+            initialization_options=options,
+        )
+    )
+
+
+async def request(client: LanguageClient, method: str, params: Any) -> Any:
+    return plain(await client.protocol.send_request_async(method, params))
+
+
+async def wait_ready(client: LanguageClient, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await request(client, "whence/status", {})
+        if status["state"] in ("ready", "error"):
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError("the model never became ready")
+
+
+def open_doc(client: LanguageClient, uri: str, text: str, language: str = "python", version: int = 1) -> None:
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(uri=uri, language_id=language, version=version, text=text))
+    )
+
+
+def change(client: LanguageClient, uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str) -> None:
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(types.Position(*start), types.Position(*end)), text=text
+                )
+            ],
+        )
+    )
+
+
+async def inline(client: LanguageClient, uri: str, line: int, character: int) -> types.InlineCompletionList:
+    return await client.text_document_inline_completion_async(
+        types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line, character),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+        )
+    )
+
+
+async def hover(client: LanguageClient, uri: str, line: int, character: int) -> types.Hover | None:
+    return await client.text_document_hover_async(
+        types.HoverParams(text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line, character))
+    )
+
+
+async def execute(client: LanguageClient, command: str, *arguments: Any) -> Any:
+    return plain(await client.workspace_execute_command_async(types.ExecuteCommandParams(command=command, arguments=list(arguments))))
+
+
+def end_of(text: str) -> tuple[int, int]:
+    lines = text.split("\n")
+    return len(lines) - 1, len(lines[-1])
+
+
+async def accept_inline(client: LanguageClient, uri: str, text: str, version: int, line: int, character: int) -> tuple[dict[str, Any], str, int]:
+    """Ask for a completion at (line, character), insert it as an editor would, then run the
+    item's command. Returns (command result, inserted text, new version)."""
+    answer = await inline(client, uri, line, character)
+    assert answer.items, "no completion offered"
+    item = answer.items[0]
+    inserted = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+    version += 1
+    change(client, uri, version, (line, character), (line, character), inserted)
+    result = await execute(client, item.command.command, *item.command.arguments)
+    return result, inserted, version
