@@ -1,0 +1,109 @@
+"""`whence-ls complete` as a user runs it: a real subprocess, the JSON contract, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SAMPLE = '''import os
+
+
+def list_python_files(root):
+    result = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        
+'''
+
+
+def whence(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "whence_ls", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_json_contract_on_a_real_file(tmp_path, tiny_model_dir):
+    source = tmp_path / "walk.py"
+    source.write_text(SAMPLE)
+    proc = whence("complete", f"{source}:7:9", "--json", "--model", str(tiny_model_dir), "--max-new-tokens", "12")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) >= {"completion", "model", "device", "tokens", "timings"}
+    assert data["device"] == "cpu"
+    assert "".join(t["text"] for t in data["tokens"]) == data["completion"]
+    for token in data["tokens"]:
+        assert set(token) >= {"text", "start", "end", "logprob", "entropy", "alternatives"}
+        assert data["completion"][token["start"] : token["end"]] == token["text"]
+        assert token["logprob"] <= 0 and token["entropy"] >= 0
+        assert len(token["alternatives"]) == 5
+        assert all(set(a) == {"text", "logprob"} for a in token["alternatives"])
+
+
+def test_plain_output_prints_the_completion(tmp_path, tiny_model_dir):
+    source = tmp_path / "walk.py"
+    source.write_text(SAMPLE)
+    proc = whence("complete", f"{source}:7:9", "--model", str(tiny_model_dir), "--max-new-tokens", "8", "--color", "always")
+    assert proc.returncode == 0, proc.stderr
+    assert "\033[" in proc.stdout  # coloured by confidence
+    assert "tokens, stop:" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content, location_suffix, needles",
+    [
+        (None, ":1:1", ("no such file",)),
+        (b"x = 1\n", ":9:1", ("line 9 is outside",)),
+        (b"x = 1\n", ":1:40", ("column 40 is outside",)),
+        (b"\x00\x01\x02binary\x00", ":1:1", ("binary",)),
+        (b"x = '\xff\xfe'\n", ":1:3", ("not valid UTF-8",)),
+        (b"", ":1:1", ("empty",)),
+    ],
+    ids=["missing-file", "line-beyond-end", "column-beyond-end", "binary", "non-utf8", "empty"],
+)
+def test_bad_input_gets_one_clear_line_and_a_nonzero_exit(tmp_path, tiny_model_dir, content, location_suffix, needles):
+    source = tmp_path / "input.py"
+    if content is not None:
+        source.write_bytes(content)
+    proc = whence("complete", f"{source}{location_suffix}", "--model", str(tiny_model_dir))
+    _assert_clean_error(proc, *needles)
+
+
+def test_malformed_location(tiny_model_dir):
+    _assert_clean_error(whence("complete", "just-a-path.py", "--model", str(tiny_model_dir)), "PATH:LINE:COL")
+
+
+def test_missing_and_corrupt_models(tmp_path):
+    source = tmp_path / "a.py"
+    source.write_text("x = 1\n")
+    _assert_clean_error(whence("complete", f"{source}:1:6", "--model", str(tmp_path / "nope")), "model not found")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text('{"model_type": "llama"}')
+    (pickled / "pytorch_model.bin").write_bytes(b"not really")
+    _assert_clean_error(whence("complete", f"{source}:1:6", "--model", str(pickled)), "safetensors only")
+    gguf = tmp_path / "broken.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00garbage")
+    _assert_clean_error(whence("complete", f"{source}:1:6", "--model", str(gguf)), "cannot load model")
+
+
+def test_corrupt_safetensors_weights(tmp_path, tiny_model_dir):
+    import shutil
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    source = tmp_path / "a.py"
+    source.write_text("x = 1\n")
+    _assert_clean_error(whence("complete", f"{source}:1:6", "--model", str(broken)), "cannot load model")
