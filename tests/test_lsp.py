@@ -278,3 +278,32 @@ def _range(body: dict) -> types.Range:
         types.Position(body["start"]["line"], body["start"]["character"]),
         types.Position(body["end"]["line"], body["end"]["character"]),
     )
+
+
+async def test_explain_line_gives_hovers_and_diagnostics_on_it(client: LanguageClient):
+    uri = fresh(client, "explain.py")
+    answer = await execute(client, "whence.explainLine", {"uri": uri, "line": 6})
+    line_text = PY_SOURCE.split("\n")[6]
+    assert answer["range"] == {"start": {"line": 6, "character": 0}, "end": {"line": 6, "character": len(line_text)}}
+    matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": answer["recordId"]})
+    assert "".join(t["text"] for t in matrix["tokens"]) == line_text
+    column = line_text.index("handle")
+    shown = await hover(client, uri, 6, column + 1)
+    assert "explained line" in shown.contents.value and "p = **" in shown.contents.value
+    for _ in range(50):
+        if any(d.data["recordId"] == answer["recordId"] for d in client.diagnostics.get(uri, [])):
+            break
+        await asyncio.sleep(0.05)
+    flagged = [d for d in client.diagnostics[uri] if d.data["recordId"] == answer["recordId"]]
+    assert flagged and all(d.range.start.line == 6 for d in flagged)
+    # the line's actions now include its matrix, but no regenerate (nothing was generated)
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri), range=types.Range(types.Position(6, 0), types.Position(6, 0)),
+        context=types.CodeActionContext(diagnostics=[])))
+    assert sorted(a.title for a in actions) == ["whence: Explain this line", "whence: Show attribution matrix"]
+    # explaining it again replaces the explanation rather than stacking a second one
+    again = await execute(client, "whence.explainLine", {"uri": uri, "line": 6})
+    assert await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": answer["recordId"]}) is None
+    assert (await request(client, "whence/status", {}))["stats"]["records"] >= 1 and again["recordId"] != answer["recordId"]
+    with pytest.raises(JsonRpcException, match="blank"):
+        await execute(client, "whence.explainLine", {"uri": uri, "line": 1})

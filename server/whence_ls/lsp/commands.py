@@ -218,7 +218,7 @@ class CommandsFeature:
         def work(lm: Any, cancel: Any):
             from whence_ls.engine.explain import explain_line
 
-            return explain_line(lm, text, start, end, language=language, context_tokens=settings.context_tokens)
+            return explain_line(lm, text, line, language=language, context_tokens=settings.context_tokens)
 
         scored = await server.run_model(work)
         if scored is None:
