@@ -103,9 +103,7 @@ export class ContextTint implements vscode.Disposable {
       const type = this.bandTypes.get(`${bucket.sign}:${bucket.level}`);
       type && editor.setDecorations(type, bucket.ranges.map(toVsRange));
     }
-    editor.setDecorations(this.tokenType, [
-      { range: toVsRange(answer.token.range), hoverMessage: `whence: tinted by ${answer.method}` },
-    ]);
+    editor.setDecorations(this.tokenType, [toVsRange(answer.token.range)]);
     this.tintedEditor = editor;
   }
 

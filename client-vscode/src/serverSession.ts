@@ -52,6 +52,9 @@ export class ServerSession implements vscode.Disposable {
   /** Fires whenever the server reports `ready`, e.g. to refresh views that were empty while loading. */
   readonly onDidBecomeReady = this.readyEmitter.event;
 
+  /** LSP message trace, filled when `whence.trace.server` is not "off". */
+  private readonly traceLog = vscode.window.createOutputChannel('whence (LSP trace)', { log: true });
+
   constructor(
     private readonly log: vscode.LogOutputChannel,
     private readonly statusBar: ServerStatusBar,
@@ -59,6 +62,7 @@ export class ServerSession implements vscode.Disposable {
   ) {
     this.disposables.push(
       this.readyEmitter,
+      this.traceLog,
       vscode.workspace.onDidChangeConfiguration((event) => this.onConfigurationChanged(event)),
     );
   }
@@ -76,7 +80,10 @@ export class ServerSession implements vscode.Disposable {
   }
 
   async sendRequest<R>(method: string, params: unknown, token?: vscode.CancellationToken): Promise<R> {
-    return this.requireClient().sendRequest<R>(method, params, token);
+    const client = this.requireClient();
+    // An explicit `undefined` token would be sent as a second positional parameter, turning
+    // the params object into an array on the wire.
+    return token ? client.sendRequest<R>(method, params, token) : client.sendRequest<R>(method, params);
   }
 
   async executeServerCommand<R>(command: string, args: unknown[]): Promise<R> {
@@ -172,6 +179,7 @@ export class ServerSession implements vscode.Disposable {
     return {
       documentSelector: SERVED_LANGUAGES.map((language) => ({ scheme: 'file', language })),
       outputChannel: this.log,
+      traceOutputChannel: this.traceLog,
       revealOutputChannelOn: RevealOutputChannelOn.Never,
       initializationOptions: () => currentServerSettings(),
       markdown: { isTrusted: false, supportHtml: false },

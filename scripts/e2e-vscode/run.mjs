@@ -1,0 +1,492 @@
+// End-to-end test of the whence VS Code client in a real VS Code (code-server 4.139.1), driven
+// through chromium with playwright-core. It installs the packaged .vsix, opens a Python file,
+// and walks through what a user does: ghost text, Tab, hover, diagnostics, code lens, "Explain
+// this line", the matrix webview. Screenshots and logs go to the artifacts directory.
+//
+// Configuration (scripts/e2e-vscode.sh sets these):
+//   WHENCE_E2E_CODE_SERVER  code-server launcher        WHENCE_E2E_NODE24_BIN  Node 24 bin dir
+//   WHENCE_E2E_VSIX         the packaged extension      WHENCE_E2E_PYTHON      server's Python
+//   WHENCE_E2E_ARTIFACTS    screenshots, logs, summary  WHENCE_E2E_WORK        scratch state
+//   WHENCE_E2E_SERVER_SETTINGS  optional JSON merged into the workspace's whence.* settings
+//   WHENCE_E2E_SERVER_COMMAND   optional JSON argv for whence.server.command (default: the
+//                               Python above with -m whence_ls serve)
+
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { chromium } from 'playwright-core';
+import { installExtension, startCodeServer } from './codeServer.mjs';
+import {
+  cursorPosition,
+  eventually,
+  gotoPosition,
+  hideHover,
+  openFile,
+  runCommand,
+  waitForHover,
+  waitForWorkbench,
+  whenceStatusItem,
+} from './workbench.mjs';
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(`${name} is not set; run this through scripts/e2e-vscode.sh`);
+  }
+  return value;
+}
+
+const config = {
+  codeServer: required('WHENCE_E2E_CODE_SERVER'),
+  node24Bin: required('WHENCE_E2E_NODE24_BIN'),
+  vsix: path.resolve(required('WHENCE_E2E_VSIX')),
+  python: required('WHENCE_E2E_PYTHON'),
+  artifacts: path.resolve(required('WHENCE_E2E_ARTIFACTS')),
+  work: path.resolve(required('WHENCE_E2E_WORK')),
+  serverSettings: JSON.parse(process.env.WHENCE_E2E_SERVER_SETTINGS || '{}'),
+  serverCommand: process.env.WHENCE_E2E_SERVER_COMMAND ? JSON.parse(process.env.WHENCE_E2E_SERVER_COMMAND) : undefined,
+};
+
+// The completion point is the end of the file: the body of fibonacci() is what the model writes.
+const SAMPLE_PY = `import math
+
+
+def circle_area(radius):
+    """Return the area of a circle with the given radius."""
+    return math.pi * radius ** 2
+
+
+def fibonacci(n):
+    """Return the n-th Fibonacci number."""
+    `;
+const COMPLETION_POINT = { line: 11, column: 5 }; // 1-based, after the indentation
+const EXPLAIN_LINE = { line: 6, column: 5 }; // "return math.pi * radius ** 2"
+
+const BROWSER_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const consoleLog = [];
+const summary = { started: new Date().toISOString(), steps: [], softFailures: [], observed: {}, screenshots: [] };
+let page;
+
+function log(message) {
+  console.log(`[e2e ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${message}`);
+}
+const t0 = Date.now();
+
+async function step(name, body) {
+  const started = Date.now();
+  log(`> ${name}`);
+  try {
+    const result = await body();
+    summary.steps.push({ name, ok: true, seconds: (Date.now() - started) / 1000 });
+    return result;
+  } catch (error) {
+    summary.steps.push({ name, ok: false, seconds: (Date.now() - started) / 1000, error: String(error?.message ?? error) });
+    await screenshot(`FAILED-${name.replace(/\W+/g, '-')}`).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** A check whose failure is reported (and fails the run at the end) without stopping the walk-through. */
+function softCheck(condition, message) {
+  if (!condition) {
+    log(`  SOFT FAILURE: ${message}`);
+    summary.softFailures.push(message);
+  }
+  return condition;
+}
+
+async function screenshot(name, what) {
+  const file = path.join(config.artifacts, `${name}.png`);
+  await page.screenshot({ path: file });
+  summary.screenshots.push({ file, what: what ?? name });
+  log(`  screenshot ${file}${what ? ` (${what})` : ''}`);
+}
+
+function prepareDirectories() {
+  rmSync(config.work, { recursive: true, force: true });
+  mkdirSync(config.artifacts, { recursive: true });
+  for (const entry of readdirSync(config.artifacts)) {
+    rmSync(path.join(config.artifacts, entry), { recursive: true, force: true });
+  }
+  const dirs = {
+    workspace: path.join(config.work, 'workspace'),
+    userData: path.join(config.work, 'user-data'),
+    extensions: path.join(config.work, 'extensions'),
+    browserProfile: path.join(config.work, 'browser-profile'),
+    configFile: path.join(config.work, 'code-server.yaml'),
+  };
+  for (const dir of [dirs.workspace, dirs.userData, dirs.extensions, dirs.browserProfile]) {
+    mkdirSync(dir, { recursive: true });
+  }
+  // An explicit config file: code-server would otherwise write one into ~/.config.
+  writeFileSync(dirs.configFile, 'auth: none\ncert: false\n');
+  mkdirSync(path.join(dirs.userData, 'User'), { recursive: true });
+  writeFileSync(
+    path.join(dirs.userData, 'User', 'settings.json'),
+    JSON.stringify(
+      {
+        'workbench.startupEditor': 'none',
+        'workbench.tips.enabled': false,
+        'workbench.enableExperiments': false,
+        'workbench.colorTheme': 'Default Dark Modern',
+        'security.workspace.trust.enabled': false,
+        'telemetry.telemetryLevel': 'off',
+        'update.mode': 'none',
+        'extensions.autoCheckUpdates': false,
+        'extensions.autoUpdate': false,
+        'extensions.ignoreRecommendations': true,
+        'chat.disableAIFeatures': true,
+        'editor.minimap.enabled': false,
+        'editor.inlineSuggest.enabled': true,
+        'editor.codeLens': true,
+        // Word-based suggestions would pop up over the ghost text and take the Tab.
+        'editor.quickSuggestions': { other: false, comments: false, strings: false },
+        'editor.suggestOnTriggerCharacters': false,
+        'editor.wordBasedSuggestions': 'off',
+        'editor.hover.delay': 300,
+        'files.autoSave': 'off',
+        'files.trimTrailingWhitespace': false,
+        'files.insertFinalNewline': false,
+      },
+      null,
+      2,
+    ),
+  );
+  mkdirSync(path.join(dirs.workspace, '.vscode'), { recursive: true });
+  writeFileSync(
+    path.join(dirs.workspace, '.vscode', 'settings.json'),
+    JSON.stringify(
+      {
+        'whence.server.command': config.serverCommand ?? [config.python, '-m', 'whence_ls', 'serve'],
+        'whence.trace.server': 'messages',
+        ...Object.fromEntries(Object.entries(config.serverSettings).map(([key, value]) => [`whence.${key}`, value])),
+      },
+      null,
+      2,
+    ),
+  );
+  writeFileSync(path.join(dirs.workspace, 'sample.py'), SAMPLE_PY);
+  return dirs;
+}
+
+function readSample(dirs) {
+  return readFileSync(path.join(dirs.workspace, 'sample.py'), 'utf8');
+}
+
+/** 1-based line/column of the first non-blank character at or after `offset`. */
+function positionOfFirstNonBlank(text, offset) {
+  let index = offset;
+  while (index < text.length && /\s/.test(text[index])) {
+    index++;
+  }
+  const before = text.slice(0, index).split('\n');
+  return { line: before.length, column: before[before.length - 1].length + 1, index };
+}
+
+async function waitForServerReady() {
+  const item = whenceStatusItem(page);
+  await item.waitFor({ state: 'visible', timeout: 60_000 });
+  let loadingSeen = false;
+  const text = await eventually(
+    'the whence status bar item to say ready',
+    async () => {
+      const current = (await item.innerText()).trim();
+      loadingSeen ||= /loading/.test(current);
+      if (/error|stopped/.test(current)) {
+        const tooltip = await item.getAttribute('aria-label');
+        throw Object.assign(new Error(`whence status is "${current}" (${tooltip})`), { fatal: true });
+      }
+      return /whence: (cpu|cuda|ready)/.test(current) ? current : undefined;
+    },
+    { timeout: 300_000, interval: 250 },
+  );
+  summary.observed.statusReady = text;
+  summary.observed.loadingStateSeen = loadingSeen;
+  return text;
+}
+
+/** Background colours the extension uses for tinting (see client-vscode/src/heat.ts). */
+async function countTintedElements() {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('.monaco-editor .view-overlays div, .monaco-editor .view-lines span')].filter((element) =>
+      /rgba\((232, 121, 22|38, 125, 230),/.test(getComputedStyle(element).backgroundColor),
+    ).length,
+  );
+}
+
+async function main() {
+  const dirs = prepareDirectories();
+  let codeServer;
+  let context;
+  // Interrupted (Ctrl+C, a CI timeout): still stop code-server's process group.
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.once(signal, () => {
+      log(`${signal}: stopping code-server`);
+      Promise.resolve(codeServer?.stop()).finally(() => process.exit(130));
+    });
+  }
+  try {
+    await step('install the .vsix into code-server', async () => {
+      const listed = await installExtension({
+        codeServer: config.codeServer,
+        node24Bin: config.node24Bin,
+        userDataDir: dirs.userData,
+        extensionsDir: dirs.extensions,
+        configFile: dirs.configFile,
+        vsix: config.vsix,
+      });
+      summary.observed.installedExtensions = listed;
+      if (!/whence-ls\.whence-ls@/.test(listed)) {
+        throw new Error(`the extension is not listed after install: ${listed}`);
+      }
+    });
+
+    codeServer = await step('start code-server', () =>
+      startCodeServer({
+        codeServer: config.codeServer,
+        node24Bin: config.node24Bin,
+        userDataDir: dirs.userData,
+        extensionsDir: dirs.extensions,
+        configFile: dirs.configFile,
+        workspace: dirs.workspace,
+        logFile: path.join(config.artifacts, 'code-server.log'),
+      }),
+    );
+    log(`  code-server at ${codeServer.url}`);
+
+    context = await step('launch chromium', () =>
+      chromium.launchPersistentContext(dirs.browserProfile, {
+        executablePath: '/usr/bin/chromium',
+        headless: true,
+        args: BROWSER_FLAGS,
+        viewport: { width: 1600, height: 1000 },
+      }),
+    );
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on('console', (message) => consoleLog.push(`[${message.type()}] ${message.text()}`));
+    page.on('pageerror', (error) => consoleLog.push(`[pageerror] ${error.message}`));
+
+    await step('open the workspace and sample.py', async () => {
+      await page.goto(`${codeServer.url}/?folder=${encodeURIComponent(dirs.workspace)}`);
+      await waitForWorkbench(page);
+      await openFile(page, 'sample.py');
+    });
+
+    await step('the status bar reports the server ready', async () => {
+      const text = await waitForServerReady();
+      log(`  status: ${text}`);
+      await screenshot('01-server-ready', 'sample.py open, status bar item "whence: <device>" after the model loaded');
+    });
+
+    const before = readSample(dirs);
+    await step('an inline completion appears as ghost text', async () => {
+      await gotoPosition(page, COMPLETION_POINT.line, COMPLETION_POINT.column);
+      const ghost = page.locator('.monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text');
+      await eventually(
+        'ghost text at the completion point',
+        async () => {
+          if ((await ghost.count()) > 0 && (await ghost.first().isVisible())) {
+            return true;
+          }
+          // Ask again; the first request may race the model's first forward.
+          await runCommand(page, 'Trigger Inline Suggestion');
+          await page.waitForTimeout(3_000);
+          return (await ghost.count()) > 0;
+        },
+        { timeout: 120_000, interval: 500 },
+      );
+      summary.observed.ghostText = (await ghost.allInnerTexts()).join('\n');
+      log(`  ghost text: ${JSON.stringify(summary.observed.ghostText.slice(0, 200))}`);
+      await screenshot('02-ghost-text', 'the model\'s completion shown as ghost text after "def fibonacci(n):"');
+    });
+
+    let generated;
+    await step('Tab accepts it, and the provenance log records it', async () => {
+      await page.keyboard.press('Tab');
+      await runCommand(page, 'File: Save', 'File: Save');
+      const after = await eventually('sample.py on disk to contain the accepted completion', async () => {
+        const text = readSample(dirs);
+        return text.length > before.length && text.startsWith(before) ? text : undefined;
+      }, { timeout: 15_000 });
+      generated = after.slice(before.length);
+      summary.observed.acceptedText = generated;
+      log(`  accepted: ${JSON.stringify(generated.slice(0, 200))}`);
+      if (!/\S/.test(generated)) {
+        throw new Error(`the accepted completion is blank: ${JSON.stringify(generated)}`);
+      }
+      await screenshot('03-accepted', 'the completion inserted into the file by Tab');
+      const provenanceDir = path.join(dirs.workspace, '.whence');
+      const recorded = await eventually('the provenance log in the workspace .whence/', () =>
+        existsSync(provenanceDir) && readdirSync(provenanceDir).length > 0 ? readdirSync(provenanceDir) : undefined,
+        { timeout: 20_000 },
+      ).catch((error) => (softCheck(false, `accepting did not create the provenance log: ${error.message}`), undefined));
+      summary.observed.provenanceFiles = recorded;
+    });
+
+    const firstToken = positionOfFirstNonBlank(before + generated, before.length);
+    await step('hovering a generated token shows its attribution', async () => {
+      await gotoPosition(page, firstToken.line, firstToken.column);
+      const tinted = await eventually('tinted context tokens while the cursor is on the generated token', async () => {
+        const count = await countTintedElements();
+        return count > 0 ? count : undefined;
+      }, { timeout: 30_000 }).catch((error) => (softCheck(false, `no context tinting: ${error.message}`), 0));
+      summary.observed.tintedElements = tinted;
+      await runCommand(page, 'Show or Focus Hover');
+      const hover = await eventually('the attribution hover', async () => {
+        const candidate = await waitForHover(page, /entropy/i, 5_000).catch(() => undefined);
+        if (!candidate) {
+          // Attribution runs in the background after accepting; ask again.
+          await hideHover(page);
+          await runCommand(page, 'Show or Focus Hover');
+        }
+        return candidate;
+      }, { timeout: 90_000, interval: 1_000 });
+      const text = await hover.innerText();
+      summary.observed.tokenHover = text;
+      log(`  hover: ${JSON.stringify(text.slice(0, 300))}`);
+      softCheck(/prob/i.test(text), 'the hover does not mention the probability');
+      softCheck(/alternative|runner|top/i.test(text), 'the hover lists no alternatives');
+      const spanLinks = await hover.locator('a').evaluateAll((anchors) =>
+        anchors.map((anchor) => anchor.getAttribute('data-href') ?? anchor.getAttribute('href') ?? '').filter((href) => /#L\d+/.test(href)),
+      );
+      summary.observed.hoverSpanLinks = spanLinks;
+      softCheck(spanLinks.length > 0, 'the hover has no links to context spans (file://...#L<n>)');
+      await screenshot('04-hover-attribution', 'hover on the first generated token: probability, entropy, alternatives, driving context spans; context tinted');
+      await hideHover(page);
+    });
+
+    await step('low-confidence diagnostics appear', async () => {
+      const squiggles = page.locator('.monaco-editor .squiggly-info');
+      await eventually('an Information squiggle in the editor', async () => (await squiggles.count()) > 0, { timeout: 90_000 });
+      await runCommand(page, 'Problems: Focus on Problems View', 'Focus on Problems View');
+      const row = page.locator('.markers-panel .monaco-list-row', { hasText: /whence/ }).first();
+      await row.waitFor({ state: 'visible', timeout: 20_000 });
+      summary.observed.problemsRow = await row.innerText();
+      softCheck(/low-confidence/.test(await page.locator('.markers-panel').innerText()), 'no diagnostic with code low-confidence in the Problems view');
+      await screenshot('05-diagnostics', 'Problems view with whence low-confidence diagnostics, squiggles in the editor');
+      await runCommand(page, 'View: Hide Panel', 'Hide Panel');
+    });
+
+    let lensTexts = [];
+    await step('a code lens sits above the accepted completion', async () => {
+      const lens = page.locator('.monaco-editor .codelens-decoration');
+      await eventually('a whence code lens', async () => (await lens.count()) > 0 && (await lens.first().innerText()).trim().length > 0, { timeout: 90_000 });
+      lensTexts = (await lens.allInnerTexts()).map((text) => text.trim()).filter(Boolean);
+      summary.observed.codeLenses = lensTexts;
+      log(`  code lenses: ${JSON.stringify(lensTexts)}`);
+      await screenshot('06-code-lens', 'code lens above the accepted completion (provenance, or "build index" when there is none)');
+    });
+
+    await step('"whence: Explain this line" explains existing code', async () => {
+      await gotoPosition(page, EXPLAIN_LINE.line, EXPLAIN_LINE.column);
+      await runCommand(page, 'whence: Explain this line');
+      const hover = await eventually('the hover on the explained line', async () => {
+        const candidate = await waitForHover(page, /entropy/i, 5_000).catch(() => undefined);
+        if (!candidate) {
+          await hideHover(page);
+          await runCommand(page, 'Show or Focus Hover');
+        }
+        return candidate;
+      }, { timeout: 90_000, interval: 1_000 });
+      summary.observed.explainHover = await hover.innerText();
+      await screenshot('07-explain-line', 'hover on "return math.pi * radius ** 2" after whence: Explain this line');
+      await hideHover(page);
+    });
+
+    await step('the attribution matrix webview renders and reveals units', async () => {
+      await gotoPosition(page, firstToken.line, firstToken.column);
+      await runCommand(page, 'whence: Show attribution matrix');
+      const frame = page.frameLocator('iframe.webview').frameLocator('#active-frame');
+      await frame.locator('h1', { hasText: 'Attribution matrix' }).waitFor({ state: 'visible', timeout: 30_000 });
+      const cells = frame.locator('table.heatmap td.cell');
+      await eventually('computed matrix rows', async () => (await cells.count()) > 0, { timeout: 60_000 });
+      summary.observed.matrixMeta = await frame.locator('p.meta').innerText();
+      summary.observed.matrixCells = await cells.count();
+      log(`  matrix: ${summary.observed.matrixMeta} (${summary.observed.matrixCells} cells)`);
+      // The strongest cell of the first row, so that the readout shows a non-zero score.
+      const strongest = await frame.locator('table.heatmap tbody tr:not(.pending)').first().locator('td.cell').evaluateAll((tds) => {
+        let best = 0;
+        tds.forEach((td, index) => {
+          if (Math.abs(parseFloat(td.dataset.share.replace('−', '-'))) > Math.abs(parseFloat(tds[best].dataset.share.replace('−', '-')))) {
+            best = index;
+          }
+        });
+        return best;
+      });
+      const cell = frame.locator('table.heatmap tbody tr:not(.pending)').first().locator('td.cell').nth(strongest);
+      await cell.hover();
+      const readout = frame.locator('#readout');
+      await eventually('the readout to show the hovered score', async () => /[+−]\d+\.\d%/.test(await readout.innerText()), { timeout: 5_000 });
+      summary.observed.matrixReadout = await readout.innerText();
+      log(`  readout: ${summary.observed.matrixReadout}`);
+      await screenshot('08-matrix', 'attribution matrix webview: generated tokens x context units, readout of the hovered cell');
+
+      const unitIndex = await cell.getAttribute('data-unit');
+      const header = frame.locator(`th.unit[data-unit="${unitIndex}"]`);
+      const title = await header.getAttribute('title');
+      const where = /line (\d+), col (\d+)/.exec(title ?? '');
+      if (!where) {
+        throw new Error(`unit header has no position: ${title}`);
+      }
+      await header.click();
+      // The unit is selected; the cursor sits at its end, so the start is the column minus the selection.
+      const revealed = await eventually('the editor to select the clicked unit', async () => {
+        const position = await cursorPosition(page);
+        const selected = Number(/\((\d+) selected\)/.exec(position?.text ?? '')?.[1] ?? 0);
+        return position && position.line === Number(where[1]) && position.column - selected === Number(where[2]) ? position : undefined;
+      }, { timeout: 10_000, interval: 200 }).catch((error) => (softCheck(false, `clicking unit ${unitIndex} (${title}) did not select it: ${error.message}`), undefined));
+      log(`  clicked unit ${unitIndex}: editor at ${revealed?.text}`);
+      summary.observed.revealedUnit = { unit: unitIndex, title, cursor: (await cursorPosition(page))?.text };
+      await screenshot('09-matrix-reveal', `clicking context unit ${title} revealed and selected it in the editor`);
+    });
+
+    const traceLens = lensTexts.find((text) => !/index/i.test(text));
+    if (traceLens) {
+      await step('"Open traced source" shows the match read-only with its license', async () => {
+        await page.locator('.monaco-editor .codelens-decoration a', { hasText: traceLens.split('|')[0].trim() }).first().click();
+        const tab = page.locator('.tab', { hasText: /\[[^\]]+\] L\d+/ }).first();
+        await tab.waitFor({ state: 'visible', timeout: 30_000 });
+        summary.observed.tracedSourceTab = await tab.innerText();
+        await screenshot('10-traced-source', 'traced source as a read-only whence-trace document, license in the tab title, matched lines highlighted');
+      });
+    } else {
+      log('  no trace lens (no trace index); "Open traced source" not exercised');
+      summary.observed.tracedSourceTab = null;
+    }
+
+  } finally {
+    writeFileSync(path.join(config.artifacts, 'browser-console.log'), consoleLog.join('\n'));
+    await context?.close().catch(() => undefined);
+    await codeServer?.stop();
+    // The extension host's logs include the whence output channel and the LSP trace.
+    if (existsSync(path.join(dirs.userData, 'logs'))) {
+      cpSync(path.join(dirs.userData, 'logs'), path.join(config.artifacts, 'vscode-logs'), { recursive: true });
+    }
+    summary.finished = new Date().toISOString();
+    summary.seconds = (Date.now() - t0) / 1000;
+    writeFileSync(path.join(config.artifacts, 'summary.json'), JSON.stringify(summary, null, 2));
+  }
+  if (summary.softFailures.length > 0) {
+    throw new Error(`${summary.softFailures.length} check(s) failed:\n  - ${summary.softFailures.join('\n  - ')}`);
+  }
+}
+
+main().then(
+  () => {
+    log(`PASSED in ${((Date.now() - t0) / 1000).toFixed(0)} s; artifacts in ${config.artifacts}`);
+  },
+  (error) => {
+    log(`FAILED: ${error?.stack ?? error}`);
+    log(`artifacts (screenshots, code-server.log, vscode-logs/, summary.json) in ${config.artifacts}`);
+    process.exitCode = 1;
+  },
+);
