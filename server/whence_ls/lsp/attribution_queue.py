@@ -19,10 +19,10 @@ from whence_ls.lsp.records import Record, Unit
 
 log = logging.getLogger(__name__)
 
-# tokens per background call: small enough that a hover or completion waits at most one batch,
-# large enough that methods which share one forward pass across rows (input x gradient) pay it
-# for several rows at once
-BATCH_TOKENS = 4
+# tokens per background call. A call's cost is mostly its shared forward pass (input x gradient
+# on the embedded model: one row or eight cost about the same), so batches match the engine's
+# own batch of 8; a hover or completion that arrives meanwhile waits at most this one batch.
+BATCH_TOKENS = 8
 
 
 def attribution_engine():

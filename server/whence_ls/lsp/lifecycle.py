@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ LOAD_TITLE = "whence: loading model"
 # how long to wait for the client's answer to a server request (configuration, progress) before
 # going on without it: a client that never answers must not stop the model from loading
 CONFIGURATION_TIMEOUT_S = 3.0
+# how long `exit` waits for the model worker to finish its current job
+EXIT_WAIT_S = 2.0
 
 
 class LifecycleFeature:
@@ -39,6 +43,7 @@ class LifecycleFeature:
         ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)(plain(self.did_change))
         ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)(plain(self.did_close))
         ls.feature(types.SHUTDOWN)(plain(self.shutdown))
+        ls.feature(types.EXIT)(plain(self.exit))
 
     # -- start-up --------------------------------------------------------------------------------
 
@@ -218,9 +223,21 @@ class LifecycleFeature:
         server.diagnostics.clear(uri)
 
     def shutdown(self, params: Any) -> None:
+        # answers at once: the worker is told to stop, and `exit` waits for it
         server = self.server
         if server.worker is not None:
             server.worker.stop()
         server.trace.shutdown()
         if server.provenance is not None:
             server.provenance.close()
+
+    def exit(self, params: Any) -> None:
+        server = self.server
+        if server.worker is None or server.worker.stop(timeout=EXIT_WAIT_S):
+            return
+        # torch is still inside a batch on the worker thread, and a process that exits under it
+        # aborts (SIGABRT, "terminate called without an active exception"); everything worth
+        # keeping is committed already (the provenance log is written at acceptance), so leave
+        # without running interpreter teardown
+        sys.stdout.flush()
+        os._exit(0 if server.protocol._shutdown else 1)

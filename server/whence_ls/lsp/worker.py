@@ -109,9 +109,9 @@ class ModelWorker:
         with self._wake:
             self._wake.notify()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the current job (cancelled between tokens); waits for it, because a
-        process that exits while torch runs on another thread aborts instead of exiting."""
+    def stop(self, timeout: float = 0.0) -> bool:
+        """Stop after the current job (generation is cancelled between tokens, attribution
+        between batches); wait up to `timeout` seconds for it. True when the thread ended."""
         with self._wake:
             self._stopped = True
             for job in self._queue:
@@ -120,8 +120,9 @@ class ModelWorker:
                 self._completion_cancel.set()
             self.background_cancel.set()
             self._wake.notify()
-        if threading.current_thread() is not self._thread:
+        if timeout > 0 and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     @property
     def busy_with(self) -> int:

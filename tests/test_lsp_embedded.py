@@ -1,0 +1,64 @@
+"""One end-to-end session over stdio on the real embedded model (SmolLM2-135M-Instruct): a
+completion that makes sense, accepted, with hover attribution pointing at real context."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_lsp
+
+from test_lsp_support import SERVER, LanguageClient, accept_inline, execute, hover, open_doc, request, start, wait_ready
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SOURCE = '''import os
+
+
+def read_file(path):
+    with open(path) as handle:
+        return handle.read()
+
+
+def list_python_files(directory):
+    return '''
+
+
+@pytest_lsp.fixture(config=SERVER, scope="module")
+async def client(lsp_client: LanguageClient, tmp_path_factory):
+    root = tmp_path_factory.mktemp("embedded")
+    lsp_client.root = root
+    await start(lsp_client, root, {"device": "cpu", "maxNewTokens": 24})
+    status = await wait_ready(lsp_client, timeout=240)
+    assert status["state"] == "ready", status
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_embedded_model_session(client: LanguageClient):
+    status = await request(client, "whence/status", {})
+    assert status["model"] == "smollm2-135m-instruct" and status["device"] == "cpu"
+    path = client.root / "files.py"
+    path.write_text(SOURCE)
+    uri = path.as_uri()
+    open_doc(client, uri, SOURCE)
+    line = SOURCE.count("\n")
+    result, inserted, _ = await accept_inline(client, uri, SOURCE, 1, line, len("    return "))
+    assert result["placed"] and inserted.strip()
+    assert "directory" in inserted or "os." in inserted  # a real model uses what it was given
+
+    matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": result["recordId"]})
+    token = min(matrix["tokens"], key=lambda t: t["prob"] if t["text"].strip() else 2.0)
+    start = token["range"]["start"]
+    # the hover answers at once with the confidence part; the row follows (hover again, as a user would)
+    for _ in range(120):
+        shown = (await hover(client, uri, start["line"], start["character"])).contents.value
+        assert f"p = **{token['prob']:.3f}**" in shown
+        if "what drove it" in shown:
+            break
+        assert "attribution computing" in shown
+    assert "what drove it" in shown, shown
+    # the strongest unit is a link into this file, at a line above the completion
+    links = [int(part.split(")")[0]) for part in shown.split(f"{uri}#L")[1:]]
+    assert links and all(1 <= n <= line + 1 for n in links)
+
+    explained = await execute(client, "whence.explainLine", {"uri": uri, "line": 5})
+    assert explained["range"]["start"]["line"] == 5
