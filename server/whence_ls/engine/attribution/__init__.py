@@ -1,0 +1,39 @@
+"""Per-token attribution: for each generated (or explained) token, how much each context unit
+drove it. One interface over several methods; rows are computed on demand, in the order asked,
+and kept on the record (`ScoredText.attribution`).
+
+    units = context_units(lm, record, language)
+    rows = attribute_rows(lm, record, [3, 7], method=DEFAULT_METHOD, cancel=event)
+    rows[3].top(5)  # [(unit_index, signed score)], |scores| over all units sum to 1
+"""
+
+from __future__ import annotations
+
+from whence_ls.engine.attribution.api import (
+    DEFAULT_METHOD,
+    METHOD_NOTES,
+    METHODS,
+    AttributionMatrix,
+    attribute_rows,
+    attribution_matrix,
+    least_confident_order,
+    make_method,
+)
+from whence_ls.engine.attribution.base import AttributionRow
+from whence_ls.engine.attribution.gradients import release_graph
+from whence_ls.engine.attribution.units import ContextUnit, context_units
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHOD_NOTES",
+    "METHODS",
+    "AttributionMatrix",
+    "AttributionRow",
+    "ContextUnit",
+    "attribute_rows",
+    "attribution_matrix",
+    "context_units",
+    "least_confident_order",
+    "make_method",
+    "release_graph",
+]

@@ -1,0 +1,161 @@
+"""The calls the language server and the CLI make: `attribute_rows`, `attribution_matrix`."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from whence_ls.engine.attribution.base import AttributionRow, Method, TeacherForced, normalise
+from whence_ls.engine.attribution.contrastive import Contrastive
+from whence_ls.engine.attribution.gradient_norm import GradientNorm
+from whence_ls.engine.attribution.input_x_gradient import InputXGradient
+from whence_ls.engine.attribution.integrated_gradients import IntegratedGradients
+from whence_ls.engine.attribution.occlusion import Occlusion
+from whence_ls.engine.attribution.rollout import AttentionRollout
+from whence_ls.engine.attribution.units import ContextUnit, language_of, unit_map
+from whence_ls.engine.loading import LoadedModel
+from whence_ls.engine.records import ScoredText
+from whence_ls.errors import WhenceError
+
+_FACTORIES = {
+    "input_x_gradient": InputXGradient,
+    "gradient_norm": GradientNorm,
+    "contrastive": Contrastive,
+    "integrated_gradients": IntegratedGradients,
+    "attention_rollout": AttentionRollout,
+    "occlusion": Occlusion,
+}
+METHODS: tuple[str, ...] = tuple(_FACTORIES)
+DEFAULT_METHOD = "input_x_gradient"
+
+# One honest line per method, from `whence-ls bench attribution` (docs/bench-attribution.md);
+# the hover shows it next to the row.
+METHOD_NOTES: dict[str, str] = {
+    "input_x_gradient": "gradient x input from one forward; ranks mostly the last few tokens, like recency",
+    "gradient_norm": "gradient magnitude, no sign; same cost as input x gradient",
+    "contrastive": "why this token rather than the runner-up (logit margin gradient)",
+    "integrated_gradients": "precise but ~16 forward+backward passes per token",
+    "attention_rollout": "attention flow; not faithful in our benchmark (points at the first tokens)",
+    "occlusion": "leave-one-unit-out log-probability drop: the reference the others are measured by",
+}
+
+
+def make_method(method: str | Method, **options) -> Method:
+    if not isinstance(method, str):
+        return method
+    factory = _FACTORIES.get(method)
+    if factory is None:
+        raise WhenceError(f"unknown attribution method {method!r}: use one of {', '.join(METHODS)}")
+    try:
+        return factory(**options)
+    except (TypeError, ValueError) as exc:
+        raise WhenceError(f"attribution method {method}: {exc}") from exc
+
+
+def least_confident_order(record: ScoredText) -> list[int]:
+    """Every token index, least confident first: the order rows are worth computing in."""
+    return sorted(range(len(record.tokens)), key=lambda i: record.tokens[i].logprob)
+
+
+def attribute_rows(
+    lm: LoadedModel,
+    record: ScoredText,
+    token_indices: list[int],
+    method: str | Method = DEFAULT_METHOD,
+    cancel: threading.Event | None = None,
+    *,
+    language: str | None = None,
+) -> dict[int, AttributionRow]:
+    """Rows for `token_indices`, computed in that order (batched where the method allows),
+    checking `cancel` between batches; rows already on the record for this method are reused.
+    Returns the rows finished (all of them unless cancelled) and stores them on the record.
+
+    `language` picks the units; by default the ones `context_units` last built for the record.
+    """
+    chosen = make_method(method)
+    for index in token_indices:
+        if not 0 <= index < len(record.tokens):
+            raise WhenceError(f"token index {index} is outside the record ({len(record.tokens)} tokens)")
+    units = unit_map(record, language if language is not None else language_of(record))
+    result: dict[int, AttributionRow] = {}
+    pending: list[int] = []
+    for index in dict.fromkeys(token_indices):  # keep order, drop repeats
+        existing = record.attribution.get(index)
+        if isinstance(existing, AttributionRow) and existing.method == chosen.name:
+            result[index] = existing
+        else:
+            pending.append(index)
+    if not pending:
+        return result
+    job = TeacherForced.of(lm, record, cancel)
+    for start in range(0, len(pending), chosen.rows_per_batch):
+        if cancel is not None and cancel.is_set():
+            break
+        batch = pending[start : start + chosen.rows_per_batch]
+        raw_rows = chosen.compute(job, batch, units)
+        for index in batch:
+            raw = raw_rows.get(index)
+            if raw is None:  # the method saw the cancel flag mid-batch
+                continue
+            row = _finish_row(chosen, index, raw, units, job.context_len)
+            record.attribution[index] = row
+            result[index] = row
+    record.attribution_method = chosen.name
+    return result
+
+
+def _finish_row(method: Method, index: int, raw, units, context_len: int) -> AttributionRow:
+    generated_share = None
+    if raw.unit_scores is not None:
+        unit_scores = raw.unit_scores.to(torch.float64)
+    else:
+        scores = raw.position_scores.to(torch.float64)
+        unit_scores = units.aggregate(scores[:context_len])
+        generated_abs = float(scores[context_len:].abs().sum())
+        context_abs = float(scores[units.sink_positions : context_len].abs().sum())
+        if generated_abs + context_abs > 0:
+            generated_share = generated_abs / (generated_abs + context_abs)
+    normalised, raw_sum, total_abs = normalise(unit_scores)
+    return AttributionRow(
+        token_index=index,
+        method=method.name,
+        scores=normalised,
+        raw_sum=raw_sum,
+        total_abs=total_abs,
+        generated_share=generated_share,
+        rank_by_abs=method.rank_by_abs,
+        extra=dict(raw.extra),
+    )
+
+
+@dataclass
+class AttributionMatrix:
+    """Rows (generated tokens) x context units, the shape every view of attribution reads."""
+
+    method: str
+    units: list[ContextUnit]
+    rows: dict[int, AttributionRow]
+    complete: bool  # False when cancelled before every row was computed
+
+    def as_tensor(self, token_count: int) -> torch.Tensor:
+        matrix = torch.zeros(token_count, len(self.units), dtype=torch.float64)
+        for index, row in self.rows.items():
+            matrix[index] = torch.tensor(row.scores, dtype=torch.float64)
+        return matrix
+
+
+def attribution_matrix(
+    lm: LoadedModel,
+    record: ScoredText,
+    method: str | Method = DEFAULT_METHOD,
+    cancel: threading.Event | None = None,
+    *,
+    language: str | None = None,
+) -> AttributionMatrix:
+    """Every row of `record`, least confident first."""
+    chosen = make_method(method)
+    units = unit_map(record, language if language is not None else language_of(record))
+    rows = attribute_rows(lm, record, least_confident_order(record), chosen, cancel, language=language)
+    return AttributionMatrix(method=chosen.name, units=units.units, rows=rows, complete=len(rows) == len(record.tokens))

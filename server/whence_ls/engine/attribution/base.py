@@ -1,0 +1,137 @@
+"""The attribution interface: one result type (a row per generated token over context units)
+and the teacher-forced sequence every method works on."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from whence_ls.engine.loading import LoadedModel
+from whence_ls.engine.records import ScoredText
+from whence_ls.errors import WhenceError
+
+
+@dataclass
+class AttributionRow:
+    """How much each context unit drove one generated token.
+
+    `scores[u]` is signed (positive: the unit made the token more likely) and the absolute
+    values sum to 1 over all units, sinks excluded before normalising; all zeros when the method
+    found no signal at all (`total_abs == 0`).
+    """
+
+    token_index: int
+    method: str
+    scores: list[float]
+    # sum of the signed unit scores before normalising, in the method's own units (nats for
+    # gradient methods on log-probabilities): integrated gradients' completeness is checked on it
+    raw_sum: float
+    total_abs: float  # sum of |unit score| before normalising
+    # share of the absolute attribution that went to earlier generated tokens rather than the
+    # context (None for methods that only score the context)
+    generated_share: float | None = None
+    rank_by_abs: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def top(self, k: int) -> list[tuple[int, float]]:
+        """The k strongest units, (unit_index, score), strongest first."""
+        key = (lambda u: abs(self.scores[u])) if self.rank_by_abs else (lambda u: self.scores[u])
+        order = sorted((u for u in range(len(self.scores)) if self.scores[u] != 0.0), key=key, reverse=True)
+        return [(u, self.scores[u]) for u in order[:k]]
+
+    def ranking(self) -> list[int]:
+        """Every unit, strongest first (ties keep document order)."""
+        key = (lambda u: -abs(self.scores[u])) if self.rank_by_abs else (lambda u: -self.scores[u])
+        return sorted(range(len(self.scores)), key=key)
+
+
+@dataclass
+class RawRow:
+    """What a method computes for one token before units and normalising."""
+
+    position_scores: torch.Tensor | None = None  # over sequence positions [0, target position]
+    unit_scores: torch.Tensor | None = None  # or directly over units (occlusion)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TeacherForced:
+    """Context + completion tokens as one sequence; token i of the completion is predicted at
+    position `context_len + i - 1`."""
+
+    lm: LoadedModel
+    record: ScoredText
+    ids: torch.Tensor  # [L] on the model's device
+    context_len: int
+    cancel: threading.Event | None = None  # methods with long inner loops check it between forwards
+
+    @classmethod
+    def of(cls, lm: LoadedModel, record: ScoredText, cancel: threading.Event | None = None) -> "TeacherForced":
+        context = record.context
+        if not context.token_ids:
+            raise WhenceError("cannot attribute: the context is empty (nothing before the completion)")
+        if not record.tokens:
+            raise WhenceError("cannot attribute: the record has no tokens")
+        ids = list(context.token_ids) + [t.token_id for t in record.tokens]
+        if len(ids) > lm.max_context:
+            raise WhenceError(
+                f"cannot attribute: context + completion is {len(ids)} tokens, over the model's window of {lm.max_context}"
+            )
+        return cls(lm=lm, record=record, ids=torch.tensor(ids, device=lm.device), context_len=len(context.token_ids), cancel=cancel)
+
+    def target_position(self, token_index: int) -> int:
+        return self.context_len + token_index - 1
+
+    def target_id(self, token_index: int) -> int:
+        return self.record.tokens[token_index].token_id
+
+    def runner_up_id(self, token_index: int) -> int | None:
+        runner = self.record.tokens[token_index].runner_up()
+        return runner.token_id if runner is not None else None
+
+    @property
+    def embedding(self) -> torch.nn.Module:
+        return self.lm.model.get_input_embeddings()
+
+    def filler_id(self) -> int:
+        """The token a removed context token is replaced by: a single space, so positions and
+        length stay and the model sees blank code rather than an unknown symbol."""
+        ids = self.lm.tokenizer(" ", add_special_tokens=False)["input_ids"]
+        if len(ids) == 1:
+            return ids[0]
+        pad = self.lm.tokenizer.pad_token_id
+        return pad if pad is not None else 0
+
+
+class Method(Protocol):
+    name: str
+    # rows ranked by |score| (magnitude methods, and signed ones where the benchmark showed
+    # magnitude ranks more faithfully) or by signed score
+    rank_by_abs: bool
+    rows_per_batch: int
+    needs_units: bool
+
+    def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]: ...
+
+
+def normalise(unit_scores: torch.Tensor) -> tuple[list[float], float, float]:
+    scores = unit_scores.to(torch.float64)
+    total_abs = float(scores.abs().sum())
+    raw_sum = float(scores.sum())
+    if total_abs == 0.0 or not math.isfinite(total_abs):
+        return [0.0] * scores.numel(), raw_sum, 0.0 if total_abs == 0.0 else total_abs
+    return (scores / total_abs).tolist(), raw_sum, total_abs
+
+
+def ensure_no_parameter_grads(model: torch.nn.Module) -> None:
+    """Gradient methods need d(output)/d(input) only; without this, autograd would also keep
+    every weight's gradient path alive and compute weight gradients nobody reads."""
+    if getattr(model, "_whence_frozen", False):
+        return
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    model._whence_frozen = True

@@ -1,0 +1,253 @@
+"""Attribution engine on the tiny random model: every method against an independent reference
+computation (per-token backward, manual occlusion, IG completeness), units and aggregation,
+the sink rule, caching, cancellation and bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from whence_ls.engine.attribution import (
+    DEFAULT_METHOD,
+    METHOD_NOTES,
+    METHODS,
+    AttributionRow,
+    attribute_rows,
+    attribution_matrix,
+    context_units,
+    least_confident_order,
+    make_method,
+)
+from whence_ls.engine.attribution.base import TeacherForced
+from whence_ls.engine.attribution.units import build_unit_map, split_units
+from whence_ls.engine.explain import explain_line
+from whence_ls.engine.records import ContextWindow
+from whence_ls.errors import WhenceError
+
+SOURCE = '''import os
+
+
+def read_config(path, default=None):
+    """Read a key=value file; missing file gives `default`."""
+    if not os.path.exists(path):
+        return default
+    values = {}
+    with open(path) as handle:
+        for line in handle:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def write_config(path, values):
+    with open(path, "w") as handle:
+        for key in sorted(values):
+            handle.write(f"{key}={values[key]}\\n")
+'''
+
+
+@pytest.fixture(scope="module")
+def record(tiny_lm):
+    # a teacher-forced line: fixed tokens whatever the random model would have generated
+    line = SOURCE[: SOURCE.index("            handle.write")].count("\n")
+    result = explain_line(tiny_lm, SOURCE, line, "python")
+    assert len(result.tokens) >= 8
+    return result
+
+
+def _fresh(record):
+    """The same record with no rows yet (rows are stored on the record)."""
+    import copy
+
+    clone = copy.copy(record)
+    clone.attribution = {}
+    clone.id = record.id + "-fresh" + str(id(clone))
+    return clone
+
+
+def test_units_partition_the_context_and_follow_the_grammar(tiny_lm, record):
+    units = context_units(tiny_lm, record, "python")
+    context = record.context
+    assert "".join(u.text for u in units) == context.text
+    assert units[0].start == context.doc_start and units[-1].end == context.doc_start + len(context.text)
+    for unit in units:
+        assert SOURCE[unit.start : unit.end] == unit.text
+    texts = [u.text for u in units]
+    assert "read_config" in texts and "==" not in texts and "partition" in texts
+    # a docstring is split into words, an operator is one unit
+    assert "missing" in texts and "=" in texts
+
+
+def test_regex_units_without_grammar():
+    spans = split_units("a.b += foo_bar(12) // 3", None)
+    text = "a.b += foo_bar(12) // 3"
+    assert [text[s:e] for s, e in spans] == ["a", ".", "b", " ", "+=", " ", "foo_bar", "(", "12", ")", " ", "//", " ", "3"]
+
+
+def test_aggregation_preserves_sums_and_drops_only_the_sink(tiny_lm, record):
+    units = build_unit_map(record.context, "python")
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.randn(len(record.context.token_ids), generator=generator, dtype=torch.float64)
+    aggregated = units.aggregate(scores)
+    assert aggregated.shape == (len(units.units),)
+    assert float(aggregated.sum()) == pytest.approx(float(scores[units.sink_positions :].sum()), abs=1e-9)
+    assert units.sink_positions == 1  # this tokenizer adds no BOS: the first token is the sink
+
+
+def test_whitespace_only_tokens_still_land_in_a_unit():
+    context_text = "x = 1\n\n\n    y"
+    offsets = [(0, 1), (1, 3), (3, 5), (5, 8), (8, 12), (12, 14)]
+    window = ContextWindow(text=context_text, doc_start=100, token_ids=list(range(6)),
+                           token_offsets=[(100 + s, 100 + e) for s, e in offsets], truncated=False)
+    units = build_unit_map(window, "python")
+    weights = units.weights
+    assert torch.allclose(weights[1:].sum(-1), torch.ones(5, dtype=torch.float64))
+    # " y" goes to `y`, not to the space before it; the blank lines go to their whitespace unit
+    y_unit = next(i for i, u in enumerate(units.units) if u.text == "y")
+    assert weights[5, y_unit] == 1.0
+    space_unit = next(i for i, u in enumerate(units.units) if u.text.startswith("\n"))
+    assert weights[3, space_unit] == 1.0
+
+
+def _reference_position_scores(lm, record, index, objective="logprob"):
+    """One full forward and backward per token, no graph reuse, no batching."""
+    job = TeacherForced.of(lm, record)
+    end = job.target_position(index) + 1
+    embeds = lm.model.get_input_embeddings()(job.ids[:end]).detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = lm.model(inputs_embeds=embeds.unsqueeze(0), logits_to_keep=1).logits[0, -1].float()
+        target = job.target_id(index)
+        if objective == "logprob":
+            value = torch.log_softmax(logits, -1)[target]
+        else:
+            runner = record.tokens[index].runner_up().token_id
+            value = logits[target] - logits[runner]
+        (grad,) = torch.autograd.grad(value, embeds)
+    return (grad * embeds.detach()).sum(-1)
+
+
+@pytest.mark.parametrize("method,objective", [("input_x_gradient", "logprob"), ("contrastive", "margin")])
+def test_gradient_rows_match_a_per_token_reference(tiny_lm, record, method, objective):
+    fresh = _fresh(record)
+    indices = list(range(len(fresh.tokens)))
+    rows = attribute_rows(tiny_lm, fresh, indices, method, language="python")
+    units = build_unit_map(fresh.context, "python")
+    context_len = len(fresh.context.token_ids)
+    # the batched rows are all computed; a spread of them is checked against the slow reference
+    for index in sorted({0, 1, len(indices) // 2, len(indices) - 1}):
+        reference = _reference_position_scores(tiny_lm, fresh, index, objective)
+        expected = units.aggregate(reference[:context_len].double())
+        expected = expected / expected.abs().sum()
+        assert torch.allclose(torch.tensor(rows[index].scores, dtype=torch.float64), expected, atol=1e-4), index
+        assert sum(abs(s) for s in rows[index].scores) == pytest.approx(1.0)
+        assert 0.0 <= rows[index].generated_share <= 1.0
+        assert rows[index].generated_share == 0.0 if index == 0 else True
+
+
+def test_gradient_norm_rows_are_magnitudes(tiny_lm, record):
+    rows = attribute_rows(tiny_lm, _fresh(record), [0, 2], "gradient_norm", language="python")
+    for row in rows.values():
+        assert min(row.scores) >= 0.0 and sum(row.scores) == pytest.approx(1.0)
+
+
+def test_integrated_gradients_is_complete(tiny_lm, record):
+    fresh = _fresh(record)
+    index = 2
+    method = make_method("integrated_gradients", steps=64)
+    row = attribute_rows(tiny_lm, fresh, [index], method, language="python")[index]
+    # completeness: the attributions add up to log p(x) - log p(baseline), the baseline being
+    # every non-sink context token replaced by the space token (computed here from token ids)
+    job = TeacherForced.of(tiny_lm, fresh)
+    end = job.target_position(index) + 1
+    ids = job.ids[:end].clone()
+    baseline_ids = ids.clone()
+    baseline_ids[1 : job.context_len] = job.filler_id()
+    with torch.no_grad():
+        logp = [torch.log_softmax(tiny_lm.model(input_ids=x.unsqueeze(0)).logits[0, -1].float(), -1)[job.target_id(index)]
+                for x in (ids, baseline_ids)]
+    difference = float(logp[0] - logp[1])
+    assert row.raw_sum == pytest.approx(difference, abs=0.02 + 0.02 * abs(difference))
+    assert row.extra["completeness_delta"] < 0.02 + 0.02 * abs(difference)
+
+
+def test_occlusion_rows_are_log_probability_drops(tiny_lm, record):
+    fresh = _fresh(record)
+    index = 1
+    row = attribute_rows(tiny_lm, fresh, [index], "occlusion", language="python")[index]
+    units = build_unit_map(fresh.context, "python")
+    job = TeacherForced.of(tiny_lm, fresh)
+    end = job.target_position(index) + 1
+    target_unit = next(u for u, unit in enumerate(units.units) if unit.text == "values" and units.unit_positions[u])
+    ids = job.ids[:end].clone()
+    occluded = ids.clone()
+    occluded[units.unit_positions[target_unit]] = job.filler_id()
+    with torch.no_grad():
+        logp = [torch.log_softmax(tiny_lm.model(input_ids=x.unsqueeze(0)).logits[0, -1].float(), -1)[job.target_id(index)]
+                for x in (ids, occluded)]
+    assert row.scores[target_unit] * row.total_abs == pytest.approx(float(logp[0] - logp[1]), abs=1e-4)
+    assert not row.rank_by_abs
+
+
+def test_rollout_switches_sdpa_to_eager_and_back(tiny_lm, record):
+    assert tiny_lm.model.config._attn_implementation == "sdpa"
+    rows = attribute_rows(tiny_lm, _fresh(record), [0, 1], "attention_rollout", language="python")
+    assert tiny_lm.model.config._attn_implementation == "sdpa"
+    for row in rows.values():
+        assert min(row.scores) >= 0.0 and sum(row.scores) == pytest.approx(1.0)
+        assert "eager" in row.extra["attention"]
+
+
+def test_rows_are_cached_on_the_record_and_reused(tiny_lm, record):
+    fresh = _fresh(record)
+    first = attribute_rows(tiny_lm, fresh, [1], language="python")[1]
+    assert fresh.attribution[1] is first and fresh.attribution_method == DEFAULT_METHOD
+    assert attribute_rows(tiny_lm, fresh, [1, 1], language="python")[1] is first
+    top = first.top(3)
+    assert len(top) == 3 and abs(top[0][1]) >= abs(top[1][1]) >= abs(top[2][1])
+
+
+def test_cancel_between_batches_returns_the_rows_done(tiny_lm, record):
+    fresh = _fresh(record)
+    cancel = threading.Event()
+    base = make_method("input_x_gradient")
+
+    class StopAfterFirstBatch:
+        name, rank_by_abs, rows_per_batch, needs_units = base.name, True, 2, False
+
+        def compute(self, job, indices, unit_map):
+            cancel.set()
+            return base.compute(job, indices, unit_map)
+
+    order = least_confident_order(fresh)
+    rows = attribute_rows(tiny_lm, fresh, order, StopAfterFirstBatch(), cancel, language="python")
+    assert list(rows) == order[:2]
+    assert attribute_rows(tiny_lm, _fresh(record), [0], DEFAULT_METHOD, cancel) == {}
+
+
+def test_matrix_covers_every_token(tiny_lm, record):
+    fresh = _fresh(record)
+    matrix = attribution_matrix(tiny_lm, fresh, language="python")
+    assert matrix.complete and set(matrix.rows) == set(range(len(fresh.tokens)))
+    tensor = matrix.as_tensor(len(fresh.tokens))
+    assert torch.allclose(tensor.abs().sum(-1), torch.ones(len(fresh.tokens), dtype=torch.float64))
+
+
+def test_bad_input_gives_clear_errors(tiny_lm, record):
+    with pytest.raises(WhenceError, match="unknown attribution method"):
+        attribute_rows(tiny_lm, _fresh(record), [0], "saliency_magic")
+    with pytest.raises(WhenceError, match="outside the record"):
+        attribute_rows(tiny_lm, _fresh(record), [len(record.tokens)])
+    empty = _fresh(record)
+    empty.context = ContextWindow(text="", doc_start=0, token_ids=[], token_offsets=[], truncated=False)
+    with pytest.raises(WhenceError, match="context is empty"):
+        attribute_rows(tiny_lm, empty, [0])
+    with pytest.raises(WhenceError, match="at least one step"):
+        make_method("integrated_gradients", steps=0)
+
+
+def test_every_method_has_a_note():
+    assert set(METHOD_NOTES) == set(METHODS) and DEFAULT_METHOD in METHODS
+    assert all(METHOD_NOTES[m].strip() for m in METHODS)
+    assert isinstance(AttributionRow(0, "x", [1.0], 1.0, 1.0).top(1), list)
