@@ -15,7 +15,21 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    add_attribution_arguments(parser)
     parser.set_defaults(run=run)
+
+
+def add_attribution_arguments(parser) -> None:
+    from whence_ls.engine.attribution import DEFAULT_METHOD, METHODS
+
+    parser.add_argument(
+        "--attribution",
+        default=DEFAULT_METHOD,
+        choices=[*METHODS, "none"],
+        metavar="METHOD",
+        help=f"attribution method: {', '.join(METHODS)}, or none (default {DEFAULT_METHOD})",
+    )
+    parser.add_argument("--attribution-top", type=int, default=5, metavar="K", help="context units shown per token (default 5)")
 
 
 def run(args) -> int:
@@ -45,10 +59,83 @@ def run(args) -> int:
     )
     result.timings["load_s"] = lm.load_seconds
     if args.json:
-        print(json.dumps(completion_json(result), ensure_ascii=False))
+        data = completion_json(result)
+        if args.attribution != "none" and result.tokens:
+            add_attribution_json(data, lm, result, text, language_for_path(path), args.attribution, args.attribution_top)
+        print(json.dumps(data, ensure_ascii=False))
     else:
         print_coloured(result, _use_colour(args.color))
+        if args.attribution != "none" and result.tokens:
+            print_influences(lm, result, text, language_for_path(path), args.attribution, args.attribution_top)
     return 0
+
+
+def _unit_json(unit, score: float, text: str, starts: list[int]) -> dict:
+    from whence_ls.sourcefile import line_col_of
+
+    start_line, start_col = line_col_of(text, unit.start, starts)
+    end_line, end_col = line_col_of(text, unit.end, starts)
+    return {
+        "text": unit.text,
+        "start_line": start_line,
+        "start_col": start_col,
+        "end_line": end_line,
+        "end_col": end_col,  # exclusive, like the end of an editor selection
+        "score": round(score, 5),
+    }
+
+
+def add_attribution_json(data: dict, lm, record, text: str, language: str | None, method: str, top: int) -> None:
+    """Every token gets its row (computed least confident first), as the top `top` units."""
+    import time
+
+    from whence_ls.engine.attribution import METHOD_NOTES, attribution_matrix, context_units
+    from whence_ls.sourcefile import line_starts
+
+    started = time.perf_counter()
+    units = context_units(lm, record, language)
+    matrix = attribution_matrix(lm, record, method, language=language)
+    starts = line_starts(text)
+    for index, token_json in enumerate(data["tokens"]):
+        row = matrix.rows.get(index)
+        token_json["attribution"] = (
+            [_unit_json(units[u], score, text, starts) for u, score in row.top(top)] if row is not None else []
+        )
+        if row is not None and row.generated_share is not None:
+            token_json["attribution_generated_share"] = round(row.generated_share, 4)
+    data["attribution"] = {
+        "method": matrix.method,
+        "note": METHOD_NOTES[matrix.method],
+        "units": len(units),
+        "sink_excluded": True,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+# tokens shown with their influences in the terminal: the least confident quarter, at most this many
+_SHOWN_TOKENS = 4
+
+
+def print_influences(lm, record, text: str, language: str | None, method: str, top: int, *, share: float = 0.25) -> None:
+    """Under the completion: the strongest influences of the least confident tokens."""
+    from whence_ls.engine.attribution import METHOD_NOTES, attribute_rows, context_units
+    from whence_ls.sourcefile import line_col_of, line_starts
+
+    indices = [i for i in record.least_confident(share) if record.tokens[i].text.strip()][:_SHOWN_TOKENS]
+    if not indices:
+        return
+    units = context_units(lm, record, language)
+    rows = attribute_rows(lm, record, indices, method, language=language)
+    starts = line_starts(text)
+    print(f"-- least confident tokens and what drove them ({method}: {METHOD_NOTES[method]})")
+    for index in indices:
+        token = record.tokens[index]
+        parts = []
+        for u, score in rows[index].top(top):
+            line, col = line_col_of(text, units[u].start, starts)
+            shown = units[u].text.replace("\n", "\u23ce") if units[u].is_space else units[u].text
+            parts.append(f"{shown!r} {line}:{col} {score:+.2f}")
+        print(f"   {token.text!r} p={token.prob:.2f} <- " + ", ".join(parts))
 
 
 def completion_json(result) -> dict:

@@ -15,7 +15,7 @@ import torch
 from whence_ls.engine.context import build_context
 from whence_ls.engine.generation import TOP_K
 from whence_ls.engine.loading import LoadedModel
-from whence_ls.engine.records import Alternative, ScoredText, ScoredToken
+from whence_ls.engine.records import Alternative, ContextWindow, ScoredText, ScoredToken
 from whence_ls.errors import WhenceError
 from whence_ls.sourcefile import line_starts
 
@@ -48,6 +48,10 @@ def explain_line(
         raise WhenceError(f"line {line_index0 + 1} is {len(line_ids)} tokens, longer than the model's window")
     budget = max(1, min(context_tokens, lm.max_context - len(line_ids)))
     context = build_context(lm.tokenizer, text, line_start, budget)
+    if not context.token_ids and text[:line_start].strip():
+        # the budget is smaller than the line above: build_context found no whole line to start
+        # at, so keep the budget's worth of tokens from mid-line rather than no context at all
+        context = _tail_context(lm.tokenizer, text, line_start, budget)
     if not context.token_ids:
         raise WhenceError(
             f"line {line_index0 + 1} has no code above it: the model needs context to score its first token"
@@ -93,4 +97,22 @@ def explain_line(
         device=lm.device_label,
         stop_reason="line_end",
         timings={"total_s": time.perf_counter() - started, "scored_tokens": len(tokens)},
+    )
+
+
+def _tail_context(tokenizer, text: str, end: int, budget: int) -> ContextWindow:
+    special = build_context(tokenizer, "x", 1, budget + 1).special_prefix
+    room = max(1, budget - special)
+    start = max(0, end - room * 16)
+    encoded = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = encoded["input_ids"][-room:], encoded["offset_mapping"][-room:]
+    window_start = start + offsets[0][0]
+    prefix_ids = tokenizer("x", add_special_tokens=True)["input_ids"][:special]
+    return ContextWindow(
+        text=text[window_start:end],
+        doc_start=window_start,
+        token_ids=list(prefix_ids) + list(ids),
+        token_offsets=[(window_start, window_start)] * special + [(start + s, start + e) for s, e in offsets],
+        truncated=True,
+        special_prefix=special,
     )
