@@ -119,6 +119,20 @@ class TraceIndex:
             for hit, evidence in candidates:
                 if hit.file_id == file_id and start <= hit.source_end_line and hit.source_start_line <= end:
                     return hit, evidence
+            return new_candidate(file_id, start, end, q_start, q_end)
+
+        def merge_region(file_id, start, end, q_start, q_end) -> tuple[TraceHit, Evidence]:
+            """Fingerprint regions of one copy in the two streams: one candidate, both spans."""
+            for hit, evidence in candidates:
+                if hit.file_id == file_id and start <= hit.source_end_line and hit.source_start_line <= end:
+                    hit.source_start_line = min(hit.source_start_line, start)
+                    hit.source_end_line = max(hit.source_end_line, end)
+                    hit.query_start_line = min(hit.query_start_line, q_start)
+                    hit.query_end_line = max(hit.query_end_line, q_end)
+                    return hit, evidence
+            return new_candidate(file_id, start, end, q_start, q_end)
+
+        def new_candidate(file_id, start, end, q_start, q_end) -> tuple[TraceHit, Evidence]:
             hit = self._hit(file_id, start, end, q_start, q_end)
             evidence = Evidence()
             candidates.append((hit, evidence))
@@ -130,7 +144,7 @@ class TraceIndex:
             evidence.exact_fraction = max(evidence.exact_fraction, region.matched_fraction)
             evidence.exact_chars = max(evidence.exact_chars, region.matched_chars)
         for region in regions["renamed"]:
-            hit, evidence = attach(region.file_id, region.source_start_line, region.source_end_line,
+            hit, evidence = merge_region(region.file_id, region.source_start_line, region.source_end_line,
                                    region.query_start_line, region.query_end_line)
             evidence.renamed_fraction = max(evidence.renamed_fraction, region.matched_fraction)
             evidence.renamed_chars = max(evidence.renamed_chars, region.matched_chars)

@@ -87,11 +87,18 @@ def match_stream(query: QueryPrints, index: StreamIndex) -> list[Region]:
         breaks = np.flatnonzero(np.diff(source_positions) > gap_limit) + 1
         best_region = None
         for cluster in np.split(order, breaks):
-            # drop repeats elsewhere in the region: a copy keeps its matches near one diagonal
-            # (source position - query position), shifted only by the edits made to it
+            # a copy keeps its matches near one diagonal (source position - query position),
+            # shifted only by the edits made to it: keep the densest band of diagonals, which
+            # drops look-alike code nearby (sibling methods, repeated idioms)
             diagonal = rows[cluster, 1] - query.positions[query_index[cluster]]
-            centre = np.median(diagonal)
-            cluster = cluster[np.abs(diagonal - centre) <= 0.3 * query.length + 40]
+            by_diagonal = np.argsort(diagonal, kind="stable")
+            cluster, diagonal = cluster[by_diagonal], diagonal[by_diagonal]
+            band = 0.3 * query.length + 40
+            band_end = np.searchsorted(diagonal, diagonal + band, side="right")
+            first = int(np.argmax(band_end - np.arange(diagonal.size)))
+            cluster = cluster[first:band_end[first]]
+            if cluster.size == 0:
+                continue
             matched_q = query_index[cluster]
             covered = _coverage(query.positions[matched_q], index.k, query.length) & attributable_mask
             matched_chars = int(covered.sum())
@@ -106,5 +113,6 @@ def match_stream(query: QueryPrints, index: StreamIndex) -> list[Region]:
                 matched_fraction=matched_chars / attributable_chars,
                 matched_chars=matched_chars,
             )
-        regions.append(best_region)
+        if best_region is not None:
+            regions.append(best_region)
     return regions

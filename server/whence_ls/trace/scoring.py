@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SHOW_THRESHOLD = 0.5
+SHOW_THRESHOLD = 0.1
 
 # Fitted by `whence-ls bench trace --fit` (docs/bench-trace.md); order as in `features()`.
-COEFFICIENTS = (-9.0, 7.0, 3.0, 0.8, 0.0, 6.0)
+COEFFICIENTS = (-14.301, 5.434, -4.824, 0.123, -0.647, 12.914, -3.069, 11.837, 2.470, 5.081)
 FEATURE_NAMES = ("bias", "exact_fraction", "renamed_fraction", "log_exact_chars",
-                 "log_renamed_chars", "cosine")
+                 "log_renamed_chars", "cosine", "exact_fraction_x_length",
+                 "renamed_fraction_x_length", "exact_fraction^4", "renamed_fraction^4")
+# a match of this many normalised characters counts as fully long (for the interactions)
+_LONG_MATCH = math.log1p(300)
 
 
 @dataclass
@@ -28,8 +31,15 @@ class Evidence:
     cosine: float = 0.0
 
     def features(self) -> tuple[float, ...]:
+        # a high fraction is strong evidence only when much text was matched: the products
+        # let the linear model say so
+        exact_length = min(math.log1p(self.exact_chars) / _LONG_MATCH, 1.0)
+        renamed_length = min(math.log1p(self.renamed_chars) / _LONG_MATCH, 1.0)
         return (1.0, self.exact_fraction, self.renamed_fraction,
-                math.log1p(self.exact_chars), math.log1p(self.renamed_chars), self.cosine)
+                math.log1p(self.exact_chars), math.log1p(self.renamed_chars), self.cosine,
+                self.exact_fraction * exact_length, self.renamed_fraction * renamed_length,
+                # near-complete matches are what copies look like; partial ones, coincidence
+                self.exact_fraction ** 4, self.renamed_fraction ** 4)
 
     def kind(self) -> str:
         if self.exact_fraction >= 0.5:

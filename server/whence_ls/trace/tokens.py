@@ -2,8 +2,10 @@
 
 Two streams per text, both blind to whitespace and comments:
 - exact: every token as written (catches verbatim and reformatted copies);
-- renamed: identifiers become `v`, strings `s`, numbers `0`, keywords and punctuation stay
-  (catches copies whose names and literals were changed consistently or not).
+- renamed: the names a copier can rename (variables, parameters, functions, classes) become
+  `v`, strings `s`, numbers `0`; keywords, punctuation, builtins and attribute names after
+  `.`/`->`/`::` stay, since renaming code does not rename the APIs it calls, and keeping them
+  is what makes this stream specific enough to attribute anything.
 
 A regular-expression lexer per language family is used rather than tree-sitter leaves: it is an
 order of magnitude faster on a whole corpus and only has to tell comments, strings, numbers,
@@ -13,6 +15,7 @@ line (1-based) it came from, so fingerprints map back to line spans.
 
 from __future__ import annotations
 
+import builtins
 import re
 from dataclasses import dataclass
 
@@ -22,7 +25,8 @@ _PY_KEYWORDS = frozenset(
     "False None True and as assert async await break class continue def del elif else except "
     "finally for from global if import in is lambda nonlocal not or pass raise return try while "
     "with yield match case self cls".split()
-)
+) | frozenset(name for name in dir(builtins) if not name.startswith("_"))
+_MEMBER_ACCESS = frozenset((".", "->", "::"))
 _C_FAMILY_KEYWORDS = frozenset(
     # JavaScript / TypeScript
     "break case catch class const continue debugger default delete do else export extends "
@@ -45,8 +49,8 @@ _C_FAMILY_KEYWORDS = frozenset(
 _PY_LEXER = re.compile(
     r"""
     (?P<comment>\#[^\n]*)
-  | (?P<string>(?:[rRbBuUfF]{0,2})(?:'''(?:\\.|[^\\])*?'''|\"\"\"(?:\\.|[^\\])*?\"\"\"
-        |'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*"))
+  | (?P<string>(?<![\w])(?:[rRbBuUfF]{0,2})(?:'''(?:\\[\s\S]|[^\\])*?'''|\"\"\"(?:\\[\s\S]|[^\\])*?\"\"\"
+        |'(?:\\[\s\S]|[^'\\\n])*'|"(?:\\[\s\S]|[^"\\\n])*"))
   | (?P<number>\d[\w.]*|\.\d[\w.]*)
   | (?P<name>[^\W\d]\w*)
   | (?P<space>\s+)
@@ -58,7 +62,7 @@ _PY_LEXER = re.compile(
 _C_FAMILY_LEXER = re.compile(
     r"""
     (?P<comment>//[^\n]*|/\*[\s\S]*?(?:\*/|\Z))
-  | (?P<string>"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n]){1,8}'|`(?:\\.|[^`\\])*`)
+  | (?P<string>"(?:\\[\s\S]|[^"\\\n])*"|'(?:\\[\s\S]|[^'\\\n]){1,8}'|`(?:\\[\s\S]|[^`\\])*`)
   | (?P<number>\d[\w.]*|\.\d[\w.]*)
   | (?P<name>[^\W\d]\w*)
   | (?P<space>\s+)
@@ -96,13 +100,14 @@ def normalise(source: str, language: str | None, first_line: int = 1) -> Normali
     exact_parts: list[str] = []
     renamed_parts: list[str] = []
     starts: list[int] = []
+    previous = ""
     for match in lexer.finditer(source):
         kind = match.lastgroup
         if kind == "space" or kind == "comment":
             continue
         token = match.group()
         if kind == "name":
-            renamed = token if token in keywords else "v"
+            renamed = token if token in keywords or previous in _MEMBER_ACCESS else "v"
         elif kind == "string":
             renamed = "s"
             # whitespace inside a literal is still layout to a reformatter (implicit joins,
@@ -112,6 +117,7 @@ def normalise(source: str, language: str | None, first_line: int = 1) -> Normali
             renamed = "0"
         else:
             renamed = token
+        previous = token
         exact_parts.append(token)
         renamed_parts.append(renamed)
         starts.append(match.start())
