@@ -34,13 +34,16 @@ Progress = Callable[[str, int, int], None]
 
 def build_index(corpora: list[str], out: str, languages=None, engine: str = "local",
                 progress: Progress | None = None, workers: int | None = None,
-                embedding: str = DEFAULT_EMBEDDING, max_tokens: int = DEFAULT_MAX_TOKENS) -> dict:
+                embedding: str = DEFAULT_EMBEDDING, max_tokens: int = DEFAULT_MAX_TOKENS,
+                shard_files: int = SHARD_FILES) -> dict:
     """Index `corpora` (directories, git checkouts or files; empty = the running interpreter's
     standard library) into the directory `out`, replacing any index there only once the new
-    one is complete. Returns the build summary."""
+    one is complete. `shard_files` is the unit of work (a Ray task). Returns the summary."""
     started = time.perf_counter()
     if engine not in ("local", "ray"):
         raise WhenceError(f"unknown build engine {engine!r} (use local or ray)")
+    if shard_files < 1:
+        raise WhenceError("shard_files must be at least 1")
     if embedding not in EMBEDDINGS:
         raise WhenceError(f"unknown embedding {embedding!r} (use {' or '.join(EMBEDDINGS)})")
     wanted = _check_languages(languages)
@@ -51,8 +54,8 @@ def build_index(corpora: list[str], out: str, languages=None, engine: str = "loc
     shards: list[ShardInput] = []
     for corpus in resolved:
         paths = list_source_files(corpus, wanted, skipped)
-        shards += [ShardInput(corpus, paths[i:i + SHARD_FILES], embedding, max_tokens)
-                   for i in range(0, len(paths), SHARD_FILES)]
+        shards += [ShardInput(corpus, paths[i:i + shard_files], embedding, max_tokens)
+                   for i in range(0, len(paths), shard_files)]
     total_files = sum(len(s.paths) for s in shards)
     if total_files == 0:
         names = ", ".join(c.root for c in resolved)

@@ -138,7 +138,7 @@ def read_corpus_file(path: str, corpus: Corpus, skipped: SkipCounts) -> CorpusFi
         path=os.path.abspath(path),
         relative_path=os.path.relpath(path, repo_root),
         language=language_for_path(path),
-        license=file_license(data[:4096], repo_root, corpus.default_license),
+        license=file_license(data[:4096], os.path.dirname(path), repo_root, corpus.default_license),
         repository=corpus.repository or repository,
         commit=corpus.commit or commit,
         text=text,

@@ -107,6 +107,11 @@ class TraceIndex:
         for name in STREAMS:
             stream = getattr(normalised, name)
             prints = winnow(stream.text, STREAM_PARAMS[name])
+            if name == "exact" and prints.hashes.size and \
+                    np.isin(prints.hashes, self._streams[name].common).all():
+                # the query is nothing but common patterns (boilerplate): it attributes nothing,
+                # not even by meaning, since it means the same thing in many files
+                return []
             k = STREAM_PARAMS[name].k
             query = QueryPrints(prints.hashes, prints.positions, stream.lines[prints.positions],
                                 stream.lines[np.minimum(prints.positions + k - 1, len(stream.text) - 1)],

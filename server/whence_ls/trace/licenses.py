@@ -72,13 +72,28 @@ def repository_license(root: str) -> str:
     return NOASSERTION
 
 
-def file_license(head: bytes, repository_root: str | None, default: str | None = None) -> str:
+def nearest_repository_license(directory: str, root: str) -> str:
+    """The license file nearest above `directory`, up to `root` (a package in a monorepo may
+    carry its own; otherwise the repository root's applies)."""
+    root = os.path.abspath(root)
+    directory = os.path.abspath(directory)
+    while True:
+        found = repository_license(directory)
+        if found != NOASSERTION or directory == root or not directory.startswith(root):
+            return found
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return NOASSERTION
+        directory = parent
+
+
+def file_license(head: bytes, directory: str, repository_root: str, default: str | None = None) -> str:
     """`head` is the start of the file; `default` is the corpus-wide license when one is known
-    (the standard library's PSF-2.0), used when the repository's own file names none."""
+    (the standard library's PSF-2.0), used when no license file names one."""
     from_header = spdx_from_header(head)
     if from_header:
         return from_header
-    from_repository = repository_license(repository_root) if repository_root else NOASSERTION
+    from_repository = nearest_repository_license(directory, repository_root)
     if from_repository != NOASSERTION:
         return from_repository
     return default or NOASSERTION

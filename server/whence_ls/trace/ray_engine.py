@@ -36,7 +36,13 @@ def run_shards_on_ray(shards: list[ShardInput], report, workers: int | None) -> 
             finished, waiting = ray.wait(waiting, num_returns=1)
             for ref in finished:
                 index = pending[ref]
-                results[index] = ray.get(ref)
+                try:
+                    results[index] = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    # a user-facing problem in a task stays a one-line message
+                    if isinstance(exc.cause, WhenceError):
+                        raise exc.cause from None
+                    raise
                 done += len(shards[index].paths)
                 report("index", done, total)
         return results
