@@ -10,6 +10,9 @@ import { SERVED_LANGUAGES } from './serverSession';
 import { DEFAULT_TINT_OPTIONS, tintBuckets, tintColor } from './tintBuckets';
 
 const DEBOUNCE_MS = 150;
+const PENDING_RETRY_MS = 2_000;
+/** Five minutes of asking; a token whose row never arrives stops costing requests. */
+const MAX_PENDING_RETRIES = 150;
 export const TINT_SETTING = 'client.tintContext';
 
 export class ContextTint implements vscode.Disposable {
@@ -23,6 +26,7 @@ export class ContextTint implements vscode.Disposable {
   private generation = 0;
   private inFlight: vscode.CancellationTokenSource | undefined;
   private tintedEditor: vscode.TextEditor | undefined;
+  private pendingRetries = 0;
 
   constructor(private readonly session: ServerSession, private readonly log: vscode.LogOutputChannel) {
     for (const sign of ['positive', 'negative'] as const) {
@@ -62,6 +66,7 @@ export class ContextTint implements vscode.Disposable {
     if (this.timer) {
       clearTimeout(this.timer);
     }
+    this.pendingRetries = 0;
     if (!this.enabled || !SERVED_LANGUAGES.includes(editor.document.languageId) || editor.document.uri.scheme !== 'file') {
       return;
     }
@@ -98,6 +103,12 @@ export class ContextTint implements vscode.Disposable {
     if (!answer || !Array.isArray(answer.units)) {
       return;
     }
+    if (answer.units.length === 0) {
+      // A generated token whose row is still being computed in the background: look again
+      // while the cursor stays where it is.
+      this.retryWhileStill(editor, generation);
+      return;
+    }
     const buckets = tintBuckets(answer.units);
     for (const bucket of buckets) {
       const type = this.bandTypes.get(`${bucket.sign}:${bucket.level}`);
@@ -105,6 +116,23 @@ export class ContextTint implements vscode.Disposable {
     }
     editor.setDecorations(this.tokenType, [toVsRange(answer.token.range)]);
     this.tintedEditor = editor;
+  }
+
+  private retryWhileStill(editor: vscode.TextEditor, generation: number): void {
+    const position = editor.selection.active;
+    if (++this.pendingRetries > MAX_PENDING_RETRIES) {
+      return;
+    }
+    if (this.timer) {
+      clearTimeout(this.timer);
+    }
+    this.timer = setTimeout(() => {
+      const unchanged =
+        generation === this.generation && vscode.window.activeTextEditor === editor && editor.selection.active.isEqual(position);
+      if (unchanged && this.enabled) {
+        void this.update(editor);
+      }
+    }, PENDING_RETRY_MS);
   }
 
   clear(): void {

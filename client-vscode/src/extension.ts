@@ -96,8 +96,21 @@ async function explainCurrentLine(activeSession: ServerSession, log: vscode.LogO
   }
   log.info(`Explained line ${line + 1} as record ${result.recordId}`);
   if (vscode.window.activeTextEditor === editor) {
-    const start = toVsRange(result.range).start;
-    editor.selection = new vscode.Selection(start, start);
+    const explained = toVsRange(result.range);
+    // The hover needs the cursor on a token: keep it where the user put it if that is inside the
+    // explained range, else move it to the range's first non-blank character (the range starts
+    // at column 0, on the indentation).
+    if (!explained.contains(editor.selection.active) || isBlankAt(editor.document, editor.selection.active)) {
+      const lineText = editor.document.lineAt(explained.start.line).text;
+      const firstNonBlank = Math.max(explained.start.character, lineText.search(/\S|$/));
+      const target = new vscode.Position(explained.start.line, firstNonBlank);
+      editor.selection = new vscode.Selection(target, target);
+    }
     await vscode.commands.executeCommand('editor.action.showHover');
   }
+}
+
+function isBlankAt(document: vscode.TextDocument, position: vscode.Position): boolean {
+  const character = document.lineAt(position.line).text.charAt(position.character);
+  return character === '' || /\s/.test(character);
 }

@@ -85,13 +85,6 @@ export function whenceStatusItem(page) {
   return page.locator('.part.statusbar .statusbar-item', { hasText: /whence:/ }).first();
 }
 
-/** The hover widget of the editor, once it shows text matching `pattern`. */
-export async function waitForHover(page, pattern, timeout = 30_000) {
-  const hover = page.locator('.monaco-hover:not(.hidden)').filter({ hasText: pattern }).first();
-  await hover.waitFor({ state: 'visible', timeout });
-  return hover;
-}
-
 export async function hideHover(page) {
   await page.keyboard.press('Escape');
   await page.waitForTimeout(200);
