@@ -6,11 +6,13 @@ from __future__ import annotations
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run the language server (stdio)")
     parser.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default and only transport)")
+    parser.add_argument("--log-file", metavar="PATH", help="write the server log here instead of stderr")
+    parser.add_argument("--verbose", action="store_true", help="log model jobs and attribution batches (debug level)")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     from whence_ls.lsp.server import serve_stdio
 
-    serve_stdio()
+    serve_stdio(args.log_file, args.verbose)
     return 0

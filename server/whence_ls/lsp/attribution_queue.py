@@ -176,7 +176,9 @@ class AttributionQueue:
                     # a failing method must not loop on the same tokens forever
                     log.exception("attribution failed for record %s", record.id)
                     error = f"{type(exc).__name__}: {exc}"
-            missing = [i for i in indices if i >= 0 and not (rows and i in rows)]
+            missing = [i for i in indices if i >= 0 and not (rows and i in rows) and i not in record.scored.attribution]
+            log.debug("record %s: asked %s, got %s, requeued %s, cancelled %s, error %s",
+                      record.id, indices, sorted(rows or {}), missing, cancel is not None and cancel.is_set(), error)
             if missing and error is None:
                 self._requeue(record, missing)  # cut short by interactive work: try again later
             self._loop.call_soon_threadsafe(self._deliver, record, units, dict(rows or {}), method, error)

@@ -98,10 +98,11 @@ class CustomRequestsFeature:
         note = notes.get(method, "") if method != "none" else "attribution is off"
         if engine is None:
             note = "attribution is not available in this installation"
+        error = queue.errors.get(record.id) if queue is not None else None
         return {
             "recordId": record.id,
             "method": method,
-            "note": note,
+            "note": f"attribution failed: {error}" if error else note,
             "tokens": [
                 {"text": t.text, "range": server.range_json(document, *record.spans[i]), "prob": t.prob,
                  **({"edited": True} if i in record.edited else {})}

@@ -173,7 +173,15 @@ def invalid_params(message: str) -> JsonRpcInvalidParams:
     return JsonRpcInvalidParams(message=message)
 
 
-def serve_stdio() -> None:
-    logging.basicConfig(level=logging.WARNING, format="whence-ls %(levelname)s %(name)s: %(message)s")
+def serve_stdio(log_file: str | None = None, verbose: bool = False) -> None:
+    # stdout is the LSP channel: logs go to stderr, or to a file an editor's user can attach
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s whence-ls %(levelname)s %(name)s: %(message)s",
+        filename=log_file,
+    )
+    if verbose:
+        for noisy in ("pygls", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     server = WhenceServer()
     server.start_io()
