@@ -15,7 +15,7 @@ from whence_ls import __version__
 from whence_ls.errors import WhenceError
 
 # Owners add their module here when it exists (one line each).
-COMMAND_MODULES = ["complete", "explain", "model", "bench", "index"]
+COMMAND_MODULES = ["complete", "explain", "model", "bench", "index", "serve", "provenance"]
 
 
 def build_parser() -> argparse.ArgumentParser:
