@@ -307,3 +307,39 @@ async def test_explain_line_gives_hovers_and_diagnostics_on_it(client: LanguageC
     assert (await request(client, "whence/status", {}))["stats"]["records"] >= 1 and again["recordId"] != answer["recordId"]
     with pytest.raises(JsonRpcException, match="blank"):
         await execute(client, "whence.explainLine", {"uri": uri, "line": 1})
+
+
+async def test_code_lens_and_traced_source_with_an_index(client: LanguageClient):
+    """The configured index path gets an index: lenses search it, and whence/tracedSource
+    reads a hit's source back from it."""
+    from pathlib import Path
+
+    corpus = Path(__file__).parent / "data" / "trace" / "repo_mit"
+    index_dir = client.root / "no-index-here"  # the traceIndex this server was started with
+    built = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "whence_ls", "index", "build", "--corpus", str(corpus), "--out", str(index_dir)],
+        capture_output=True, text=True,
+    )
+    assert built.returncode == 0, built.stderr
+
+    uri = fresh(client, "traced.py")
+    result, inserted, version = await accept_inline(client, uri, PY_SOURCE, 1, 10, 39)
+    lenses = await client.text_document_code_lens_async(types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri)))
+    assert len(lenses) == 1
+    lens = lenses[0] if lenses[0].command else await client.code_lens_resolve_async(lenses[0])
+    # random-model text traces to nothing in this corpus: the lens says so, and offers no build
+    assert lens.command.command == "" and "no traced source" in lens.command.title
+
+    # a hit as the index reports it (for code copied from the corpus) opens through the server
+    source = corpus / "pkg" / "intervals.py"
+    from whence_ls.trace import open_index
+
+    hit = open_index(index_dir).search(source.read_text(), language="python")[0].to_json()
+    opened = await request(client, "whence/tracedSource", {"hit": hit})
+    assert opened["path"] == hit["path"] and opened["uri"] == Path(hit["path"]).as_uri()
+    assert opened["content"] == source.read_text() and opened["license"] == "MIT"
+    assert (opened["startLine"], opened["endLine"]) == (hit["source_start_line"], hit["source_end_line"])
+    assert opened["languageId"] == "python"
+    with pytest.raises(JsonRpcException, match="expected"):
+        await request(client, "whence/tracedSource", {"hit": "nope"})

@@ -44,6 +44,10 @@ def whence_client() -> LanguageClient:
         ls.applied_edits.append(params.edit)
         return types.ApplyWorkspaceEditResult(applied=True)
 
+    @client.feature(types.WORKSPACE_CODE_LENS_REFRESH)
+    def on_code_lens_refresh(ls: LanguageClient, params: None) -> None:
+        ls.code_lens_refreshes = getattr(ls, "code_lens_refreshes", 0) + 1
+
     return client
 
 

@@ -178,8 +178,11 @@ class CommandsFeature:
         self._refresh_lenses()
 
     async def ensure_trace(self, record: Record) -> None:
+        """Wait for the record's trace search; search again if it found no index before and
+        one exists now (built or configured since)."""
         task = self._trace_tasks.get(record.id)
-        if task is None and record.trace_hits is None and record.kind == "completion":
+        stale = task is None or (task.done() and record.trace_hits is None and self.server.trace.index_exists())
+        if stale and record.trace_hits is None and record.kind == "completion":
             task = self._trace_tasks[record.id] = self.server.spawn(self._trace(record))
         if task is not None:
             await asyncio.shield(task)
