@@ -136,7 +136,9 @@ export class AttributionMatrixPanel implements vscode.Disposable {
       }
       this.polls += 1;
       const matrix = await this.fetch(this.target.params);
-      if (matrix && this.panel) {
+      // Re-rendering replaces the page (and resets its scroll and hover), so only do it when
+      // the server has actually filled in something new.
+      if (matrix && this.panel && !sameMatrix(matrix, this.matrix)) {
         this.matrix = matrix;
         this.render();
       }
@@ -171,4 +173,13 @@ export class AttributionMatrixPanel implements vscode.Disposable {
     });
     editor.revealRange(range, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
   }
+}
+
+function sameMatrix(a: AttributionMatrix, b: AttributionMatrix | undefined): boolean {
+  return (
+    b !== undefined &&
+    a.recordId === b.recordId &&
+    a.method === b.method &&
+    JSON.stringify([a.tokens, a.units, a.scores]) === JSON.stringify([b.tokens, b.units, b.scores])
+  );
 }

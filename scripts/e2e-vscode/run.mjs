@@ -13,6 +13,9 @@
 
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 import { installExtension, startCodeServer } from './codeServer.mjs';
 import {
@@ -45,7 +48,9 @@ const config = {
   serverCommand: process.env.WHENCE_E2E_SERVER_COMMAND ? JSON.parse(process.env.WHENCE_E2E_SERVER_COMMAND) : undefined,
 };
 
-// The completion point is the end of the file: the body of fibonacci() is what the model writes.
+// The completion point is the end of the file: the body of read_lines() is what the model writes.
+// The embedded model answers with the common open()/strip() idiom, which corpus/textfiles.py
+// (MIT) holds verbatim, so the trace index built from it gives the completion a provenance lens.
 const SAMPLE_PY = `import math
 
 
@@ -54,9 +59,11 @@ def circle_area(radius):
     return math.pi * radius ** 2
 
 
-def fibonacci(n):
-    """Return the n-th Fibonacci number."""
+def read_lines(path):
+    """Return the lines of a text file, without line endings."""
     `;
+const execFileAsync = promisify(execFile);
+const CORPUS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'corpus');
 const COMPLETION_POINT = { line: 11, column: 5 }; // 1-based, after the indentation
 const EXPLAIN_LINE = { line: 6, column: 5 }; // "return math.pi * radius ** 2"
 
@@ -122,6 +129,7 @@ function prepareDirectories() {
     extensions: path.join(config.work, 'extensions'),
     browserProfile: path.join(config.work, 'browser-profile'),
     configFile: path.join(config.work, 'code-server.yaml'),
+    traceIndex: path.join(config.work, 'trace-index'),
   };
   for (const dir of [dirs.workspace, dirs.userData, dirs.extensions, dirs.browserProfile]) {
     mkdirSync(dir, { recursive: true });
@@ -166,6 +174,7 @@ function prepareDirectories() {
     JSON.stringify(
       {
         'whence.server.command': config.serverCommand ?? [config.python, '-m', 'whence_ls', 'serve'],
+        'whence.traceIndex': dirs.traceIndex,
         'whence.trace.server': 'messages',
         ...Object.fromEntries(Object.entries(config.serverSettings).map(([key, value]) => [`whence.${key}`, value])),
       },
@@ -266,6 +275,15 @@ async function main() {
     });
   }
   try {
+    await step('build a trace index of the reference corpus', async () => {
+      const { stdout } = await execFileAsync(
+        config.python,
+        ['-m', 'whence_ls', 'index', 'build', '--corpus', CORPUS_DIR, '--out', dirs.traceIndex],
+        { timeout: 300_000 },
+      );
+      summary.observed.traceIndexBuild = stdout.trim();
+    });
+
     await step('install the .vsix into code-server', async () => {
       const listed = await installExtension({
         codeServer: config.codeServer,
@@ -343,7 +361,7 @@ async function main() {
       );
       summary.observed.ghostText = (await ghost.allInnerTexts()).join('\n');
       log(`  ghost text: ${JSON.stringify(summary.observed.ghostText.slice(0, 200))}`);
-      await screenshot('02-ghost-text', 'the model\'s completion shown as ghost text after "def fibonacci(n):"');
+      await screenshot('02-ghost-text', 'the model\'s completion shown as ghost text after "def read_lines(path):"');
     });
 
     let generated;
@@ -455,13 +473,14 @@ async function main() {
       const cell = frame.locator('table.heatmap tbody tr:not(.pending)').first().locator('td.cell').nth(strongest);
       await cell.hover();
       const readout = frame.locator('#readout');
-      await eventually('the readout to show the hovered score', async () => /[+−]\d+\.\d%/.test(await readout.innerText()), { timeout: 5_000 });
+      const unitIndex = await cell.getAttribute('data-unit');
+      const header = frame.locator(`th.unit[data-unit="${unitIndex}"]`);
+      const expectedReadout = `unit ${await header.getAttribute('data-label')}:  ${await cell.getAttribute('data-share')}`;
+      await eventually(`the readout to show the hovered cell ("${expectedReadout}")`, async () => (await readout.innerText()).includes(expectedReadout), { timeout: 5_000 });
       summary.observed.matrixReadout = await readout.innerText();
       log(`  readout: ${summary.observed.matrixReadout}`);
       await screenshot('08-matrix', 'attribution matrix webview: generated tokens x context units, readout of the hovered cell');
 
-      const unitIndex = await cell.getAttribute('data-unit');
-      const header = frame.locator(`th.unit[data-unit="${unitIndex}"]`);
       const title = await header.getAttribute('title');
       const where = /line (\d+), col (\d+)/.exec(title ?? '');
       if (!where) {
@@ -479,19 +498,21 @@ async function main() {
       await screenshot('09-matrix-reveal', `clicking context unit ${title} revealed and selected it in the editor`);
     });
 
-    const traceLens = lensTexts.find((text) => !/index/i.test(text));
-    if (traceLens) {
-      await step('"Open traced source" shows the match read-only with its license', async () => {
-        await page.locator('.monaco-editor .codelens-decoration a', { hasText: traceLens.split('|')[0].trim() }).first().click();
-        const tab = page.locator('.tab', { hasText: /\[[^\]]+\] L\d+/ }).first();
-        await tab.waitFor({ state: 'visible', timeout: 30_000 });
-        summary.observed.tracedSourceTab = await tab.innerText();
-        await screenshot('10-traced-source', 'traced source as a read-only whence-trace document, license in the tab title, matched lines highlighted');
-      });
-    } else {
-      log('  no trace lens (no trace index); "Open traced source" not exercised');
-      summary.observed.tracedSourceTab = null;
-    }
+    const traceLens = lensTexts.find((text) => !/build|no trace index/i.test(text));
+    await step('"Open traced source" shows the match read-only with its license', async () => {
+      if (!traceLens) {
+        throw new Error(`no provenance lens, only ${JSON.stringify(lensTexts)}; the completion did not match the reference corpus`);
+      }
+      await page.locator('.monaco-editor .codelens-decoration a', { hasText: traceLens.split('|')[0].trim() }).first().click();
+      const tab = page.locator('.tab', { hasText: /\[[^\]]+\] L\d+/ }).first();
+      await tab.waitFor({ state: 'visible', timeout: 30_000 });
+      summary.observed.tracedSourceTab = (await tab.innerText()).trim();
+      log(`  traced source tab: ${summary.observed.tracedSourceTab}`);
+      softCheck(/\[MIT\]/.test(summary.observed.tracedSourceTab), `the traced source tab does not name the corpus license MIT: ${summary.observed.tracedSourceTab}`);
+      const editor = page.locator('.editor-group-container.active .monaco-editor').first();
+      await eventually('the traced file in the editor', async () => /read_stripped_lines/.test(await editor.locator('.view-lines').innerText()), { timeout: 10_000 });
+      await screenshot('10-traced-source', 'traced source as a read-only whence-trace document: license in the tab title, matched lines highlighted');
+    });
 
   } finally {
     writeFileSync(path.join(config.artifacts, 'browser-console.log'), consoleLog.join('\n'));
