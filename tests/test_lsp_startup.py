@@ -26,8 +26,10 @@ async def client(lsp_client: LanguageClient, tmp_path):
 
 async def test_requests_during_load_get_empty_answers_and_a_status(client: LanguageClient, tiny_model_dir):
     started = time.monotonic()
-    await start(client, client.root, {"model": str(tiny_model_dir), "device": "cpu"})
+    result = await start(client, client.root, {"model": str(tiny_model_dir), "device": "cpu"}, inline_completion=True)
     initialize_s = time.monotonic() - started
+    # a client with inline completion gets no completion items too (it would ask twice)
+    assert result.capabilities.inline_completion_provider and result.capabilities.completion_provider is None
     uri = (client.root / "load.py").as_uri()
     open_doc(client, uri, PY_SOURCE)
     answer = await inline(client, uri, 10, 39)
@@ -79,3 +81,19 @@ async def test_bad_model_then_configuration_fixes_it(client: LanguageClient, tin
         types.ExecuteCommandParams(command=item.command.command, arguments=list(item.command.arguments)))
     matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": accepted["recordId"]})
     assert 1 <= len(matrix["tokens"]) <= 3  # maxNewTokens from workspace/configuration
+
+    # a crash right after acceptance loses nothing: the row was committed before the answer
+    import json
+    import subprocess
+    import sys
+
+    client._server.kill()
+    await client._server.wait()
+    client.capabilities = None  # nothing left to shut down politely
+    exported = subprocess.run(
+        [sys.executable, "-m", "whence_ls", "provenance", "export", "--workspace", str(client.root)],
+        capture_output=True, text=True, check=True,
+    )
+    rows = json.loads(exported.stdout)["accepted"]
+    assert [row["id"] for row in rows] == [accepted["recordId"]]
+    assert rows[0]["text"] == item.insert_text

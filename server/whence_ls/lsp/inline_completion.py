@@ -6,12 +6,14 @@ into a record when the user accepts it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
+from whence_ls.errors import WhenceError
 from whence_ls.lsp.offers import CompletionCache, Offer, OfferBook
 from whence_ls.lsp.params import as_json, plain
 
@@ -29,12 +31,22 @@ class InlineCompletionFeature:
         self.server = server
         self.offers = OfferBook()
         self.cache = CompletionCache()
+        self._inflight: dict[tuple, asyncio.Future] = {}
 
     def register(self) -> None:
         ls = self.server
         ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(plain(self.inline_completion))
-        ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))(plain(self.completion))
         ls.feature(SHOWN_METHOD)(plain(self.completion_shown))
+
+    def register_fallback(self, capabilities: types.ClientCapabilities) -> None:
+        """Offer completion items only to clients without inline completion (called during
+        initialize, before capabilities are computed): a client with both would ask twice per
+        keystroke and show the same text twice."""
+        text_document = capabilities.text_document if capabilities else None
+        if text_document is not None and text_document.inline_completion is not None:
+            return
+        options = types.CompletionOptions(trigger_characters=[".", "(", "="])
+        self.server.feature(types.TEXT_DOCUMENT_COMPLETION, options)(plain(self.completion))
 
     async def inline_completion(self, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
         offer = await self.offer(params.text_document.uri, params.position)
@@ -97,7 +109,11 @@ class InlineCompletionFeature:
         text, language, mark = document.text, document.language, document.mark()
         key = self.cache.key(text, cursor, language, (settings.max_new_tokens, settings.context_tokens, server.model_name))
         template = self.cache.get(key)
-        if template is None:
+        if template is None and key in self._inflight:
+            # the same request is generating already (a re-ask, or both completion kinds):
+            # share its answer rather than superseding it
+            template = await asyncio.shield(self._inflight[key])
+        elif template is None:
             def generate(lm: Any, cancel: threading.Event):
                 from whence_ls.engine.generation import complete_at
 
@@ -106,10 +122,20 @@ class InlineCompletionFeature:
                     max_new_tokens=settings.max_new_tokens, context_tokens=settings.context_tokens, cancel=cancel,
                 )
 
-            template = await server.run_model(generate, completion=True)
+            shared = self._inflight[key] = asyncio.get_running_loop().create_future()
+            try:
+                template = await server.run_model(generate, completion=True)
+            except WhenceError as exc:  # e.g. no context tokens: nothing to offer, say why once
+                server.log_once(f"{uri}: no completion: {exc}")
+            finally:
+                self._inflight.pop(key, None)
+                if not shared.done():
+                    shared.set_result(template if template is not None and template.stop_reason != "cancelled" else None)
             if template is None or template.stop_reason == "cancelled":
                 return None  # superseded by a newer request: its answer is the one that counts
             self.cache.put(key, template)
+        if template is None:
+            return None
         if not template.text.strip():
             return None
         return self.offers.add(template, uri, mark, language)

@@ -51,6 +51,7 @@ class LifecycleFeature:
         # answers at once: nothing here touches the model
         server = self.server
         server.start_worker()
+        server.completions.register_fallback(params.capabilities)
         self._init_options = params.initialization_options
         self.apply_settings(params.initialization_options)
         root = None
