@@ -50,7 +50,7 @@ if ((${#missing[@]})); then
 else
   echo "chromium and build tools present"
 fi
-/usr/bin/chromium --version
+/usr/bin/chromium --version 2>/dev/null  # its wrapper script prints shell noise on stderr
 
 say "Node $NODE24_VERSION (for code-server)"
 if [[ "$("$NODE24_BIN/node" --version 2>/dev/null)" != "v$NODE24_VERSION" ]]; then

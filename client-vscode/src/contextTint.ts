@@ -103,7 +103,7 @@ export class ContextTint implements vscode.Disposable {
     if (!answer || !Array.isArray(answer.units)) {
       return;
     }
-    if (answer.units.length === 0) {
+    if (answer.pending) {
       // A generated token whose row is still being computed in the background: look again
       // while the cursor stays where it is.
       this.retryWhileStill(editor, generation);

@@ -78,6 +78,7 @@ const STYLE = `
   td.cell:hover { outline: 2px solid var(--vscode-focusBorder); }
   td.pending { color: var(--vscode-descriptionForeground); font-style: italic; padding: 0 6px; }
   .prob { color: var(--vscode-descriptionForeground); }
+  th.token.edited { font-style: italic; text-decoration: line-through; }
   .legend span { display: inline-block; padding: 0 6px; margin-right: 4px; }
 `;
 
@@ -119,9 +120,12 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
   const rows = matrix.tokens
     .map((token, tokenIndex) => {
       const label = visibleText(token.text);
-      const header = `<th class="token" data-token="${tokenIndex}" data-label="${escapeHtml(label)}" title="${escapeHtml(
-        `p = ${token.prob.toFixed(3)}, ${positionLabel(token.range.start.line, token.range.start.character)}`,
-      )}">${escapeHtml(label)} <span class="prob">${token.prob.toFixed(2)}</span></th>`;
+      const edited = token.edited === true;
+      const header = `<th class="token${edited ? ' edited' : ''}" data-token="${tokenIndex}" data-label="${escapeHtml(label)}" title="${escapeHtml(
+        `p = ${token.prob.toFixed(3)}, ${positionLabel(token.range.start.line, token.range.start.character)}${
+          edited ? ', edited since it was generated' : ''
+        }`,
+      )}">${escapeHtml(label)} <span class="prob">${edited ? 'edited' : token.prob.toFixed(2)}</span></th>`;
       const scores = matrix.scores[tokenIndex] ?? null;
       if (scores === null) {
         return `<tr class="pending">${header}<td class="pending" colspan="${Math.max(1, columns.length)}">not computed yet</td></tr>`;
@@ -200,4 +204,15 @@ export function parseMatrixPageMessage(message: unknown, matrix: AttributionMatr
 /** True while some rows are still being computed by the server, i.e. worth asking again. */
 export function hasPendingRows(matrix: AttributionMatrix): boolean {
   return matrix.scores.some((row) => row === null) || matrix.scores.length < matrix.tokens.length;
+}
+
+/** True when two answers would render the same page (polling skips re-rendering then). */
+export function sameMatrixContent(a: AttributionMatrix, b: AttributionMatrix | undefined): boolean {
+  return (
+    b !== undefined &&
+    a.recordId === b.recordId &&
+    a.method === b.method &&
+    a.note === b.note &&
+    JSON.stringify([a.tokens, a.units, a.scores]) === JSON.stringify([b.tokens, b.units, b.scores])
+  );
 }

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { toLspPosition, toVsRange } from './lspRange';
-import { hasPendingRows, parseMatrixPageMessage, renderMatrixHtml } from './matrixHtml';
+import { hasPendingRows, parseMatrixPageMessage, renderMatrixHtml, sameMatrixContent } from './matrixHtml';
 import { AttributionMatrix, AttributionMatrixParams, Methods } from './protocol';
 import type { ServerSession } from './serverSession';
 
@@ -138,7 +138,7 @@ export class AttributionMatrixPanel implements vscode.Disposable {
       const matrix = await this.fetch(this.target.params);
       // Re-rendering replaces the page (and resets its scroll and hover), so only do it when
       // the server has actually filled in something new.
-      if (matrix && this.panel && !sameMatrix(matrix, this.matrix)) {
+      if (matrix && this.panel && !sameMatrixContent(matrix, this.matrix)) {
         this.matrix = matrix;
         this.render();
       }
@@ -173,13 +173,4 @@ export class AttributionMatrixPanel implements vscode.Disposable {
     });
     editor.revealRange(range, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
   }
-}
-
-function sameMatrix(a: AttributionMatrix, b: AttributionMatrix | undefined): boolean {
-  return (
-    b !== undefined &&
-    a.recordId === b.recordId &&
-    a.method === b.method &&
-    JSON.stringify([a.tokens, a.units, a.scores]) === JSON.stringify([b.tokens, b.units, b.scores])
-  );
 }

@@ -22,12 +22,16 @@ export interface WhenceStatus {
   message?: string | null;
   /** 0..100 while the model loads. */
   progress?: number | null;
+  /** Only in answers to the request. */
+  stats?: { completionCacheHits?: number; attributionPending?: number; records?: number } | null;
 }
 
 export interface MatrixToken {
   text: string;
   range: LspRange;
   prob: number;
+  /** The user has edited this token since it was generated. */
+  edited?: boolean;
 }
 
 export interface MatrixUnit {
@@ -60,8 +64,11 @@ export interface ScoredUnit {
 /** `whence/tokenAttribution` answer: what drove the token under the cursor. */
 export interface TokenAttribution {
   token: MatrixToken;
+  /** Units with a zero score are left out. */
   units: ScoredUnit[];
   method: string;
+  /** The row was not ready within the server's wait; `units` is empty then. */
+  pending?: boolean;
 }
 
 export interface TokenAttributionParams {

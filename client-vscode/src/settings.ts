@@ -9,6 +9,7 @@ export type ServerSettings = {
   contextTokens: number;
   attributionMethod:
     | 'input_x_gradient'
+    | 'gradient_norm'
     | 'integrated_gradients'
     | 'attention_rollout'
     | 'occlusion'

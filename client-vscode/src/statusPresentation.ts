@@ -38,6 +38,12 @@ export function presentStatus(status: ClientStatus): StatusPresentation {
   if (status.message) {
     lines.push(status.message);
   }
+  const stats = 'stats' in status ? status.stats : undefined;
+  if (stats) {
+    lines.push(
+      `Records: ${stats.records ?? 0} · attribution rows pending: ${stats.attributionPending ?? 0} · completion cache hits: ${stats.completionCacheHits ?? 0}`,
+    );
+  }
   lines.push('Click to open the whence server log.');
   const tooltip = lines.join('\n');
 

@@ -5,6 +5,7 @@ import {
   hasPendingRows,
   parseMatrixPageMessage,
   renderMatrixHtml,
+  sameMatrixContent,
   selectUnitColumns,
   visibleText,
 } from '../src/matrixHtml';
@@ -107,4 +108,20 @@ test('whitespace tokens are visible and text escaping covers quotes', () => {
   assert.equal(visibleText(' \tx\n'), '·→x↵');
   assert.equal(visibleText(''), '∅');
   assert.equal(escapeHtml(`'"<>&`), '&#39;&quot;&lt;&gt;&amp;');
+});
+
+test('polling re-renders only when a row or unit changed', () => {
+  const matrix = sampleMatrix();
+  assert.equal(sameMatrixContent(sampleMatrix(), matrix), true);
+  assert.equal(sameMatrixContent({ ...sampleMatrix(), scores: [[0.5, -0.3, 0.2], [0.1, 0.8, -0.1], [0, 1, 0]] }, matrix), false);
+  assert.equal(sameMatrixContent({ ...sampleMatrix(), units: matrix.units.slice(1) }, matrix), false);
+  assert.equal(sameMatrixContent(matrix, undefined), false);
+});
+
+test('tokens the user edited are marked, not shown with a stale probability', () => {
+  const matrix = sampleMatrix();
+  matrix.tokens[1] = { ...matrix.tokens[1], edited: true };
+  const html = renderMatrixHtml(matrix, options);
+  assert.match(html, /<th class="token edited" data-token="1"[^>]*title="[^"]*edited since it was generated"[^>]*>·a <span class="prob">edited<\/span>/);
+  assert.match(html, /<th class="token" data-token="0"[^>]*>return <span class="prob">0\.91<\/span>/);
 });

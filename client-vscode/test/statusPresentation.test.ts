@@ -14,6 +14,8 @@ test('loading shows the progress, ready shows the device, errors are marked', ()
   assert.equal(error.isError, true);
   assert.match(error.tooltip, /model file is corrupt\nClick to open the whence server log/);
   assert.equal(presentStatus({ state: 'stopped' }).isError, true);
+  const withStats = presentStatus({ state: 'ready', device: 'cpu', stats: { records: 3, attributionPending: 12, completionCacheHits: 1 } });
+  assert.match(withStats.tooltip, /Records: 3 · attribution rows pending: 12 · completion cache hits: 1/);
 });
 
 test('unknown status payloads become an error that quotes them', () => {
