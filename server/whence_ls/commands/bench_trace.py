@@ -57,9 +57,10 @@ def run(args) -> int:
     all_queries = queries + negatives
 
     if args.fit:
-        coefficients, samples, positives = bench.fit_calibration(index, all_queries)
-        print(f"fitted on {samples} candidates ({positives} true sources):", file=sys.stderr)
+        coefficients, similar, counts = bench.fit_calibration(index, all_queries)
+        print(f"fitted on {counts}", file=sys.stderr)
         print("COEFFICIENTS = (" + ", ".join(f"{c:.3f}" for c in coefficients) + ")")
+        print("SIMILAR_COEFFICIENTS = (" + ", ".join(f"{c:.3f}" for c in similar) + ")")
         return 0
 
     index.search(queries[0].text)  # load the embedding table before timing

@@ -116,11 +116,21 @@ def make_queries(index: TraceIndex, per_kind: int, rng: random.Random) -> list[Q
             if not query:
                 continue
             made_query = Query(kind, query, language, path, start, end,
-                               normalised_length(query, language))
+                               _normalised_length_in_context(query, text, language))
             made_query.boilerplate = kind != "negative" and is_boilerplate(index, made_query)
             queries.append(made_query)
             made += 1
     return queries
+
+
+def _normalised_length_in_context(query: str, chunk: str, language: str) -> int:
+    """Normalised characters of `query` as the index saw them: a span cut from inside a comment
+    or docstring is measured with what precedes it, so comment text does not count as code."""
+    start = chunk.find(query)
+    if start < 0:
+        return normalised_length(query, language)
+    return (normalised_length(chunk[:start + len(query)], language)
+            - normalised_length(chunk[:start], language))
 
 
 def is_true_source(hit, query: Query, index: TraceIndex | None = None) -> bool:
@@ -129,12 +139,13 @@ def is_true_source(hit, query: Query, index: TraceIndex | None = None) -> bool:
     if (hit.path == query.path and hit.source_start_line <= query.end_line
             and query.start_line <= hit.source_end_line):
         return True
-    if index is None or query.kind not in ("exact", "span", "reformatted"):
+    if index is None or query.kind not in ("exact", "span", "reformatted", "renamed"):
         return False
+    stream = "renamed" if query.kind == "renamed" else "exact"
     lines = index.read_source(hit).splitlines(keepends=True)
     region = "".join(lines[max(hit.source_start_line - 3, 0):hit.source_end_line + 2])
-    wanted = normalise(query.text, query.language).exact.text
-    return wanted in normalise(region, query.language).exact.text
+    wanted = getattr(normalise(query.text, query.language), stream).text
+    return wanted in getattr(normalise(region, query.language), stream).text
 
 
 def is_boilerplate(index: TraceIndex, query: Query) -> bool:
@@ -177,17 +188,29 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def fit_calibration(index: TraceIndex, queries: list[Query]):
-    """Logistic regression of "this candidate is the true source" on the evidence features."""
+    """Logistic regressions of "this candidate is the true source": one on the fingerprint
+    features of candidates that share fingerprints with the query, one on the cosine of those
+    found by embedding alone. Returns both coefficient tuples and the sample counts."""
     from sklearn.linear_model import LogisticRegression
 
-    features, labels = [], []
+    with_prints, with_prints_labels, cosine_only, cosine_only_labels = [], [], [], []
     for query in queries:
         for hit, evidence in index.candidates(query.text, query.language, with_evidence=True)[:10]:
-            features.append(evidence.features()[1:])
-            labels.append(1 if query.path is not None and is_true_source(hit, query, index) else 0)
-    model = LogisticRegression(C=10.0, max_iter=1000)
-    model.fit(np.array(features), np.array(labels))
-    return (float(model.intercept_[0]), *map(float, model.coef_[0])), len(labels), int(sum(labels))
+            label = 1 if query.path is not None and is_true_source(hit, query, index) else 0
+            if evidence.has_fingerprints():
+                with_prints.append(evidence.features()[1:])
+                with_prints_labels.append(label)
+            else:
+                cosine_only.append([evidence.cosine])
+                cosine_only_labels.append(label)
+    fingerprint_model = LogisticRegression(C=10.0, max_iter=2000)
+    fingerprint_model.fit(np.array(with_prints), np.array(with_prints_labels))
+    similar_model = LogisticRegression(C=10.0, max_iter=2000)
+    similar_model.fit(np.array(cosine_only), np.array(cosine_only_labels))
+    return ((float(fingerprint_model.intercept_[0]), *map(float, fingerprint_model.coef_[0])),
+            (float(similar_model.intercept_[0]), float(similar_model.coef_[0][0])),
+            {"fingerprint_candidates": len(with_prints_labels), "fingerprint_true": int(sum(with_prints_labels)),
+             "embedding_only_candidates": len(cosine_only_labels), "embedding_only_true": int(sum(cosine_only_labels))})
 
 
 def scale_up(index: TraceIndex, chunks: int, rng: random.Random) -> dict:

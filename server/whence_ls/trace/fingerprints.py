@@ -12,7 +12,7 @@ from whence_ls.trace.winnow import WinnowParams, winnow
 # renamed: the stream is less specific (every name is `v`), so its k-grams are longer.
 STREAM_PARAMS = {
     "exact": WinnowParams(k=20, w=21),
-    "renamed": WinnowParams(k=24, w=17),
+    "renamed": WinnowParams(k=20, w=21),
 }
 STREAMS = tuple(STREAM_PARAMS)
 

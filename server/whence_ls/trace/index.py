@@ -144,7 +144,7 @@ class TraceIndex:
             return hit, evidence
 
         for region in regions["exact"]:
-            hit, evidence = attach(region.file_id, region.source_start_line, region.source_end_line,
+            hit, evidence = new_candidate(region.file_id, region.source_start_line, region.source_end_line,
                                    region.query_start_line, region.query_end_line)
             evidence.exact_fraction = max(evidence.exact_fraction, region.matched_fraction)
             evidence.exact_chars = max(evidence.exact_chars, region.matched_chars)
@@ -172,6 +172,13 @@ class TraceIndex:
             hit.matched_fraction = evidence.matched_fraction()
             hit.score = calibrated_score(evidence)
         candidates.sort(key=lambda pair: -pair[0].score)
+        # one place, one hit: drop candidates overlapping a better one in the same file
+        kept: list[tuple[TraceHit, Evidence]] = []
+        for hit, evidence in candidates:
+            if not any(other.file_id == hit.file_id and hit.source_start_line <= other.source_end_line
+                       and other.source_start_line <= hit.source_end_line for other, _ in kept):
+                kept.append((hit, evidence))
+        candidates = kept
         return candidates if with_evidence else [hit for hit, _ in candidates]
 
     def _cosine_near(self, query_vector: np.ndarray, hit: TraceHit) -> float:

@@ -82,37 +82,51 @@ def match_stream(query: QueryPrints, index: StreamIndex) -> list[Region]:
         in_file = np.flatnonzero(files == file_id)
         order = in_file[np.argsort(rows[in_file, 1], kind="stable")]
         source_positions = rows[order, 1]
-        # a copy sits in one place: split the file's matches where they are far apart, and
-        # keep the part that covers most of the query
+        # a copy sits in one place: split the file's matches where they are far apart
         breaks = np.flatnonzero(np.diff(source_positions) > gap_limit) + 1
-        best_region = None
+        file_regions: list[Region] = []
         for cluster in np.split(order, breaks):
-            # a copy keeps its matches near one diagonal (source position - query position),
-            # shifted only by the edits made to it: keep the densest band of diagonals, which
-            # drops look-alike code nearby (sibling methods, repeated idioms)
-            diagonal = rows[cluster, 1] - query.positions[query_index[cluster]]
-            by_diagonal = np.argsort(diagonal, kind="stable")
-            cluster, diagonal = cluster[by_diagonal], diagonal[by_diagonal]
-            band = 0.3 * query.length + 40
-            band_end = np.searchsorted(diagonal, diagonal + band, side="right")
-            first = int(np.argmax(band_end - np.arange(diagonal.size)))
-            cluster = cluster[first:band_end[first]]
-            if cluster.size == 0:
-                continue
-            matched_q = query_index[cluster]
-            covered = _coverage(query.positions[matched_q], index.k, query.length) & attributable_mask
-            matched_chars = int(covered.sum())
-            if best_region is not None and matched_chars <= best_region.matched_chars:
-                continue
-            best_region = Region(
-                file_id=int(file_id),
-                source_start_line=int(rows[cluster, 2].min()),
-                source_end_line=int(rows[cluster, 3].max()),
+            file_regions += _bands(cluster, rows, query, query_index, index.k,
+                                   attributable_mask, attributable_chars, int(file_id))
+        if file_regions:
+            # the same text can sit twice in a file (sibling methods): keep every place that
+            # matches about as well as the best one, and let the ranking order them
+            strongest = max(r.matched_chars for r in file_regions)
+            regions += [r for r in file_regions if r.matched_chars >= 0.8 * strongest]
+    return regions
+
+
+def _bands(cluster, rows, query, query_index, k, attributable_mask, attributable_chars,
+           file_id, most: int = 3) -> list[Region]:
+    """Regions of one cluster of matches, densest first.
+
+    A copy keeps its matches near one diagonal (source position - query position), shifted
+    only by the edits made to it; matches on other diagonals are look-alike code nearby
+    (sibling methods, repeated idioms), and form regions of their own.
+    """
+    diagonal = rows[cluster, 1] - query.positions[query_index[cluster]]
+    by_diagonal = np.argsort(diagonal, kind="stable")
+    remaining, diagonal = cluster[by_diagonal], diagonal[by_diagonal]
+    band = 0.3 * query.length + 40
+    found = []
+    while remaining.size and len(found) < most:
+        band_end = np.searchsorted(diagonal, diagonal + band, side="right")
+        first = int(np.argmax(band_end - np.arange(diagonal.size)))
+        members = remaining[first:band_end[first]]
+        matched_q = query_index[members]
+        covered = _coverage(query.positions[matched_q], k, query.length) & attributable_mask
+        matched_chars = int(covered.sum())
+        if matched_chars:
+            found.append(Region(
+                file_id=file_id,
+                source_start_line=int(rows[members, 2].min()),
+                source_end_line=int(rows[members, 3].max()),
                 query_start_line=int(query.start_lines[matched_q].min()),
                 query_end_line=int(query.end_lines[matched_q].max()),
                 matched_fraction=matched_chars / attributable_chars,
                 matched_chars=matched_chars,
-            )
-        if best_region is not None:
-            regions.append(best_region)
-    return regions
+            ))
+        keep = np.ones(remaining.size, dtype=bool)
+        keep[first:band_end[first]] = False
+        remaining, diagonal = remaining[keep], diagonal[keep]
+    return found

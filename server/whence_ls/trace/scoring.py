@@ -14,7 +14,9 @@ from dataclasses import dataclass
 SHOW_THRESHOLD = 0.1
 
 # Fitted by `whence-ls bench trace --fit` (docs/bench-trace.md); order as in `features()`.
-COEFFICIENTS = (-14.301, 5.434, -4.824, 0.123, -0.647, 12.914, -3.069, 11.837, 2.470, 5.081)
+COEFFICIENTS = (-3.747, 4.973, -3.433, -0.144, -0.201, -2.090, 3.033, 8.799, 0.483, 2.443)
+# Embedding-only candidates (no shared fingerprint): bias and cosine slope.
+SIMILAR_COEFFICIENTS = (-3.468, -2.521)
 FEATURE_NAMES = ("bias", "exact_fraction", "renamed_fraction", "log_exact_chars",
                  "log_renamed_chars", "cosine", "exact_fraction_x_length",
                  "renamed_fraction_x_length", "exact_fraction^4", "renamed_fraction^4")
@@ -41,6 +43,9 @@ class Evidence:
                 # near-complete matches are what copies look like; partial ones, coincidence
                 self.exact_fraction ** 4, self.renamed_fraction ** 4)
 
+    def has_fingerprints(self) -> bool:
+        return self.exact_chars > 0 or self.renamed_chars > 0
+
     def kind(self) -> str:
         if self.exact_fraction >= 0.5:
             return "verbatim"
@@ -57,6 +62,13 @@ class Evidence:
         return max(self.exact_fraction, self.renamed_fraction)
 
 
-def calibrated_score(evidence: Evidence, coefficients=COEFFICIENTS) -> float:
-    z = sum(c * f for c, f in zip(coefficients, evidence.features()))
+def calibrated_score(evidence: Evidence, coefficients=None, similar_coefficients=None) -> float:
+    """Fingerprint evidence and embedding-only evidence are calibrated separately: with a
+    fingerprint match the cosine adds little, without one it is all there is."""
+    if evidence.has_fingerprints():
+        weights = COEFFICIENTS if coefficients is None else coefficients
+        z = sum(c * f for c, f in zip(weights, evidence.features()))
+    else:
+        bias, slope = SIMILAR_COEFFICIENTS if similar_coefficients is None else similar_coefficients
+        z = bias + slope * evidence.cosine
     return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
