@@ -12,6 +12,11 @@ say "python tests"
 cd "$REPO"
 "$PY" -m pytest -q -p no:cacheprovider "$@"
 
+if [ -z "${WHENCE_SKIP_EDITOR_TESTS:-}" ]; then
+  say "a real editor over stdio: headless Neovim's LSP client on the embedded model"
+  "$REPO/scripts/e2e-neovim.sh"
+fi
+
 if [ -x "$REPO/scripts/test-client.sh" ] && [ -z "${WHENCE_SKIP_CLIENT_TESTS:-}" ]; then
   say "VS Code client tests"
   "$REPO/scripts/test-client.sh"
