@@ -20,7 +20,6 @@ from lsprotocol import types
 
 from whence_ls.errors import WhenceError
 from whence_ls.lsp.code_lens import BUILD_COMMAND, OPEN_COMMAND, hits_note
-from whence_ls.lsp.diagnostics import low_confidence_tokens
 from whence_ls.lsp.inline_completion import ACCEPT_COMMAND
 from whence_ls.lsp.params import as_json, plain, require
 from whence_ls.lsp.records import Record

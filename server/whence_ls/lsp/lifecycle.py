@@ -32,7 +32,6 @@ EXIT_WAIT_S = 2.0
 class LifecycleFeature:
     def __init__(self, server: "WhenceServer") -> None:
         self.server = server
-        self._init_options: Any = None
 
     def register(self) -> None:
         ls = self.server
@@ -52,7 +51,6 @@ class LifecycleFeature:
         server = self.server
         server.start_worker()
         server.completions.register_fallback(params.capabilities)
-        self._init_options = params.initialization_options
         self.apply_settings(params.initialization_options)
         root = None
         if params.workspace_folders:

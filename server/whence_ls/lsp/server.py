@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from whence_ls import __version__
 from whence_ls.errors import WhenceError
 from whence_ls.lsp.attribution_queue import AttributionQueue
-from whence_ls.lsp.documents import Document, DocumentStore, uri_to_path
+from whence_ls.lsp.documents import Document, DocumentStore
 from whence_ls.lsp.params import range_json
 from whence_ls.lsp.provenance import ProvenanceLog, log_path
 from whence_ls.lsp.records import Record, RecordStore, Unit
@@ -167,10 +166,6 @@ class WhenceServer(LanguageServer):
             return
         self._logged.add(message)
         self.window_log_message(types.LogMessageParams(type=types.MessageType.Warning, message=f"whence: {message}"))
-
-
-def invalid_params(message: str) -> JsonRpcInvalidParams:
-    return JsonRpcInvalidParams(message=message)
 
 
 def serve_stdio(log_file: str | None = None, verbose: bool = False) -> None:
