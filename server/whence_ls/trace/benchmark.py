@@ -205,12 +205,18 @@ def fit_calibration(index: TraceIndex, queries: list[Query]):
                 cosine_only_labels.append(label)
     fingerprint_model = LogisticRegression(C=10.0, max_iter=2000)
     fingerprint_model.fit(np.array(with_prints), np.array(with_prints_labels))
+    negatives_top = [max((e.cosine for _, e in index.candidates(q.text, q.language, with_evidence=True)
+                          if not e.has_fingerprints()), default=0.0)
+                     for q in queries if q.path is None]
     similar_model = LogisticRegression(C=10.0, max_iter=2000)
     similar_model.fit(np.array(cosine_only), np.array(cosine_only_labels))
     return ((float(fingerprint_model.intercept_[0]), *map(float, fingerprint_model.coef_[0])),
             (float(similar_model.intercept_[0]), float(similar_model.coef_[0][0])),
             {"fingerprint_candidates": len(with_prints_labels), "fingerprint_true": int(sum(with_prints_labels)),
-             "embedding_only_candidates": len(cosine_only_labels), "embedding_only_true": int(sum(cosine_only_labels))})
+             "embedding_only_candidates": len(cosine_only_labels), "embedding_only_true": int(sum(cosine_only_labels)),
+             "negatives_top_embedding_only_cosine": {
+                 "p99": round(float(np.percentile(negatives_top, 99)), 3) if negatives_top else None,
+                 "max": round(float(max(negatives_top, default=0.0)), 3)}})
 
 
 def scale_up(index: TraceIndex, chunks: int, rng: random.Random) -> dict:

@@ -75,7 +75,7 @@ def chunk_source(source: bytes, language: str) -> list[Chunk]:
         chunks.append(Chunk(kind, _definition_name(node), start_node.start_point[0] + 1, node.end_point[0] + 1,
                             start_node.start_byte, node.end_byte))
 
-    def walk(parent_type: str, children, start_node=None, depth: int = 0) -> bool:
+    def walk(children, start_node=None) -> bool:
         """Emit the definitions among `children` and below; True when there were any."""
         found = False
         for child in children:
@@ -88,19 +88,17 @@ def chunk_source(source: bytes, language: str) -> list[Chunk]:
                         child.child_by_field_name("body") is None:
                     continue  # a use of a type, not its definition
                 emit(child, anchor, "class")
-                walk(child.type, child.named_children, None, depth + 1)
+                walk(child.named_children)
                 found = True
             elif child.type in _WRAPPERS:
-                found |= walk(child.type, child.named_children, anchor, depth + 1)
-            elif child.type in _CONTAINERS or (child.type == "body" and depth < 4):
-                found |= walk(child.type, child.named_children, None, depth + 1)
-            elif parent_type in classes or parent_type in _CONTAINERS:
-                # class-level fields and statements stay part of the class chunk
-                continue
+                found |= walk(child.named_children, anchor)
+            elif child.type in _CONTAINERS:
+                found |= walk(child.named_children)
+            # anything else (class-level fields, statements) stays part of the enclosing chunk
         return found
 
     for child in root.named_children:
-        if walk("_root", [child]):
+        if walk([child]):
             _flush_windows(pending, chunks)
         else:
             pending.append(child)
