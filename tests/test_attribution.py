@@ -251,3 +251,16 @@ def test_every_method_has_a_note():
     assert set(METHOD_NOTES) == set(METHODS) and DEFAULT_METHOD in METHODS
     assert all(METHOD_NOTES[m].strip() for m in METHODS)
     assert isinstance(AttributionRow(0, "x", [1.0], 1.0, 1.0).top(1), list)
+
+
+def test_prepare_rows_keeps_the_graph_that_rows_then_reuse(tiny_lm, record, monkeypatch):
+    from whence_ls.engine.attribution import gradients, prepare_rows, release_graph
+
+    fresh = _fresh(record)
+    prepare_rows(tiny_lm, fresh)
+    built = []
+    monkeypatch.setattr(gradients, "GradientGraph", lambda job: built.append(job) or pytest.fail("graph rebuilt"))
+    rows = attribute_rows(tiny_lm, fresh, [0, 1], language="python")
+    assert set(rows) == {0, 1} and not built
+    release_graph(fresh.id)
+    assert gradients._CURRENT == {}

@@ -18,6 +18,7 @@ from whence_ls.engine.attribution.api import (
     attribution_matrix,
     least_confident_order,
     make_method,
+    prepare_rows,
 )
 from whence_ls.engine.attribution.base import AttributionRow
 from whence_ls.engine.attribution.gradients import release_graph
@@ -35,5 +36,6 @@ __all__ = [
     "context_units",
     "least_confident_order",
     "make_method",
+    "prepare_rows",
     "release_graph",
 ]

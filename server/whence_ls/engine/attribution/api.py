@@ -54,6 +54,15 @@ def make_method(method: str | Method, **options) -> Method:
         raise WhenceError(f"attribution method {method}: {exc}") from exc
 
 
+def prepare_rows(lm: LoadedModel, record: ScoredText) -> None:
+    """Run the forward that gradient rows of `record` share, ahead of any request (after the
+    completion is shown, say): a later row then costs one backward instead of a forward and a
+    backward. Holds the forward's activations until another record's rows are asked for."""
+    from whence_ls.engine.attribution.gradients import graph_for
+
+    graph_for(TeacherForced.of(lm, record))
+
+
 def least_confident_order(record: ScoredText) -> list[int]:
     """Every token index, least confident first: the order rows are worth computing in."""
     return sorted(range(len(record.tokens)), key=lambda i: record.tokens[i].logprob)
