@@ -19,10 +19,11 @@ from whence_ls.lsp.records import Record, Unit
 
 log = logging.getLogger(__name__)
 
-# tokens per background call. A call's cost is mostly its shared forward pass (input x gradient
-# on the embedded model: one row or eight cost about the same), so batches match the engine's
-# own batch of 8; a hover or completion that arrives meanwhile waits at most this one batch.
-BATCH_TOKENS = 8
+# tokens per background call. The engine cannot stop inside a call, so this bounds how long a
+# hover on a cold token (or a completion) waits behind background work. Input x gradient's cost
+# grows with the rows asked for (bench lsp: ~3 min for 8 rows of the embedded model on a busy
+# 2-core CPU, ~25 s for one), so the calls stay small.
+BATCH_TOKENS = 2
 
 
 def attribution_engine():
