@@ -39,7 +39,7 @@ class CodeActionsFeature:
         except Exception:
             return []
         actions: list[types.CodeAction] = []
-        if document.text[start:end].strip():
+        if document.text[start:end].strip() and document.text[:start].strip():  # scoring needs code above
             actions.append(self._action("whence: Explain this line", KIND, {"action": "explain", "uri": uri, "line": line}))
         for record in server.records.on_line(uri, start, end):
             actions.append(self._action("whence: Show attribution matrix", KIND, {"action": "matrix", "uri": uri, "recordId": record.id}))
