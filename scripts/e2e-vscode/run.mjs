@@ -95,10 +95,38 @@ async function step(name, body) {
     summary.steps.push({ name, ok: true, seconds: (Date.now() - started) / 1000 });
     return result;
   } catch (error) {
+    const serverProblems = serverLogProblems();
+    if (serverProblems.length > 0) {
+      log(`  the whence server log has errors:\n    ${serverProblems.join('\n    ')}`);
+      summary.serverLogProblems = serverProblems;
+    }
     summary.steps.push({ name, ok: false, seconds: (Date.now() - started) / 1000, error: String(error?.message ?? error) });
     await screenshot(`FAILED-${name.replace(/\W+/g, '-')}`).catch(() => undefined);
     throw error;
   }
+}
+
+/**
+ * Exceptions and errors in the whence output channel (the server's stderr and the client's own
+ * log), so that a failed step says whether the server broke underneath it.
+ */
+function serverLogProblems() {
+  const logsDir = path.join(config.work, 'user-data', 'logs');
+  const found = [];
+  const visit = (dir) => {
+    for (const entry of existsSync(dir) ? readdirSync(dir, { withFileTypes: true }) : []) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        visit(full);
+      } else if (entry.name === 'whence.log') {
+        const lines = readFileSync(full, 'utf8').split('\n');
+        // "[error] X" but not "[error]   File ..." (traceback frames are indented).
+        found.push(...lines.filter((line) => /\[error\] \S/.test(line) && /Exception|Error\b/.test(line)));
+      }
+    }
+  };
+  visit(logsDir);
+  return found.slice(-8).map((line) => line.slice(0, 300));
 }
 
 /** A check whose failure is reported (and fails the run at the end) without stopping the walk-through. */
