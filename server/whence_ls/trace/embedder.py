@@ -53,8 +53,12 @@ class MiniLMEmbedder:
     def _load(self):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        transformers.utils.logging.disable_progress_bar()  # no weight-loading bar on the CLI
 
         model = SentenceTransformer(model_dir(), device="cpu", trust_remote_code=False,
                                     model_kwargs={"use_safetensors": True})
