@@ -160,3 +160,26 @@ def test_minilm_embedding_index(tmp_path):
     index = open_index(out)
     hits = index.search(lines_of("pkg/textstats.py", 10, 15), language="python")
     assert hits and hits[0].path.endswith("textstats.py") and hits[0].license == "Apache-2.0"
+
+
+def test_git_checkout_gives_repository_commit_and_language_filter(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    checkout = tmp_path / "checkout"
+    shutil.copytree(CORPUS, checkout)
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "fixture"],
+                 ["remote", "add", "origin", "https://example.org/fixtures/repo_mit.git"]):
+        subprocess.run(["git", *args], cwd=checkout, check=True, env=env)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, check=True, env=env,
+                          capture_output=True, text=True).stdout.strip()
+    out = tmp_path / "index"
+    summary = build_index([str(checkout)], str(out), languages=["go", "rust"])
+    assert summary["languages"] == {"go": 1, "rust": 1}
+    hit = open_index(out).search((checkout / "native" / "ring.go").read_text(), language="go")[0]
+    assert hit.repository == "https://example.org/fixtures/repo_mit.git"
+    assert hit.commit == head and hit.license == "MIT"
