@@ -14,7 +14,8 @@ from whence_ls.trace.embedder import make_embedder
 from whence_ls.trace.fingerprints import STREAM_PARAMS, STREAMS
 from whence_ls.trace.hit import TraceHit
 from whence_ls.trace.matching import QueryPrints, StreamIndex, match_stream
-from whence_ls.trace.scoring import SHOW_THRESHOLD, Evidence, calibrated_score
+from whence_ls.trace.fusion import CandidateSet
+from whence_ls.trace.scoring import SHOW_THRESHOLD
 from whence_ls.trace.tokens import normalise
 from whence_ls.trace.winnow import winnow
 
@@ -118,42 +119,11 @@ class TraceIndex:
                                 len(stream.text))
             regions[name] = match_stream(query, self._streams[name])
 
-        candidates: list[tuple[TraceHit, Evidence]] = []
-
-        def attach(file_id, start, end, q_start, q_end) -> tuple[TraceHit, Evidence]:
-            for hit, evidence in candidates:
-                if hit.file_id == file_id and start <= hit.source_end_line and hit.source_start_line <= end:
-                    return hit, evidence
-            return new_candidate(file_id, start, end, q_start, q_end)
-
-        def merge_region(file_id, start, end, q_start, q_end) -> tuple[TraceHit, Evidence]:
-            """Fingerprint regions of one copy in the two streams: one candidate, both spans."""
-            for hit, evidence in candidates:
-                if hit.file_id == file_id and start <= hit.source_end_line and hit.source_start_line <= end:
-                    hit.source_start_line = min(hit.source_start_line, start)
-                    hit.source_end_line = max(hit.source_end_line, end)
-                    hit.query_start_line = min(hit.query_start_line, q_start)
-                    hit.query_end_line = max(hit.query_end_line, q_end)
-                    return hit, evidence
-            return new_candidate(file_id, start, end, q_start, q_end)
-
-        def new_candidate(file_id, start, end, q_start, q_end) -> tuple[TraceHit, Evidence]:
-            hit = self._hit(file_id, start, end, q_start, q_end)
-            evidence = Evidence()
-            candidates.append((hit, evidence))
-            return hit, evidence
-
+        candidates = CandidateSet(self._hit)
         for region in regions["exact"]:
-            hit, evidence = new_candidate(region.file_id, region.source_start_line, region.source_end_line,
-                                   region.query_start_line, region.query_end_line)
-            evidence.exact_fraction = max(evidence.exact_fraction, region.matched_fraction)
-            evidence.exact_chars = max(evidence.exact_chars, region.matched_chars)
+            candidates.add_exact(region)
         for region in regions["renamed"]:
-            hit, evidence = merge_region(region.file_id, region.source_start_line, region.source_end_line,
-                                   region.query_start_line, region.query_end_line)
-            evidence.renamed_fraction = max(evidence.renamed_fraction, region.matched_fraction)
-            evidence.renamed_chars = max(evidence.renamed_chars, region.matched_chars)
-
+            candidates.add_renamed(region)
         query_vector = self._embedder.embed([code])
         scores, ids = self._vectors.search(query_vector, VECTOR_CANDIDATES)
         for cosine, vector_id in zip(scores[0], ids[0]):
@@ -161,25 +131,10 @@ class TraceIndex:
                 continue
             # vector row i is chunk i; a benchmark's synthetic scale-up repeats the chunks
             chunk = int(vector_id) % self._chunk_file.size
-            hit, evidence = attach(int(self._chunk_file[chunk]), int(self._chunk_start[chunk]),
-                                   int(self._chunk_end[chunk]), *query_lines)
-            evidence.cosine = max(evidence.cosine, float(cosine))
-
-        for hit, evidence in candidates:
-            if evidence.cosine == 0.0:
-                evidence.cosine = self._cosine_near(query_vector[0], hit)
-            hit.kind = evidence.kind()
-            hit.matched_fraction = evidence.matched_fraction()
-            hit.score = calibrated_score(evidence)
-        candidates.sort(key=lambda pair: -pair[0].score)
-        # one place, one hit: drop candidates overlapping a better one in the same file
-        kept: list[tuple[TraceHit, Evidence]] = []
-        for hit, evidence in candidates:
-            if not any(other.file_id == hit.file_id and hit.source_start_line <= other.source_end_line
-                       and other.source_start_line <= hit.source_end_line for other, _ in kept):
-                kept.append((hit, evidence))
-        candidates = kept
-        return candidates if with_evidence else [hit for hit, _ in candidates]
+            candidates.add_neighbour(int(self._chunk_file[chunk]), int(self._chunk_start[chunk]),
+                                     int(self._chunk_end[chunk]), query_lines, float(cosine))
+        ranked = candidates.ranked(lambda hit: self._cosine_near(query_vector[0], hit))
+        return ranked if with_evidence else [hit for hit, _ in ranked]
 
     def _cosine_near(self, query_vector: np.ndarray, hit: TraceHit) -> float:
         """Cosine between the query and the innermost chunk holding the hit's source span."""

@@ -37,6 +37,7 @@ CREATE TABLE chunks (
     start_line INTEGER NOT NULL, end_line INTEGER NOT NULL
 );
 CREATE INDEX chunks_by_file ON chunks(file_id, start_line);
+CREATE INDEX files_by_path ON files(path);
 """
 
 
