@@ -183,3 +183,22 @@ def test_git_checkout_gives_repository_commit_and_language_filter(tmp_path):
     hit = open_index(out).search((checkout / "native" / "ring.go").read_text(), language="go")[0]
     assert hit.repository == "https://example.org/fixtures/repo_mit.git"
     assert hit.commit == head and hit.license == "MIT"
+
+
+def test_progress_is_reported_and_sources_outlive_the_corpus(tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS / "pkg", corpus)
+    calls = []
+    build_index([str(corpus)], str(tmp_path / "index"), progress=lambda *a: calls.append(a),
+                shard_files=1)
+    index_calls = [(done, total) for stage, done, total in calls if stage == "index"]
+    assert index_calls[0] == (0, 3) and index_calls[-1] == (3, 3)
+    assert [done for done, _ in index_calls] == sorted(done for done, _ in index_calls)
+    assert calls[-1] == ("write", 1, 1)
+    text = (corpus / "retry.py").read_text()
+    shutil.rmtree(corpus)  # the index keeps the text it matched against
+    index = open_index(tmp_path / "index")
+    hit = index.search(text, language="python")[0]
+    assert index.read_source(hit) == text
