@@ -15,7 +15,6 @@ from whence_ls.trace import store
 from whence_ls.trace.bench_queries import MAKERS, normalised_length
 from whence_ls.trace.chunker import chunk_source
 from whence_ls.trace.corpus import Corpus, SkipCounts, list_source_files, read_corpus_file
-from whence_ls.trace.fingerprints import STREAM_PARAMS
 from whence_ls.trace.index import TraceIndex
 from whence_ls.trace.tokens import normalise
 from whence_ls.trace.winnow import winnow
@@ -152,7 +151,7 @@ def is_boilerplate(index: TraceIndex, query: Query) -> bool:
     """Every fingerprint of the query is a common pattern: by design it attributes nothing."""
     name = "renamed" if query.kind == "renamed" else "exact"
     stream = getattr(normalise(query.text, query.language), name)
-    prints = winnow(stream.text, STREAM_PARAMS[name])
+    prints = winnow(stream.text, index._params[name])
     return bool(prints.hashes.size) and bool(np.isin(prints.hashes, index._streams[name].common).all())
 
 

@@ -11,13 +11,13 @@ import numpy as np
 from whence_ls.errors import WhenceError
 from whence_ls.trace import store
 from whence_ls.trace.embedder import make_embedder
-from whence_ls.trace.fingerprints import STREAM_PARAMS, STREAMS
+from whence_ls.trace.fingerprints import STREAMS
 from whence_ls.trace.hit import TraceHit
 from whence_ls.trace.matching import QueryPrints, StreamIndex, match_stream
 from whence_ls.trace.fusion import CandidateSet
 from whence_ls.trace.scoring import SHOW_THRESHOLD
 from whence_ls.trace.tokens import normalise
-from whence_ls.trace.winnow import winnow
+from whence_ls.trace.winnow import WinnowParams, winnow
 
 # Nearest chunks asked of the vector index per query (more than k: some fall on one file).
 VECTOR_CANDIDATES = 20
@@ -49,6 +49,10 @@ class TraceIndex:
         self._chunk_start = chunk_rows[:, 1]
         self._chunk_end = chunk_rows[:, 2]
         self._lock = threading.Lock()
+        try:  # queries are fingerprinted exactly as this index's corpus was
+            self._params = {name: WinnowParams(**self.manifest["winnowing"][name]) for name in STREAMS}
+        except (KeyError, TypeError):
+            raise WhenceError(f"corrupt trace index at {path}: no winnowing parameters in its manifest") from None
         self._streams = {name: self._load_stream(path, name) for name in STREAMS}
         try:
             from whence_ls.trace.vectors import read_vector_index
@@ -84,7 +88,7 @@ class TraceIndex:
             raise WhenceError(f"corrupt trace index at {path}: {name} fingerprints unreadable ({exc})") from None
         if hashes.dtype != np.uint64 or rows.ndim != 2 or rows.shape != (hashes.shape[0], 4):
             raise WhenceError(f"corrupt trace index at {path}: {name} fingerprints malformed")
-        return StreamIndex(hashes=hashes, rows=rows, common=common, k=STREAM_PARAMS[name].k)
+        return StreamIndex(hashes=hashes, rows=rows, common=common, k=self._params[name].k)
 
     # -- search ---------------------------------------------------------------------------
 
@@ -107,13 +111,13 @@ class TraceIndex:
         regions = {}
         for name in STREAMS:
             stream = getattr(normalised, name)
-            prints = winnow(stream.text, STREAM_PARAMS[name])
+            prints = winnow(stream.text, self._params[name])
             if name == "exact" and prints.hashes.size and \
                     np.isin(prints.hashes, self._streams[name].common).all():
                 # the query is nothing but common patterns (boilerplate): it attributes nothing,
                 # not even by meaning, since it means the same thing in many files
                 return []
-            k = STREAM_PARAMS[name].k
+            k = self._params[name].k
             query = QueryPrints(prints.hashes, prints.positions, stream.lines[prints.positions],
                                 stream.lines[np.minimum(prints.positions + k - 1, len(stream.text) - 1)],
                                 len(stream.text))

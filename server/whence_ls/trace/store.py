@@ -20,7 +20,8 @@ import numpy as np
 from whence_ls.errors import WhenceError
 
 FORMAT = "whence-trace-index"
-VERSION = 1
+# 2: the renamed stream keeps builtins and attribute names (version-1 indexes match nothing)
+VERSION = 2
 MANIFEST = "manifest.json"
 METADATA = "meta.sqlite"
 VECTORS = "vectors.faiss"
