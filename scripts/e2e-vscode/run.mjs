@@ -129,6 +129,28 @@ function serverLogProblems() {
   return found.slice(-8).map((line) => line.slice(0, 300));
 }
 
+/** Fails at once (instead of at a timeout) when the server's model thread has died. */
+function assertServerAlive() {
+  const problems = serverLogProblems();
+  if (problems.some((line) => /Exception in thread whence-model/.test(line))) {
+    throw Object.assign(new Error(`the whence server's model thread died, nothing more can be answered:\n    ${problems.join('\n    ')}`), {
+      fatal: true,
+    });
+  }
+}
+
+/** `eventually`, checking on every poll that the server can still answer. */
+function waitFor(description, probe, options) {
+  return eventually(
+    description,
+    async () => {
+      assertServerAlive();
+      return probe();
+    },
+    options,
+  );
+}
+
 /** A check whose failure is reported (and fails the run at the end) without stopping the walk-through. */
 function softCheck(condition, message) {
   if (!condition) {
@@ -232,7 +254,7 @@ async function waitForServerReady() {
   const item = whenceStatusItem(page);
   await item.waitFor({ state: 'visible', timeout: 60_000 });
   let loadingSeen = false;
-  const text = await eventually(
+  const text = await waitFor(
     'the whence status bar item to say ready',
     async () => {
       const current = (await item.innerText()).trim();
@@ -259,7 +281,7 @@ const ATTRIBUTION_TIMEOUT_MS = 300_000;
  */
 async function showHoverUntil(description, accept, timeout) {
   let lastText = '';
-  return eventually(
+  return waitFor(
     description,
     async () => {
       const hover = page.locator('.monaco-hover:not(.hidden)').first();
@@ -373,7 +395,7 @@ async function main() {
       // Generation on a CPU takes seconds; triggering again would cancel the running request,
       // so ask once and only ask again when a whole generation's time has passed.
       await runCommand(page, 'Trigger Inline Suggestion');
-      await eventually(
+      await waitFor(
         'ghost text at the completion point',
         async () => {
           if (await ghostVisible()) {
@@ -396,7 +418,7 @@ async function main() {
     await step('Tab accepts it, and the provenance log records it', async () => {
       await page.keyboard.press('Tab');
       await runCommand(page, 'File: Save', 'File: Save');
-      const after = await eventually('sample.py on disk to contain the accepted completion', async () => {
+      const after = await waitFor('sample.py on disk to contain the accepted completion', async () => {
         const text = readSample(dirs);
         return text.length > before.length && text.startsWith(before) ? text : undefined;
       }, { timeout: 15_000 });
@@ -408,7 +430,7 @@ async function main() {
       }
       await screenshot('03-accepted', 'the completion inserted into the file by Tab');
       const provenanceDir = path.join(dirs.workspace, '.whence');
-      const recorded = await eventually('the provenance log in the workspace .whence/', () =>
+      const recorded = await waitFor('the provenance log in the workspace .whence/', () =>
         existsSync(provenanceDir) && readdirSync(provenanceDir).length > 0 ? readdirSync(provenanceDir) : undefined,
         { timeout: 20_000 },
       ).catch((error) => (softCheck(false, `accepting did not create the provenance log: ${error.message}`), undefined));
@@ -436,7 +458,7 @@ async function main() {
         anchors.map((anchor) => anchor.getAttribute('data-href') ?? anchor.getAttribute('href') ?? '').filter((href) => /#L\d+/.test(href)),
       );
       summary.observed.hoverSpanLinks = spanLinks;
-      const tinted = await eventually('tinted context tokens while the cursor is on the generated token', async () => {
+      const tinted = await waitFor('tinted context tokens while the cursor is on the generated token', async () => {
         const count = await countTintedElements();
         return count > 0 ? count : undefined;
       }, { timeout: 30_000 }).catch((error) => (softCheck(false, `no context tinting: ${error.message}`), 0));
@@ -448,7 +470,7 @@ async function main() {
 
     await step('low-confidence diagnostics appear', async () => {
       const squiggles = page.locator('.monaco-editor .squiggly-info');
-      await eventually('an Information squiggle in the editor', async () => (await squiggles.count()) > 0, { timeout: 90_000 });
+      await waitFor('an Information squiggle in the editor', async () => (await squiggles.count()) > 0, { timeout: 90_000 });
       await runCommand(page, 'Problems: Focus on Problems View', 'Focus on Problems View');
       const row = page.locator('.markers-panel .monaco-list-row', { hasText: /whence/ }).first();
       await row.waitFor({ state: 'visible', timeout: 20_000 });
@@ -461,7 +483,7 @@ async function main() {
     let lensTexts = [];
     await step('a code lens sits above the accepted completion', async () => {
       const lens = page.locator('.monaco-editor .codelens-decoration');
-      await eventually('a whence code lens', async () => (await lens.count()) > 0 && (await lens.first().innerText()).trim().length > 0, { timeout: 90_000 });
+      await waitFor('a whence code lens', async () => (await lens.count()) > 0 && (await lens.first().innerText()).trim().length > 0, { timeout: 90_000 });
       lensTexts = (await lens.allInnerTexts()).map((text) => text.trim()).filter(Boolean);
       summary.observed.codeLenses = lensTexts;
       log(`  code lenses: ${JSON.stringify(lensTexts)}`);
@@ -484,7 +506,7 @@ async function main() {
       const frame = page.frameLocator('iframe.webview').frameLocator('#active-frame');
       await frame.locator('h1', { hasText: 'Attribution matrix' }).waitFor({ state: 'visible', timeout: 30_000 });
       const cells = frame.locator('table.heatmap td.cell');
-      await eventually('computed matrix rows', async () => (await cells.count()) > 0, { timeout: 60_000 });
+      await waitFor('computed matrix rows', async () => (await cells.count()) > 0, { timeout: 60_000 });
       summary.observed.matrixMeta = await frame.locator('p.meta').innerText();
       summary.observed.matrixCells = await cells.count();
       log(`  matrix: ${summary.observed.matrixMeta} (${summary.observed.matrixCells} cells)`);
@@ -504,7 +526,7 @@ async function main() {
       const unitIndex = await cell.getAttribute('data-unit');
       const header = frame.locator(`th.unit[data-unit="${unitIndex}"]`);
       const expectedReadout = `unit ${await header.getAttribute('data-label')}:  ${await cell.getAttribute('data-share')}`;
-      await eventually(`the readout to show the hovered cell ("${expectedReadout}")`, async () => (await readout.innerText()).includes(expectedReadout), { timeout: 5_000 });
+      await waitFor(`the readout to show the hovered cell ("${expectedReadout}")`, async () => (await readout.innerText()).includes(expectedReadout), { timeout: 5_000 });
       summary.observed.matrixReadout = await readout.innerText();
       log(`  readout: ${summary.observed.matrixReadout}`);
       await screenshot('08-matrix', 'attribution matrix webview: generated tokens x context units, readout of the hovered cell');
@@ -516,7 +538,7 @@ async function main() {
       }
       await header.click();
       // The unit is selected; the cursor sits at its end, so the start is the column minus the selection.
-      const revealed = await eventually('the editor to select the clicked unit', async () => {
+      const revealed = await waitFor('the editor to select the clicked unit', async () => {
         const position = await cursorPosition(page);
         const selected = Number(/\((\d+) selected\)/.exec(position?.text ?? '')?.[1] ?? 0);
         return position && position.line === Number(where[1]) && position.column - selected === Number(where[2]) ? position : undefined;
@@ -524,6 +546,25 @@ async function main() {
       log(`  clicked unit ${unitIndex}: editor at ${revealed?.text}`);
       summary.observed.revealedUnit = { unit: unitIndex, title, cursor: (await cursorPosition(page))?.text };
       await screenshot('09-matrix-reveal', `clicking context unit ${title} revealed and selected it in the editor`);
+    });
+
+    await step('the "Show attribution matrix" code action opens the explained line\'s matrix', async () => {
+      await gotoPosition(page, EXPLAIN_LINE.line, EXPLAIN_LINE.column);
+      await runCommand(page, 'Quick Fix...', 'Quick Fix');
+      const action = page.locator('.action-widget .monaco-list-row', { hasText: 'Show attribution matrix' }).first();
+      await action.waitFor({ state: 'visible', timeout: 20_000 });
+      summary.observed.codeActions = (await page.locator('.action-widget .monaco-list-row').allInnerTexts()).map((text) => text.trim());
+      log(`  code actions: ${JSON.stringify(summary.observed.codeActions)}`);
+      await action.click();
+      const frame = page.frameLocator('iframe.webview').frameLocator('#active-frame');
+      // The panel now shows the explained line's record: its rows are the tokens of line 6.
+      await waitFor('the matrix of the explained line', async () => {
+        const labels = await frame.locator('th.token').evaluateAll((headers) => headers.map((header) => header.dataset.label));
+        // Labels show spaces as "·".
+        return labels.some((label) => label.replace(/·/g, '') === 'math') ? labels : undefined;
+      }, { timeout: 30_000 });
+      summary.observed.explainedLineMatrixMeta = await frame.locator('p.meta').innerText();
+      await screenshot('09b-matrix-from-code-action', 'the matrix of the explained line 6, opened from the "whence: Show attribution matrix" code action');
     });
 
     const traceLens = lensTexts.find((text) => !/build|no trace index/i.test(text));
@@ -538,7 +579,7 @@ async function main() {
       log(`  traced source tab: ${summary.observed.tracedSourceTab}`);
       softCheck(/\[MIT\]/.test(summary.observed.tracedSourceTab), `the traced source tab does not name the corpus license MIT: ${summary.observed.tracedSourceTab}`);
       const editor = page.locator('.editor-group-container.active .monaco-editor').first();
-      await eventually('the traced file in the editor', async () => /read_stripped_lines/.test(await editor.locator('.view-lines').innerText()), { timeout: 10_000 });
+      await waitFor('the traced file in the editor', async () => /read_stripped_lines/.test(await editor.locator('.view-lines').innerText()), { timeout: 10_000 });
       await screenshot('10-traced-source', 'traced source as a read-only whence-trace document: license in the tab title, matched lines highlighted');
     });
 
