@@ -180,7 +180,10 @@ async def _bench(args) -> dict[str, Any]:
     for record_id in records:
         while True:
             matrix = await call("whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
-            if matrix is None or all(row is not None for row in matrix["scores"]):
+            # zero-width tokens (text re-produced while healing the token before the cursor) and
+            # edited ones never get a row
+            wanted = [row for token, row in zip(matrix["tokens"], matrix["scores"]) if token["text"] and not token.get("edited")] if matrix else []
+            if matrix is None or all(row is not None for row in wanted):
                 break
             if matrix["note"].startswith("attribution failed"):
                 raise SystemExit(f"whence-ls bench lsp: {matrix['note']}")
