@@ -59,6 +59,21 @@ class CandidateSet:
         evidence = found[1] if found is not None else self._new(file_id, start, end, *query_lines)
         evidence.cosine = max(evidence.cosine, cosine)
 
+    def verify(self, query_chars: int, query_lines: tuple[int, int], locate, most: int) -> None:
+        """Check the strongest fingerprint candidates against their source text: where the
+        whole normalised query occurs, the copy is certain and its span exact (fingerprints
+        alone cannot tell apart places that share all of the query's fingerprinted text)."""
+        with_prints = sorted((pair for pair in self.pairs if pair[1].exact_chars > 0),
+                             key=lambda pair: -pair[1].exact_chars)[:most]
+        for hit, evidence in with_prints:
+            span = locate(hit)
+            if span is None:
+                continue
+            hit.source_start_line, hit.source_end_line = span
+            hit.query_start_line, hit.query_end_line = query_lines
+            evidence.exact_fraction = 1.0
+            evidence.exact_chars = max(evidence.exact_chars, query_chars)
+
     def ranked(self, cosine_near: Callable[[TraceHit], float]) -> list[tuple[TraceHit, Evidence]]:
         """Score every candidate and rank them; a place overlapping a better one is dropped."""
         for hit, evidence in self.pairs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 import threading
 from pathlib import Path
@@ -23,6 +24,10 @@ from whence_ls.trace.winnow import WinnowParams, winnow
 VECTOR_CANDIDATES = 20
 # Queries shorter than this (normalised characters) are too short to attribute.
 MIN_QUERY_CHARS = 20
+# Candidates checked against their source text, for queries up to this normalised length.
+VERIFY_CANDIDATES = 12
+VERIFY_MAX_CHARS = 4000
+TEXT_CACHE_FILES = 256  # decompressed source files kept for verification
 
 
 def open_index(path) -> "TraceIndex":
@@ -49,6 +54,7 @@ class TraceIndex:
         self._chunk_start = chunk_rows[:, 1]
         self._chunk_end = chunk_rows[:, 2]
         self._lock = threading.Lock()
+        self._text_cache: collections.OrderedDict[int, list[str]] = collections.OrderedDict()
         try:  # queries are fingerprinted exactly as this index's corpus was
             self._params = {name: WinnowParams(**self.manifest["winnowing"][name]) for name in STREAMS}
         except (KeyError, TypeError):
@@ -128,6 +134,12 @@ class TraceIndex:
             candidates.add_exact(region)
         for region in regions["renamed"]:
             candidates.add_renamed(region)
+        wanted = normalised.exact.text
+        if len(wanted) <= VERIFY_MAX_CHARS:
+            last_line = first_line + code.rstrip("\n").count("\n")
+            candidates.verify(len(wanted), query_lines,
+                              lambda hit: self._locate(hit, wanted, language, last_line - first_line + 1),
+                              VERIFY_CANDIDATES)
         query_vector = self._embedder.embed([code])
         scores, ids = self._vectors.search(query_vector, VECTOR_CANDIDATES)
         for cosine, vector_id in zip(scores[0], ids[0]):
@@ -153,6 +165,32 @@ class TraceIndex:
                 return 0.0
         innermost = lo + int(rows[np.argmin(ends[rows] - starts[rows])])
         return float(self._vectors.reconstruct(innermost) @ query_vector)
+
+    def _locate(self, hit: TraceHit, wanted: str, language: str, query_line_count: int):
+        """The source lines holding the whole normalised query near the hit, or None."""
+        lines = self._file_lines(hit.file_id)
+        pad = query_line_count + 2
+        first = max(hit.source_start_line - 1 - pad, 0)
+        window = "".join(lines[first:hit.source_end_line + pad])
+        stream = normalise(window, language, first + 1).exact
+        found = stream.text.find(wanted)
+        if found < 0:
+            return None
+        return int(stream.lines[found]), int(stream.lines[found + len(wanted) - 1])
+
+    def _file_lines(self, file_id: int) -> list[str]:
+        with self._lock:
+            cached = self._text_cache.get(file_id)
+            if cached is not None:
+                self._text_cache.move_to_end(file_id)
+                return cached
+            row = self._connection.execute("SELECT text FROM files WHERE id = ?", (file_id,)).fetchone()
+        lines = store.file_text(row[0]).splitlines(keepends=True) if row else []
+        with self._lock:
+            self._text_cache[file_id] = lines
+            while len(self._text_cache) > TEXT_CACHE_FILES:
+                self._text_cache.popitem(last=False)
+        return lines
 
     def _hit(self, file_id: int, start: int, end: int, q_start: int, q_end: int) -> TraceHit:
         path, repository, commit, license_id, language = self._file_rows[file_id]

@@ -97,7 +97,7 @@ def match_stream(query: QueryPrints, index: StreamIndex) -> list[Region]:
 
 
 def _bands(cluster, rows, query, query_index, k, attributable_mask, attributable_chars,
-           file_id, most: int = 3) -> list[Region]:
+           file_id, most: int = 8) -> list[Region]:
     """Regions of one cluster of matches, densest first.
 
     A copy keeps its matches near one diagonal (source position - query position), shifted
