@@ -252,17 +252,17 @@ class CommandsFeature:
         document = server.documents.get(uri)
         if record is None or record.uri != uri or document is None:
             raise _invalid(f"no record {record_id} in {uri} (it may have been edited away)")
-        live = record.live_tokens()
-        candidates = [i for i in live if record.scored.tokens[i].text.strip() and record.scored.tokens[i].runner_up()]
+        live = [i for i in record.live_tokens() if record.scored.tokens[i].text.strip()]
+        choices = {i: self._alternative(record, document.text, i) for i in live}
+        candidates = [i for i in live if choices[i] is not None]
         if not candidates:
             raise _invalid("no unedited token with an alternative to regenerate from")
         index = min(candidates, key=lambda i: record.scored.tokens[i].logprob)
         token = record.scored.tokens[index]
-        runner = token.runner_up()
-        assert runner is not None
+        replacement = choices[index]
         cut, tail_end = record.spans[index][0], record.end
-        text = document.text[:cut] + runner.text + document.text[tail_end:]
-        cursor = cut + len(runner.text)
+        text = document.text[:cut] + replacement + document.text[tail_end:]
+        cursor = cut + len(replacement)
         language, mark, settings = record.language, document.mark(), server.settings
 
         def work(lm: Any, cancel: Any):
@@ -274,12 +274,12 @@ class CommandsFeature:
         scored = await server.run_model(work, completion=True)
         if scored is None or scored.stop_reason == "cancelled":
             raise _invalid("regeneration was superseded or the model is not ready")
-        new_text = runner.text + scored.text
+        new_text = replacement + scored.text
         edit = types.WorkspaceEdit(changes={uri: [types.TextEdit(range=server.range(document, cut, tail_end), new_text=new_text)]})
         # the generated part becomes a record of its own, placed when the edit lands: it will
         # begin right after the runner-up text at `cut`
         pending = Pending(scored, uri, cut, document.mark(), mark, language, time.time() + PENDING_SECONDS,
-                          skip=len(runner.text), mark_at_placement=True)
+                          skip=len(replacement), mark_at_placement=True)
         self._pending.append(pending)
         line = document.position_at(cut)[0]
         await self._log(scored, uri, line, language, "regenerated")
@@ -289,7 +289,26 @@ class CommandsFeature:
             raise _invalid(f"the client did not apply the edit: {result.failure_reason or 'no reason given'}")
         self.place_pending(uri)
         return {"edit": server.protocol._converter.unstructure(edit), "recordId": scored.id, "replacedTokenIndex": index,
-                "from": token.text, "to": runner.text}
+                "from": token.text, "to": replacement}
+
+    @staticmethod
+    def _alternative(record: Record, text: str, index: int) -> str | None:
+        """The text the best runner-up of token `index` would put in its place, or None.
+
+        The first token of a completion may have re-produced text already before the cursor
+        (token healing: `    return` + ` [` shown as `[`); its alternatives carry that text
+        too, so it is stripped, and alternatives that do not begin with it cannot stand there."""
+        token = record.scored.tokens[index]
+        healed = int(record.scored.timings.get("healed_chars", 0)) if index == 0 and record.kind == "completion" else 0
+        start = record.spans[index][0]
+        prefix = text[max(0, start - healed) : start] if healed else ""
+        for alternative in token.alternatives:
+            if alternative.token_id == token.token_id or not alternative.text.startswith(prefix):
+                continue
+            visible = alternative.text[len(prefix):]
+            if visible and "\ufffd" not in visible and visible != token.text:
+                return visible
+        return None
 
     # -- traced sources and the index ------------------------------------------------------------
 

@@ -72,10 +72,10 @@ class HoverFeature:
 
     def markdown(self, document: "Document", record: Record, index: int, row: Any | None, note: str) -> str:
         token = record.scored.tokens[index]
-        what = "completion" if record.kind == "completion" else "explained line"
+        what = "a completion" if record.kind == "completion" else "an explained line"
         lines = [
             f"**`{_code(token.text)}`** · p = **{token.prob:.3f}** · entropy {token.entropy:.2f} nats  ",
-            f"token {index + 1} of {len(record.scored.tokens)} in a {what} by {record.scored.model}",
+            f"token {index + 1} of {len(record.scored.tokens)} in {what} by {record.scored.model}",
             "",
         ]
         alternatives = [a for a in token.alternatives if a.token_id != token.token_id][:4]
