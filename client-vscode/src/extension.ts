@@ -7,7 +7,7 @@ import * as vscode from 'vscode';
 import { ContextTint } from './contextTint';
 import { toVsRange } from './lspRange';
 import { AttributionMatrixPanel } from './matrixPanel';
-import { ExplainLineResult, ServerCommands } from './protocol';
+import { ClientSideServerCommands, ExplainLineResult, ServerCommands } from './protocol';
 import { ClientSideCommandHandler, SERVED_LANGUAGES, ServerSession } from './serverSession';
 import { ServerStatusBar, SHOW_LOG_COMMAND } from './statusBar';
 import { TracedSourceView } from './tracedSourceView';
@@ -31,8 +31,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const matrixPanel = new AttributionMatrixPanel(session, log);
   const tracedSources = new TracedSourceView(session, log);
   const tint = new ContextTint(session, log);
-  clientSideCommands.set('whence.showAttributionMatrix', (...args) => matrixPanel.show(...args));
-  clientSideCommands.set(ServerCommands.openTracedSource, (...args) => tracedSources.open(...args));
+  clientSideCommands.set(ClientSideServerCommands.showAttributionMatrix, (...args) => matrixPanel.show(...args));
+  clientSideCommands.set(ClientSideServerCommands.openTracedSource, (...args) => tracedSources.open(...args));
 
   const activeSession = session;
   context.subscriptions.push(

@@ -116,4 +116,7 @@ export const ServerCommands = {
  * (the contract calls showAttributionMatrix client-side, and openTracedSource is a server no-op
  * whose real work, opening the document, only a client can do).
  */
-export const ClientSideServerCommands = ['whence.showAttributionMatrix', 'whence.openTracedSource'] as const;
+export const ClientSideServerCommands = {
+  showAttributionMatrix: 'whence.showAttributionMatrix',
+  openTracedSource: 'whence.openTracedSource',
+} as const;

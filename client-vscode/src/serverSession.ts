@@ -223,7 +223,7 @@ export class ServerSession implements vscode.Disposable {
   private registerClientSideCommands(client: LanguageClient): void {
     this.disposeOwnCommands();
     const listedByServer = new Set(client.initializeResult?.capabilities.executeCommandProvider?.commands ?? []);
-    for (const command of ClientSideServerCommands) {
+    for (const command of Object.values(ClientSideServerCommands)) {
       const handler = this.clientSideCommands.get(command);
       if (handler && !listedByServer.has(command)) {
         this.ownCommandRegistrations.push(vscode.commands.registerCommand(command, handler));

@@ -583,6 +583,26 @@ async function main() {
       await screenshot('10-traced-source', 'traced source as a read-only whence-trace document: license in the tab title, matched lines highlighted');
     });
 
+    await step('clicking the status bar item opens the server log', async () => {
+      await whenceStatusItem(page).click();
+      const output = page.locator('.part.panel').first();
+      await waitFor('the whence log in the Output view', async () => /Starting\s+the\s+whence\s+server/.test(await output.innerText().catch(() => '')), {
+        timeout: 20_000,
+      });
+      await screenshot('11-server-log', 'the "whence" output channel opened by clicking the status bar item');
+      await runCommand(page, 'View: Hide Panel', 'Hide Panel');
+    });
+
+    await step('"whence: Restart server" restarts it and it is ready again', async () => {
+      await runCommand(page, 'whence: Restart server');
+      await waitFor('the status to leave "ready"', async () => !/whence: (cpu|cuda)/.test(await whenceStatusItem(page).innerText()), {
+        timeout: 20_000,
+        interval: 100,
+      }).catch(() => log('  (the restart was quicker than the status poll)'));
+      const text = await waitForServerReady();
+      log(`  after restart: ${text}`);
+    });
+
   } finally {
     writeFileSync(path.join(config.artifacts, 'browser-console.log'), consoleLog.join('\n'));
     await context?.close().catch(() => undefined);
