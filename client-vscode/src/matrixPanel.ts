@@ -85,14 +85,17 @@ export class AttributionMatrixPanel implements vscode.Disposable {
     };
   }
 
-  private async fetch(params: AttributionMatrixParams): Promise<AttributionMatrix | undefined> {
+  /** `polling`: a background refresh, whose failure is logged but not shown every second. */
+  private async fetch(params: AttributionMatrixParams, polling = false): Promise<AttributionMatrix | undefined> {
     try {
       const matrix = await this.session.sendRequest<AttributionMatrix | null>(Methods.attributionMatrix, params);
       return matrix && Array.isArray(matrix.tokens) && matrix.tokens.length > 0 ? matrix : undefined;
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       this.log.error(`whence/attributionMatrix failed: ${message}`);
-      void vscode.window.showErrorMessage(`whence: could not get the attribution matrix: ${message}`);
+      if (!polling) {
+        void vscode.window.showErrorMessage(`whence: could not get the attribution matrix: ${message}`);
+      }
       return undefined;
     }
   }
@@ -135,7 +138,7 @@ export class AttributionMatrixPanel implements vscode.Disposable {
         return;
       }
       this.polls += 1;
-      const matrix = await this.fetch(this.target.params);
+      const matrix = await this.fetch(this.target.params, true);
       // Re-rendering replaces the page (and resets its scroll and hover), so only do it when
       // the server has actually filled in something new.
       if (matrix && this.panel && !sameMatrixContent(matrix, this.matrix)) {
