@@ -250,7 +250,7 @@ function positionOfFirstNonBlank(text, offset) {
   return { line: before.length, column: before[before.length - 1].length + 1, index };
 }
 
-async function waitForServerReady() {
+async function waitForServerReady(loadingScreenshot = '00-status-loading') {
   const item = whenceStatusItem(page);
   await item.waitFor({ state: 'visible', timeout: 60_000 });
   let loadingSeen = false;
@@ -258,7 +258,11 @@ async function waitForServerReady() {
     'the whence status bar item to say ready',
     async () => {
       const current = (await item.innerText()).trim();
-      loadingSeen ||= /loading/.test(current);
+      if (!loadingSeen && /loading/.test(current)) {
+        loadingSeen = true;
+        summary.observed.statusLoading = current;
+        await screenshot(loadingScreenshot, `status bar while the model loads: "${current}"`);
+      }
       if (/error|stopped/.test(current)) {
         const tooltip = await item.getAttribute('aria-label');
         throw Object.assign(new Error(`whence status is "${current}" (${tooltip})`), { fatal: true });
@@ -599,7 +603,7 @@ async function main() {
         timeout: 20_000,
         interval: 100,
       }).catch(() => log('  (the restart was quicker than the status poll)'));
-      const text = await waitForServerReady();
+      const text = await waitForServerReady('12-status-loading-after-restart');
       log(`  after restart: ${text}`);
     });
 
