@@ -77,3 +77,11 @@ def test_short_text_has_no_fingerprint_and_density_is_bounded():
     # at least one per window, and about 2/(w+1) per character for random text
     assert np.diff(prints.positions).max() <= PARAMS.w
     assert prints.hashes.size < 2.5 * len(text) / (PARAMS.w + 1)
+
+
+def test_characters_of_a_multiline_string_keep_their_own_lines():
+    source = 'def f():\n    """Line one\n    line two\n    line three"""\n    return 1\n'
+    stream = normalise(source, "python", first_line=20).exact
+    assert stream.lines[stream.text.index("linetwo")] == 22
+    assert stream.lines[stream.text.index("linethree")] == 23
+    assert stream.lines[stream.text.index("return")] == 24

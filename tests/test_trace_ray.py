@@ -23,10 +23,15 @@ def table(directory: Path, sql: str):
 
 
 def test_ray_build_equals_local_build(tmp_path):
+    import shutil
+
+    # a copy outside any git checkout: the commit recorded per file must not move between builds
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
     local, distributed = tmp_path / "local", tmp_path / "ray"
     # three files per shard: several shards, so the two workers really split the work
-    local_summary = build_index([str(CORPUS)], str(local), shard_files=3)
-    ray_summary = build_index([str(CORPUS)], str(distributed), engine="ray", workers=2, shard_files=3)
+    local_summary = build_index([str(corpus)], str(local), shard_files=3)
+    ray_summary = build_index([str(corpus)], str(distributed), engine="ray", workers=2, shard_files=3)
     assert not ray.is_initialized()  # the build shut down the Ray it started
     assert ray_summary["engine"] == "ray"
     for key in ("files", "chunks", "chunk_kinds", "languages", "licenses", "skipped", "fingerprints"):
@@ -44,5 +49,5 @@ def test_ray_build_equals_local_build(tmp_path):
     ray_vectors = ray_index._vectors.reconstruct_n(0, ray_index._vectors.ntotal)
     np.testing.assert_allclose(local_vectors, ray_vectors, atol=1e-6)
 
-    query = (CORPUS / "pkg" / "retry.py").read_text()
+    query = (corpus / "pkg" / "retry.py").read_text()
     assert [h.to_json() for h in local_index.search(query)] == [h.to_json() for h in ray_index.search(query)]

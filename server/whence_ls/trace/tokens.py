@@ -27,6 +27,8 @@ _PY_KEYWORDS = frozenset(
     "with yield match case self cls".split()
 ) | frozenset(name for name in dir(builtins) if not name.startswith("_"))
 _MEMBER_ACCESS = frozenset((".", "->", "::"))
+# what str.split() drops (ASCII whitespace and the Unicode spaces), as code points
+_WHITESPACE_CODES = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
 _C_FAMILY_KEYWORDS = frozenset(
     # JavaScript / TypeScript
     "break case catch class const continue debugger default delete do else export extends "
@@ -100,6 +102,9 @@ def normalise(source: str, language: str | None, first_line: int = 1) -> Normali
     exact_parts: list[str] = []
     renamed_parts: list[str] = []
     starts: list[int] = []
+    # (index of the token, source offsets of its kept characters) for literals that span lines,
+    # so a docstring's characters map to their own lines rather than the opening quote's
+    multiline: list[tuple[int, np.ndarray]] = []
     previous = ""
     for match in lexer.finditer(source):
         kind = match.lastgroup
@@ -110,6 +115,10 @@ def normalise(source: str, language: str | None, first_line: int = 1) -> Normali
             renamed = token if token in keywords or previous in _MEMBER_ACCESS else "v"
         elif kind == "string":
             renamed = "s"
+            if "\n" in token:
+                codes = np.frombuffer(token.encode("utf-32-le"), dtype=np.uint32)
+                kept = np.flatnonzero(~np.isin(codes, _WHITESPACE_CODES))
+                multiline.append((len(exact_parts), match.start() + kept))
             # whitespace inside a literal is still layout to a reformatter (implicit joins,
             # re-wrapped docstrings), so it is dropped here too
             token = "".join(token.split())
@@ -122,11 +131,18 @@ def normalise(source: str, language: str | None, first_line: int = 1) -> Normali
         renamed_parts.append(renamed)
         starts.append(match.start())
     newline_offsets = np.flatnonzero(np.frombuffer(source.encode("utf-32-le"), dtype=np.uint32) == 10)
-    token_lines = (np.searchsorted(newline_offsets, np.asarray(starts, dtype=np.int64)) + first_line).astype(np.int32)
-    return NormalisedText(
-        exact=_stream(exact_parts, token_lines),
-        renamed=_stream(renamed_parts, token_lines),
-    )
+
+    def line_of(offsets) -> np.ndarray:
+        return (np.searchsorted(newline_offsets, np.asarray(offsets, dtype=np.int64)) + first_line).astype(np.int32)
+
+    token_lines = line_of(starts)
+    exact = _stream(exact_parts, token_lines)
+    if multiline:
+        token_starts = np.concatenate(([0], np.cumsum([len(p) for p in exact_parts])[:-1]))
+        for index, offsets in multiline:
+            begin = token_starts[index]
+            exact.lines[begin:begin + offsets.size] = line_of(offsets)
+    return NormalisedText(exact=exact, renamed=_stream(renamed_parts, token_lines))
 
 
 def _stream(parts: list[str], token_lines: np.ndarray) -> TokenStream:
