@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from whence_ls.engine.attribution import attribute_rows, context_units
+from whence_ls.engine.attribution import DEFAULT_METHOD, attribute_rows, context_units
 from whence_ls.engine.attribution.base import TeacherForced
 from whence_ls.engine.attribution.faithfulness import (
     FRACTIONS,
@@ -82,7 +82,8 @@ def test_benchmark_prompts_are_stdlib_code_in_a_fixed_order():
 
 def test_copy_case_on_the_embedded_model(embedded_lm):
     """A rare identifier defined above and used on the explained line: the pieces of it after the
-    first are copies, and the default method's strongest unit is the identifier."""
+    first are copies, and the default method's strongest unit is the identifier (gradient norm
+    gets all of them; signed input x gradient missed `total` here, pointing at `[`)."""
     source = (
         "def frobnicate_widget_total(values):\n"
         "    return sum(values) * 3\n"
@@ -96,6 +97,6 @@ def test_copy_case_on_the_embedded_model(embedded_lm):
     start = record.text.index("frobnicate")
     pieces = [i for i, t in enumerate(record.tokens) if start < t.start < start + len("frobnicate_widget_total")]
     assert pieces, [t.text for t in record.tokens]
-    rows = attribute_rows(embedded_lm, record, pieces, language="python")
+    rows = attribute_rows(embedded_lm, record, pieces, DEFAULT_METHOD, language="python")
     tops = [units[rows[i].top(1)[0][0]].text for i in pieces]
     assert all(text == "frobnicate_widget_total" for text in tops), tops

@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--ig-zero-prompts", type=int, default=5, help="prompts that also run IG with a zero baseline (completeness check)")
     parser.add_argument("--cost-context", type=int, default=300, help="context tokens of the cost prompt (default 300)")
     parser.add_argument("--cost-new-tokens", type=int, default=32, help="generated tokens of the cost prompt (default 32)")
+    parser.add_argument("--offset", type=int, default=0, help="start at this suite prompt (to split a run over processes)")
+    parser.add_argument("--ig-sweep", default="", metavar="STEPS,...",
+                        help="only measure IG completeness at these step counts, both baselines, on the first suite prompts")
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--skip-suite", action="store_true")
     parser.add_argument("--no-inseq", action="store_true", help="leave Inseq out even when it is installed")
@@ -44,6 +47,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's choice)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", default=None, help="write every measurement as JSON here")
+    parser.add_argument("--render", nargs="+", metavar="JSON", help="only print the tables of saved --out files, merged (runs split with --offset)")
     parser.set_defaults(run=run)
 
 
@@ -194,11 +198,23 @@ class _Baselines:
 def run(args) -> int:
     import torch
 
+    if args.render:
+        print(render_tables(merge_results([json.loads(Path(p).read_text()) for p in args.render])))
+        return 0
     from whence_ls.engine.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     lm = load_model(args.model, "cpu")
+    if args.ig_sweep:
+        sweep = _ig_sweep(lm, args, [int(x) for x in args.ig_sweep.split(",") if x.strip()])
+        if args.out:
+            Path(args.out).write_text(json.dumps(sweep, indent=1))
+        print("| prompt | target | baseline | steps | sum of attributions | completeness delta | FE |")
+        print("|---|---|---|---:|---:|---:|---:|")
+        for r in sweep:
+            print(f"| {r['prompt']} | {r['token']!r} | {r['baseline']} | {r['steps']} | {r['raw_sum']:.3f} | {r['delta']:.3f} | {r['fe']:.1f} |")
+        return 0
     baselines = _Baselines(lm, not args.no_inseq, not args.no_captum_llm, args.ig_steps)
     results = {
         "model": lm.name,
@@ -223,6 +239,31 @@ def _emit(results, args) -> None:
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _ig_sweep(lm, args, steps_list: list[int]) -> list[dict]:
+    """Completeness of integrated gradients against steps and baseline, on the targets of the
+    first `--prompts` suite prompts: |sum of attributions - (f(x) - f(baseline))|."""
+    from whence_ls.engine.attribution import attribute_rows, make_method
+    from whence_ls.engine.generation import complete_at
+
+    rows = []
+    for prompt in select_prompts(args.prompts):
+        text = prompt["text"]
+        record = complete_at(lm, text, len(text), language="python", max_new_tokens=args.max_new_tokens, context_tokens=args.context_tokens)
+        if not record.tokens:
+            continue
+        target = _pick_target(record)
+        forward_s = _forward_seconds(lm, torch_ids(lm, record))
+        for baseline in ("space", "zero"):
+            for steps in steps_list:
+                started = time.perf_counter()
+                row = attribute_rows(lm, _fresh(record), [target], make_method("integrated_gradients", steps=steps, baseline=baseline), language="python")[target]
+                rows.append({"prompt": f"{prompt['source']}:{prompt['line']}", "token": record.tokens[target].text, "baseline": baseline,
+                             "steps": steps, "raw_sum": row.raw_sum, "delta": row.extra["completeness_delta"],
+                             "fe": (time.perf_counter() - started) / forward_s})
+                _log(f"  IG {baseline} {steps} steps: delta {row.extra['completeness_delta']:.3f}")
+    return rows
 
 
 def _cost(lm, baselines, args) -> dict:
@@ -296,6 +337,8 @@ def _suite(lm, baselines, args) -> dict:
     done = []
     skipped = []
     for number, prompt in enumerate(prompts):
+        if number < args.offset:
+            continue
         if deadline is not None and time.perf_counter() > deadline:
             skipped.append({"prompt": f"{prompt['source']}:{prompt['line']}", "why": "time budget"})
             continue
@@ -435,6 +478,30 @@ def _copy_cases(record, units, rows_by_method) -> dict:
         case["hits"]["recency"] = units.units[last].text == word
         cases.append(case)
     return {"cases": cases}
+
+
+def merge_results(parts: list) -> dict:
+    """One result from several runs' --out files (or their .partial prompt lists)."""
+    merged = {"suite": {"prompts": [], "skipped": []}, "settings": {}}
+    seen = set()
+    for part in parts:
+        if isinstance(part, list):  # a .partial file: the finished prompts only
+            part = {"suite": {"prompts": part, "skipped": []}}
+        for key in ("model", "torch_threads", "inseq_error", "captum_error", "settings"):
+            if part.get(key) and not merged.get(key):
+                merged[key] = part[key]
+        if part.get("cost") and not merged.get("cost"):
+            merged["cost"] = part["cost"]
+        for entry in part.get("suite", {}).get("prompts", []):
+            if entry["prompt"] not in seen:
+                seen.add(entry["prompt"])
+                merged["suite"]["prompts"].append(entry)
+        merged["suite"]["skipped"] += [s for s in part.get("suite", {}).get("skipped", []) if s["prompt"] not in seen]
+    done = {e["prompt"] for e in merged["suite"]["prompts"]}
+    unique = {s["prompt"]: s for s in merged["suite"]["skipped"] if s["prompt"] not in done}
+    merged["suite"]["skipped"] = list(unique.values())
+    merged["settings"].setdefault("ig_steps", 16)
+    return merged
 
 
 def render_tables(results: dict) -> str:

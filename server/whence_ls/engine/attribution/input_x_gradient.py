@@ -1,7 +1,8 @@
 """Input x gradient: d log p(token) / d embedding, dotted with the embedding, per position.
 
-The default method: the whole matrix costs one forward plus batched backwards over its graph
-(see `gradients.GradientGraph`), and single rows reuse the kept graph.
+The whole matrix costs one forward plus batched backwards over its graph (see
+`gradients.GradientGraph`), and single rows reuse the kept graph. Gradient norm and contrastive
+share the same graph; gradient norm is the default (see `api.DEFAULT_METHOD`).
 """
 
 from __future__ import annotations
