@@ -15,6 +15,8 @@ import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from whence_ls.engine.attribution import DEFAULT_METHOD  # no setting: the engine's default
+
 from test_lsp_support import (
     PY_SOURCE,
     SERVER,
@@ -108,13 +110,13 @@ async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: Langua
     text = answer.contents.value
     assert f"p = **{token['prob']:.3f}**" in text
     assert "runner-ups:" in text and "entropy" in text
-    assert "what drove it" in text and "input x gradient" in text
+    assert "what drove it" in text and DEFAULT_METHOD.replace("_", " ") in text
     assert f"]({uri}#L" in text
     assert answer.range == _range(token["range"])
 
     # the matrix: every computed row's absolute values sum to 1 over the units
     matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "position": start})
-    assert matrix["recordId"] == record_id and matrix["method"] == "input_x_gradient" and matrix["note"]
+    assert matrix["recordId"] == record_id and matrix["method"] == DEFAULT_METHOD and matrix["note"]
     assert matrix["units"] and all(set(u) == {"text", "range"} for u in matrix["units"])
     computed = [row for row in matrix["scores"] if row is not None]
     assert computed, "the hovered token's row at least is computed"
@@ -124,7 +126,7 @@ async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: Langua
 
     # token attribution for tinting: the units with their (signed) scores
     tint = await request(client, "whence/tokenAttribution", {"textDocument": {"uri": uri}, "position": start})
-    assert tint["token"]["text"] == token["text"] and tint["method"] == "input_x_gradient"
+    assert tint["token"]["text"] == token["text"] and tint["method"] == DEFAULT_METHOD
     assert tint["units"] and abs(sum(abs(u["score"]) for u in tint["units"]) - 1.0) < 1e-3
 
     # code lens above it: no index configured -> says so and offers to build the default one

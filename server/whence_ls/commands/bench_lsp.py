@@ -216,7 +216,7 @@ async def _bench(args) -> dict[str, Any]:
         "all_rows_after_accepts_s": round(all_rows_s, 2) if all_rows_s is not None else None,
         "hover_ready_ms": {"n": len(hover_ms), "p50": _r(_percentile(hover_ms, 0.5)), "p95": _r(_percentile(hover_ms, 0.95)),
                            "goal_p95": 25.0},
-        "attribution_method": "input_x_gradient",
+        "attribution_method": matrix["method"] if records and matrix else None,
     }
 
 
@@ -243,6 +243,7 @@ def _print(result: dict[str, Any]) -> None:
     verdict = "meets" if hover["p95"] <= hover["goal_p95"] else "misses"
     rows = [
         ("server", result["server"]),
+        ("attribution method", str(result["attribution_method"])),
         ("model / device", f"{result['model']} / {result['device']}"),
         ("document", result["document"]),
         ("initialize answered", f"{result['initialize_ms']:.0f} ms"),

@@ -85,7 +85,7 @@ class CustomRequestsFeature:
             return None
         document, record, _ = found
         queue = server.attribution
-        method = server.settings.attribution_method
+        method = server.attribution_method()
         units = record.units
         if units is None and queue is not None and method != "none":
             units = await queue.wait_units(record, WAIT_S)
@@ -125,7 +125,7 @@ class CustomRequestsFeature:
         token = record.scored.tokens[index]
         row = None
         queue = server.attribution
-        method = server.settings.attribution_method
+        method = server.attribution_method()
         if queue is not None and method != "none" and attribution_engine() is not None:
             row = await queue.wait_row(record, index, WAIT_S)
             if row is not None and record.units is None:

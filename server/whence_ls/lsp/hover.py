@@ -52,7 +52,7 @@ class HoverFeature:
     async def row(self, record: Record, index: int) -> tuple[Any | None, str]:
         """The token's attribution row (waiting briefly for it) and, without one, why not."""
         server = self.server
-        method = server.settings.attribution_method
+        method = server.attribution_method()
         if method == "none":
             return None, "attribution is off (`whence.attributionMethod` is `none`)"
         if attribution_engine() is None:
@@ -85,7 +85,7 @@ class HoverFeature:
         if row is None:
             lines.append(f"_{note}_")
             return "\n".join(lines)
-        method = getattr(row, "method", None) or self.server.settings.attribution_method
+        method = getattr(row, "method", None) or self.server.attribution_method()
         lines.append(f"**what drove it** ({method.replace('_', ' ')}):")
         lines.append("")
         engine = attribution_engine()

@@ -13,6 +13,7 @@ from lsprotocol import types
 
 from whence_ls.lsp.params import plain
 
+from whence_ls.lsp.attribution_queue import attribution_engine
 from whence_ls.lsp.documents import uri_to_path
 from whence_ls.lsp.settings import Settings
 
@@ -143,6 +144,7 @@ class LifecycleFeature:
             lm = load_model(settings.model, settings.device)
             report(70, "preparing the vocabulary table")
             lm.token_texts()  # token healing needs it; building it here keeps the first completion fast
+            attribution_engine()  # imported here, off the event loop that hovers run on
             return lm
 
         try:

@@ -18,7 +18,7 @@ from pygls.lsp.server import LanguageServer
 
 from whence_ls import __version__
 from whence_ls.errors import WhenceError
-from whence_ls.lsp.attribution_queue import AttributionQueue
+from whence_ls.lsp.attribution_queue import AttributionQueue, attribution_engine
 from whence_ls.lsp.documents import Document, DocumentStore
 from whence_ls.lsp.params import range_json
 from whence_ls.lsp.provenance import ProvenanceLog, log_path
@@ -77,7 +77,7 @@ class WhenceServer(LanguageServer):
         if self.worker is not None:
             return
         loop = asyncio.get_running_loop()
-        self.attribution = AttributionQueue(loop, lambda: self.settings.attribution_method, self._map_units)
+        self.attribution = AttributionQueue(loop, self.attribution_method, self._map_units)
         self.worker = ModelWorker(idle_source=self.attribution.next_work)
         self.attribution.wake_worker = self.worker.wake
         self.attribution.cancel_background = self.worker.background_cancel.set
@@ -98,6 +98,13 @@ class WhenceServer(LanguageServer):
 
         task.add_done_callback(done)
         return task
+
+    def attribution_method(self) -> str:
+        """The configured method, or the engine's default when the setting is null."""
+        if self.settings.attribution_method:
+            return self.settings.attribution_method
+        engine = attribution_engine()
+        return getattr(engine, "DEFAULT_METHOD", "input_x_gradient") if engine is not None else "input_x_gradient"
 
     # -- model work ------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ class Settings:
     device: str = "auto"
     max_new_tokens: int = 64
     context_tokens: int = 1024
-    attribution_method: str = "input_x_gradient"
+    attribution_method: str | None = None  # None: the engine's default (set by its benchmark)
     diagnostics_share: float = 0.15
     trace_index: str | None = None
 
@@ -75,7 +75,7 @@ def _check(name: str, value: Any) -> str | None:
     if name == "context_tokens":
         return None if _is_int(value) and 16 <= value <= 32768 else "expected an integer from 16 to 32768"
     if name == "attribution_method":
-        return None if value in ATTRIBUTION_CHOICES else f"expected one of {', '.join(ATTRIBUTION_CHOICES)}"
+        return None if value is None or value in ATTRIBUTION_CHOICES else f"expected one of {', '.join(ATTRIBUTION_CHOICES)}"
     if name == "diagnostics_share":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
         return None if ok else "expected a number from 0 to 1"
