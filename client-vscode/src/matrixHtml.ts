@@ -3,7 +3,7 @@
 // and relays the two messages the page posts back (reveal a unit, reveal a token).
 
 import { formatShare, heatColor, maxAbsScore, relativeIntensity, signOf } from './heat';
-import type { AttributionMatrix } from './protocol';
+import type { AttributionMatrix, MatrixToken } from './protocol';
 
 export interface MatrixPageOptions {
   /** Webview CSP source (`webview.cspSource`). */
@@ -105,7 +105,7 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
   const columns = selectUnitColumns(matrix, maxUnits);
   const computedRows = matrix.scores.filter((row): row is number[] => row !== null);
   const maxAbs = maxAbsScore(computedRows.flatMap((row) => columns.map((unit) => row[unit] ?? 0)));
-  const pendingCount = matrix.tokens.length - computedRows.length;
+  const pendingCount = matrix.tokens.filter((token, index) => (matrix.scores[index] ?? null) === null && !neverScored(token)).length;
 
   const unitHeaders = columns
     .map((unit) => {
@@ -128,7 +128,12 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
       )}">${escapeHtml(label)} <span class="prob">${edited ? 'edited' : token.prob.toFixed(2)}</span></th>`;
       const scores = matrix.scores[tokenIndex] ?? null;
       if (scores === null) {
-        return `<tr class="pending">${header}<td class="pending" colspan="${Math.max(1, columns.length)}">not computed yet</td></tr>`;
+        const why = neverScored(token)
+          ? edited
+            ? 'no attribution: edited since it was generated'
+            : 'no attribution: zero-width (re-produced the text before the cursor)'
+          : 'not computed yet';
+        return `<tr class="pending">${header}<td class="pending" colspan="${Math.max(1, columns.length)}">${why}</td></tr>`;
       }
       const cells = columns
         .map((unit) => {
@@ -201,9 +206,18 @@ export function parseMatrixPageMessage(message: unknown, matrix: AttributionMatr
   return undefined;
 }
 
+/**
+ * Tokens that never get a row: zero-width ones (their text only re-produced what was before the
+ * cursor) and tokens the user edited.
+ */
+export function neverScored(token: MatrixToken): boolean {
+  const { start, end } = token.range;
+  return token.edited === true || (start.line === end.line && start.character === end.character);
+}
+
 /** True while some rows are still being computed by the server, i.e. worth asking again. */
 export function hasPendingRows(matrix: AttributionMatrix): boolean {
-  return matrix.scores.some((row) => row === null) || matrix.scores.length < matrix.tokens.length;
+  return matrix.tokens.some((token, index) => (matrix.scores[index] ?? null) === null && !neverScored(token));
 }
 
 /** True when two answers would render the same page (polling skips re-rendering then). */

@@ -7,7 +7,9 @@ export type ServerSettings = {
   device: 'auto' | 'cpu' | 'cuda';
   maxNewTokens: number;
   contextTokens: number;
+  /** null: the engine's benchmarked default. */
   attributionMethod:
+    | null
     | 'input_x_gradient'
     | 'gradient_norm'
     | 'integrated_gradients'
@@ -25,7 +27,7 @@ export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   device: 'auto',
   maxNewTokens: 64,
   contextTokens: 1024,
-  attributionMethod: 'input_x_gradient',
+  attributionMethod: null,
   diagnosticsShare: 0.15,
   traceIndex: null,
 });
@@ -36,8 +38,8 @@ export const SERVER_SETTING_KEYS = Object.keys(SERVER_SETTING_DEFAULTS) as (keyo
 export const CLIENT_SETTING_KEYS = ['server.command', 'client.tintContext', 'trace.server'] as const;
 
 /**
- * Picks the server keys out of a configuration reader. An empty string for a path setting means
- * "not set" (the Settings UI cannot easily write null), so it becomes null.
+ * Picks the server keys out of a configuration reader. An empty string for a nullable setting
+ * means "not set" (the Settings UI cannot easily write null), so it becomes null.
  */
 export function serverSettingsFrom(read: (key: string) => unknown): ServerSettings {
   const settings: Record<string, unknown> = {};
@@ -46,7 +48,7 @@ export function serverSettingsFrom(read: (key: string) => unknown): ServerSettin
     const fallback = SERVER_SETTING_DEFAULTS[key];
     if (value === undefined) {
       settings[key] = fallback;
-    } else if ((key === 'model' || key === 'traceIndex') && (value === '' || value === null)) {
+    } else if ((key === 'model' || key === 'traceIndex' || key === 'attributionMethod') && (value === '' || value === null)) {
       settings[key] = null;
     } else {
       settings[key] = value;

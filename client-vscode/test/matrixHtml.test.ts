@@ -125,3 +125,15 @@ test('tokens the user edited are marked, not shown with a stale probability', ()
   assert.match(html, /<th class="token edited" data-token="1"[^>]*title="[^"]*edited since it was generated"[^>]*>·a <span class="prob">edited<\/span>/);
   assert.match(html, /<th class="token" data-token="0"[^>]*>return <span class="prob">0\.91<\/span>/);
 });
+
+test('zero-width and edited tokens never get a row: said so, and not waited for', () => {
+  const matrix = sampleMatrix();
+  matrix.tokens[2] = { ...matrix.tokens[2], range: range(3, 12, 12) };
+  assert.equal(hasPendingRows(matrix), false, 'the only null row belongs to a zero-width token');
+  const html = renderMatrixHtml(matrix, options);
+  assert.match(html, /data-token="2"[^]*?no attribution: zero-width/);
+  assert.doesNotMatch(html, /rows still computing/);
+  matrix.tokens[2] = { ...matrix.tokens[2], range: range(3, 12, 13), edited: true };
+  assert.match(renderMatrixHtml(matrix, options), /no attribution: edited since it was generated/);
+  assert.equal(hasPendingRows(matrix), false);
+});
