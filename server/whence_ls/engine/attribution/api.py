@@ -28,26 +28,27 @@ _FACTORIES = {
     "occlusion": Occlusion,
 }
 METHODS: tuple[str, ...] = tuple(_FACTORIES)
-# Gradient norm, not input x gradient: same cost (same forward, same backwards), and in the
-# benchmark it was more faithful beyond the last few tokens, ahead of 16-step integrated
-# gradients, and found copied identifiers where signed input x gradient pointed elsewhere.
+# Gradient norm, not input x gradient: same cost (same forward, same backwards), in the
+# benchmark level with it over all units and marginally ahead beyond the last few tokens (within
+# noise), and it found a copied identifier where input x gradient pointed elsewhere
+# (docs/bench-attribution.md). Integrated gradients ranked better still, at ~25x the cost.
 DEFAULT_METHOD = "gradient_norm"
 
 # One honest line per method, from `whence-ls bench attribution` (docs/bench-attribution.md);
 # the hover shows it next to the row.
 METHOD_NOTES: dict[str, str] = {
-    "gradient_norm": "beyond the last 8 tokens it beats recency and random (removal AOPC 0.14 vs 0.08, 0.07) "
-    "but trails 16-step IG (0.16); near the cursor it is no better than recency",
-    "input_x_gradient": "beyond the last 8 tokens above recency (AOPC 0.13 vs 0.08) but below gradient norm; "
+    "gradient_norm": "beyond the last 8 tokens it beats recency and random (removal AOPC 0.12 vs 0.04, 0.06) "
+    "but trails 16-step IG (0.15); near the cursor it is no better than recency",
+    "input_x_gradient": "beyond the last 8 tokens above recency (AOPC 0.12 vs 0.04), level with gradient norm; "
     "ranked by signed score instead of magnitude it fell below random",
-    "contrastive": "why this token and not the runner-up; beyond the last 8 tokens as good as input x gradient "
-    "(AOPC 0.12) on the token's own probability",
+    "contrastive": "why this token and not the runner-up; beyond the last 8 tokens above recency "
+    "(AOPC 0.10 vs 0.04) on the token's own probability",
     "integrated_gradients": "64 steps, space baseline (completeness error < 0.1 nat); the most faithful gradient "
     "method in the benchmark, but ~35 forward-equivalents per token at 16 steps and 4x that at 64",
-    "attention_rollout": "not faithful: far below random in the benchmark (removal AOPC 0.05 vs 0.15); "
+    "attention_rollout": "not faithful: below random in the benchmark (removal AOPC 0.06 vs 0.14); "
     "shown for comparison only",
     "occlusion": "the reference: the log-probability drop when a unit is blanked; the most faithful "
-    "(AOPC 0.33, 0.27 beyond the last 8 tokens) at one forward per context unit",
+    "(AOPC 0.31, 0.23 beyond the last 8 tokens) at one forward per context unit",
 }
 
 
