@@ -136,7 +136,11 @@ class ModelWorker:
             while not self._stopped:
                 while self._queue and self._queue[0].cancel.is_set():
                     job = heapq.heappop(self._queue)
-                    job.future.set_exception(JobCancelled("cancelled before it ran"))
+                    # the awaiting side may have cancelled the future already (asyncio's
+                    # wrap_future does when the LSP request is cancelled); setting an exception
+                    # on it then raises InvalidStateError and would kill this thread
+                    if job.future.set_running_or_notify_cancel():
+                        job.future.set_exception(JobCancelled("cancelled before it ran"))
                 if self._queue:
                     return heapq.heappop(self._queue)
                 if self.lm is not None and self._idle_source is not None:
