@@ -107,3 +107,25 @@ def test_corrupt_safetensors_weights(tmp_path, tiny_model_dir):
     source = tmp_path / "a.py"
     source.write_text("x = 1\n")
     _assert_clean_error(whence("complete", f"{source}:1:6", "--model", str(broken)), "cannot load model")
+
+
+def test_json_carries_the_trace_of_the_completion(tmp_path, tiny_model_dir):
+    from whence_ls.trace import build_index
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "walk.py").write_text(SAMPLE + "            print(name)\n")
+    index = tmp_path / "index"
+    build_index([str(corpus)], str(index))
+    source = tmp_path / "walk.py"
+    source.write_text(SAMPLE)
+    args = ["complete", f"{source}:7:9", "--json", "--model", str(tiny_model_dir), "--max-new-tokens", "6", "--attribution", "none"]
+    data = json.loads(whence(*args, "--index", str(index)).stdout)
+    assert data["trace_index"] == str(index)
+    assert isinstance(data["trace"], list)
+    for hit in data["trace"]:
+        assert {"path", "source_start_line", "source_end_line", "license", "kind", "score"} <= set(hit)
+    off = json.loads(whence(*args, "--index", "none").stdout)
+    assert off["trace_index"] is None and off["trace"] == []
+    broken = whence(*args, "--index", str(tmp_path / "no-index"))
+    _assert_clean_error(broken)

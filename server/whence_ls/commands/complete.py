@@ -16,20 +16,36 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--color", choices=["auto", "always", "never"], default="auto")
     add_attribution_arguments(parser)
+    parser.add_argument(
+        "--index",
+        default=None,
+        metavar="DIR",
+        help="trace index for provenance (default: the default index when it is built; `none` turns it off)",
+    )
     parser.set_defaults(run=run)
 
 
 def add_attribution_arguments(parser) -> None:
-    from whence_ls.engine.attribution import DEFAULT_METHOD, METHODS
-
+    # no import of the attribution engine here: it pulls in torch, and every CLI start-up
+    # (even `--help`) builds all parsers; the method is checked when the command runs
     parser.add_argument(
         "--attribution",
-        default=DEFAULT_METHOD,
-        choices=[*METHODS, "none"],
+        default=None,
         metavar="METHOD",
-        help=f"attribution method: {', '.join(METHODS)}, or none (default {DEFAULT_METHOD})",
+        help="attribution method: input_x_gradient, gradient_norm, integrated_gradients, attention_rollout, "
+        "occlusion, contrastive, or none (default: the benchmarked default, gradient_norm)",
     )
     parser.add_argument("--attribution-top", type=int, default=5, metavar="K", help="context units shown per token (default 5)")
+
+
+def resolve_attribution_method(args) -> None:
+    """Fill in the default method and reject unknown ones before any model is loaded."""
+    from whence_ls.engine.attribution import DEFAULT_METHOD, METHODS
+    from whence_ls.errors import WhenceError
+
+    args.attribution = args.attribution or DEFAULT_METHOD
+    if args.attribution not in (*METHODS, "none"):
+        raise WhenceError(f"unknown attribution method {args.attribution!r}; use one of {', '.join(METHODS)} or none")
 
 
 def run(args) -> int:
@@ -40,6 +56,7 @@ def run(args) -> int:
     from whence_ls.sourcefile import offset_of, parse_location, read_source
 
     path, line, col = parse_location(args.location, need_column=True)
+    resolve_attribution_method(args)
     if args.max_new_tokens < 1:
         raise WhenceError("--max-new-tokens must be at least 1")
     text = read_source(path)
@@ -58,16 +75,54 @@ def run(args) -> int:
         context_tokens=args.context_tokens,
     )
     result.timings["load_s"] = lm.load_seconds
+    index_path, hits = trace_hits(args.index, result.text, language_for_path(path), line)
     if args.json:
         data = completion_json(result)
         if args.attribution != "none" and result.tokens:
             add_attribution_json(data, lm, result, text, language_for_path(path), args.attribution, args.attribution_top)
+        data["trace_index"] = index_path
+        data["trace"] = hits
         print(json.dumps(data, ensure_ascii=False))
     else:
         print_coloured(result, _use_colour(args.color))
         if args.attribution != "none" and result.tokens:
             print_influences(lm, result, text, language_for_path(path), args.attribution, args.attribution_top)
+        print_trace(index_path, hits)
     return 0
+
+
+def trace_hits(index_option: str | None, completion: str, language: str | None, first_line: int) -> tuple[str | None, list[dict]]:
+    """Where the completion comes from: the CLI joins engine and trace results, as the server does."""
+    from whence_ls.paths import default_index_dir
+
+    if index_option == "none":
+        return None, []
+    if index_option is None:
+        if not default_index_dir().exists():
+            return None, []
+        index_option = str(default_index_dir())
+    from whence_ls.trace import open_index
+
+    index = open_index(index_option)  # a broken index is an error even for an empty completion
+    if not completion.strip():
+        return index_option, []
+    hits = index.search(completion, language=language, k=5, first_line=first_line)
+    return index_option, [hit.to_json() for hit in hits]
+
+
+def print_trace(index_path: str | None, hits: list[dict]) -> None:
+    if index_path is None:
+        print("-- provenance: no trace index (build the default one with `whence-ls index build`)", file=sys.stderr)
+        return
+    if not hits:
+        print(f"-- provenance: nothing in {index_path} matches above the threshold", file=sys.stderr)
+        return
+    for hit in hits:
+        print(
+            f"-- traced: {hit['kind']} {hit['score']:.2f} {hit['path']}:{hit['source_start_line']}-{hit['source_end_line']} "
+            f"({hit['license']}, {hit['matched_fraction']:.0%} matched)",
+            file=sys.stderr,
+        )
 
 
 def _unit_json(unit, score: float, text: str, starts: list[int]) -> dict:

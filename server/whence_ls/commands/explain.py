@@ -21,7 +21,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from whence_ls.commands.complete import _use_colour, add_attribution_json, print_coloured, print_influences
+    from whence_ls.commands.complete import (
+        _use_colour,
+        add_attribution_json,
+        print_coloured,
+        print_influences,
+        resolve_attribution_method,
+    )
     from whence_ls.engine.explain import explain_line
     from whence_ls.engine.loading import load_model
     from whence_ls.errors import WhenceError
@@ -29,6 +35,7 @@ def run(args) -> int:
     from whence_ls.sourcefile import parse_location, read_source
 
     path, line, _ = parse_location(args.location, need_column=False)
+    resolve_attribution_method(args)
     if args.context_tokens < 1:
         raise WhenceError("--context-tokens must be at least 1")
     text = read_source(path)

@@ -75,7 +75,8 @@ class HoverFeature:
         what = "a completion" if record.kind == "completion" else "an explained line"
         lines = [
             f"**`{_code(token.text)}`** · p = **{token.prob:.3f}** · entropy {token.entropy:.2f} nats  ",
-            f"token {index + 1} of {len(record.scored.tokens)} in {what} by {record.scored.model}",
+            # tokens with no visible text (the healed prefix) are not counted: users see text
+            f"token {_visible_number(record.scored.tokens, index)} of {sum(1 for t in record.scored.tokens if t.text)} in {what} by {record.scored.model}",
             "",
         ]
         alternatives = [a for a in token.alternatives if a.token_id != token.token_id][:4]
@@ -104,7 +105,8 @@ class HoverFeature:
             sign = "+" if score >= 0 else "−"
             lines.append(f"`{bar}` {sign}{abs(score):.2f} [`{_code(unit.text.strip() or unit.text)}`]({link}) line {line + 1}  ")
         if method_note:
-            lines += ["", f"_{method}: {method_note}_"]
+            # underscores inside an emphasis would end it early: name the method with spaces
+            lines += ["", f"_{method.replace('_', ' ')}: {method_note}_"]
         return "\n".join(lines)
 
 
@@ -112,3 +114,7 @@ def _code(text: str) -> str:
     """Token text made visible inside inline code (whitespace shown, backticks kept out)."""
     shown = text.replace("`", "ˋ").replace("\n", "⏎").replace("\t", "⇥")
     return shown if shown.strip() else shown.replace(" ", "·")
+
+
+def _visible_number(tokens: list, index: int) -> int:
+    return sum(1 for t in tokens[: index + 1] if t.text)
