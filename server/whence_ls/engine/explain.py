@@ -13,9 +13,9 @@ import time
 import torch
 
 from whence_ls.engine.context import build_context
-from whence_ls.engine.generation import TOP_K
+from whence_ls.engine.generation import TOP_K, top_alternatives
 from whence_ls.engine.loading import LoadedModel
-from whence_ls.engine.records import Alternative, ContextWindow, ScoredText, ScoredToken
+from whence_ls.engine.records import ContextWindow, ScoredText, ScoredToken
 from whence_ls.errors import WhenceError
 from whence_ls.sourcefile import line_starts
 
@@ -64,7 +64,6 @@ def explain_line(
     logp = torch.log_softmax(logits, dim=-1)
     entropy = -(logp.exp() * logp).sum(-1)
     top = torch.topk(logp, top_k, dim=-1)
-    decode = lm.tokenizer.decode
     tokens = []
     previous_end = 0
     for k, (token_id, (start, end)) in enumerate(zip(line_ids, line_offsets)):
@@ -81,10 +80,7 @@ def explain_line(
                 end=end,
                 logprob=float(logp[k, token_id]),
                 entropy=float(entropy[k]),
-                alternatives=[
-                    Alternative(text=decode([int(i)], clean_up_tokenization_spaces=False), logprob=float(v), token_id=int(i))
-                    for v, i in zip(top.values[k].tolist(), top.indices[k].tolist())
-                ],
+                alternatives=top_alternatives(lm.tokenizer, top.values[k], top.indices[k]),
             )
         )
     return ScoredText(

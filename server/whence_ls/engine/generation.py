@@ -180,6 +180,14 @@ def generate(
     )
 
 
+def top_alternatives(tokenizer, values: torch.Tensor, indices: torch.Tensor) -> list[Alternative]:
+    """The top-k of one next-token distribution as `Alternative`s, best first."""
+    return [
+        Alternative(text=tokenizer.decode([int(i)], clean_up_tokenization_spaces=False), logprob=float(v), token_id=int(i))
+        for v, i in zip(values.tolist(), indices.tolist())
+    ]
+
+
 def _scored_tokens(tokenizer, ids, texts, rows, cut: int) -> list[ScoredToken]:
     tokens: list[ScoredToken] = []
     position = 0
@@ -187,10 +195,7 @@ def _scored_tokens(tokenizer, ids, texts, rows, cut: int) -> list[ScoredToken]:
         if position >= cut:
             break  # tokens with no visible text before the cut (healing, split UTF-8) are kept
         kept = text[: max(0, cut - position)]
-        alternatives = [
-            Alternative(text=tokenizer.decode([int(i)], clean_up_tokenization_spaces=False), logprob=float(v), token_id=int(i))
-            for v, i in zip(values.tolist(), indices.tolist())
-        ]
+        alternatives = top_alternatives(tokenizer, values, indices)
         tokens.append(
             ScoredToken(
                 token_id=token_id,
