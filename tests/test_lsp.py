@@ -207,10 +207,12 @@ async def test_completion_fallback_and_identical_requests_cached(client: Languag
 
 async def test_new_completion_supersedes_the_running_one(client: LanguageClient):
     uri = fresh(client, "supersede.py")
-    await execute_settings(client, {"maxNewTokens": 200})
+    # the longest generation the settings allow: on a quiet machine the tiny model finishes 200
+    # tokens in under 0.3 s, and the first request must still be generating when the second comes
+    await execute_settings(client, {"maxNewTokens": 1024})
     try:
         first = asyncio.ensure_future(inline(client, uri, 3, 22))
-        await asyncio.sleep(0.3)  # the first is generating now
+        await asyncio.sleep(0.1)  # the first is generating now
         second = asyncio.ensure_future(inline(client, uri, 5, 30))
         first_answer, second_answer = await asyncio.gather(first, second)
     finally:
