@@ -24,6 +24,7 @@ from test_lsp_support import (
     accept_inline,
     change,
     execute,
+    execute_settings,
     hover,
     inline,
     open_doc,
@@ -269,12 +270,6 @@ async def test_code_actions_regenerate_and_open(client: LanguageClient):
     assert await execute(client, "whence.openTracedSource", hit) == hit
     with pytest.raises(JsonRpcException, match="expected arguments"):
         await execute(client, "whence.regenerate", "not-an-object")
-
-
-async def execute_settings(client: LanguageClient, values: dict) -> None:
-    client.set_configuration({"whence": {**(client.get_configuration(section="whence") or {}), **values}})
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
-    await request(client, "whence/status", {})  # a round trip: the server has pulled the settings
 
 
 def _range(body: dict) -> types.Range:

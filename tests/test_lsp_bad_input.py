@@ -11,7 +11,9 @@ import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
 
-from test_lsp_support import PY_SOURCE, SERVER, LanguageClient, execute, hover, inline, open_doc, request, start, wait_ready
+from test_lsp_support import (
+    PY_SOURCE, SERVER, LanguageClient, execute, execute_settings, hover, inline, open_doc, request, start, wait_ready,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -127,20 +129,26 @@ async def test_client_that_cancels_everything(client: LanguageClient):
     open_doc(client, uri, PY_SOURCE)
     protocol = client.protocol
     outcomes = []
-    for n, (line, character) in enumerate([(10, 39), (6, 28), (5, 30), (3, 22)]):
-        msg_id = f"cancel-me-{n}"
-        future = asyncio.ensure_future(protocol.send_request_async(
-            types.TEXT_DOCUMENT_INLINE_COMPLETION,
-            types.InlineCompletionParams(text_document=doc_id(uri), position=types.Position(line, character),
-                                         context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)),
-            msg_id=msg_id,
-        ))
-        await asyncio.sleep(0.01 * n)
-        protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
-        try:
-            outcomes.append(await future)
-        except JsonRpcRequestCancelled:
-            outcomes.append("cancelled")
+    # the longest generation the settings allow, cancelled as soon as it is sent: with 6 tokens a
+    # fast machine answered every request before its cancellation arrived (CI, stop 7)
+    await execute_settings(client, {"maxNewTokens": 1024})
+    try:
+        for n, (line, character) in enumerate([(10, 39), (6, 28), (5, 30), (3, 22)]):
+            msg_id = f"cancel-me-{n}"
+            future = asyncio.ensure_future(protocol.send_request_async(
+                types.TEXT_DOCUMENT_INLINE_COMPLETION,
+                types.InlineCompletionParams(text_document=doc_id(uri), position=types.Position(line, character),
+                                             context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)),
+                msg_id=msg_id,
+            ))
+            await asyncio.sleep(0)  # the request is written before its cancellation
+            protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+            try:
+                outcomes.append(await future)
+            except JsonRpcRequestCancelled:
+                outcomes.append("cancelled")
+    finally:
+        await execute_settings(client, {"maxNewTokens": 6})
     # every request got an answer: the cancellation error, or a well-formed (possibly empty) list
     assert all(o == "cancelled" or isinstance(o, types.InlineCompletionList) for o in outcomes)
     assert "cancelled" in outcomes

@@ -151,3 +151,9 @@ async def accept_inline(client: LanguageClient, uri: str, text: str, version: in
     change(client, uri, version, (line, character), (line, character), inserted)
     result = await execute(client, item.command.command, *item.command.arguments)
     return result, inserted, version
+
+
+async def execute_settings(client: LanguageClient, values: dict) -> None:
+    client.set_configuration({"whence": {**(client.get_configuration(section="whence") or {}), **values}})
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+    await request(client, "whence/status", {})  # a round trip: the server has pulled the settings
