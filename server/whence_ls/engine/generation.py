@@ -3,6 +3,7 @@ top-k alternatives from the logits the step computes anyway (no extra forward pa
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -10,6 +11,7 @@ import torch
 
 from whence_ls.engine.context import build_context
 from whence_ls.engine.loading import LoadedModel
+from whence_ls.engine.prefix_cache import PrefixCache, window_anchor
 from whence_ls.engine.records import Alternative, ContextWindow, ScoredText, ScoredToken
 from whence_ls.engine.stopping import BlockStopper
 from whence_ls.errors import WhenceError
@@ -26,20 +28,42 @@ def complete_at(
     max_new_tokens: int = 64,
     context_tokens: int = 1024,
     cancel: threading.Event | None = None,
+    reuse_prefix: bool = False,
 ) -> ScoredText:
-    """Complete document `text` at character offset `cursor`."""
+    """Complete document `text` at character offset `cursor`.
+
+    With `reuse_prefix`, the model's prefix cache (see `prefix_cache`) serves the part of the
+    context an earlier completion already ran, and the window keeps that completion's start."""
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
     started = time.perf_counter()
     budget = max(1, min(context_tokens, lm.max_context - max_new_tokens))
-    context, heal = heal_context(build_context(lm.tokenizer, text, cursor, budget))
+    reuse = lm.prefix_cache if reuse_prefix else None
+    context, heal = heal_context(_context_window(lm, text, cursor, budget, reuse))
     line_start = text.rfind("\n", 0, cursor) + 1
     line_end = text.find("\n", cursor)
     rest_of_line = text[cursor : len(text) if line_end == -1 else line_end]
     stopper = BlockStopper(text[line_start:cursor], language, single_line=bool(rest_of_line.strip()))
-    result = generate(lm, context, max_new_tokens=max_new_tokens, stopper=stopper, cancel=cancel, heal=heal)
+    result = generate(lm, context, max_new_tokens=max_new_tokens, stopper=stopper, cancel=cancel, heal=heal, prefix_cache=reuse)
     result.timings["context_s"] = (time.perf_counter() - started) - result.timings["total_s"]
     return result
+
+
+def _context_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse: PrefixCache | None) -> ContextWindow:
+    """The context for a completion at `cursor`; with a prefix cache, cut where a cached prompt
+    was cut (so their token ids match) while that still fits the budget."""
+    if reuse is None:
+        return build_context(lm.tokenizer, text, cursor, budget)
+    for anchor in reuse.anchors():
+        if anchor.holds_in(text, cursor):
+            window = build_context(lm.tokenizer, text, cursor, budget, start_floor=anchor.doc_start)
+            if not window.truncated:
+                return dataclasses.replace(window, truncated=anchor.doc_start > 0)
+    window = build_context(lm.tokenizer, text, cursor, budget)
+    if window.truncated:
+        # a new cut: leave a quarter of the budget to type into before the window must move
+        window = build_context(lm.tokenizer, text, cursor, max(1, budget * 3 // 4))
+    return window
 
 
 def heal_context(context: ContextWindow) -> tuple[ContextWindow, str]:
@@ -91,12 +115,14 @@ def generate(
     cancel: threading.Event | None = None,
     top_k: int = TOP_K,
     heal: str = "",
+    prefix_cache: PrefixCache | None = None,
 ) -> ScoredText:
     """Greedy decoding after `context`; every token scored from the step's own logits.
 
     `heal` is text after the context that the output must begin with (see `heal_context`);
     it is not part of the returned completion. Reported probabilities are the model's own,
-    unconstrained ones."""
+    unconstrained ones. A `prefix_cache` supplies the keys and values of a shared prefix and
+    receives this run's afterwards."""
     from transformers import DynamicCache
 
     if not context.token_ids:
@@ -110,13 +136,18 @@ def generate(
     token_texts: list[str] = []
     stop_reason = "length"
     cut: int | None = None
-    cache = DynamicCache(config=model.config)
-    step_input = torch.tensor([context.token_ids], device=lm.device)
+    cache, reused = prefix_cache.take(context.token_ids) if prefix_cache is not None else (None, 0)
+    if cache is None:
+        cache = DynamicCache(config=model.config)
+    cached_ids = list(context.token_ids[:reused])  # what `cache` holds keys and values of
+    step_ids = list(context.token_ids[reused:])
+    step_input = torch.tensor([step_ids], device=lm.device)
     prefill_s = 0.0
     pending = heal
     with torch.inference_mode():
         for step in range(max_new_tokens):
             out = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{lm.cache_argument: cache})
+            cached_ids.extend(step_ids)
             if step == 0:
                 prefill_s = time.perf_counter() - started
             logits = out.logits[0, -1]
@@ -151,7 +182,10 @@ def generate(
             if cancel is not None and cancel.is_set():
                 stop_reason = "cancelled"
                 break
-            step_input = torch.tensor([[token_id]], device=lm.device)
+            step_ids = [token_id]
+            step_input = torch.tensor([step_ids], device=lm.device)
+    if prefix_cache is not None:
+        prefix_cache.put(cached_ids, cache, window_anchor(context.doc_start, context.text))
     decode_s = time.perf_counter() - started - prefill_s
     if cut is None:
         cut = len(text)
@@ -175,6 +209,7 @@ def generate(
             "total_s": time.perf_counter() - started,
             "generated_tokens": len(ids),
             "healed_chars": len(heal),
+            "reused_tokens": reused,
             "decode_tokens_per_s": (len(ids) - 1) / decode_s if len(ids) > 1 and decode_s > 0 else 0.0,
         },
     )

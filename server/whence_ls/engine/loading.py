@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from whence_ls.errors import WhenceError
 from whence_ls.engine import registry
+from whence_ls.engine.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class LoadedModel:
 
     _token_texts: list[str] | None = None
     cache_argument: str = "cache"
+    prefix_cache: PrefixCache = field(default_factory=PrefixCache)  # for callers that opt in
 
     def token_texts(self) -> list[str]:
         """Every vocabulary entry decoded on its own (for token healing), computed once."""

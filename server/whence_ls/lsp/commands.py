@@ -269,7 +269,7 @@ class CommandsFeature:
             from whence_ls.engine.generation import complete_at
 
             return complete_at(lm, text, cursor, language=language, max_new_tokens=settings.max_new_tokens,
-                               context_tokens=settings.context_tokens, cancel=cancel)
+                               context_tokens=settings.context_tokens, cancel=cancel, reuse_prefix=True)
 
         scored = await server.run_model(work, completion=True)
         if scored is None or scored.stop_reason == "cancelled":

@@ -120,6 +120,7 @@ class InlineCompletionFeature:
                 return complete_at(
                     lm, text, cursor, language=language,
                     max_new_tokens=settings.max_new_tokens, context_tokens=settings.context_tokens, cancel=cancel,
+                    reuse_prefix=True,  # the previous keystroke's prompt is most of this one
                 )
 
             shared = self._inflight[key] = asyncio.get_running_loop().create_future()
