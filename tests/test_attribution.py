@@ -199,6 +199,46 @@ def test_rollout_switches_sdpa_to_eager_and_back(tiny_lm, record):
         assert "eager" in row.extra["attention"]
 
 
+def _value_norm_reference(lm, ids: torch.Tensor, target: int) -> torch.Tensor:
+    """Kobayashi et al.'s ||alpha * W_O^h v_j|| summed over heads and layers, computed head by
+    head and position by position from the layers' own inputs and weights (no hooks)."""
+    model = lm.model
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids.unsqueeze(0), output_attentions=True, output_hidden_states=True)
+    finally:
+        model.set_attn_implementation("sdpa")
+    config = model.config
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = config.hidden_size // heads
+    scores = torch.zeros(target + 1, dtype=torch.float64)
+    for number, layer in enumerate(model.model.layers):
+        attention = layer.self_attn
+        value = attention.v_proj(layer.input_layernorm(out.hidden_states[number][0])).detach()  # [L, kv_heads*head_dim]
+        for h in range(heads):
+            kv = h // (heads // kv_heads)
+            w_o = attention.o_proj.weight.detach()[:, h * head_dim : (h + 1) * head_dim]
+            for j in range(target + 1):
+                written = w_o @ value[j, kv * head_dim : (kv + 1) * head_dim]
+                scores[j] += float(out.attentions[number][0, h, target, j]) * float(written.norm())
+    return scores
+
+
+def test_value_norm_matches_a_head_by_head_reference_and_restores_sdpa(tiny_lm, record):
+    job = TeacherForced.of(tiny_lm, record)
+    method = make_method("value_norm")
+    raw = method.compute(job, [1, 4], None)
+    assert tiny_lm.model.config._attn_implementation == "sdpa"
+    for index in (1, 4):
+        target = job.target_position(index)
+        reference = _value_norm_reference(tiny_lm, job.ids[: target + 1], target)
+        assert torch.allclose(raw[index].position_scores, reference, rtol=1e-4, atol=1e-6)
+    rows = attribute_rows(tiny_lm, _fresh(record), [0, 1, 2], "value_norm", language="python")
+    for row in rows.values():
+        assert min(row.scores) >= 0.0 and sum(row.scores) == pytest.approx(1.0)
+
+
 def test_rows_are_cached_on_the_record_and_reused(tiny_lm, record):
     fresh = _fresh(record)
     first = attribute_rows(tiny_lm, fresh, [1], language="python")[1]
@@ -251,6 +291,12 @@ def test_every_method_has_a_note():
     assert set(METHOD_NOTES) == set(METHODS) and DEFAULT_METHOD in METHODS
     assert all(METHOD_NOTES[m].strip() for m in METHODS)
     assert isinstance(AttributionRow(0, "x", [1.0], 1.0, 1.0).top(1), list)
+
+
+def test_the_server_setting_offers_exactly_the_engine_methods():
+    from whence_ls.lsp.settings import ATTRIBUTION_CHOICES
+
+    assert sorted(ATTRIBUTION_CHOICES) == sorted((*METHODS, "none"))
 
 
 def test_prepare_rows_keeps_the_graph_that_rows_then_reuse(tiny_lm, record, monkeypatch):

@@ -151,6 +151,25 @@ async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: Langua
     assert csv_out.splitlines()[0].startswith("id,accepted_at_iso,uri") and record_id in csv_out
 
 
+async def test_a_one_forward_method_answers_every_row_with_the_first_hover(client: LanguageClient):
+    uri = fresh(client, "value_norm.py")
+    await execute_settings(client, {"attributionMethod": "value_norm"})
+    try:
+        result, inserted, _ = await accept_inline(client, uri, PY_SOURCE, 1, 10, 39)
+        matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": result["recordId"]})
+        start = matrix["tokens"][-1]["range"]["start"]
+        answer = await hover(client, uri, start["line"], start["character"])
+        assert "what drove it" in answer.contents.value and "value norm" in answer.contents.value
+        # the forward that served the hovered row served every other row of the record too
+        matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": result["recordId"]})
+        assert matrix["method"] == "value_norm"
+        assert all(row is not None for row in matrix["scores"])
+        for row in matrix["scores"]:
+            assert min(row) >= 0.0 and abs(sum(row) - 1.0) < 1e-3
+    finally:
+        await execute_settings(client, {"attributionMethod": None})
+
+
 async def test_records_follow_edits_and_are_cut_when_deleted(client: LanguageClient):
     uri = fresh(client, "edits.py")
     result, inserted, version = await accept_inline(client, uri, PY_SOURCE, 1, 10, 39)

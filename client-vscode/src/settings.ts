@@ -14,6 +14,7 @@ export type ServerSettings = {
     | 'gradient_norm'
     | 'integrated_gradients'
     | 'attention_rollout'
+    | 'value_norm'
     | 'occlusion'
     | 'contrastive'
     | 'none';

@@ -22,7 +22,7 @@ from pathlib import Path
 
 # stdlib parts that are tests, demos or vendored copies of other projects' code
 _SKIP_PARTS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "__pycache__", "ensurepip", "turtledemo", "pydoc_data"}
-FULL_MATRIX_METHODS = ("input_x_gradient", "gradient_norm", "contrastive", "attention_rollout", "occlusion")
+FULL_MATRIX_METHODS = ("input_x_gradient", "gradient_norm", "contrastive", "attention_rollout", "value_norm", "occlusion")
 
 
 def add_parser(subparsers) -> None:

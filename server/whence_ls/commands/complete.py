@@ -33,7 +33,7 @@ def add_attribution_arguments(parser) -> None:
         default=None,
         metavar="METHOD",
         help="attribution method: input_x_gradient, gradient_norm, integrated_gradients, attention_rollout, "
-        "occlusion, contrastive, or none (default: the benchmarked default, gradient_norm)",
+        "value_norm, occlusion, contrastive, or none (default: the benchmarked default, gradient_norm)",
     )
     parser.add_argument("--attribution-top", type=int, default=5, metavar="K", help="context units shown per token (default 5)")
 

@@ -157,8 +157,11 @@ class AttributionQueue:
         method = self._method()
         if engine is None or method == "none":
             return None
+        # a method whose one forward serves every row (value norm, rollout) takes a record's rows
+        # in one call; gradient methods take a few at a time so that interactive work waits little
+        batch = None if engine.make_method(method).rows_per_batch == engine.ALL_ROWS else BATCH_TOKENS
         with self._lock:
-            record, indices = self._pick()
+            record, indices = self._pick(batch)
         if record is None:
             return None
         language = record.language
@@ -186,7 +189,8 @@ class AttributionQueue:
 
         return work
 
-    def _pick(self) -> tuple[Record | None, list[int]]:
+    def _pick(self, batch: int | None) -> tuple[Record | None, list[int]]:
+        """The next record and token indices to compute; `batch` None: all of the record's."""
         while self._urgent:
             record_id, index = self._urgent.pop(0)
             record = self._records.get(record_id)
@@ -195,6 +199,9 @@ class AttributionQueue:
             pending = self._pending.get(record_id, [])
             if index in pending:
                 pending.remove(index)
+            if batch is None:  # the same forward serves the rest of the record for free
+                rest, pending[:] = list(pending), []
+                return record, [index, *rest]
             return record, [index]
         while self._pending:
             record_id, order = next(iter(self._pending.items()))
@@ -202,8 +209,9 @@ class AttributionQueue:
             if record is None or not order or record.id in self.errors:
                 self._pending.pop(record_id, None)
                 continue
-            batch, self._pending[record_id] = order[:BATCH_TOKENS], order[BATCH_TOKENS:]
-            return record, batch
+            size = len(order) if batch is None else batch
+            taken, self._pending[record_id] = order[:size], order[size:]
+            return record, taken
         return None, []
 
     def _requeue(self, record: Record, indices: list[int]) -> None:

@@ -10,6 +10,7 @@ ATTRIBUTION_CHOICES = (
     "gradient_norm",
     "integrated_gradients",
     "attention_rollout",
+    "value_norm",
     "occlusion",
     "contrastive",
     "none",

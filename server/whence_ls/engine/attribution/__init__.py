@@ -20,11 +20,12 @@ from whence_ls.engine.attribution.api import (
     make_method,
     prepare_rows,
 )
-from whence_ls.engine.attribution.base import AttributionRow
+from whence_ls.engine.attribution.base import ALL_ROWS, AttributionRow
 from whence_ls.engine.attribution.gradients import release_graph
 from whence_ls.engine.attribution.units import ContextUnit, context_units
 
 __all__ = [
+    "ALL_ROWS",
     "DEFAULT_METHOD",
     "METHOD_NOTES",
     "METHODS",

@@ -107,6 +107,11 @@ class TeacherForced:
         return pad if pad is not None else 0
 
 
+# `rows_per_batch` of a method whose cost is shared by every row it is asked for (one forward
+# for all rows): callers should ask for all the rows they will want at once.
+ALL_ROWS = 1 << 30
+
+
 class Method(Protocol):
     name: str
     # rows ranked by |score| (magnitude methods, and signed ones where the benchmark showed

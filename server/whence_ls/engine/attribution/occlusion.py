@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from whence_ls.engine.attribution.base import RawRow, TeacherForced
+from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced
 
 
 class Occlusion:
     name = "occlusion"
     rank_by_abs = False  # a drop is support, a rise is opposition: rank by the signed drop
-    rows_per_batch = 1 << 30  # the forwards are shared by all rows asked for
+    rows_per_batch = ALL_ROWS  # the forwards are shared by all rows asked for
     needs_units = True
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:

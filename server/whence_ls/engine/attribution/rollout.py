@@ -9,37 +9,26 @@ and a model that cannot switch gets a clear error.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
-from whence_ls.engine.attribution.base import RawRow, TeacherForced
+from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced
 from whence_ls.errors import WhenceError
 
 
 class AttentionRollout:
     name = "attention_rollout"
     rank_by_abs = True
-    rows_per_batch = 1 << 30  # one forward serves every row
+    rows_per_batch = ALL_ROWS  # one forward serves every row
     needs_units = False
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
         model = job.lm.model
         end = max(job.target_position(i) for i in indices) + 1
-        current = getattr(model.config, "_attn_implementation", "eager")
-        switched = False
-        if current != "eager":
-            if not hasattr(model, "set_attn_implementation"):
-                raise WhenceError("attention rollout needs eager attention and this model cannot switch to it; load it with eager attention")
-            try:
-                model.set_attn_implementation("eager")
-            except Exception as exc:
-                raise WhenceError(f"attention rollout needs eager attention and this model cannot switch to it: {exc}") from exc
-            switched = True
-        try:
-            with torch.inference_mode():
-                out = model(input_ids=job.ids[:end].unsqueeze(0), use_cache=False, output_attentions=True, logits_to_keep=1)
-        finally:
-            if switched:
-                model.set_attn_implementation(current)
+        with eager_attention(model) as switched, torch.inference_mode():
+            out = model(input_ids=job.ids[:end].unsqueeze(0), use_cache=False, output_attentions=True, logits_to_keep=1)
         if not out.attentions or out.attentions[0] is None:
             raise WhenceError("attention rollout: the model returned no attention weights")
         identity = torch.eye(end, dtype=torch.float64)
@@ -53,3 +42,23 @@ class AttentionRollout:
             i: RawRow(position_scores=rollout[job.target_position(i), : job.target_position(i) + 1].clone(), extra=dict(note))
             for i in indices
         }
+
+
+@contextlib.contextmanager
+def eager_attention(model: torch.nn.Module) -> Iterator[bool]:
+    """Run the block with eager attention (the only kind that returns its weights); yields
+    whether the model had to be switched, and switches it back afterwards."""
+    current = getattr(model.config, "_attn_implementation", "eager")
+    if current == "eager":
+        yield False
+        return
+    if not hasattr(model, "set_attn_implementation"):
+        raise WhenceError("this method needs eager attention and this model cannot switch to it; load it with eager attention")
+    try:
+        model.set_attn_implementation("eager")
+    except Exception as exc:
+        raise WhenceError(f"this method needs eager attention and this model cannot switch to it: {exc}") from exc
+    try:
+        yield True
+    finally:
+        model.set_attn_implementation(current)
