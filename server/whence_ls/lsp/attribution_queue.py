@@ -19,11 +19,12 @@ from whence_ls.lsp.records import Record, Unit
 
 log = logging.getLogger(__name__)
 
-# tokens per background call. The engine cannot stop inside a call, so this bounds how long a
-# hover on a cold token (or a completion) waits behind background work. Input x gradient's cost
-# grows with the rows asked for (bench lsp: ~3 min for 8 rows of the embedded model on a busy
-# 2-core CPU, ~25 s for one), so the calls stay small.
-BATCH_TOKENS = 2
+# tokens per background call of a gradient method. The engine cannot stop inside a call, so this
+# bounds how long a hover on a cold token (or a completion) waits behind background work. One row:
+# on the CPU a vmapped backward of 2 rows cost what 2 single backwards do (embedded model, 1k
+# tokens: 12.0-13.9 s vs 12.3 s, one row 6.2 s, on a loaded machine), so larger calls only make
+# the wait longer.
+BATCH_TOKENS = 1
 
 
 def attribution_engine():
