@@ -308,6 +308,8 @@ async def test_explain_line_gives_hovers_and_diagnostics_on_it(client: LanguageC
     column = line_text.index("handle")
     shown = await hover(client, uri, 6, column + 1)
     assert "explained line" in shown.contents.value and "p = **" in shown.contents.value
+    # `handle` is bound on the line above: the hover says where it occurs in the context
+    assert f"`handle` also occurs in the context: [line 6]({uri}#L6)" in shown.contents.value
     for _ in range(50):
         if any(d.data["recordId"] == answer["recordId"] for d in client.diagnostics.get(uri, [])):
             break

@@ -104,10 +104,37 @@ class HoverFeature:
             link = f"{document.uri}#L{line + 1}"
             sign = "+" if score >= 0 else "−"
             lines.append(f"`{bar}` {sign}{abs(score):.2f} [`{_code(unit.text.strip() or unit.text)}`]({link}) line {line + 1}  ")
+        repeated = _earlier_occurrences(record, index, units)
+        if repeated:
+            # a copied identifier is the commonest case, and gradient rankings often miss it: with
+            # several occurrences, blanking one changes little (docs/benchmarks.md, copy cases)
+            word, found = repeated
+            where = ", ".join(f"[line {line + 1}]({document.uri}#L{line + 1})" for line in
+                              sorted({document.position_at(units[u].start)[0] for u in found})[-3:])
+            more = len({document.position_at(units[u].start)[0] for u in found}) - 3
+            lines += ["", f"`{_code(word)}` also occurs in the context: {where}" + (f" (+{more} more lines)" if more > 0 else "")]
         if method_note:
             # underscores inside an emphasis would end it early: name the method with spaces
             lines += ["", f"_{method.replace('_', ' ')}: {method_note}_"]
         return "\n".join(lines)
+
+
+def _earlier_occurrences(record: Record, index: int, units: list) -> tuple[str, list[int]] | None:
+    """The identifier the token belongs to and the context units that spell it, if any."""
+    text, token = record.scored.text, record.scored.tokens[index]
+    if not any(c.isalnum() or c == "_" for c in token.text):
+        return None
+    left = token.start + next(k for k, c in enumerate(token.text) if c.isalnum() or c == "_")
+    right = left
+    while left > 0 and (text[left - 1].isalnum() or text[left - 1] == "_"):
+        left -= 1
+    while right < len(text) and (text[right].isalnum() or text[right] == "_"):
+        right += 1
+    word = text[left:right]
+    if len(word) < 2 or word.isdigit():
+        return None
+    found = [u for u, unit in enumerate(units) if unit.text.strip() == word]
+    return (word, found) if found else None
 
 
 def _code(text: str) -> str:
