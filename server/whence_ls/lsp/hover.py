@@ -3,6 +3,7 @@ what drove it (attribution over context units) as a markdown bar chart with link
 
 from __future__ import annotations
 
+import keyword
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +120,11 @@ class HoverFeature:
         return "\n".join(lines)
 
 
+# keywords and near-keywords of the other languages whence-ls completes
+_COMMON_WORDS = frozenset({"self", "this", "function", "const", "let", "var", "func", "fn", "int", "void",
+                           "public", "private", "static", "new", "null", "true", "false", "nil"})
+
+
 def _earlier_occurrences(record: Record, index: int, units: list) -> tuple[str, list[int]] | None:
     """The identifier the token belongs to and the context units that spell it, if any."""
     text, token = record.scored.text, record.scored.tokens[index]
@@ -131,8 +137,8 @@ def _earlier_occurrences(record: Record, index: int, units: list) -> tuple[str, 
     while right < len(text) and (text[right].isalnum() or text[right] == "_"):
         right += 1
     word = text[left:right]
-    if len(word) < 2 or word.isdigit():
-        return None
+    if len(word) < 2 or word.isdigit() or keyword.iskeyword(word) or word in _COMMON_WORDS:
+        return None  # a keyword "occurs earlier" in any code: no news to the reader
     found = [u for u, unit in enumerate(units) if unit.text.strip() == word]
     return (word, found) if found else None
 
