@@ -30,30 +30,32 @@ _FACTORIES = {
     "occlusion": Occlusion,
 }
 METHODS: tuple[str, ...] = tuple(_FACTORIES)
-# Gradient norm, not input x gradient: same cost (same forward, same backwards), in the
-# benchmark level with it over all units and marginally ahead beyond the last few tokens (within
-# noise), and it found a copied identifier where input x gradient pointed elsewhere
-# (docs/bench-attribution.md). Integrated gradients ranked better still, at ~25x the cost.
+# Gradient norm: on the 30-prompt suite (docs/benchmarks.md) it is the most faithful method
+# beyond the last 8 tokens (removal AOPC 0.22; 16-step IG 0.20, input x gradient 0.19) and level
+# with IG over all units (0.31 vs 0.32) at 1/28 of IG's cost. Value norm costs a tenth of it but
+# falls to 0.18 beyond the last 8 tokens, so it is offered, not the default.
 DEFAULT_METHOD = "gradient_norm"
 
 # One honest line per method, from `whence-ls bench attribution` (docs/bench-attribution.md);
 # the hover shows it next to the row.
 METHOD_NOTES: dict[str, str] = {
-    "gradient_norm": "beyond the last 8 tokens it beats recency and random (removal AOPC 0.12 vs 0.04, 0.06) "
-    "but trails 16-step IG (0.15); near the cursor it is no better than recency",
-    "input_x_gradient": "beyond the last 8 tokens above recency (AOPC 0.12 vs 0.04), level with gradient norm; "
-    "ranked by signed score instead of magnitude it fell below random",
+    "gradient_norm": "beyond the last 8 tokens the most faithful of the fast methods (removal AOPC 0.22; "
+    "recency 0.13, random 0.11, 16-step IG 0.20); over all units barely above recency (0.31 vs 0.28): "
+    "near the cursor, nearness explains almost as much",
+    "input_x_gradient": "beyond the last 8 tokens above recency (AOPC 0.19 vs 0.13), below gradient norm (0.22); "
+    "ranked by signed score instead of magnitude it is no better than random (0.11 vs 0.11)",
     "contrastive": "why this token and not the runner-up; beyond the last 8 tokens above recency "
-    "(AOPC 0.10 vs 0.04) on the token's own probability",
-    "integrated_gradients": "64 steps, space baseline (completeness error < 0.1 nat); the most faithful gradient "
-    "method in the benchmark, but ~35 forward-equivalents per token at 16 steps and 4x that at 64",
-    "attention_rollout": "not faithful: below random in the benchmark (removal AOPC 0.06 vs 0.14); "
+    "(AOPC 0.18 vs 0.13) on the token's own probability",
+    "integrated_gradients": "64 steps, space baseline (completeness error < 0.1 nat); in the benchmark at 16 steps "
+    "level with gradient norm (AOPC 0.32 vs 0.31, 0.20 vs 0.22 beyond the last 8 tokens) "
+    "at ~31 forward-equivalents per token, 4x that at 64 steps",
+    "attention_rollout": "not faithful: below random in the benchmark (removal AOPC 0.04 vs 0.16); "
     "shown for comparison only",
-    "value_norm": "attention weighted by value norms: one forward for every row (~0.1 forward-equivalents a row), "
-    "but below gradient norm in the benchmark (removal AOPC 0.22 vs 0.24; beyond the last 8 tokens 0.12, "
-    "barely above random's 0.11)",
+    "value_norm": "attention weighted by value norms: one forward for every row (~0.1 forward-equivalents a row); "
+    "level with gradient norm over all units (AOPC 0.30 vs 0.31) but behind it beyond the last 8 tokens "
+    "(0.18 vs 0.22; recency 0.13)",
     "occlusion": "the reference: the log-probability drop when a unit is blanked; the most faithful "
-    "(AOPC 0.31, 0.23 beyond the last 8 tokens) at one forward per context unit",
+    "(AOPC 0.40, 0.32 beyond the last 8 tokens) at one forward per context unit",
 }
 
 
