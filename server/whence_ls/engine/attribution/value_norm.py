@@ -43,7 +43,7 @@ class ValueNorm:
 
             return hook
 
-        def add_row_scores(layer: int, attention):
+        def add_row_scores(layer: int):
             def hook(module, _inputs, output):
                 weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
                 if weights is None:
@@ -63,7 +63,7 @@ class ValueNorm:
 
         for layer, attention in enumerate(attention_modules):
             hooks.append(attention.v_proj.register_forward_hook(keep_values(layer)))
-            hooks.append(attention.register_forward_hook(add_row_scores(layer, attention)))
+            hooks.append(attention.register_forward_hook(add_row_scores(layer)))
         try:
             with eager_attention(model) as switched, torch.inference_mode():
                 # no output_attentions: the hooks read each layer's weights, and keeping all of them
