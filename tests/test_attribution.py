@@ -11,6 +11,7 @@ import torch
 
 from whence_ls.engine.attribution import (
     DEFAULT_METHOD,
+    FALLBACK_METHOD,
     METHOD_NOTES,
     METHODS,
     AttributionRow,
@@ -21,7 +22,7 @@ from whence_ls.engine.attribution import (
     make_method,
 )
 from whence_ls.engine.attribution.base import TeacherForced
-from whence_ls.engine.attribution.units import build_unit_map, split_units
+from whence_ls.engine.attribution.units import build_unit_map, split_sources
 from whence_ls.engine.explain import explain_line
 from whence_ls.engine.records import ContextWindow
 from whence_ls.errors import WhenceError
@@ -67,23 +68,31 @@ def _fresh(record):
     return clone
 
 
-def test_units_partition_the_context_and_follow_the_grammar(tiny_lm, record):
+def test_sources_are_lines_that_partition_the_context(tiny_lm, record):
     units = context_units(tiny_lm, record, "python")
     context = record.context
-    assert "".join(u.text for u in units) == context.text
-    assert units[0].start == context.doc_start and units[-1].end == context.doc_start + len(context.text)
+    spans = build_unit_map(context, "python").units
+    # the owned spans partition the context; the shown text is the line's code, trimmed
+    assert spans[0].span_start == context.doc_start and spans[-1].span_end == context.doc_start + len(context.text)
+    assert all(a.span_end == b.span_start for a, b in zip(spans, spans[1:]))
     for unit in units:
-        assert SOURCE[unit.start : unit.end] == unit.text
+        assert SOURCE[unit.start : unit.end] == unit.text and unit.text == unit.text.strip() and unit.text
     texts = [u.text for u in units]
-    assert "read_config" in texts and "==" not in texts and "partition" in texts
-    # a docstring is split into words, an operator is one unit
-    assert "missing" in texts and "=" in texts
+    assert "def read_config(path, default=None):" in texts and "values = {}" in texts
+    assert not any(t in ("(", ")", ":", "=") for t in texts)  # punctuation never stands alone
+    names = {i.text for u in units for i in u.identifiers}
+    assert {"read_config", "path", "default", "values", "handle"} <= names
+    assert not names & {"def", "if", "not", "return", "with", "for", "in", "None"}  # keywords are no sub-sources
 
 
-def test_regex_units_without_grammar():
-    spans = split_units("a.b += foo_bar(12) // 3", None)
-    text = "a.b += foo_bar(12) // 3"
-    assert [text[s:e] for s, e in spans] == ["a", ".", "b", " ", "+=", " ", "foo_bar", "(", "12", ")", " ", "//", " ", "3"]
+def test_a_statement_over_several_lines_is_one_source():
+    text = "total = compute(\n    first,\n    second,\n)\nresult = total  # (\n"
+    spans = split_sources(text, "python")
+    assert [text[s:e] for s, e, _ in spans] == ["total = compute(\n    first,\n    second,\n)\n", "result = total  # (\n"]
+    assert [[text[a:b] for a, b in ids] for _, _, ids in spans] == [["total", "compute", "first", "second"], ["result", "total"]]
+    # a bracket inside a string or a comment opens nothing; without a grammar every line stands alone
+    assert len(split_sources('x = "("\ny = 1\n', "python")) == 2
+    assert len(split_sources(text, None)) == 5
 
 
 def test_aggregation_preserves_sums_and_drops_only_the_sink(tiny_lm, record):
@@ -94,21 +103,22 @@ def test_aggregation_preserves_sums_and_drops_only_the_sink(tiny_lm, record):
     assert aggregated.shape == (len(units.units),)
     assert float(aggregated.sum()) == pytest.approx(float(scores[units.sink_positions :].sum()), abs=1e-9)
     assert units.sink_positions == 1  # this tokenizer adds no BOS: the first token is the sink
+    # identifiers get the share of their visible characters: never more than the whole
+    identifier_mass = units.identifier_weights.sum(-1)
+    assert float(identifier_mass.max()) <= 1.0 + 1e-9 and float(identifier_mass.sum()) > 0
 
 
-def test_whitespace_only_tokens_still_land_in_a_unit():
+def test_whitespace_only_tokens_still_land_in_a_source():
     context_text = "x = 1\n\n\n    y"
     offsets = [(0, 1), (1, 3), (3, 5), (5, 8), (8, 12), (12, 14)]
     window = ContextWindow(text=context_text, doc_start=100, token_ids=list(range(6)),
                            token_offsets=[(100 + s, 100 + e) for s, e in offsets], truncated=False)
     units = build_unit_map(window, "python")
+    assert [u.text for u in units.units] == ["x = 1", "y"]
     weights = units.weights
     assert torch.allclose(weights[1:].sum(-1), torch.ones(5, dtype=torch.float64))
-    # " y" goes to `y`, not to the space before it; the blank lines go to their whitespace unit
-    y_unit = next(i for i, u in enumerate(units.units) if u.text == "y")
-    assert weights[5, y_unit] == 1.0
-    space_unit = next(i for i, u in enumerate(units.units) if u.text.startswith("\n"))
-    assert weights[3, space_unit] == 1.0
+    # the blank lines belong to the line before them; " y" to y's line
+    assert weights[3, 0] == 1.0 and weights[5, 1] == 1.0
 
 
 def _reference_position_scores(lm, record, index, objective="logprob"):
@@ -179,7 +189,7 @@ def test_occlusion_rows_are_log_probability_drops(tiny_lm, record):
     units = build_unit_map(fresh.context, "python")
     job = TeacherForced.of(tiny_lm, fresh)
     end = job.target_position(index) + 1
-    target_unit = next(u for u, unit in enumerate(units.units) if unit.text == "values" and units.unit_positions[u])
+    target_unit = next(u for u, unit in enumerate(units.units) if unit.text == "values = {}")
     ids = job.ids[:end].clone()
     occluded = ids.clone()
     occluded[units.unit_positions[target_unit]] = job.filler_id()
@@ -242,7 +252,8 @@ def test_value_norm_matches_a_head_by_head_reference_and_restores_sdpa(tiny_lm, 
 def test_rows_are_cached_on_the_record_and_reused(tiny_lm, record):
     fresh = _fresh(record)
     first = attribute_rows(tiny_lm, fresh, [1], language="python")[1]
-    assert fresh.attribution[1] is first and fresh.attribution_method == DEFAULT_METHOD
+    # the tiny model has no calibration: its default is the best uncalibrated method
+    assert fresh.attribution[1] is first and fresh.attribution_method == FALLBACK_METHOD
     assert attribute_rows(tiny_lm, fresh, [1, 1], language="python")[1] is first
     top = first.top(3)
     assert len(top) == 3 and abs(top[0][1]) >= abs(top[1][1]) >= abs(top[2][1])
@@ -263,7 +274,7 @@ def test_cancel_between_batches_returns_the_rows_done(tiny_lm, record):
     order = least_confident_order(fresh)
     rows = attribute_rows(tiny_lm, fresh, order, StopAfterFirstBatch(), cancel, language="python")
     assert list(rows) == order[:2]
-    assert attribute_rows(tiny_lm, _fresh(record), [0], DEFAULT_METHOD, cancel) == {}
+    assert attribute_rows(tiny_lm, _fresh(record), [0], FALLBACK_METHOD, cancel) == {}
 
 
 def test_matrix_covers_every_token(tiny_lm, record):

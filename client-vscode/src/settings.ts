@@ -15,6 +15,8 @@ export type ServerSettings = {
     | 'integrated_gradients'
     | 'attention_rollout'
     | 'value_norm'
+    | 'calibrated_attention'
+    | 'ablation'
     | 'occlusion'
     | 'contrastive'
     | 'none';

@@ -33,7 +33,8 @@ def add_attribution_arguments(parser) -> None:
         default=None,
         metavar="METHOD",
         help="attribution method: input_x_gradient, gradient_norm, integrated_gradients, attention_rollout, "
-        "value_norm, occlusion, contrastive, or none (default: the benchmarked default, gradient_norm)",
+        "value_norm, occlusion, contrastive, ablation, calibrated_attention, or none (default: calibrated_attention "
+        "when the model is calibrated, else gradient_norm)",
     )
     parser.add_argument("--attribution-top", type=int, default=5, metavar="K", help="context units shown per token (default 5)")
 
@@ -43,8 +44,8 @@ def resolve_attribution_method(args) -> None:
     from whence_ls.engine.attribution import DEFAULT_METHOD, METHODS
     from whence_ls.errors import WhenceError
 
-    args.attribution = args.attribution or DEFAULT_METHOD
-    if args.attribution not in (*METHODS, "none"):
+    del DEFAULT_METHOD  # None stays None: the default depends on the model (calibrated or not)
+    if args.attribution is not None and args.attribution not in (*METHODS, "none"):
         raise WhenceError(f"unknown attribution method {args.attribution!r}; use one of {', '.join(METHODS)} or none")
 
 
@@ -137,6 +138,7 @@ def _unit_json(unit, score: float, text: str, starts: list[int]) -> dict:
         "end_line": end_line,
         "end_col": end_col,  # exclusive, like the end of an editor selection
         "score": round(score, 5),
+        "identifiers": [i.text for i in getattr(unit, "identifiers", ())],
     }
 
 
@@ -144,7 +146,9 @@ def add_attribution_json(data: dict, lm, record, text: str, language: str | None
     """Every token gets its row (computed least confident first), as the top `top` units."""
     import time
 
-    from whence_ls.engine.attribution import METHOD_NOTES, attribution_matrix, context_units
+    from whence_ls.engine.attribution import METHOD_NOTES, attribution_matrix, context_units, default_method
+
+    method = method or default_method(lm)
     from whence_ls.sourcefile import line_starts
 
     started = time.perf_counter()
@@ -173,8 +177,10 @@ _SHOWN_TOKENS = 4
 
 def print_influences(lm, record, text: str, language: str | None, method: str, top: int, *, share: float = 0.25) -> None:
     """Under the completion: the strongest influences of the least confident tokens."""
-    from whence_ls.engine.attribution import METHOD_NOTES, attribute_rows, context_units
+    from whence_ls.engine.attribution import METHOD_NOTES, attribute_rows, context_units, default_method
     from whence_ls.sourcefile import line_col_of, line_starts
+
+    method = method or default_method(lm)
 
     indices = [i for i in record.least_confident(share) if record.tokens[i].text.strip()][:_SHOWN_TOKENS]
     if not indices:
@@ -186,11 +192,16 @@ def print_influences(lm, record, text: str, language: str | None, method: str, t
     for index in indices:
         token = record.tokens[index]
         parts = []
-        for u, score in rows[index].top(top):
-            line, col = line_col_of(text, units[u].start, starts)
-            shown = units[u].text.replace("\n", "\u23ce") if units[u].is_space else units[u].text
-            parts.append(f"{shown!r} {line}:{col} {score:+.2f}")
-        print(f"   {token.text!r} p={token.prob:.2f} <- " + ", ".join(parts))
+        row = rows[index]
+        for u, score in row.top(top):
+            line, _ = line_col_of(text, units[u].start, starts)
+            shown = units[u].text.splitlines()[0][:60]
+            parts.append(f"      line {line:>4} {score:+.2f}  {shown}")
+        copied = row.extra.get("copied_from_unit")
+        note = f" (copied from line {line_col_of(text, units[copied].start, starts)[0]})" if isinstance(copied, int) else ""
+        print(f"   {token.text!r} p={token.prob:.2f}{note} <-")
+        for part in parts:
+            print(part)
 
 
 def completion_json(result) -> dict:

@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 BATCH_TOKENS = 1
 
 
+def as_lsp_units(units: list[Any]) -> list[Unit]:
+    """The engine's sources as the records keep them (identifier texts, and where their scores
+    start in a row's flat `identifier_scores`)."""
+    result, first = [], 0
+    for unit in units:
+        names = tuple(i.text for i in getattr(unit, "identifiers", ()))
+        result.append(Unit(unit.text, unit.start, unit.end, names, first))
+        first += len(names)
+    return result
+
+
 def attribution_engine():
     """The engine's attribution module, or None while it is not installed."""
     try:
@@ -135,7 +146,7 @@ class AttributionQueue:
 
     def _deliver(self, record: Record, units: list[Any] | None, rows: dict[int, Any], method: str, error: str | None) -> None:
         if units is not None and record.units is None:
-            mapped = self._map_units(record, [Unit(u.text, u.start, u.end) for u in units])
+            mapped = self._map_units(record, as_lsp_units(units))
             if mapped is None:
                 error = error or "the document changed too much since the completion to place its context"
             record.units = mapped

@@ -108,7 +108,8 @@ class CustomRequestsFeature:
                  **({"edited": True} if i in record.edited else {})}
                 for i, t in enumerate(record.scored.tokens)
             ],
-            "units": [{"text": u.text, "range": server.range_json(document, u.start, u.end)} for u in units or []],
+            "units": [{"text": u.text, "range": server.range_json(document, u.start, u.end),
+                       "line": document.position_at(u.start)[0], "identifiers": list(u.identifiers)} for u in units or []],
             "scores": rows,
         }
 
@@ -134,7 +135,8 @@ class CustomRequestsFeature:
         if row is not None and record.units is not None:
             units = [
                 {"range": server.range_json(document, record.units[u].start, record.units[u].end), "score": round(score, 6)}
-                for u, score in enumerate(row.scores) if score != 0.0 and u < len(record.units)
+                for u, score in tint_sources(row.scores, rank_by_abs=getattr(row, "rank_by_abs", True))
+                if u < len(record.units)
             ]
         answer = {
             "token": {"text": token.text, "range": server.range_json(document, *record.spans[index]), "prob": token.prob},
@@ -169,3 +171,23 @@ class CustomRequestsFeature:
             "startLine": hit.get("source_start_line"),
             "endLine": hit.get("source_end_line"),
         }
+
+
+# the tint shows only the sources that explain most of a token, never the whole file
+TINT_SHARE = 0.6
+TINT_MAX = 5
+
+
+def tint_sources(scores: list[float], *, rank_by_abs: bool) -> list[tuple[int, float]]:
+    """The strongest sources of a row, strongest first, until they hold TINT_SHARE of its
+    weight (at most TINT_MAX). Signed methods tint only what supported the token."""
+    order = sorted((u for u, sc in enumerate(scores) if (sc != 0.0 if rank_by_abs else sc > 0.0)),
+                   key=lambda u: -abs(scores[u]))
+    total = sum(abs(scores[u]) for u in order) or 1.0
+    chosen, held = [], 0.0
+    for u in order[:TINT_MAX]:
+        chosen.append((u, scores[u]))
+        held += abs(scores[u]) / total
+        if held >= TINT_SHARE:
+            break
+    return chosen

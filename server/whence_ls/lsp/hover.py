@@ -3,7 +3,6 @@ what drove it (attribution over context units) as a markdown bar chart with link
 
 from __future__ import annotations
 
-import keyword
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
 
 # a hover on a token whose row is not ready waits this long for it, then answers without it
 HOVER_WAIT_S = 2.0
-TOP_UNITS = 6
+TOP_SOURCES = 3
 BAR_WIDTH = 12
 
 
@@ -72,75 +71,90 @@ class HoverFeature:
         return row, ""
 
     def markdown(self, document: "Document", record: Record, index: int, row: Any | None, note: str) -> str:
+        """At most ~8 lines: the token and its runner-up, a copy when that is the finding, the 3
+        strongest sources with bars and their strongest identifiers, the logit lens, one note."""
         token = record.scored.tokens[index]
-        what = "a completion" if record.kind == "completion" else "an explained line"
-        lines = [
-            f"**`{_code(token.text)}`** · p = **{token.prob:.3f}** · entropy {token.entropy:.2f} nats  ",
-            # tokens with no visible text (the healed prefix) are not counted: users see text
-            f"token {_visible_number(record.scored.tokens, index)} of {sum(1 for t in record.scored.tokens if t.text)} in {what} by {record.scored.model}",
-            "",
-        ]
-        alternatives = [a for a in token.alternatives if a.token_id != token.token_id][:4]
+        alternatives = [a for a in token.alternatives if a.token_id != token.token_id]
+        head = f"**`{_code(token.text)}`** p = **{token.prob:.2f}**"
         if alternatives:
-            lines.append("runner-ups: " + " · ".join(f"`{_code(a.text)}` {math.exp(a.logprob):.3f}" for a in alternatives))
-            lines.append("")
+            runner = alternatives[0]
+            head += f" · runner-up `{_code(runner.text)}` {math.exp(runner.logprob):.2f}"
+        what = "completion" if record.kind == "completion" else "explained line"
+        lines = [head + f" · token {_visible_number(record.scored.tokens, index)}/"
+                 f"{sum(1 for t in record.scored.tokens if t.text)} of this {what}  "]
         if row is None:
-            lines.append(f"_{note}_")
+            lines += ["", f"_{note}_"]
             return "\n".join(lines)
-        method = getattr(row, "method", None) or self.server.attribution_method()
-        lines.append(f"**what drove it** ({method.replace('_', ' ')}):")
-        lines.append("")
-        engine = attribution_engine()
-        method_note = getattr(engine, "METHOD_NOTES", {}).get(method) if engine is not None else None
         units = record.units or []
-        top = [(u, s) for u, s in row.top(TOP_UNITS) if u < len(units)]
+        extra = getattr(row, "extra", {}) or {}
+        copied = extra.get("copied_from_unit")
+        if isinstance(copied, int) and copied < len(units):
+            line = document.position_at(units[copied].start)[0]
+            lines.append(f"**copied from [line {line + 1}]({document.uri}#L{line + 1})**: `{_code(_trim(units[copied].text))}`  ")
+        elif extra.get("copied_from_completion"):
+            lines.append("**copied from earlier in this completion**  ")
+        top = [(u, sc) for u, sc in row.top(TOP_SOURCES) if u < len(units) and (sc > 0 or row.rank_by_abs)]
         if not top:
-            lines.append("_the method found no signal in the context for this token_")
-        strongest = max((abs(s) for _, s in top), default=1.0) or 1.0
+            lines.append("_no line of the context stood out for this token_  ")
+        strongest = max((abs(sc) for _, sc in top), default=1.0) or 1.0
+        identifier_scores = getattr(row, "identifier_scores", None)
         for unit_index, score in top:
             unit = units[unit_index]
             filled = max(1, round(BAR_WIDTH * abs(score) / strongest))
             bar = ("█" * filled).ljust(BAR_WIDTH, "░")
-            line, _ = document.position_at(unit.start)
-            link = f"{document.uri}#L{line + 1}"
-            sign = "+" if score >= 0 else "−"
-            lines.append(f"`{bar}` {sign}{abs(score):.2f} [`{_code(unit.text.strip() or unit.text)}`]({link}) line {line + 1}  ")
-        repeated = _earlier_occurrences(record, index, units)
-        if repeated:
-            # a copied identifier is the commonest case, and gradient rankings often miss it: with
-            # several occurrences, blanking one changes little (docs/benchmarks.md, copy cases)
-            word, found = repeated
-            where = ", ".join(f"[line {line + 1}]({document.uri}#L{line + 1})" for line in
-                              sorted({document.position_at(units[u].start)[0] for u in found})[-3:])
-            more = len({document.position_at(units[u].start)[0] for u in found}) - 3
-            lines += ["", f"`{_code(word)}` also occurs in the context: {where}" + (f" (+{more} more lines)" if more > 0 else "")]
-        if method_note:
-            # underscores inside an emphasis would end it early: name the method with spaces
-            lines += ["", f"_{method.replace('_', ' ')}: {method_note}_"]
+            line = document.position_at(unit.start)[0]
+            words = _strongest_identifiers(unit, identifier_scores)
+            tail = f" — {', '.join(f'`{w}`' for w in words)}" if words else ""
+            lines.append(f"`{bar}` [line {line + 1}]({document.uri}#L{line + 1}) `{_code(_trim(unit.text))}`{tail}  ")
+        lens = extra.get("logit_lens")
+        if isinstance(lens, dict) and lens.get("layers"):
+            lines.append(_lens_line(lens))
+        method = getattr(row, "method", None) or self.server.attribution_method()
+        lines.append(f"_{self.method_sentence(method)}_")
         return "\n".join(lines)
 
+    def method_sentence(self, method: str) -> str:
+        engine = attribution_engine()
+        short = getattr(engine, "METHOD_SHORT_NOTES", {}).get(method) if engine is not None else None
+        name = method.replace("_", " ")
+        sentence = f"{name}: {short}" if short else name
+        if self.server.model_calibrated is False and method == getattr(engine, "FALLBACK_METHOD", None):
+            sentence += " (this model is not calibrated: run `whence-ls model calibrate` for the calibrated estimator)"
+        return sentence
 
-# keywords and near-keywords of the other languages whence-ls completes
-_COMMON_WORDS = frozenset({"self", "this", "function", "const", "let", "var", "func", "fn", "int", "void",
-                           "public", "private", "static", "new", "null", "true", "false", "nil"})
+
+def _strongest_identifiers(unit, identifier_scores: list[float] | None, limit: int = 2) -> list[str]:
+    """The identifiers of `unit` that carry most of its score (sub-sources), strongest first."""
+    names = getattr(unit, "identifiers", ()) or ()
+    if not names or not identifier_scores:
+        return []
+    first = getattr(unit, "first_identifier", 0)
+    scored = [(abs(identifier_scores[first + k]), name) for k, name in enumerate(names) if first + k < len(identifier_scores)]
+    scored = [item for item in scored if item[0] > 0]
+    scored.sort(reverse=True)
+    seen: list[str] = []
+    for _, name in scored:
+        if name not in seen:
+            seen.append(name)
+        if len(seen) == limit:
+            break
+    return seen
 
 
-def _earlier_occurrences(record: Record, index: int, units: list) -> tuple[str, list[int]] | None:
-    """The identifier the token belongs to and the context units that spell it, if any."""
-    text, token = record.scored.text, record.scored.tokens[index]
-    if not any(c.isalnum() or c == "_" for c in token.text):
-        return None
-    left = token.start + next(k for k, c in enumerate(token.text) if c.isalnum() or c == "_")
-    right = left
-    while left > 0 and (text[left - 1].isalnum() or text[left - 1] == "_"):
-        left -= 1
-    while right < len(text) and (text[right].isalnum() or text[right] == "_"):
-        right += 1
-    word = text[left:right]
-    if len(word) < 2 or word.isdigit() or keyword.iskeyword(word) or word in _COMMON_WORDS:
-        return None  # a keyword "occurs earlier" in any code: no news to the reader
-    found = [u for u, unit in enumerate(units) if unit.text.strip() == word]
-    return (word, found) if found else None
+def _lens_line(lens: dict) -> str:
+    layers = lens["layers"]
+    settled = lens.get("top_from_layer")
+    if settled is None:
+        return f"logit lens: never the top prediction of a single layer of {layers}  "
+    earlier = lens.get("earlier") or []
+    before = ", ".join(f"layer {e['layer']}: `{_code(e['text'])}`" for e in earlier)
+    return f"logit lens: the top prediction from layer {settled} of {layers}" + (f" (before: {before})" if before else "") + "  "
+
+
+def _trim(text: str, limit: int = 60) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else text
+    more = "…" if len(first) > limit or "\n" in text.strip() else ""
+    return first[:limit].rstrip() + more
 
 
 def _code(text: str) -> str:

@@ -137,6 +137,8 @@ class LifecycleFeature:
 
             loop.call_soon_threadsafe(send)
 
+        found: dict[str, str] = {}
+
         def loader():
             from whence_ls.engine.loading import load_model
 
@@ -144,7 +146,9 @@ class LifecycleFeature:
             lm = load_model(settings.model, settings.device)
             report(70, "preparing the vocabulary table")
             lm.token_texts()  # token healing needs it; building it here keeps the first completion fast
-            attribution_engine()  # imported here, off the event loop that hovers run on
+            engine = attribution_engine()  # imported here, off the event loop that hovers run on
+            if engine is not None:
+                found["default_method"] = engine.default_method(lm)  # reads the calibration, once
             return lm
 
         try:
@@ -161,6 +165,14 @@ class LifecycleFeature:
         if server.settings.model_key() != settings.model_key():
             return  # settings changed while loading: the newer load reports
         server.model_name = lm.name
+        engine = attribution_engine()
+        default_method = found.get("default_method")
+        if engine is not None and default_method is not None:
+            before = server.attribution_method()
+            server.model_default_method = default_method
+            server.model_calibrated = default_method == engine.DEFAULT_METHOD
+            if server.attribution is not None and server.attribution_method() != before:
+                server.attribution.reset(server.records.all())
         server.completions.cache.clear()
         server.status.set("ready", f"{lm.name} on {lm.device_label}, loaded in {lm.load_seconds:.1f}s", progress=100, model=lm.name, device=lm.device_label)
         if progress:

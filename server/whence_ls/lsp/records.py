@@ -23,11 +23,15 @@ MAX_RECORDS_PER_DOCUMENT = 200
 
 @dataclass
 class Unit:
-    """A context unit (identifier, word, punctuation run) the attribution scores point at."""
+    """A source the attribution scores point at: a context line (or a statement over a few
+    lines), its code trimmed. `identifiers` are the sub-sources on it; their scores start at
+    index `first_identifier` of a row's `identifier_scores`."""
 
     text: str
     start: int
     end: int
+    identifiers: tuple[str, ...] = ()
+    first_identifier: int = 0
 
 
 @dataclass

@@ -8,6 +8,7 @@ here and reads the shared documents, records and worker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -44,6 +45,10 @@ class WhenceServer(LanguageServer):
         self.attribution: AttributionQueue | None = None
         self.provenance: ProvenanceLog | None = None
         self.model_name: str | None = None
+        # the engine's default for the loaded model: the calibrated estimator when the model has
+        # a calibration, else the best uncalibrated method (set when the model is loaded)
+        self.model_default_method: str | None = None
+        self.model_calibrated: bool | None = None
         self._loaded_key: tuple | None = None
         self._load_task: asyncio.Task | None = None
         self._logged: set[str] = set()
@@ -103,8 +108,10 @@ class WhenceServer(LanguageServer):
         """The configured method, or the engine's default when the setting is null."""
         if self.settings.attribution_method:
             return self.settings.attribution_method
+        if self.model_default_method:
+            return self.model_default_method
         engine = attribution_engine()
-        return getattr(engine, "DEFAULT_METHOD", "input_x_gradient") if engine is not None else "input_x_gradient"
+        return getattr(engine, "DEFAULT_METHOD", "gradient_norm") if engine is not None else "gradient_norm"
 
     # -- model work ------------------------------------------------------------------------------
 
@@ -158,7 +165,7 @@ class WhenceServer(LanguageServer):
             end = document.map_offset(unit.end, record.mark, anchor=True)
             if start is None or end is None:
                 return None
-            mapped.append(Unit(unit.text, start, max(start, end)))
+            mapped.append(dataclasses.replace(unit, start=start, end=max(start, end)))
         return mapped
 
     # -- messages --------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ ATTRIBUTION_CHOICES = (
     "integrated_gradients",
     "attention_rollout",
     "value_norm",
+    "calibrated_attention",
+    "ablation",
     "occlusion",
     "contrastive",
     "none",

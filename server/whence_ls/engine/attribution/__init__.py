@@ -3,7 +3,7 @@ drove it. One interface over several methods; rows are computed on demand, in th
 and kept on the record (`ScoredText.attribution`).
 
     units = context_units(lm, record, language)
-    rows = attribute_rows(lm, record, [3, 7], method=DEFAULT_METHOD, cancel=event)
+    rows = attribute_rows(lm, record, [3, 7], cancel=event)  # the model's default method
     rows[3].top(5)  # [(unit_index, signed score)], |scores| over all units sum to 1
 """
 
@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from whence_ls.engine.attribution.api import (
     DEFAULT_METHOD,
+    FALLBACK_METHOD,
     METHOD_NOTES,
+    METHOD_SHORT_NOTES,
     METHODS,
     AttributionMatrix,
     attribute_rows,
     attribution_matrix,
+    default_method,
     least_confident_order,
     make_method,
     prepare_rows,
@@ -27,13 +30,16 @@ from whence_ls.engine.attribution.units import ContextUnit, context_units
 __all__ = [
     "ALL_ROWS",
     "DEFAULT_METHOD",
+    "FALLBACK_METHOD",
     "METHOD_NOTES",
+    "METHOD_SHORT_NOTES",
     "METHODS",
     "AttributionMatrix",
     "AttributionRow",
     "ContextUnit",
     "attribute_rows",
     "attribution_matrix",
+    "default_method",
     "context_units",
     "least_confident_order",
     "make_method",

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from whence_ls.engine.attribution.ablation import Ablation
+from whence_ls.engine.attribution.calibrated_attention import CalibratedAttention
 from whence_ls.engine.attribution.base import AttributionRow, Method, TeacherForced, normalise
 from whence_ls.engine.attribution.contrastive import Contrastive
 from whence_ls.engine.attribution.gradient_norm import GradientNorm
@@ -28,13 +30,22 @@ _FACTORIES = {
     "attention_rollout": AttentionRollout,
     "value_norm": ValueNorm,
     "occlusion": Occlusion,
+    "ablation": Ablation,
+    "calibrated_attention": CalibratedAttention,
 }
 METHODS: tuple[str, ...] = tuple(_FACTORIES)
-# Gradient norm: on the 30-prompt suite (docs/benchmarks.md) it is the most faithful method
-# beyond the last 8 tokens (removal AOPC 0.22; 16-step IG 0.20, input x gradient 0.19) and level
-# with IG over all units (0.31 vs 0.32) at 1/28 of IG's cost. Value norm costs a tenth of it but
-# falls to 0.18 beyond the last 8 tokens, so it is offered, not the default.
-DEFAULT_METHOD = "gradient_norm"
+# The calibrated attention estimator: the most faithful to random-subset ablation per unit of
+# cost in `whence-ls bench attribution` (docs/bench-attribution.md), at one forward for every row.
+# A model without a calibration falls back to gradient norm, the best uncalibrated method there.
+DEFAULT_METHOD = "calibrated_attention"
+FALLBACK_METHOD = "gradient_norm"
+
+
+def default_method(lm: LoadedModel) -> str:
+    """The default for this model: the calibrated estimator when the model has a calibration."""
+    from whence_ls.engine.attribution.calibration import load_calibration
+
+    return DEFAULT_METHOD if load_calibration(lm) is not None else FALLBACK_METHOD
 
 # One honest line per method, from `whence-ls bench attribution` (docs/bench-attribution.md);
 # the hover shows it next to the row.
@@ -54,8 +65,25 @@ METHOD_NOTES: dict[str, str] = {
     "value_norm": "attention weighted by value norms: one forward for every row (~0.1 forward-equivalents a row); "
     "level with gradient norm over all units (AOPC 0.30 vs 0.31) but behind it beyond the last 8 tokens "
     "(0.18 vs 0.22; recency 0.13)",
-    "occlusion": "the reference: the log-probability drop when a unit is blanked; the most faithful "
-    "(AOPC 0.40, 0.32 beyond the last 8 tokens) at one forward per context unit",
+    "occlusion": "the log-probability drop when a unit is blanked (leave-one-out), one forward per unit; "
+    "it misses what a repeated identifier says on several lines",
+    "ablation": "random-subset ablation (ContextCite's design): the reference, one forward per mask",
+    "calibrated_attention": "per-head attention weights fitted to random-subset ablation; one forward for every row",
+}
+
+
+# One short sentence per method, for the hover: what the scores mean and how true they are, in
+# `whence-ls bench attribution` terms (docs/bench-attribution.md).
+METHOD_SHORT_NOTES: dict[str, str] = {
+    "calibrated_attention": "attention weighted per head to predict what removing lines does",
+    "ablation": "measured by removing random halves of the lines",
+    "gradient_norm": "gradient size per line",
+    "input_x_gradient": "input times gradient per line",
+    "contrastive": "what favoured this token over the runner-up",
+    "integrated_gradients": "integrated gradients (64 steps)",
+    "attention_rollout": "attention rolled out through the layers; shown for comparison",
+    "value_norm": "attention weighted by value norms",
+    "occlusion": "the drop when one line is blanked",
 }
 
 
@@ -89,7 +117,7 @@ def attribute_rows(
     lm: LoadedModel,
     record: ScoredText,
     token_indices: list[int],
-    method: str | Method = DEFAULT_METHOD,
+    method: str | Method | None = None,
     cancel: threading.Event | None = None,
     *,
     language: str | None = None,
@@ -100,7 +128,7 @@ def attribute_rows(
 
     `language` picks the units; by default the ones `context_units` last built for the record.
     """
-    chosen = make_method(method)
+    chosen = make_method(method or default_method(lm))
     for index in token_indices:
         if not 0 <= index < len(record.tokens):
             raise WhenceError(f"token index {index} is outside the record ({len(record.tokens)} tokens)")
@@ -144,6 +172,11 @@ def _finish_row(method: Method, index: int, raw, units, context_len: int) -> Att
         if generated_abs + context_abs > 0:
             generated_share = generated_abs / (generated_abs + context_abs)
     normalised, raw_sum, total_abs = normalise(unit_scores)
+    identifier_scores = None
+    if raw.position_scores is not None and units.identifiers:
+        # sub-sources share the same scale as their sources: divided by the same total
+        per_identifier = units.aggregate_identifiers(raw.position_scores.to(torch.float64)[:context_len])
+        identifier_scores = (per_identifier / total_abs).tolist() if total_abs > 0 else [0.0] * len(units.identifiers)
     return AttributionRow(
         token_index=index,
         method=method.name,
@@ -153,6 +186,7 @@ def _finish_row(method: Method, index: int, raw, units, context_len: int) -> Att
         generated_share=generated_share,
         rank_by_abs=method.rank_by_abs,
         extra=dict(raw.extra),
+        identifier_scores=identifier_scores,
     )
 
 
@@ -175,13 +209,13 @@ class AttributionMatrix:
 def attribution_matrix(
     lm: LoadedModel,
     record: ScoredText,
-    method: str | Method = DEFAULT_METHOD,
+    method: str | Method | None = None,
     cancel: threading.Event | None = None,
     *,
     language: str | None = None,
 ) -> AttributionMatrix:
     """Every row of `record`, least confident first."""
-    chosen = make_method(method)
+    chosen = make_method(method or default_method(lm))
     units = unit_map(record, language if language is not None else language_of(record))
     rows = attribute_rows(lm, record, least_confident_order(record), chosen, cancel, language=language)
     return AttributionMatrix(method=chosen.name, units=units.units, rows=rows, complete=len(rows) == len(record.tokens))

@@ -36,6 +36,9 @@ class AttributionRow:
     generated_share: float | None = None
     rank_by_abs: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    # per identifier of the unit map (sub-sources), on the same scale as `scores`; None for
+    # methods that only score whole sources (ablation, occlusion)
+    identifier_scores: list[float] | None = None
 
     def top(self, k: int) -> list[tuple[int, float]]:
         """The k strongest units, (unit_index, score), strongest first."""

@@ -1,36 +1,59 @@
-"""Context units: what an attribution row is shown over (identifiers, words, operators, runs of
-whitespace), and the exact, sum-preserving map from subword positions to units.
+"""Sources: what an attribution row is shown over. A source is what a programmer reads: a line
+of the context (a statement spread over several lines is one source, up to a few lines), with
+the identifiers on it as sub-sources. Whitespace and punctuation never stand alone.
 
-Units partition the context text: tree-sitter leaves where a grammar exists (split further when
-a leaf holds several words, as comments and string contents do), a regex split otherwise, and
-the gaps between leaves as whitespace units. Because they partition the text, every context
-token lands in some unit and aggregating a row never loses score mass.
+Sources partition the context text: each owns its line(s), the newline after them and any blank
+lines that follow, so every context token lands in some source and aggregating a row loses no
+score mass. A token spanning two sources (a newline plus the next line's indentation) is shared
+by visible characters, or by characters when it has none. Token-level scores stay internal to
+the methods that compute them; identifiers get their share of the same scores.
 """
 
 from __future__ import annotations
 
+import bisect
+import keyword
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from whence_ls.engine.records import ContextWindow, ScoredText
 from whence_ls.grammars import get_parser
 
-# one unit per identifier/number, whitespace run, common multi-character operator, or other
-# punctuation character: `)):` is three decisions of the model, not one
-_PIECES = re.compile(
-    r"[^\W\d]\w*|\d[\w.]*|\s+|==|!=|<=|>=|->|=>|\*\*=?|//=?|::|&&|\|\||<<|>>|[-+*/%&|^@]=|\.\.\.|[^\w\s]"
+# a statement whose brackets stay open is merged with the lines that close it, up to this many
+# lines: a 40-line dict literal is better read as its lines than as one opaque block
+MAX_SOURCE_LINES = 6
+_OPEN, _CLOSE = frozenset("([{"), frozenset(")]}")
+_IDENTIFIER = re.compile(r"[^\W\d]\w*")
+# words that "occur" in any code: no reader learns anything from them as a source
+COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(
+    {"self", "cls", "this", "function", "const", "let", "var", "func", "fn", "int", "void", "public",
+     "private", "static", "new", "null", "true", "false", "nil", "None", "True", "False"}
 )
 
 
 @dataclass(frozen=True)
-class ContextUnit:
+class Identifier:
     text: str
     start: int  # document character offsets
     end: int
+
+
+@dataclass(frozen=True)
+class ContextUnit:
+    """One source: `text` is its code without surrounding whitespace, `start`/`end` its document
+    offsets; `span_start`/`span_end` the part of the context it owns (for the token map)."""
+
+    text: str
+    start: int
+    end: int
+    identifiers: tuple[Identifier, ...] = ()
+    lines: int = 1
+    span_start: int = -1
+    span_end: int = -1
 
     @property
     def is_space(self) -> bool:
@@ -39,22 +62,31 @@ class ContextUnit:
 
 @dataclass
 class UnitMap:
-    """The units of one context window and the [positions x units] aggregation matrix.
+    """The sources of one context window and the [positions x sources] aggregation matrix.
 
-    `weights[p, u]` is the share of context position p's score that unit u receives; each row
+    `weights[p, u]` is the share of context position p's score that source u receives; each row
     sums to 1, except sink rows (BOS, the first token), which are all zero so that sinks are
-    excluded before anything is normalised.
+    excluded before anything is normalised. `identifier_weights` does the same for the flat list
+    `identifiers` (a token outside any identifier maps to none), `identifier_unit[i]` is the
+    source identifier i belongs to.
     """
 
     units: list[ContextUnit]
     weights: torch.Tensor  # [context positions, units], float64 so sums survive aggregation
     sink_positions: int  # leading positions excluded (special prefix, or at least the first token)
     unit_positions: list[list[int]]  # per unit, the context positions that feed it
+    identifiers: list[Identifier] = field(default_factory=list)
+    identifier_unit: list[int] = field(default_factory=list)
+    identifier_weights: torch.Tensor | None = None  # [context positions, identifiers]
 
     def aggregate(self, position_scores: torch.Tensor) -> torch.Tensor:
-        """Position scores over the context (sinks included, they are dropped) -> unit scores."""
-        scores = position_scores.to(torch.float64)
-        return scores @ self.weights
+        """Position scores over the context (sinks included, they are dropped) -> source scores."""
+        return position_scores.to(torch.float64) @ self.weights
+
+    def aggregate_identifiers(self, position_scores: torch.Tensor) -> torch.Tensor:
+        if self.identifier_weights is None or not self.identifiers:
+            return torch.zeros(0, dtype=torch.float64)
+        return position_scores.to(torch.float64) @ self.identifier_weights
 
 
 def sink_count(context: ContextWindow) -> int:
@@ -66,31 +98,82 @@ def sink_count(context: ContextWindow) -> int:
     return min(len(context.token_ids), max(1, context.special_prefix))
 
 
-def split_units(text: str, language: str | None) -> list[tuple[int, int]]:
-    """Character spans partitioning `text` into units."""
-    spans: list[tuple[int, int]] = []
+def split_sources(text: str, language: str | None) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """(span start, span end, identifier spans) per source; the spans partition `text`."""
+    depth_after, identifiers = _scan(text, language)
+    lines = []  # (start, end without newline)
+    position = 0
+    while position < len(text):
+        newline = text.find("\n", position)
+        end = len(text) if newline == -1 else newline
+        lines.append((position, end))
+        position = end + 1
+    groups: list[list[int]] = []  # each: line indexes of one source
+    current: list[int] = []
+    for k, (start, end) in enumerate(lines):
+        if not text[start:end].strip():
+            continue  # blank lines belong to the source before them
+        current.append(k)
+        if depth_after(end) <= 0 or len(current) >= MAX_SOURCE_LINES:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    spans = []
+    for g, group in enumerate(groups):
+        span_start = 0 if g == 0 else lines[group[0]][0]
+        span_end = lines[groups[g + 1][0]][0] if g + 1 < len(groups) else len(text)
+        spans.append((span_start, span_end))
+    result = []
+    starts = [s for s, _ in spans]
+    owned: list[list[tuple[int, int]]] = [[] for _ in spans]
+    for ident_start, ident_end in identifiers:
+        g = bisect.bisect_right(starts, ident_start) - 1
+        if g >= 0:
+            owned[g].append((ident_start, ident_end))
+    for (span_start, span_end), idents in zip(spans, owned):
+        result.append((span_start, span_end, idents))
+    return result
+
+
+def _scan(text: str, language: str | None):
+    """Bracket depth at any offset (a function) and the identifier spans of `text`, from
+    tree-sitter's leaves where a grammar exists (brackets in strings and comments do not
+    count), from a regex otherwise."""
     parser = get_parser(language) if language else None
-    if parser is None:
-        return _regex_spans(text, 0, len(text))
-    data = text.encode("utf-8")
-    char_of = _byte_to_char(text, data)
-    tree = parser.parse(data)
-    covered = 0
-    for start_byte, end_byte in _leaves(tree.root_node):
-        start, end = char_of[start_byte], char_of[end_byte]
-        if start < covered or start >= end:
-            continue  # zero-width (missing) nodes, or overlaps tree-sitter reports after errors
-        if start > covered:
-            spans.extend(_regex_spans(text, covered, start))
-        leaf = text[start:end]
-        if _PIECES.fullmatch(leaf) and not leaf.isspace():
-            spans.append((start, end))
-        else:
-            spans.extend(_regex_spans(text, start, end))
-        covered = end
-    if covered < len(text):
-        spans.extend(_regex_spans(text, covered, len(text)))
-    return spans
+    changes: list[tuple[int, int]] = []  # (offset after the bracket, +1 / -1)
+    identifiers: list[tuple[int, int]] = []
+    if parser is not None:
+        data = text.encode("utf-8")
+        char_of = _byte_to_char(text, data)
+        for node_type, start_byte, end_byte in _leaves(parser.parse(data).root_node):
+            start, end = char_of[start_byte], char_of[end_byte]
+            if end <= start:
+                continue
+            if node_type in _OPEN:
+                changes.append((end, 1))
+            elif node_type in _CLOSE:
+                changes.append((end, -1))
+            elif node_type.endswith("identifier"):
+                word = text[start:end]
+                if word not in COMMON_WORDS:
+                    identifiers.append((start, end))
+    else:
+        # without a grammar, brackets inside strings and comments cannot be told apart: every
+        # line is its own source
+        identifiers = [(m.start(), m.end()) for m in _IDENTIFIER.finditer(text) if m.group() not in COMMON_WORDS]
+    offsets = [offset for offset, _ in changes]
+    running = []
+    depth = 0
+    for _, delta in changes:
+        depth = max(0, depth + delta)
+        running.append(depth)
+
+    def depth_after(offset: int) -> int:
+        k = bisect.bisect_right(offsets, offset) - 1
+        return running[k] if k >= 0 else 0
+
+    return depth_after, identifiers
 
 
 def _leaves(node):
@@ -101,26 +184,13 @@ def _leaves(node):
             if cursor.goto_first_child():
                 continue
             current = cursor.node
-            yield current.start_byte, current.end_byte
+            yield current.type, current.start_byte, current.end_byte
         if cursor.goto_next_sibling():
             visited_children = False
         elif cursor.goto_parent():
             visited_children = True
         else:
             return
-
-
-def _regex_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    spans = []
-    position = start
-    for match in _PIECES.finditer(text, start, end):
-        if match.start() > position:  # characters the pattern does not name (none expected)
-            spans.append((position, match.start()))
-        spans.append((match.start(), match.end()))
-        position = match.end()
-    if position < end:
-        spans.append((position, end))
-    return spans
 
 
 def _byte_to_char(text: str, data: bytes) -> list[int]:
@@ -138,42 +208,72 @@ def _byte_to_char(text: str, data: bytes) -> list[int]:
 
 
 def build_unit_map(context: ContextWindow, language: str | None) -> UnitMap:
-    spans = split_units(context.text, language)
     base = context.doc_start
-    units = [ContextUnit(context.text[s:e], base + s, base + e) for s, e in spans]
+    text = context.text
+    units: list[ContextUnit] = []
+    identifiers: list[Identifier] = []
+    identifier_unit: list[int] = []
+    for span_start, span_end, idents in split_sources(text, language):
+        owned = text[span_start:span_end]
+        lead = len(owned) - len(owned.lstrip())
+        code = owned.strip()
+        visible_start = base + span_start + lead
+        members = tuple(Identifier(text[s:e], base + s, base + e) for s, e in idents)
+        identifiers.extend(members)
+        identifier_unit.extend([len(units)] * len(members))
+        units.append(ContextUnit(code, visible_start, visible_start + len(code), members,
+                                 code.count("\n") + 1, base + span_start, base + span_end))
     positions = len(context.token_ids)
-    weights = torch.zeros(positions, len(units), dtype=torch.float64)
     sinks = sink_count(context)
+    weights = _overlap_weights(context, [(u.span_start, u.span_end, u.text) for u in units], sinks, visible_only=False)
+    identifier_weights = _overlap_weights(context, [(i.start, i.end, i.text) for i in identifiers], sinks, visible_only=True)
     unit_positions: list[list[int]] = [[] for _ in units]
-    starts = [u.start for u in units]
-    import bisect
-
     for p in range(positions):
         start, end = context.token_offsets[p]
         if end <= start:
             continue  # special tokens have no text
+        for u in range(len(units)):
+            if units[u].span_start < end and start < units[u].span_end:
+                unit_positions[u].append(p)
+    return UnitMap(units=units, weights=weights, sink_positions=sinks, unit_positions=unit_positions,
+                   identifiers=identifiers, identifier_unit=identifier_unit, identifier_weights=identifier_weights)
+
+
+def _overlap_weights(context: ContextWindow, spans: list[tuple[int, int, str]], sinks: int, *, visible_only: bool) -> torch.Tensor:
+    """[positions x spans]: each token's score shared among the spans it overlaps, by visible
+    characters (a token " foo" is about foo, not its space), by characters when it has none.
+    `visible_only`: spans do not cover the text (identifiers), so a token keeps only the share
+    its visible characters inside them earn, and rows may sum to less than 1."""
+    positions = len(context.token_ids)
+    weights = torch.zeros(positions, len(spans), dtype=torch.float64)
+    starts = [s for s, _, _ in spans]
+    text, base = context.text, context.doc_start
+    for p in range(sinks, positions):
+        start, end = context.token_offsets[p]
+        if end <= start:
+            continue
         first = max(0, bisect.bisect_right(starts, start) - 1)
         overlaps = []
-        for u in range(first, len(units)):
-            unit = units[u]
-            if unit.start >= end:
+        for u in range(first, len(spans)):
+            span_start, span_end, _ = spans[u]
+            if span_start >= end:
                 break
-            lo, hi = max(start, unit.start), min(end, unit.end)
+            lo, hi = max(start, span_start), min(end, span_end)
             if hi > lo:
-                # a token " foo" is about foo, not about its leading space: weigh by visible
-                # characters, falling back to all characters for whitespace-only tokens
-                overlaps.append((u, hi - lo, sum(1 for c in unit.text[lo - unit.start : hi - unit.start] if not c.isspace())))
+                visible = sum(1 for c in text[lo - base : hi - base] if not c.isspace())
+                overlaps.append((u, hi - lo, visible))
         if not overlaps:
+            continue
+        if visible_only:
+            token_visible = sum(1 for c in text[start - base : end - base] if not c.isspace()) or 1
+            for u, _, v in overlaps:
+                weights[p, u] = v / token_visible
             continue
         visible = sum(v for _, _, v in overlaps)
         total = visible or sum(n for _, n, _ in overlaps)
         for u, n, v in overlaps:
-            share = (v if visible else n) / total
-            if share > 0:
-                if p >= sinks:
-                    weights[p, u] = share
-                unit_positions[u].append(p)
-    return UnitMap(units=units, weights=weights, sink_positions=sinks, unit_positions=unit_positions)
+            weights[p, u] = (v if visible else n) / total
+    return weights
 
 
 # Units are asked for on every hover; a record's context never changes, so they are built once.

@@ -1,0 +1,368 @@
+"""Line-level truth for attribution: how well each method's ranking of sources (the context's
+lines) agrees with what random-subset ablation of those sources does to the token.
+
+Targets are greedy completions at cursors in pure-Python packages that whence-ls installs
+(`HELDOUT_PACKAGES`): real code that is neither in the calibration set (the standard library)
+nor in the tests. Per target, `truth_masks` random masks (a seed no method uses) give each
+token's actual log-odds with those sources kept; every method's scores are computed without
+them. Per row (a generated token):
+
+- LDS: Spearman between the outcome the method's scores predict for a mask (the sum of the
+  kept sources' scores) and the actual one (ContextCite's linear datamodeling score);
+- top-1 / top-3: the method's strongest source (or one of its 3) is the truth's, the source with
+  the largest effect in a Lasso fit of the truth masks (rows where no source moves the token by
+  `MIN_EFFECT` are left out of top-k);
+- drop: the fall of log p(token) when the method's top 3 sources are removed (actual forwards,
+  on `drop_rows` rows per target);
+- copy cases (a generated identifier that occurs in an earlier source) are reported apart; there
+  the top source should hold an earlier occurrence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+HELDOUT_PACKAGES = ("attrs", "cattrs", "click", "jinja2", "rich", "requests", "urllib3", "packaging",
+                    "pyparsing", "jsonschema", "anyio", "fsspec", "networkx", "pygls")
+MIN_EFFECT = 0.1  # log-odds: below this the truth names no source worth ranking
+TRUTH_SEED = 1_000_003
+ABLATION_KS = (16, 32)  # nested: k=16 uses the first 16 of the 32 masks
+GRADIENT_METHODS = ("gradient_norm", "input_x_gradient")
+ONE_FORWARD_METHODS = ("calibrated_attention", "value_norm", "attention_rollout")
+BASELINES = ("recency", "lexical_overlap", "random")
+
+
+@dataclass
+class Target:
+    package: str
+    version: str
+    path: str
+    line: int  # 0-based line of the cursor
+    text: str
+    cursor: int
+
+
+def heldout_targets(count: int, seed: int = 0) -> list[Target]:
+    """Cursors at the third body statement of a function (at least four statements, past line
+    20), one per file, files in a fixed hash order, round-robin over the packages."""
+    from whence_ls.commands.bench_attribution_units import _first_function_cut
+    from whence_ls.grammars import get_parser
+
+    parser = get_parser("python")
+    per_package: list[list[Target]] = []
+    for name in HELDOUT_PACKAGES:
+        try:
+            distribution = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        files = sorted((f for f in distribution.files or [] if str(f).endswith(".py") and "test" not in str(f).lower()),
+                       key=lambda f: hashlib.sha1(f"{seed}:{f}".encode()).hexdigest())
+        found = []
+        for entry in files:
+            path = Path(distribution.locate_file(entry))
+            try:
+                data = path.read_bytes()
+                text = data.decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if len(data) != len(text):
+                continue
+            cut = _first_function_cut(parser.parse(data).root_node)
+            if cut is None:
+                continue
+            cursor = cut[0]
+            found.append(Target(name, distribution.version, str(entry), text.count("\n", 0, cursor), text, cursor))
+            if len(found) >= count:
+                break
+        if found:
+            per_package.append(found)
+    targets: list[Target] = []
+    while len(targets) < count and any(per_package):
+        for found in per_package:
+            if found and len(targets) < count:
+                targets.append(found.pop(0))
+    return targets
+
+
+@dataclass
+class RowResult:
+    method: str
+    lds: float | None
+    top1: bool | None
+    top3: bool | None
+    copy_case: bool
+    copy_hit: bool | None  # copy cases: the top source holds an earlier occurrence
+    drop: float | None = None
+
+
+@dataclass
+class BenchResult:
+    rows: list[RowResult] = field(default_factory=list)
+    seconds: dict[str, list[float]] = field(default_factory=dict)  # method -> seconds per target
+    forward_seconds: list[float] = field(default_factory=list)
+    targets: list[dict] = field(default_factory=list)
+
+
+def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_per_target: int, truth_masks: int,
+              drop_rows: int, ig_targets: int, log: Callable[[str], None]) -> BenchResult:
+    import torch
+
+    from whence_ls.engine.attribution import attribute_rows, make_method
+    from whence_ls.engine.attribution.ablation import (
+        ablatable_sources, fit_effects, masked_log_odds, masked_logprobs, random_masks,
+    )
+    from whence_ls.engine.attribution.base import TeacherForced
+    from whence_ls.engine.attribution.units import build_unit_map
+    from whence_ls.engine.generation import complete_at
+
+    result = BenchResult()
+    targets = heldout_targets(count)
+    for number, target in enumerate(targets):
+        record = complete_at(lm, target.text, target.cursor, language="python", max_new_tokens=max_new_tokens, context_tokens=context_tokens)
+        indices = [i for i, t in enumerate(record.tokens) if t.text.strip()][:rows_per_target]
+        units = build_unit_map(record.context, "python")
+        sources = ablatable_sources(units)
+        if not indices or len(sources) < 4:
+            log(f"target {number + 1}: skipped ({len(indices)} visible tokens, {len(sources)} sources)")
+            continue
+        job = TeacherForced.of(lm, record)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            lm.model(input_ids=job.ids.unsqueeze(0), use_cache=False, logits_to_keep=1)
+        result.forward_seconds.append(time.perf_counter() - started)
+        truth = random_masks(truth_masks, len(sources), TRUTH_SEED + number)
+        outcomes = masked_log_odds(job, indices, units, sources, truth)  # [masks, rows]
+        truth_effects = fit_effects(truth, outcomes)  # [rows, S]
+        scores: dict[str, np.ndarray] = {}  # method -> [rows, S] over `sources`
+        by_abs: dict[str, bool] = {}
+
+        def timed(name: str, fn):
+            began = time.perf_counter()
+            value = fn()
+            result.seconds.setdefault(name, []).append(time.perf_counter() - began)
+            return value
+
+        for name in (*ONE_FORWARD_METHODS, *GRADIENT_METHODS):
+            try:
+                rows = timed(name, lambda: attribute_rows(lm, _fresh(record), indices, name, language="python"))
+            except Exception as exc:  # a method that cannot run on this model is reported, not fatal
+                log(f"  {name} failed: {type(exc).__name__}: {exc}")
+                continue
+            scores[name] = np.array([[rows[i].scores[s] for s in sources] for i in indices])
+            by_abs[name] = rows[indices[0]].rank_by_abs
+        if number < ig_targets:
+            ig = make_method("integrated_gradients", steps=16)
+            rows = timed("integrated_gradients", lambda: attribute_rows(lm, _fresh(record), indices[:1], ig, language="python"))
+            scores["integrated_gradients"] = np.array([[rows[indices[0]].scores[s] for s in sources]])
+            by_abs["integrated_gradients"] = rows[indices[0]].rank_by_abs
+        masks = random_masks(max(ABLATION_KS), len(sources), number)
+        began = time.perf_counter()
+        ablated = masked_log_odds(job, indices, units, sources, masks)
+        per_mask = (time.perf_counter() - began) / len(masks)
+        for k in ABLATION_KS:
+            began = time.perf_counter()
+            scores[f"ablation_{k}"] = fit_effects(masks[:k], ablated[:k])
+            result.seconds.setdefault(f"ablation_{k}", []).append(per_mask * k + time.perf_counter() - began)
+            by_abs[f"ablation_{k}"] = False
+        for name in BASELINES:
+            scores[name] = baseline_scores(name, record, units, sources, indices, seed=number)
+            by_abs[name] = False
+        copies = [copy_sources(record, index, units, sources) for index in indices]
+        drop_indices = set(range(min(drop_rows, len(indices))))
+        for name, matrix in scores.items():
+            for r in range(matrix.shape[0]):
+                ranking = rank(matrix[r], by_abs[name])
+                predicted = truth.astype(np.float64) @ matrix[r]
+                lds = _spearman(predicted, outcomes[:, r])
+                effect = truth_effects[r]
+                meaningful = effect.max() >= MIN_EFFECT
+                best = int(effect.argmax())
+                top1 = (ranking[0] == best) if meaningful else None
+                top3 = (best in ranking[:3]) if meaningful else None
+                copy_case = bool(copies[r])
+                copy_hit = (ranking[0] in copies[r]) if copy_case else None
+                drop = None
+                if r in drop_indices:
+                    keep = np.ones((1, len(sources)), dtype=bool)
+                    keep[0, ranking[:3]] = False
+                    removed = masked_logprobs(job, [indices[r]], units, sources, keep)[0, 0]
+                    drop = record.tokens[indices[r]].logprob - float(removed)
+                result.rows.append(RowResult(name, lds, top1, top3, copy_case, copy_hit, drop))
+        result.targets.append({"package": target.package, "version": target.version, "path": target.path,
+                               "line": target.line + 1, "rows": len(indices), "sources": len(sources),
+                               "context_tokens": len(record.context.token_ids), "completion": record.text})
+        log(f"target {number + 1}/{len(targets)} {target.package} {target.path}:{target.line + 1}: "
+            f"{len(indices)} rows, {len(sources)} sources, {len(record.context.token_ids)} context tokens")
+    return result
+
+
+def rank(scores: np.ndarray, by_abs: bool) -> list[int]:
+    key = np.abs(scores) if by_abs else scores
+    return [int(i) for i in np.argsort(-key, kind="stable")]
+
+
+def _spearman(predicted: np.ndarray, actual: np.ndarray) -> float | None:
+    from whence_ls.engine.attribution.calibration import linear_datamodeling_score
+
+    return linear_datamodeling_score(predicted, actual)
+
+
+def _fresh(record):
+    import copy
+
+    clone = copy.copy(record)
+    clone.attribution = {}
+    clone.id = f"{record.id}-{time.perf_counter_ns()}"
+    return clone
+
+
+def _word_at(text: str, start: int, end: int) -> str:
+    left = start
+    while left < end and not (text[left].isalnum() or text[left] == "_"):
+        left += 1
+    if left >= end:
+        return ""
+    right = left
+    while left > 0 and (text[left - 1].isalnum() or text[left - 1] == "_"):
+        left -= 1
+    while right < len(text) and (text[right].isalnum() or text[right] == "_"):
+        right += 1
+    return text[left:right]
+
+
+def copy_sources(record, index: int, units, sources: list[int]) -> set[int]:
+    """Columns of `sources` holding an earlier occurrence of the identifier this token is part of."""
+    from whence_ls.engine.attribution.units import COMMON_WORDS
+
+    token = record.tokens[index]
+    word = _word_at(record.text, token.start, token.end)
+    if len(word) < 2 or word in COMMON_WORDS or word.isdigit():
+        return set()
+    return {c for c, s in enumerate(sources) if any(i.text == word for i in units.units[s].identifiers)}
+
+
+def baseline_scores(name: str, record, units, sources: list[int], indices: list[int], *, seed: int) -> np.ndarray:
+    count = len(sources)
+    if name == "recency":
+        row = np.array([(c + 1) / count for c in range(count)])  # later source, higher score
+        return np.tile(row, (len(indices), 1))
+    if name == "random":
+        generator = np.random.default_rng(seed)
+        return generator.random((len(indices), count))
+    # lexical overlap: identifiers the source shares with the generated line of the token (and
+    # the context line it continues), ties to the nearer source
+    rows = []
+    line_start_of = record.text.rfind
+    context_tail = record.context.text[record.context.text.rfind("\n") + 1 :]
+    for index in indices:
+        token = record.tokens[index]
+        start = line_start_of("\n", 0, token.start) + 1
+        end = record.text.find("\n", token.end)
+        line = (context_tail if start == 0 else "") + record.text[start : len(record.text) if end == -1 else end]
+        words = {w for w in _identifiers(line)}
+        rows.append([len(words & {i.text for i in units.units[s].identifiers}) + 1e-3 * (c + 1) / count
+                     for c, s in enumerate(sources)])
+    return np.array(rows)
+
+
+def _identifiers(text: str) -> list[str]:
+    import re
+
+    from whence_ls.engine.attribution.units import COMMON_WORDS
+
+    return [w for w in re.findall(r"[^\W\d]\w*", text) if w not in COMMON_WORDS]
+
+
+def cost_of_matrix(lm, *, context_tokens: int, new_tokens: int, log: Callable[[str], None]) -> dict:
+    """Seconds and forward-equivalents for the whole matrix of a `new_tokens` completion after
+    about `context_tokens` of context (a held-out file), for every method."""
+    import torch
+
+    from whence_ls.engine.attribution import attribute_rows
+    from whence_ls.engine.attribution.base import TeacherForced
+    from whence_ls.engine.generation import complete_at
+
+    target = max(heldout_targets(40), key=lambda t: t.cursor)
+    record = complete_at(lm, target.text, target.cursor, language="python", max_new_tokens=new_tokens, context_tokens=context_tokens)
+    job = TeacherForced.of(lm, record)
+    with torch.inference_mode():
+        times = []
+        for _ in range(3):
+            began = time.perf_counter()
+            lm.model(input_ids=job.ids.unsqueeze(0), use_cache=False, logits_to_keep=1)
+            times.append(time.perf_counter() - began)
+    forward = min(times)
+    indices = list(range(len(record.tokens)))
+    costs = {"context_tokens": len(record.context.token_ids), "tokens": len(indices), "forward_s": forward, "methods": {}}
+    for name in ("calibrated_attention", "value_norm", "gradient_norm", "ablation"):
+        began = time.perf_counter()
+        attribute_rows(lm, _fresh(record), indices, name, language="python")
+        seconds = time.perf_counter() - began
+        costs["methods"][name] = {"seconds": seconds, "fe": seconds / forward}
+        log(f"cost {name}: {seconds:.1f} s = {seconds / forward:.1f} FE")
+    return costs
+
+
+def summarise(result: BenchResult) -> dict:
+    table = {}
+    methods = list(dict.fromkeys(r.method for r in result.rows))
+    for method in methods:
+        rows = [r for r in result.rows if r.method == method]
+        entry = {}
+        for label, subset in (("all", rows), ("copy", [r for r in rows if r.copy_case]), ("other", [r for r in rows if not r.copy_case])):
+            lds = [r.lds for r in subset if r.lds is not None]
+            top1 = [r.top1 for r in subset if r.top1 is not None]
+            top3 = [r.top3 for r in subset if r.top3 is not None]
+            entry[label] = {
+                "rows": len(subset),
+                "lds": statistics.fmean(lds) if lds else None,
+                "top1": statistics.fmean(top1) if top1 else None,
+                "top3": statistics.fmean(top3) if top3 else None,
+                "ranked_rows": len(top1),
+            }
+        hits = [r.copy_hit for r in rows if r.copy_hit is not None]
+        drops = [r.drop for r in rows if r.drop is not None]
+        entry["copy_top_is_occurrence"] = statistics.fmean(hits) if hits else None
+        entry["copy_cases"] = len(hits)
+        entry["drop_top3"] = statistics.fmean(drops) if drops else None
+        seconds = result.seconds.get(method, [])
+        entry["seconds_per_target"] = statistics.fmean(seconds) if seconds else 0.0
+        table[method] = entry
+    forward = statistics.fmean(result.forward_seconds) if result.forward_seconds else math.nan
+    for entry in table.values():
+        entry["fe_per_target"] = entry["seconds_per_target"] / forward if forward else None
+    return {"methods": table, "forward_s": forward, "targets": result.targets}
+
+
+def render(summary: dict) -> str:
+    def pct(value):
+        return "—" if value is None else f"{100 * value:.0f}%"
+
+    def num(value, digits=3):
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        "| method | LDS | top-1 | top-3 | drop top-3 (nats) | copy: top is an occurrence | LDS copy / other | FE per target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(summary["methods"].items(), key=lambda kv: -(kv[1]["all"]["lds"] or -9))
+    for method, entry in order:
+        lines.append(
+            f"| {method} | {num(entry['all']['lds'])} (n={entry['all']['rows']}) | {pct(entry['all']['top1'])} "
+            f"| {pct(entry['all']['top3'])} (n={entry['all']['ranked_rows']}) | {num(entry['drop_top3'], 2)} "
+            f"| {pct(entry['copy_top_is_occurrence'])} (n={entry['copy_cases']}) "
+            f"| {num(entry['copy']['lds'])} / {num(entry['other']['lds'])} | {num(entry['fe_per_target'], 1)} |"
+        )
+    packages = sorted({f"{t['package']}=={t['version']}" for t in summary["targets"]})
+    lines += ["", f"{len(summary['targets'])} targets from {', '.join(packages)}; one forward over a target: "
+              f"{summary['forward_s']:.2f} s"]
+    return "\n".join(lines)

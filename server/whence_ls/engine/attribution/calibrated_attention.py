@@ -1,0 +1,113 @@
+"""The default: a calibrated attention estimator (AT2's idea). A token's score on a context
+position is the weighted sum, over every attention head, of the attention the head puts there
+from the token's own position, with per-head weights fitted to random-subset ablation
+(`calibration.py`). One forward gives every row of a completion.
+
+The same forward gives two more findings, kept in the row's `extra`:
+- copies: when the model's induction heads (found at calibration) put most of their attention on
+  an earlier position that holds this very token, the token was copied from there;
+- the logit lens: at which layer the token became the model's top prediction, and what the
+  layers before preferred.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from whence_ls.engine.attribution.attention_probe import Preempted, attention_rows
+from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced
+from whence_ls.engine.attribution.calibration import load_calibration
+from whence_ls.errors import WhenceError
+
+# the induction heads must put at least this share of their attention on the copied-from
+# position (averaged over the copy heads) for the row to say "copied"
+COPY_ATTENTION = 0.3
+
+
+class CalibratedAttention:
+    name = "calibrated_attention"
+    rank_by_abs = False  # signed: a negative head weight can make a source argue against the token
+    rows_per_batch = ALL_ROWS  # one forward serves every row
+    needs_units = False
+
+    def __init__(self, logit_lens: bool = True) -> None:
+        self.logit_lens = logit_lens
+
+    def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
+        calibration = load_calibration(job.lm)
+        if calibration is None:
+            raise WhenceError(
+                f"model {job.lm.name} is not calibrated for attribution: run `whence-ls model calibrate`"
+            )
+        try:
+            rows = attention_rows(job, indices, hidden_states=self.logit_lens)
+        except Preempted:
+            return {}  # no rows: the caller requeues them
+        if rows.weights.shape[1] != len(calibration.weights):
+            raise WhenceError("the calibration does not match this model's heads: run `whence-ls model calibrate`")
+        head_weights = torch.tensor(calibration.weights, dtype=torch.float32)
+        scores = torch.einsum("nhp,h->np", rows.weights, head_weights)  # [rows, end]
+        lens = logit_lens(job, indices, rows.hidden) if rows.hidden is not None else {}
+        result = {}
+        for k, index in enumerate(indices):
+            position = rows.positions[k]
+            extra = {}
+            copied = copied_position(job, index, rows.weights[k], calibration.induction_heads)
+            if copied is not None:
+                extra["copied_from_position"] = copied
+                if copied < job.context_len and float(unit_map.weights[copied].sum()) > 0:
+                    extra["copied_from_unit"] = int(unit_map.weights[copied].argmax())
+                elif copied >= job.context_len:
+                    extra["copied_from_completion"] = True
+            if index in lens:
+                extra["logit_lens"] = lens[index]
+            result[index] = RawRow(position_scores=scores[k, : position + 1].double(), extra=extra)
+        return result
+
+
+def copied_position(job: TeacherForced, index: int, weights: torch.Tensor, induction_heads: list[int]) -> int | None:
+    """The earlier position the copy heads read this token from, when they agree on one that
+    holds the same token id (an induction head attends to the token after the earlier occurrence
+    of the current one: that token is what gets copied)."""
+    if not induction_heads:
+        return None
+    position = job.target_position(index)
+    attention = weights[torch.tensor(induction_heads), : position + 1].mean(0)
+    attention[0] = 0.0  # the sink
+    best = int(attention.argmax())
+    if float(attention[best]) < COPY_ATTENTION or best >= len(job.ids):
+        return None
+    return best if int(job.ids[best]) == job.target_id(index) else None
+
+
+def logit_lens(job: TeacherForced, indices: list[int], hidden: torch.Tensor) -> dict[int, dict]:
+    """Per row: the first layer from which the token stays the top prediction, and the top
+    token of a few earlier layers (the final norm and the output head applied to each layer's
+    residual stream)."""
+    model = job.lm.model
+    norm = getattr(getattr(model, "model", model), "norm", None)
+    head = model.get_output_embeddings()
+    if norm is None or head is None:
+        return {}
+    with torch.inference_mode():
+        device = head.weight.device
+        states = hidden.to(device=device, dtype=head.weight.dtype)  # [rows, layers, hidden]
+        logits = head(norm(states)).float()  # [rows, layers, vocab]
+        top = logits.argmax(-1).cpu()  # [rows, layers]
+    layers = top.shape[1]
+    result = {}
+    decode = job.lm.tokenizer.decode
+    for k, index in enumerate(indices):
+        target = job.target_id(index)
+        hits = (top[k] == target).tolist()
+        settled = layers  # never top: reported as after the last layer
+        for layer in range(layers - 1, -1, -1):
+            if not hits[layer]:
+                break
+            settled = layer
+        earlier = []
+        for layer in sorted({max(0, settled // 2), max(0, settled - 1)}):
+            if layer < settled:
+                earlier.append({"layer": layer + 1, "text": decode([int(top[k, layer])], clean_up_tokenization_spaces=False)})
+        result[index] = {"layers": layers, "top_from_layer": settled + 1 if settled < layers else None, "earlier": earlier}
+    return result
