@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from whence_ls.engine.attribution import DEFAULT_METHOD, attribute_rows, context_units
+from whence_ls.engine.attribution import DEFAULT_METHOD, attribute_rows, context_units, default_method
 from whence_ls.engine.attribution.base import TeacherForced
 from whence_ls.engine.attribution.faithfulness import (
     FRACTIONS,
@@ -38,7 +38,8 @@ def test_rankable_units_leave_out_sink_and_local_tokens(tiny_lm, record):
     everything = rankable_units(units, context_len, non_local=False)
     far = rankable_units(units, context_len, non_local=True)
     assert set(far) < set(everything)
-    assert all(min(units.unit_positions[u]) >= units.sink_positions for u in everything)
+    # a source whose only token is the sink cannot be ranked; the others keep their real tokens
+    assert all(max(units.unit_positions[u]) >= units.sink_positions for u in everything)
     assert all(max(units.unit_positions[u]) < context_len - LOCAL_TOKENS for u in far)
     assert recency_ranking(units, everything)[0] == max(everything, key=lambda u: max(units.unit_positions[u]))
 
@@ -82,8 +83,8 @@ def test_benchmark_prompts_are_stdlib_code_in_a_fixed_order():
 
 def test_copy_case_on_the_embedded_model(embedded_lm):
     """A rare identifier defined above and used on the explained line: the pieces of it after the
-    first are copies, and the default method's strongest unit is the identifier (gradient norm
-    gets all of them; signed input x gradient missed `total` here, pointing at `[`)."""
+    first are copies. With the model's default method the strongest source is the line that
+    defines it, and the copy heads say where it was copied from."""
     source = (
         "def frobnicate_widget_total(values):\n"
         "    return sum(values) * 3\n"
@@ -97,6 +98,10 @@ def test_copy_case_on_the_embedded_model(embedded_lm):
     start = record.text.index("frobnicate")
     pieces = [i for i, t in enumerate(record.tokens) if start < t.start < start + len("frobnicate_widget_total")]
     assert pieces, [t.text for t in record.tokens]
-    rows = attribute_rows(embedded_lm, record, pieces, DEFAULT_METHOD, language="python")
+    method = default_method(embedded_lm)
+    assert method == DEFAULT_METHOD, "the embedded model ships calibrated"
+    rows = attribute_rows(embedded_lm, record, pieces, method, language="python")
     tops = [units[rows[i].top(1)[0][0]].text for i in pieces]
-    assert all(text == "frobnicate_widget_total" for text in tops), tops
+    assert all(text.startswith("def frobnicate_widget_total") for text in tops), tops
+    copied = [rows[i].extra.get("copied_from_unit") for i in pieces]
+    assert sum(c == 0 for c in copied) >= len(pieces) // 2, copied

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from whence_ls.cli import main
-from whence_ls.engine.attribution import DEFAULT_METHOD
+from whence_ls.engine.attribution import FALLBACK_METHOD  # the tiny model is not calibrated
 from whence_ls.engine.explain import explain_line
 from whence_ls.errors import WhenceError
 
@@ -57,7 +57,7 @@ def test_explain_command_json_has_attribution(tiny_model_dir, tmp_path, capsys):
         main(["explain", f"{path}:6", "--model", str(tiny_model_dir), "--device", "cpu", "--json", "--attribution-top", "3"])
     assert exit_info.value.code == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["attribution"]["method"] == DEFAULT_METHOD
+    assert data["attribution"]["method"] == FALLBACK_METHOD
     assert data["text"] == "    return 2 * (width + height)"
     for token in data["tokens"]:
         assert 1 <= len(token["attribution"]) <= 3

@@ -15,7 +15,8 @@ import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from whence_ls.engine.attribution import DEFAULT_METHOD  # no setting: the engine's default
+# no setting: the engine's default for the model, the best uncalibrated method for the tiny one
+from whence_ls.engine.attribution import FALLBACK_METHOD as DEFAULT_METHOD
 
 from test_lsp_support import (
     PY_SOURCE,
@@ -72,6 +73,7 @@ async def test_initialize_advertises_every_feature_and_reports_loading(client: L
     assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
     assert set(caps.execute_command_provider.commands) == {
         "whence.acceptCompletion", "whence.explainLine", "whence.regenerate", "whence.openTracedSource", "whence.buildIndex",
+        "whence.explainContrast",
     }
     # work-done progress for the load: begin with the contract's title ... end
     reports = [r for values in client.progress_reports.values() for r in values]
@@ -109,16 +111,18 @@ async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: Langua
     start = token["range"]["start"]
     answer = await hover(client, uri, start["line"], start["character"])
     text = answer.contents.value
-    assert f"p = **{token['prob']:.3f}**" in text
-    assert "runner-ups:" in text and "entropy" in text
-    assert "what drove it" in text and DEFAULT_METHOD.replace("_", " ") in text
-    assert f"]({uri}#L" in text
+    assert f"p = **{token['prob']:.2f}**" in text and "runner-up" in text
+    assert "█" in text and DEFAULT_METHOD.replace("_", " ") in text
+    assert f"[line " in text and f"]({uri}#L" in text
+    assert len(text.splitlines()) <= 8  # a hover a person reads at a glance
     assert answer.range == _range(token["range"])
 
     # the matrix: every computed row's absolute values sum to 1 over the units
     matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "position": start})
     assert matrix["recordId"] == record_id and matrix["method"] == DEFAULT_METHOD and matrix["note"]
-    assert matrix["units"] and all(set(u) == {"text", "range"} for u in matrix["units"])
+    assert matrix["units"] and all(set(u) == {"text", "range", "line", "identifiers"} for u in matrix["units"])
+    # sources are the context's lines: code, never whitespace or punctuation alone
+    assert all(u["text"].strip() == u["text"] and any(c.isalnum() for c in u["text"]) for u in matrix["units"])
     computed = [row for row in matrix["scores"] if row is not None]
     assert computed, "the hovered token's row at least is computed"
     for row in computed:
@@ -128,7 +132,19 @@ async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: Langua
     # token attribution for tinting: the units with their (signed) scores
     tint = await request(client, "whence/tokenAttribution", {"textDocument": {"uri": uri}, "position": start})
     assert tint["token"]["text"] == token["text"] and tint["method"] == DEFAULT_METHOD
-    assert tint["units"] and abs(sum(abs(u["score"]) for u in tint["units"]) - 1.0) < 1e-3
+    # only the strongest sources are tinted: those holding 60% of the weight, at most 5
+    assert 1 <= len(tint["units"]) <= 5
+    assert sum(abs(u["score"]) for u in tint["units"]) <= 1.0 + 1e-6
+
+    # the hover's "why this and not the runner-up" link: contrastive sources, answered and shown
+    assert "command:whence.explainContrast?" in text
+    index = next(i for i, t in enumerate(tokens) if t["range"] == token["range"])
+    contrast = await execute(client, "whence.explainContrast", {"recordId": record_id, "tokenIndex": index})
+    assert contrast["token"] == token["text"] and contrast["runnerUp"] != token["text"]
+    assert all(s["score"] > 0 and 0 <= s["line"] <= 10 for s in contrast["sources"])
+    assert contrast["message"].startswith("whence: why ")
+    with pytest.raises(JsonRpcException):
+        await execute(client, "whence.explainContrast", {"recordId": "nope", "tokenIndex": 0})
 
     # code lens above it: no index configured -> says so and offers to build the default one
     lenses = await client.text_document_code_lens_async(types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri)))
@@ -159,7 +175,7 @@ async def test_a_one_forward_method_answers_every_row_with_the_first_hover(clien
         matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": result["recordId"]})
         start = matrix["tokens"][-1]["range"]["start"]
         answer = await hover(client, uri, start["line"], start["character"])
-        assert "what drove it" in answer.contents.value and "value norm" in answer.contents.value
+        assert "█" in answer.contents.value and "value norm" in answer.contents.value
         # the forward that served the hovered row served every other row of the record too
         matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": result["recordId"]})
         assert matrix["method"] == "value_norm"
@@ -308,8 +324,10 @@ async def test_explain_line_gives_hovers_and_diagnostics_on_it(client: LanguageC
     column = line_text.index("handle")
     shown = await hover(client, uri, 6, column + 1)
     assert "explained line" in shown.contents.value and "p = **" in shown.contents.value
-    # `handle` is bound on the line above: the hover says where it occurs in the context
-    assert f"`handle` also occurs in the context: [line 6]({uri}#L6)" in shown.contents.value
+    # the sources are lines above the explained one, linked; an uncalibrated model says so once
+    links = [int(part.split(")")[0]) for part in shown.contents.value.split(f"{uri}#L")[1:]]
+    assert links and all(1 <= n <= 6 for n in links)
+    assert "not calibrated" in shown.contents.value
     for _ in range(50):
         if any(d.data["recordId"] == answer["recordId"] for d in client.diagnostics.get(uri, [])):
             break

@@ -51,11 +51,13 @@ async def test_embedded_model_session(client: LanguageClient):
     # the hover answers at once with the confidence part; the row follows (hover again, as a user would)
     for _ in range(120):
         shown = (await hover(client, uri, start["line"], start["character"])).contents.value
-        assert f"p = **{token['prob']:.3f}**" in shown
-        if "what drove it" in shown:
+        assert f"p = **{token['prob']:.2f}**" in shown
+        if "█" in shown:
             break
         assert "attribution computing" in shown
-    assert "what drove it" in shown, shown
+    assert "█" in shown, shown
+    # the embedded model ships calibrated: the default is the calibrated estimator
+    assert matrix["method"] == "calibrated_attention" and "calibrated attention" in shown, shown
     # the strongest unit is a link into this file, at a line above the completion
     links = [int(part.split(")")[0]) for part in shown.split(f"{uri}#L")[1:]]
     assert links and all(1 <= n <= line + 1 for n in links)

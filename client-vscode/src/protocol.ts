@@ -109,6 +109,8 @@ export const ServerCommands = {
   regenerate: 'whence.regenerate',
   openTracedSource: 'whence.openTracedSource',
   buildIndex: 'whence.buildIndex',
+  /** "why this token and not the runner-up": linked from the hover, answered as a message. */
+  explainContrast: 'whence.explainContrast',
 } as const;
 
 /**

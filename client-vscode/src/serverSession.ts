@@ -182,7 +182,8 @@ export class ServerSession implements vscode.Disposable {
       traceOutputChannel: this.traceLog,
       revealOutputChannelOn: RevealOutputChannelOn.Never,
       initializationOptions: () => currentServerSettings(),
-      markdown: { isTrusted: false, supportHtml: false },
+      // hovers may run exactly one command from a link: the server's "why this and not the runner-up"
+      markdown: { isTrusted: { enabledCommands: [ServerCommands.explainContrast] }, supportHtml: false },
       middleware: {
         provideInlineCompletionItems: async (document, position, context, token, next) => {
           const result = await next(document, position, context, token);

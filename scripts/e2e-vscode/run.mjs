@@ -458,6 +458,10 @@ async function main() {
       softCheck(/prob|\bp\s*=/i.test(text), 'the hover does not mention the probability');
       softCheck(/alternative|runner|top/i.test(text), 'the hover lists no alternatives');
       softCheck(/entropy/i.test(text), 'the hover does not mention the entropy');
+      // sources are lines with bars, and the embedded model's default is the calibrated estimator
+      softCheck(/line \d+/.test(text) && text.includes('█'), 'the hover shows no source lines with bars');
+      softCheck(/calibrated attention/.test(text), 'the hover does not name the calibrated estimator');
+      softCheck(text.split('\n').filter((l) => l.trim()).length <= 9, `the hover is longer than ~8 lines: ${text.split('\n').length}`);
       const spanLinks = await hover.locator('a').evaluateAll((anchors) =>
         anchors.map((anchor) => anchor.getAttribute('data-href') ?? anchor.getAttribute('href') ?? '').filter((href) => /#L\d+/.test(href)),
       );

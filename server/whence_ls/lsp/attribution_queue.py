@@ -58,6 +58,9 @@ class AttributionQueue:
         self._records: dict[str, Record] = {}
         self._events: dict[str, asyncio.Event] = {}
         self.errors: dict[str, str] = {}  # record id -> why its rows failed
+        # the latest offered completion (not yet accepted): its rows are computed when nothing
+        # else waits, so that accepting it finds the whole matrix ready
+        self._prefetch: tuple[Any, str | None] | None = None
         self.wake_worker: Callable[[], None] = lambda: None
         self.cancel_background: Callable[[], None] = lambda: None
 
@@ -70,6 +73,17 @@ class AttributionQueue:
         with self._lock:
             self._records[record.id] = record
             self._pending[record.id] = order
+        self.wake_worker()
+
+    def prefetch(self, scored: Any, language: str | None) -> None:
+        """Compute the rows of an offered completion in the background, when the method's one
+        forward serves them all (the calibrated estimator): the newest offer replaces an older one."""
+        engine = attribution_engine()
+        method = self._method()
+        if engine is None or method == "none" or engine.make_method(method).rows_per_batch != engine.ALL_ROWS:
+            return
+        with self._lock:
+            self._prefetch = (scored, language)
         self.wake_worker()
 
     def forget(self, record: Record) -> None:
@@ -174,8 +188,10 @@ class AttributionQueue:
         batch = None if engine.make_method(method).rows_per_batch == engine.ALL_ROWS else BATCH_TOKENS
         with self._lock:
             record, indices = self._pick(batch)
+            prefetch = self._prefetch if record is None else None
+            self._prefetch = None if record is None else self._prefetch
         if record is None:
-            return None
+            return self._prefetch_work(engine, method, prefetch) if prefetch is not None else None
         language = record.language
 
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
@@ -198,6 +214,23 @@ class AttributionQueue:
             if missing and error is None:
                 self._requeue(record, missing)  # cut short by interactive work: try again later
             self._loop.call_soon_threadsafe(self._deliver, record, units, dict(rows or {}), method, error)
+
+        return work
+
+    def _prefetch_work(self, engine: Any, method: str, prefetch: tuple[Any, str | None]) -> Callable[[Any, threading.Event], None]:
+        scored, language = prefetch
+
+        def work(lm: Any, cancel: threading.Event | None = None) -> None:
+            try:
+                engine.context_units(lm, scored, language)
+                rows = engine.attribute_rows(lm, scored, list(range(len(scored.tokens))), method=method, cancel=cancel, language=language)
+            except Exception:
+                log.exception("attribution of an offered completion failed")
+                return
+            if cancel is not None and cancel.is_set() and len(rows) < len(scored.tokens):
+                with self._lock:  # cut short by interactive work: try again unless a newer offer came
+                    if self._prefetch is None:
+                        self._prefetch = (scored, language)
 
         return work
 

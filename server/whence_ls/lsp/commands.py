@@ -20,6 +20,7 @@ from lsprotocol import types
 
 from whence_ls.errors import WhenceError
 from whence_ls.lsp.code_lens import BUILD_COMMAND, OPEN_COMMAND, hits_note
+from whence_ls.lsp.command_ids import CONTRAST_COMMAND
 from whence_ls.lsp.inline_completion import ACCEPT_COMMAND
 from whence_ls.lsp.params import as_json, plain, require
 from whence_ls.lsp.records import Record
@@ -65,6 +66,7 @@ class CommandsFeature:
         ls.command(ACCEPT_COMMAND)(plain(self.accept))
         ls.command(EXPLAIN_COMMAND)(plain(self.explain))
         ls.command(REGENERATE_COMMAND)(plain(self.regenerate))
+        ls.command(CONTRAST_COMMAND)(plain(self.contrast))
         ls.command(OPEN_COMMAND)(plain(self.open_traced_source))
         ls.command(BUILD_COMMAND)(plain(self.build_index))
 
@@ -193,6 +195,53 @@ class CommandsFeature:
             server.workspace_code_lens_refresh(None)
 
     # -- explain ---------------------------------------------------------------------------------
+
+    async def contrast(self, *args: Any) -> dict[str, Any]:
+        """The sources that pushed the model towards the chosen token rather than its runner-up
+        (contrastive gradients on the logit margin, computed now), answered and shown as a message."""
+        server = self.server
+        body = _single(args, dict, "arguments [{recordId, tokenIndex}]")
+        record_id = require(body, "recordId", str, "arguments [{recordId, tokenIndex}] with a string recordId")
+        index = require(body, "tokenIndex", int, "arguments [{recordId, tokenIndex}] with an integer tokenIndex")
+        record = server.records.get(record_id)
+        if record is None:
+            raise _invalid(f"unknown record {record_id}: it was edited away or forgotten")
+        if not 0 <= index < len(record.scored.tokens):
+            raise _invalid(f"token {index} is outside the record ({len(record.scored.tokens)} tokens)")
+        token = record.scored.tokens[index]
+        runner = token.runner_up()
+        if runner is None:
+            raise _invalid("this token has no runner-up to compare with")
+        scored, language = record.scored, record.language
+
+        def work(lm: Any, cancel: Any):
+            import copy
+
+            from whence_ls.engine.attribution import attribute_rows, context_units
+
+            # a copy: the record keeps the rows of its own method
+            probe = copy.copy(scored)
+            probe.attribution, probe.attribution_method = {}, None
+            units = context_units(lm, probe, language)
+            return units, attribute_rows(lm, probe, [index], "contrastive", cancel, language=language).get(index)
+
+        answer = await server.run_model(work)
+        if answer is None or answer[1] is None:
+            raise _invalid(f"the model is not ready ({server.status.message})")
+        units, row = answer
+        document = server.documents.get(record.uri)
+        shown = record.units if record.units is not None else None
+        sources = []
+        for unit_index, score in row.top(3):
+            if score <= 0:
+                continue
+            unit = shown[unit_index] if shown is not None and unit_index < len(shown) else units[unit_index]
+            line = document.position_at(unit.start)[0] if document is not None else None
+            sources.append({"line": line, "text": unit.text.splitlines()[0][:80], "score": round(score, 4)})
+        listed = "; ".join(f"line {s['line'] + 1}: {s['text']}" for s in sources if s["line"] is not None) or "no line stood out"
+        message = f"whence: why {token.text.strip() or repr(token.text)!s} and not {runner.text.strip() or repr(runner.text)}: {listed}"
+        server.window_show_message(types.ShowMessageParams(type=types.MessageType.Info, message=message))
+        return {"token": token.text, "runnerUp": runner.text, "sources": sources, "message": message}
 
     async def explain(self, *args: Any) -> dict[str, Any]:
         server = self.server

@@ -3,7 +3,9 @@ what drove it (attribution over context units) as a markdown bar chart with link
 
 from __future__ import annotations
 
+import json
 import math
+from urllib.parse import quote
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -11,6 +13,7 @@ from lsprotocol import types
 from whence_ls.lsp.params import plain
 
 from whence_ls.lsp.attribution_queue import attribution_engine
+from whence_ls.lsp.command_ids import CONTRAST_COMMAND
 from whence_ls.lsp.records import Record
 
 if TYPE_CHECKING:
@@ -75,7 +78,7 @@ class HoverFeature:
         strongest sources with bars and their strongest identifiers, the logit lens, one note."""
         token = record.scored.tokens[index]
         alternatives = [a for a in token.alternatives if a.token_id != token.token_id]
-        head = f"**`{_code(token.text)}`** p = **{token.prob:.2f}**"
+        head = f"**`{_code(token.text)}`** p = **{token.prob:.2f}** · entropy {token.entropy:.1f}"
         if alternatives:
             runner = alternatives[0]
             head += f" · runner-up `{_code(runner.text)}` {math.exp(runner.logprob):.2f}"
@@ -110,6 +113,9 @@ class HoverFeature:
         if isinstance(lens, dict) and lens.get("layers"):
             lines.append(_lens_line(lens))
         method = getattr(row, "method", None) or self.server.attribution_method()
+        if alternatives:
+            arguments = quote(json.dumps([{"recordId": record.id, "tokenIndex": index}]))
+            lines.append(f"[why `{_code(token.text)}` and not `{_code(alternatives[0].text)}`?](command:{CONTRAST_COMMAND}?{arguments})  ")
         lines.append(f"_{self.method_sentence(method)}_")
         return "\n".join(lines)
 

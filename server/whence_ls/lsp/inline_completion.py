@@ -139,7 +139,10 @@ class InlineCompletionFeature:
             return None
         if not template.text.strip():
             return None
-        return self.offers.add(template, uri, mark, language)
+        offer = self.offers.add(template, uri, mark, language)
+        if server.attribution is not None:
+            server.attribution.prefetch(offer.scored, language)
+        return offer
 
 
 def _mean_prob(offer: Offer) -> float:
