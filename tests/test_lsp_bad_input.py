@@ -173,3 +173,19 @@ async def test_client_that_never_sends_did_open(client: LanguageClient):
         content_changes=[types.TextDocumentContentChangeWholeDocument(text="x = 1\n")],
     ))
     await still_serving(client)
+
+
+async def test_files_outside_the_workspace_are_never_read(client: LanguageClient, tmp_path_factory):
+    """A file the client never opened is read from disk only inside the workspace folders: not
+    another directory, not through a symlink out of the workspace, not through `..`."""
+    outside = tmp_path_factory.mktemp("outside")
+    secret = outside / "secret.py"
+    secret.write_text("TOKEN = 'hunter2-do-not-reveal'\n" + PY_SOURCE)
+    link = client.root / "looks_inside.py"
+    link.symlink_to(secret)
+    dotted = client.root.as_uri() + "/../" + outside.name + "/secret.py"
+    for uri in (secret.as_uri(), link.as_uri(), dotted):
+        assert not (await inline(client, uri, 10, 39)).items
+        with pytest.raises(JsonRpcException, match="unknown document"):
+            await execute(client, "whence.explainLine", {"uri": uri, "line": 1})
+    await still_serving(client)

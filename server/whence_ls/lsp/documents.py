@@ -201,10 +201,30 @@ def uri_to_path(uri: str) -> Path | None:
 
 class DocumentStore:
     """Documents by URI. A file URI the client never opened is read from disk, so a client
-    that skips didOpen still gets answers (without edit tracking)."""
+    that skips didOpen still gets answers (without edit tracking), but only from inside the
+    workspace folders: a request naming any other file (/etc/passwd, a symlink out of the
+    workspace, `..` in the URI) must not reveal it."""
 
     def __init__(self) -> None:
         self._documents: dict[str, Document] = {}
+        self._roots: list[Path] = []
+
+    def set_roots(self, roots: list[Path]) -> None:
+        """The workspace folders, resolved (symlinks followed): the only places read from disk."""
+        resolved = []
+        for root in roots:
+            try:
+                resolved.append(root.resolve(strict=True))
+            except OSError:
+                continue
+        self._roots = resolved
+
+    def readable(self, path: Path) -> bool:
+        try:
+            real = path.resolve(strict=True)
+        except OSError:
+            return False
+        return any(real == root or root in real.parents for root in self._roots)
 
     def open(self, uri: str, text: str, version: int | None, language_id: str) -> Document:
         document = Document(uri, text, version, language_id)
@@ -222,7 +242,7 @@ class DocumentStore:
             else:
                 return document
         path = uri_to_path(uri)
-        if path is None or not path.is_file():
+        if path is None or not self.readable(path) or not path.is_file():
             return None
         try:
             stat = path.stat()

@@ -63,6 +63,9 @@ class LifecycleFeature:
 
             root = Path(params.root_path)
         server.open_provenance(root)
+        roots = [uri_to_path(f.uri) for f in params.workspace_folders or []]
+        roots.append(root)
+        server.documents.set_roots([r for r in roots if r is not None])
         # no notification yet: before the initialize answer a server may only log or show messages
         server.status.state, server.status.message, server.status.progress = "loading", "waiting for settings", 0
 
