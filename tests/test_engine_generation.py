@@ -107,3 +107,30 @@ def test_generation_is_deterministic(tiny_lm):
     first = complete_at(tiny_lm, SOURCE, len(SOURCE), max_new_tokens=16)
     second = complete_at(tiny_lm, SOURCE, len(SOURCE), max_new_tokens=16)
     assert [t.token_id for t in first.tokens] == [t.token_id for t in second.tokens]
+
+
+def test_special_tokens_never_reach_a_completion(tiny_lm):
+    """Markup tokens (<|endoftext|>, <file_sep>, <|im_start|>...) are never chosen to heal a
+    cursor, and generation stops at one instead of writing its text into the code."""
+    from whence_ls.engine.generation import _healing_mask
+
+    special = tiny_lm.special_token_ids()
+    assert {0, 1, 2, 5} <= special  # endoftext, im_start, im_end, file_sep in this vocabulary
+    for pending in ("<", "<|", "<file", " "):
+        mask = _healing_mask(tiny_lm, pending)
+        assert all(mask[i] == float("-inf") for i in special), pending
+        assert (mask == 0).any(), pending  # ordinary tokens remain
+    text = "names = ['a', 'b']\n# see <|endoftext"
+    result = complete_at(tiny_lm, text, len(text), language="python", max_new_tokens=24)
+    assert "<|" not in result.text and "|>" not in result.text
+    assert all(t.token_id not in special for t in result.tokens)
+
+
+def test_a_column_inside_a_surrogate_pair_means_the_start_of_the_character():
+    from whence_ls.lsp.documents import Document
+
+    document = Document("file:///x.py", "s = '\U0001F600'\nt = 1\n", 1, "python")
+    emoji = document.text.index("\U0001F600")
+    assert document.offset_at(0, emoji, "utf-16") == emoji
+    assert document.offset_at(0, emoji + 1, "utf-16") == emoji  # between the two halves
+    assert document.offset_at(0, emoji + 2, "utf-16") == emoji + 1  # after the pair

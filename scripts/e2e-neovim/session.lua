@@ -81,6 +81,8 @@ end, 1000)
 local hover_text = hover.result and hover.result.contents and hover.result.contents.value or ""
 report.hover = hover_text
 check("hover shows probability and attribution", hover_text:find("p%s*=") ~= nil or hover_text:find("probability") ~= nil, hover_text)
+-- the attribution part: source lines with bars and links, from the calibrated estimator
+check("hover shows the driving source lines", hover_text:find("%[line %d+%]%(") ~= nil and hover_text:find("calibrated attention") ~= nil, hover_text)
 
 -- diagnostics arrive as publishDiagnostics into Neovim's own diagnostic store
 vim.wait(30000, function() return #vim.diagnostic.get(bufnr) > 0 end, 200)

@@ -113,7 +113,9 @@ class BenchResult:
 
 
 def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_per_target: int, truth_masks: int,
-              drop_rows: int, ig_targets: int, log: Callable[[str], None]) -> BenchResult:
+              drop_rows: int, ig_targets: int, log: Callable[[str], None], offset: int = 0, limit: int | None = None) -> BenchResult:
+    """Targets `offset` .. `offset + limit` of the `count` held-out targets (a run can be split
+    over processes and merged with `merge`)."""
     import torch
 
     from whence_ls.engine.attribution import attribute_rows, make_method
@@ -126,7 +128,9 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
 
     result = BenchResult()
     targets = heldout_targets(count)
-    for number, target in enumerate(targets):
+    stop = len(targets) if limit is None else min(len(targets), offset + limit)
+    for number in range(offset, stop):
+        target = targets[number]
         record = complete_at(lm, target.text, target.cursor, language="python", max_new_tokens=max_new_tokens, context_tokens=context_tokens)
         indices = [i for i, t in enumerate(record.tokens) if t.text.strip()][:rows_per_target]
         units = build_unit_map(record.context, "python")
@@ -159,6 +163,17 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
                 continue
             scores[name] = np.array([[rows[i].scores[s] for s in sources] for i in indices])
             by_abs[name] = rows[indices[0]].rank_by_abs
+            if name == "calibrated_attention":
+                # what the hover shows first: the line the copy heads read the token from, when
+                # they found one, then the estimator's ranking
+                column = {s: c for c, s in enumerate(sources)}
+                boosted = scores[name].copy()
+                for r, i in enumerate(indices):
+                    copied = rows[i].extra.get("copied_from_unit")
+                    if copied in column:
+                        boosted[r, column[copied]] = np.abs(boosted[r]).max() + 1.0
+                scores["calibrated_attention+copy_heads"] = boosted
+                by_abs["calibrated_attention+copy_heads"] = False
         if number < ig_targets:
             ig = make_method("integrated_gradients", steps=16)
             rows = timed("integrated_gradients", lambda: attribute_rows(lm, _fresh(record), indices[:1], ig, language="python"))
@@ -310,6 +325,22 @@ def cost_of_matrix(lm, *, context_tokens: int, new_tokens: int, log: Callable[[s
         costs["methods"][name] = {"seconds": seconds, "fe": seconds / forward}
         log(f"cost {name}: {seconds:.1f} s = {seconds / forward:.1f} FE")
     return costs
+
+
+def to_json(result: BenchResult) -> dict:
+    return {"rows": [vars(r) for r in result.rows], "seconds": result.seconds,
+            "forward_seconds": result.forward_seconds, "targets": result.targets}
+
+
+def merge(parts: list[dict]) -> BenchResult:
+    merged = BenchResult()
+    for part in parts:
+        merged.rows += [RowResult(**r) for r in part["rows"]]
+        for name, values in part["seconds"].items():
+            merged.seconds.setdefault(name, []).extend(values)
+        merged.forward_seconds += part["forward_seconds"]
+        merged.targets += part["targets"]
+    return merged
 
 
 def summarise(result: BenchResult) -> dict:

@@ -91,8 +91,10 @@ def heal_context(context: ContextWindow) -> tuple[ContextWindow, str]:
 
 def _healing_mask(lm: LoadedModel, pending: str) -> torch.Tensor:
     """Vocabulary mask of tokens consistent with text still to be re-produced."""
+    special = lm.special_token_ids()
     allowed = [
-        i for i, t in enumerate(lm.token_texts()) if t and "\ufffd" not in t and (t.startswith(pending) or pending.startswith(t))
+        i for i, t in enumerate(lm.token_texts())
+        if t and i not in special and "\ufffd" not in t and (t.startswith(pending) or pending.startswith(t))
     ]
     mask = torch.full((len(lm.token_texts()),), float("-inf"), device=lm.device)
     mask[allowed] = 0.0
@@ -129,6 +131,7 @@ def generate(
         raise WhenceError("nothing to complete from: the context is empty")
     model, tokenizer = lm.model, lm.tokenizer
     eos = lm.eos_token_ids
+    special = lm.special_token_ids()
     started = time.perf_counter()
     ids: list[int] = []
     rows: list[tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -161,6 +164,9 @@ def generate(
                 logprob = float(values[0])
             if token_id in eos:
                 stop_reason = "eos"
+                break
+            if token_id in special:
+                stop_reason = "special_token"  # markup for the model (<file_sep>, <|im_start|>...), never code
                 break
             ids.append(token_id)
             rows.append((logprob, values, indices, entropy))

@@ -30,6 +30,7 @@ class LoadedModel:
     load_seconds: float
 
     _token_texts: list[str] | None = None
+    _special_ids: frozenset[int] | None = None
     cache_argument: str = "cache"
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)  # for callers that opt in
 
@@ -39,6 +40,16 @@ class LoadedModel:
             decode = self.tokenizer.decode
             self._token_texts = [decode([i], clean_up_tokenization_spaces=False) for i in range(len(self.tokenizer))]
         return self._token_texts
+
+    def special_token_ids(self) -> frozenset[int]:
+        """Every special or added-special token (EOS, chat markers, repository and FIM tokens):
+        their text is markup for the model and must never reach the user's code."""
+        if self._special_ids is None:
+            ids = set(getattr(self.tokenizer, "all_special_ids", []) or [])
+            decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+            ids.update(i for i, token in decoder.items() if getattr(token, "special", False))
+            self._special_ids = frozenset(ids)
+        return self._special_ids
 
     @property
     def device_label(self) -> str:

@@ -156,9 +156,10 @@ def _chars_for_units(line: str, units: int, encoding: str) -> int:
         return min(units, len(line))
     count = 0
     for index, char in enumerate(line):
-        if count >= units:
-            return index
-        count += _width(char, encoding)
+        width = _width(char, encoding)
+        if count >= units or count + width > units:
+            return index  # a column inside a character (half a surrogate pair) means its start
+        count += width
     return len(line)
 
 
