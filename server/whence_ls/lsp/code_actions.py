@@ -8,29 +8,30 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from whence_ls.lsp.code_lens import OPEN_COMMAND
-from whence_ls.lsp.commands import EXPLAIN_COMMAND, MATRIX_COMMAND, REGENERATE_COMMAND
+from whence_ls.lsp.protocol_names import EXPLAIN_COMMAND, MATRIX_COMMAND, OPEN_COMMAND, REGENERATE_COMMAND
 from whence_ls.lsp.params import as_json, plain
 
 if TYPE_CHECKING:
-    from whence_ls.lsp.server import WhenceServer
+    from pygls.lsp.server import LanguageServer
+
+    from whence_ls.lsp.session import Session
 
 KIND = types.CodeActionKind.Refactor + ".whence"
 
 
 class CodeActionsFeature:
-    def __init__(self, server: "WhenceServer") -> None:
-        self.server = server
+    def __init__(self, session: "Session") -> None:
+        self.session = session
 
-    def register(self) -> None:
+    def register(self, server: "LanguageServer") -> None:
         options = types.CodeActionOptions(code_action_kinds=[KIND, types.CodeActionKind.QuickFix], resolve_provider=True)
-        self.server.feature(types.TEXT_DOCUMENT_CODE_ACTION, options)(plain(self.code_actions))
-        self.server.feature(types.CODE_ACTION_RESOLVE)(plain(self.resolve))
+        server.feature(types.TEXT_DOCUMENT_CODE_ACTION, options)(plain(self.code_actions))
+        server.feature(types.CODE_ACTION_RESOLVE)(plain(self.resolve))
 
     def code_actions(self, params: types.CodeActionParams) -> list[types.CodeAction]:
-        server = self.server
+        session = self.session
         uri = params.text_document.uri
-        document = server.documents.get(uri)
+        document = session.documents.get(uri)
         if document is None or document.problem is not None:
             return []
         line = params.range.start.line
@@ -41,7 +42,7 @@ class CodeActionsFeature:
         actions: list[types.CodeAction] = []
         if document.text[start:end].strip() and document.text[:start].strip():  # scoring needs code above
             actions.append(self._action("whence: Explain this line", KIND, {"action": "explain", "uri": uri, "line": line}))
-        for record in server.records.on_line(uri, start, end):
+        for record in session.records.on_line(uri, start, end):
             actions.append(self._action("whence: Show attribution matrix", KIND, {"action": "matrix", "uri": uri, "recordId": record.id}))
             if record.kind == "completion":
                 fix = self._action("whence: Regenerate from the least confident token", types.CodeActionKind.QuickFix,
@@ -70,7 +71,7 @@ class CodeActionsFeature:
         return action
 
     def _client_resolves_commands(self) -> bool:
-        caps = self.server.client_capabilities
+        caps = self.session.client.client_capabilities
         code_action = caps.text_document.code_action if caps and caps.text_document else None
         support = code_action.resolve_support if code_action else None
         return bool(support and "command" in support.properties)
@@ -84,7 +85,7 @@ class CodeActionsFeature:
         if action == "matrix":
             return types.Command(title="Show attribution matrix", command=MATRIX_COMMAND, arguments=[{"uri": data["uri"], "recordId": data["recordId"]}])
         if action == "open":
-            record = self.server.records.get(str(data.get("recordId")))
+            record = self.session.records.get(str(data.get("recordId")))
             if record is not None and record.trace_hits:
                 return types.Command(title="Open traced source", command=OPEN_COMMAND, arguments=[record.trace_hits[0]])
         return None

@@ -8,57 +8,57 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from whence_ls.lsp.protocol_names import BUILD_COMMAND, OPEN_COMMAND
 from whence_ls.lsp.params import as_json, plain
 from whence_ls.lsp.records import Record
-from whence_ls.lsp.trace_search import NoIndex
 
 if TYPE_CHECKING:
-    from whence_ls.lsp.server import WhenceServer
+    from pygls.lsp.server import LanguageServer
+
+    from whence_ls.lsp.session import Session
 
 log = logging.getLogger(__name__)
 
-OPEN_COMMAND = "whence.openTracedSource"
-BUILD_COMMAND = "whence.buildIndex"
 
 
 class CodeLensFeature:
-    def __init__(self, server: "WhenceServer") -> None:
-        self.server = server
+    def __init__(self, session: "Session") -> None:
+        self.session = session
 
-    def register(self) -> None:
-        ls = self.server
+    def register(self, server: "LanguageServer") -> None:
+        ls = server
         ls.feature(types.TEXT_DOCUMENT_CODE_LENS, types.CodeLensOptions(resolve_provider=True))(plain(self.code_lens))
         ls.feature(types.CODE_LENS_RESOLVE)(plain(self.resolve))
 
     def code_lens(self, params: types.CodeLensParams) -> list[types.CodeLens]:
-        server = self.server
-        document = server.documents.get(params.text_document.uri)
+        session = self.session
+        document = session.documents.get(params.text_document.uri)
         if document is None:
             return []
         lenses = []
-        for record in server.records.for_uri(document.uri):
+        for record in session.records.for_uri(document.uri):
             if record.kind != "completion":
                 continue
             line, _ = document.position_at(record.start)
             where = types.Range(types.Position(line, 0), types.Position(line, 0))
             lens = types.CodeLens(range=where, data={"recordId": record.id})
-            if record.trace_hits is not None or not server.trace.index_exists():
+            if record.trace_hits is not None or not session.trace.index_exists():
                 lens.command = self.command(record)  # known already: no resolve round trip
             lenses.append(lens)
         return lenses
 
     async def resolve(self, lens: types.CodeLens) -> types.CodeLens:
         data = as_json(lens.data) if lens.data is not None else {}
-        record = self.server.records.get(str(data.get("recordId", ""))) if isinstance(data, dict) else None
+        record = self.session.records.get(str(data.get("recordId", ""))) if isinstance(data, dict) else None
         if record is None:
             lens.command = types.Command(title="whence: this completion is gone (edited away)", command="")
             return lens
-        await self.server.commands.ensure_trace(record)
+        await self.session.ensure_trace(record)
         lens.command = self.command(record)
         return lens
 
     def command(self, record: Record) -> types.Command:
-        if record.trace_hits is None and not self.server.trace.index_exists():
+        if record.trace_hits is None and not self.session.trace.index_exists():
             return types.Command(
                 title="whence: no trace index, so no provenance — build the default index (Python stdlib)",
                 command=BUILD_COMMAND,
@@ -85,6 +85,4 @@ def _short(path: str) -> str:
     return "/".join(parts[-3:]) if len(parts) > 3 else path
 
 
-def hits_note(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, NoIndex) else f"trace search failed: {exc}"
 

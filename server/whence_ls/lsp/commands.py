@@ -19,22 +19,21 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.errors import WhenceError
-from whence_ls.lsp.code_lens import BUILD_COMMAND, OPEN_COMMAND, hits_note
-from whence_ls.lsp.command_ids import CONTRAST_COMMAND
-from whence_ls.lsp.inline_completion import ACCEPT_COMMAND
-from whence_ls.lsp.params import as_json, plain, require
+from whence_ls.lsp.params import as_json, invalid_params as _invalid, plain, require
+from whence_ls.lsp.protocol_names import (
+    ACCEPT_COMMAND, BUILD_COMMAND, CONTRAST_COMMAND, EXPLAIN_COMMAND, OPEN_COMMAND, REGENERATE_COMMAND,
+)
 from whence_ls.lsp.records import Record
-from whence_ls.lsp.trace_search import NoIndex
+from whence_ls.lsp.trace_search import NoIndex, hits_note
 
 if TYPE_CHECKING:
     from whence_ls.engine.records import ScoredText
-    from whence_ls.lsp.server import WhenceServer
+    from pygls.lsp.server import LanguageServer
+
+    from whence_ls.lsp.session import Session
 
 log = logging.getLogger(__name__)
 
-EXPLAIN_COMMAND = "whence.explainLine"
-REGENERATE_COMMAND = "whence.regenerate"
-MATRIX_COMMAND = "whence.showAttributionMatrix"  # rendered by the client; listed for code actions
 # how far from where it was offered the accepted text may have moved (typed-over prefixes)
 SEARCH_WINDOW = 400
 PENDING_SECONDS = 30.0
@@ -55,30 +54,32 @@ class Pending:
 
 
 class CommandsFeature:
-    def __init__(self, server: "WhenceServer") -> None:
-        self.server = server
+    def __init__(self, session: "Session") -> None:
+        self.session = session
         self._pending: list[Pending] = []
         self._trace_tasks: dict[str, asyncio.Task] = {}
         self._building: asyncio.Task | None = None
 
-    def register(self) -> None:
-        ls = self.server
+    def register(self, server: "LanguageServer") -> None:
+        ls = server
         ls.command(ACCEPT_COMMAND)(plain(self.accept))
         ls.command(EXPLAIN_COMMAND)(plain(self.explain))
         ls.command(REGENERATE_COMMAND)(plain(self.regenerate))
         ls.command(CONTRAST_COMMAND)(plain(self.contrast))
         ls.command(OPEN_COMMAND)(plain(self.open_traced_source))
         ls.command(BUILD_COMMAND)(plain(self.build_index))
+        self.session.place_pending = self.place_pending
+        self.session.ensure_trace = self.ensure_trace
 
     # -- accept ----------------------------------------------------------------------------------
 
     async def accept(self, *args: Any) -> dict[str, Any]:
-        server = self.server
+        session = self.session
         completion_id = _single(args, str, "arguments [completionId]")
-        offer = server.completions.offers.pop(completion_id)
+        offer = session.offers.pop(completion_id)
         if offer is None:
             raise _invalid(f"unknown or expired completion id {completion_id!r} (offers are kept for the last 64 completions)")
-        document = server.documents.get(offer.uri)
+        document = session.documents.get(offer.uri)
         anchor = document.map_offset(offer.scored.doc_start, offer.mark) if document is not None else None
         if document is None or anchor is None:
             raise _invalid(f"{offer.uri} is no longer open; the completion cannot be placed")
@@ -102,8 +103,8 @@ class CommandsFeature:
         self._pending = still
 
     def _place(self, pending: Pending) -> Record | None:
-        server = self.server
-        document = server.documents.get(pending.uri)
+        session = self.session
+        document = session.documents.get(pending.uri)
         if document is None:
             return None
         anchor = document.map_offset(pending.anchor, pending.mark)
@@ -118,22 +119,22 @@ class CommandsFeature:
         return record
 
     def _adopt(self, record: Record) -> None:
-        server = self.server
-        server.records.add(record)
-        if server.attribution is not None:
-            server.attribution.enqueue(record)
-        server.diagnostics.publish(record.uri)
+        session = self.session
+        session.records.add(record)
+        if session.attribution is not None:
+            session.attribution.enqueue(record)
+        session.publish_diagnostics(record.uri)
         if record.kind == "completion":
-            self._trace_tasks[record.id] = server.spawn(self._trace(record))
+            self._trace_tasks[record.id] = session.spawn(self._trace(record))
 
     async def _log(self, scored: "ScoredText", uri: str, line: int, language: str | None, kind: str) -> None:
-        server = self.server
-        if server.provenance is None:
+        session = self.session
+        if session.provenance is None:
             return
         probs = [t.prob for t in scored.tokens]
         import math
 
-        flagged = sorted(range(len(scored.tokens)), key=lambda i: scored.tokens[i].logprob)[: max(1, int(len(scored.tokens) * server.settings.diagnostics_share))]
+        flagged = sorted(range(len(scored.tokens)), key=lambda i: scored.tokens[i].logprob)[: max(1, int(len(scored.tokens) * session.settings.diagnostics_share))]
         row = {
             "id": scored.id,
             "accepted_at": time.time(),
@@ -150,19 +151,19 @@ class CommandsFeature:
             "kind": kind,
         }
         try:
-            await asyncio.to_thread(server.provenance.record, row)
+            await asyncio.to_thread(session.provenance.record, row)
         except Exception as exc:  # the completion is in the editor already; say the log failed
             log.exception("provenance log write failed")
-            server.log_once(f"provenance log {server.provenance.path} not writable: {exc}")
+            session.log_once(f"provenance log {session.provenance.path} not writable: {exc}")
 
     # -- trace -----------------------------------------------------------------------------------
 
     async def _trace(self, record: Record) -> None:
-        server = self.server
-        document = server.documents.get(record.uri)
+        session = self.session
+        document = session.documents.get(record.uri)
         first_line = document.position_at(record.start)[0] + 1 if document else 1
         try:
-            hits = await server.trace.search(record.scored.text, record.language, first_line)
+            hits = await session.trace.search(record.scored.text, record.language, first_line)
         except NoIndex as exc:
             record.trace_hits, record.trace_note = None, hits_note(exc)
             return
@@ -171,9 +172,9 @@ class CommandsFeature:
             record.trace_hits, record.trace_note = [], hits_note(exc)
             return
         record.trace_hits = hits
-        if server.provenance is not None:
+        if session.provenance is not None:
             try:
-                await asyncio.to_thread(server.provenance.set_trace, record.id, hits)
+                await asyncio.to_thread(session.provenance.set_trace, record.id, hits)
             except Exception:
                 log.exception("provenance trace update failed")
         self._refresh_lenses()
@@ -182,28 +183,28 @@ class CommandsFeature:
         """Wait for the record's trace search; search again if it found no index before and
         one exists now (built or configured since)."""
         task = self._trace_tasks.get(record.id)
-        stale = task is None or (task.done() and record.trace_hits is None and self.server.trace.index_exists())
+        stale = task is None or (task.done() and record.trace_hits is None and self.session.trace.index_exists())
         if stale and record.trace_hits is None and record.kind == "completion":
-            task = self._trace_tasks[record.id] = self.server.spawn(self._trace(record))
+            task = self._trace_tasks[record.id] = self.session.spawn(self._trace(record))
         if task is not None:
             await asyncio.shield(task)
 
     def _refresh_lenses(self) -> None:
-        server = self.server
-        workspace = server.client_capabilities.workspace if server.client_capabilities else None
+        session = self.session
+        workspace = session.client.client_capabilities.workspace if session.client.client_capabilities else None
         if workspace and workspace.code_lens and workspace.code_lens.refresh_support:
-            server.workspace_code_lens_refresh(None)
+            session.client.workspace_code_lens_refresh(None)
 
     # -- explain ---------------------------------------------------------------------------------
 
     async def contrast(self, *args: Any) -> dict[str, Any]:
         """The sources that pushed the model towards the chosen token rather than its runner-up
         (contrastive gradients on the logit margin, computed now), answered and shown as a message."""
-        server = self.server
+        session = self.session
         body = _single(args, dict, "arguments [{recordId, tokenIndex}]")
         record_id = require(body, "recordId", str, "arguments [{recordId, tokenIndex}] with a string recordId")
         index = require(body, "tokenIndex", int, "arguments [{recordId, tokenIndex}] with an integer tokenIndex")
-        record = server.records.get(record_id)
+        record = session.records.get(record_id)
         if record is None:
             raise _invalid(f"unknown record {record_id}: it was edited away or forgotten")
         if not 0 <= index < len(record.scored.tokens):
@@ -225,11 +226,11 @@ class CommandsFeature:
             units = context_units(lm, probe, language)
             return units, attribute_rows(lm, probe, [index], "contrastive", cancel, language=language).get(index)
 
-        answer = await server.run_model(work)
+        answer = await session.run_model(work)
         if answer is None or answer[1] is None:
-            raise _invalid(f"the model is not ready ({server.status.message})")
+            raise _invalid(f"the model is not ready ({session.status.message})")
         units, row = answer
-        document = server.documents.get(record.uri)
+        document = session.documents.get(record.uri)
         shown = record.units if record.units is not None else None
         sources = []
         for unit_index, score in row.top(3):
@@ -240,15 +241,15 @@ class CommandsFeature:
             sources.append({"line": line, "text": unit.text.splitlines()[0][:80], "score": round(score, 4)})
         listed = "; ".join(f"line {s['line'] + 1}: {s['text']}" for s in sources if s["line"] is not None) or "no line stood out"
         message = f"whence: why {token.text.strip() or repr(token.text)!s} and not {runner.text.strip() or repr(runner.text)}: {listed}"
-        server.window_show_message(types.ShowMessageParams(type=types.MessageType.Info, message=message))
+        session.client.window_show_message(types.ShowMessageParams(type=types.MessageType.Info, message=message))
         return {"token": token.text, "runnerUp": runner.text, "sources": sources, "message": message}
 
     async def explain(self, *args: Any) -> dict[str, Any]:
-        server = self.server
+        session = self.session
         body = _single(args, dict, "arguments [{uri, line}]")
         uri = require(body, "uri", str, "arguments [{uri, line}] with a string uri")
         line = require(body, "line", int, "arguments [{uri, line}] with a 0-based integer line")
-        document = server.documents.get(uri)
+        document = session.documents.get(uri)
         if document is None:
             raise _invalid(f"unknown document {uri}: open it first")
         if document.problem:
@@ -261,44 +262,44 @@ class CommandsFeature:
             raise _invalid(f"line {line} is blank: nothing to explain")
         if not document.text[:start].strip():
             raise _invalid(f"line {line} has no code before it: the model needs context to score it")
-        if not server.status.ready:
-            server.status.not_ready()
-            raise _invalid(f"the model is not ready ({server.status.message})")
-        text, language, mark, settings = document.text, document.language, document.mark(), server.settings
+        if not session.status.ready:
+            session.status.not_ready()
+            raise _invalid(f"the model is not ready ({session.status.message})")
+        text, language, mark, settings = document.text, document.language, document.mark(), session.settings
 
         def work(lm: Any, cancel: Any):
             from whence_ls.engine.explain import explain_line
 
             return explain_line(lm, text, line, language=language, context_tokens=settings.context_tokens)
 
-        scored = await server.run_model(work)
+        scored = await session.run_model(work)
         if scored is None:
-            raise _invalid(f"the model is not ready ({server.status.message})")
+            raise _invalid(f"the model is not ready ({session.status.message})")
         position = document.map_offset(scored.doc_start, mark, anchor=False)
         if position is None or document.text[position : position + len(scored.text)] != scored.text:
             raise _invalid("the line changed while it was being explained; run the action again")
-        for old in server.records.for_uri(uri):
+        for old in session.records.for_uri(uri):
             if old.kind == "explanation" and old.start == position and old.end == position + len(scored.text):
                 self._forget(old)  # explaining a line again replaces its earlier explanation
         record = Record.place(scored, uri, position, language, mark)
         self._adopt(record)
-        return {"recordId": record.id, "range": server.range_json(document, record.start, record.end)}
+        return {"recordId": record.id, "range": session.range_json(document, record.start, record.end)}
 
     def _forget(self, record: Record) -> None:
-        server = self.server
-        server.records.remove(record)
-        if server.attribution is not None:
-            server.attribution.forget(record)
+        session = self.session
+        session.records.remove(record)
+        if session.attribution is not None:
+            session.attribution.forget(record)
 
     # -- regenerate ------------------------------------------------------------------------------
 
     async def regenerate(self, *args: Any) -> dict[str, Any]:
-        server = self.server
+        session = self.session
         body = _single(args, dict, "arguments [{uri, recordId}]")
         uri = require(body, "uri", str, "arguments [{uri, recordId}] with a string uri")
         record_id = require(body, "recordId", str, "arguments [{uri, recordId}] with a string recordId")
-        record = server.records.get(record_id)
-        document = server.documents.get(uri)
+        record = session.records.get(record_id)
+        document = session.documents.get(uri)
         if record is None or record.uri != uri or document is None:
             raise _invalid(f"no record {record_id} in {uri} (it may have been edited away)")
         live = [i for i in record.live_tokens() if record.scored.tokens[i].text.strip()]
@@ -312,7 +313,7 @@ class CommandsFeature:
         cut, tail_end = record.spans[index][0], record.end
         text = document.text[:cut] + replacement + document.text[tail_end:]
         cursor = cut + len(replacement)
-        language, mark, settings = record.language, document.mark(), server.settings
+        language, mark, settings = record.language, document.mark(), session.settings
 
         def work(lm: Any, cancel: Any):
             from whence_ls.engine.generation import complete_at
@@ -320,11 +321,11 @@ class CommandsFeature:
             return complete_at(lm, text, cursor, language=language, max_new_tokens=settings.max_new_tokens,
                                context_tokens=settings.context_tokens, cancel=cancel, reuse_prefix=True)
 
-        scored = await server.run_model(work, completion=True)
+        scored = await session.run_model(work, completion=True)
         if scored is None or scored.stop_reason == "cancelled":
             raise _invalid("regeneration was superseded or the model is not ready")
         new_text = replacement + scored.text
-        edit = types.WorkspaceEdit(changes={uri: [types.TextEdit(range=server.range(document, cut, tail_end), new_text=new_text)]})
+        edit = types.WorkspaceEdit(changes={uri: [types.TextEdit(range=session.range(document, cut, tail_end), new_text=new_text)]})
         # the generated part becomes a record of its own, placed when the edit lands: it will
         # begin right after the runner-up text at `cut`
         pending = Pending(scored, uri, cut, document.mark(), mark, language, time.time() + PENDING_SECONDS,
@@ -332,12 +333,12 @@ class CommandsFeature:
         self._pending.append(pending)
         line = document.position_at(cut)[0]
         await self._log(scored, uri, line, language, "regenerated")
-        result = await server.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label="whence: regenerate"))
+        result = await session.client.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label="whence: regenerate"))
         if result is not None and not result.applied:
             self._pending = [p for p in self._pending if p is not pending]
             raise _invalid(f"the client did not apply the edit: {result.failure_reason or 'no reason given'}")
         self.place_pending(uri)
-        return {"edit": server.protocol._converter.unstructure(edit), "recordId": scored.id, "replacedTokenIndex": index,
+        return {"edit": session.client.protocol._converter.unstructure(edit), "recordId": scored.id, "replacedTokenIndex": index,
                 "from": token.text, "to": replacement}
 
     @staticmethod
@@ -368,32 +369,32 @@ class CommandsFeature:
         return hit
 
     async def build_index(self, *args: Any) -> dict[str, Any]:
-        server = self.server
+        session = self.session
         if self._building is not None and not self._building.done():
             return await asyncio.shield(self._building)
-        self._building = server.spawn(self._build())
+        self._building = session.spawn(self._build())
         return await asyncio.shield(self._building)
 
     async def _build(self) -> dict[str, Any]:
-        server = self.server
+        session = self.session
         token = f"whence-index-{uuid.uuid4().hex[:8]}"
         loop = asyncio.get_running_loop()
         progress = False
-        window = server.client_capabilities.window if server.client_capabilities else None
+        window = session.client.client_capabilities.window if session.client.client_capabilities else None
         if window and window.work_done_progress:
             try:
-                await server.work_done_progress.create_async(token)
-                server.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="whence: building the trace index", percentage=0))
+                await session.client.work_done_progress.create_async(token)
+                session.client.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="whence: building the trace index", percentage=0))
                 progress = True
             except Exception:
                 progress = False
-        out = server.trace.index_path()
+        out = session.trace.index_path()
 
         def report(stage: str, done: int, total: int) -> None:
             if progress:
                 percent = int(100 * done / total) if total else 0
                 loop.call_soon_threadsafe(
-                    server.work_done_progress.report, token,
+                    session.client.work_done_progress.report, token,
                     types.WorkDoneProgressReport(message=f"{stage} {done}/{total}", percentage=min(100, percent)),
                 )
 
@@ -406,15 +407,15 @@ class CommandsFeature:
             summary = await asyncio.to_thread(build)
         except Exception as exc:
             if progress:
-                server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=f"failed: {exc}"))
+                session.client.work_done_progress.end(token, types.WorkDoneProgressEnd(message=f"failed: {exc}"))
             raise _invalid(f"index build failed: {exc}") from None
         if progress:
-            server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=f"built {out}"))
-        server.trace.forget_index()  # reopen: the new index replaced the old one
-        for record in server.records.all():
+            session.client.work_done_progress.end(token, types.WorkDoneProgressEnd(message=f"built {out}"))
+        session.trace.forget_index()  # reopen: the new index replaced the old one
+        for record in session.records.all():
             if record.kind == "completion":
                 record.trace_hits = None
-                self._trace_tasks[record.id] = server.spawn(self._trace(record))
+                self._trace_tasks[record.id] = session.spawn(self._trace(record))
         return {"index": str(out), "summary": _jsonable(summary)}
 
 
@@ -442,10 +443,6 @@ def _single(args: tuple, kind: type, what: str) -> Any:
     return values[0]
 
 
-def _invalid(message: str) -> Exception:
-    from pygls.exceptions import JsonRpcInvalidParams
-
-    return JsonRpcInvalidParams(message=message)
 
 
 def _jsonable(value: Any) -> Any:

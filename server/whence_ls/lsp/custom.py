@@ -11,21 +11,19 @@ from lsprotocol import types
 
 from whence_ls.errors import WhenceError
 from whence_ls.lsp.attribution_queue import attribution_engine
-from whence_ls.lsp.commands import _invalid
-from whence_ls.lsp.params import as_json, plain, require
+from whence_ls.lsp.params import as_json, invalid_params as _invalid, plain, require
+from whence_ls.lsp.protocol_names import MATRIX_METHOD, STATUS_METHOD, TOKEN_METHOD, TRACED_SOURCE_METHOD
 from whence_ls.lsp.records import Record
-from whence_ls.lsp.status import STATUS_METHOD
 from whence_ls.lsp.trace_search import NoIndex
 
 if TYPE_CHECKING:
     from whence_ls.lsp.documents import Document
-    from whence_ls.lsp.server import WhenceServer
+    from pygls.lsp.server import LanguageServer
+
+    from whence_ls.lsp.session import Session
 
 log = logging.getLogger(__name__)
 
-MATRIX_METHOD = "whence/attributionMatrix"
-TOKEN_METHOD = "whence/tokenAttribution"
-TRACED_SOURCE_METHOD = "whence/tracedSource"
 # the matrix and tinting wait this long for units (and, for tinting, the row) before answering
 WAIT_S = 2.0
 
@@ -33,59 +31,59 @@ _LANGUAGE_IDS = {"tsx": "typescriptreact"}
 
 
 class CustomRequestsFeature:
-    def __init__(self, server: "WhenceServer") -> None:
-        self.server = server
+    def __init__(self, session: "Session") -> None:
+        self.session = session
 
-    def register(self) -> None:
-        ls = self.server
+    def register(self, server: "LanguageServer") -> None:
+        ls = server
         ls.feature(STATUS_METHOD)(plain(self.status))
         ls.feature(MATRIX_METHOD)(plain(self.attribution_matrix))
         ls.feature(TOKEN_METHOD)(plain(self.token_attribution))
         ls.feature(TRACED_SOURCE_METHOD)(plain(self.traced_source))
 
     def status(self, params: Any) -> dict[str, Any]:
-        server = self.server
-        server.status.stats = {
-            "completionCacheHits": server.completions.cache.hits,
-            "attributionPending": server.attribution.pending_count() if server.attribution else 0,
-            "records": len(server.records.all()),
+        session = self.session
+        session.status.stats = {
+            "completionCacheHits": session.completion_cache.hits,
+            "attributionPending": session.attribution.pending_count() if session.attribution else 0,
+            "records": len(session.records.all()),
         }
-        return server.status.snapshot()
+        return session.status.snapshot()
 
     def _find(self, body: dict[str, Any]) -> tuple["Document", Record, int | None] | None:
-        server = self.server
+        session = self.session
         document_id = body.get("textDocument")
         uri = document_id.get("uri") if isinstance(document_id, dict) else None
         if not isinstance(uri, str):
             raise _invalid("expected {textDocument: {uri}, ...}")
-        document = server.documents.get(uri)
+        document = session.documents.get(uri)
         if document is None:
             return None
         record_id = body.get("recordId")
         if isinstance(record_id, str):
-            record = server.records.get(record_id)
+            record = session.records.get(record_id)
             return (document, record, None) if record is not None and record.uri == uri else None
         position = body.get("position")
         if not isinstance(position, dict):
             raise _invalid("expected a position or a recordId")
-        offset = server.offset(document, types.Position(line=int(position.get("line", -1)), character=int(position.get("character", 0))))
+        offset = session.offset(document, types.Position(line=int(position.get("line", -1)), character=int(position.get("character", 0))))
         if offset is None:
             return None
-        found = server.records.at(uri, offset)
+        found = session.records.at(uri, offset)
         if found is not None:
             return document, found[0], found[1]
         line_start, line_end = document.line_span(int(position["line"]))
-        on_line = server.records.on_line(uri, line_start, line_end)
+        on_line = session.records.on_line(uri, line_start, line_end)
         return (document, on_line[0], None) if on_line else None
 
     async def attribution_matrix(self, params: Any) -> dict[str, Any] | None:
-        server = self.server
+        session = self.session
         found = self._find(as_json(params) or {})
         if found is None:
             return None
         document, record, _ = found
-        queue = server.attribution
-        method = server.attribution_method()
+        queue = session.attribution
+        method = session.attribution_method()
         units = record.units
         if units is None and queue is not None and method != "none":
             units = await queue.wait_units(record, WAIT_S)
@@ -104,17 +102,17 @@ class CustomRequestsFeature:
             "method": method,
             "note": f"attribution failed: {error}" if error else note,
             "tokens": [
-                {"text": t.text, "range": server.range_json(document, *record.spans[i]), "prob": t.prob,
+                {"text": t.text, "range": session.range_json(document, *record.spans[i]), "prob": t.prob,
                  **({"edited": True} if i in record.edited else {})}
                 for i, t in enumerate(record.scored.tokens)
             ],
-            "units": [{"text": u.text, "range": server.range_json(document, u.start, u.end),
+            "units": [{"text": u.text, "range": session.range_json(document, u.start, u.end),
                        "line": document.position_at(u.start)[0], "identifiers": list(u.identifiers)} for u in units or []],
             "scores": rows,
         }
 
     async def token_attribution(self, params: Any) -> dict[str, Any] | None:
-        server = self.server
+        session = self.session
         body = as_json(params) or {}
         if not isinstance(body.get("position"), dict):
             raise _invalid("expected {textDocument: {uri}, position}")
@@ -125,8 +123,8 @@ class CustomRequestsFeature:
         document, record, index = found
         token = record.scored.tokens[index]
         row = None
-        queue = server.attribution
-        method = server.attribution_method()
+        queue = session.attribution
+        method = session.attribution_method()
         if queue is not None and method != "none" and attribution_engine() is not None:
             row = await queue.wait_row(record, index, WAIT_S)
             if row is not None and record.units is None:
@@ -134,12 +132,12 @@ class CustomRequestsFeature:
         units = []
         if row is not None and record.units is not None:
             units = [
-                {"range": server.range_json(document, record.units[u].start, record.units[u].end), "score": round(score, 6)}
+                {"range": session.range_json(document, record.units[u].start, record.units[u].end), "score": round(score, 6)}
                 for u, score in tint_sources(row.scores, rank_by_abs=getattr(row, "rank_by_abs", True))
                 if u < len(record.units)
             ]
         answer = {
-            "token": {"text": token.text, "range": server.range_json(document, *record.spans[index]), "prob": token.prob},
+            "token": {"text": token.text, "range": session.range_json(document, *record.spans[index]), "prob": token.prob},
             "units": units,
             "method": method,
         }
@@ -154,7 +152,7 @@ class CustomRequestsFeature:
             raise _invalid("expected {hit}")
         require(hit, "path", str, "a trace hit with a path")
         try:
-            content = await self.server.trace.read_source(hit)
+            content = await self.session.trace.read_source(hit)
         except NoIndex as exc:
             raise _invalid(str(exc)) from None
         except WhenceError as exc:

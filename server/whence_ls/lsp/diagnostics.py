@@ -11,7 +11,9 @@ from lsprotocol import types
 from whence_ls.lsp.records import Record
 
 if TYPE_CHECKING:
-    from whence_ls.lsp.server import WhenceServer
+    from pygls.lsp.server import LanguageServer
+
+    from whence_ls.lsp.session import Session
 
 SOURCE = "whence"
 CODE = "low-confidence"
@@ -31,21 +33,24 @@ def low_confidence_tokens(record: Record, share: float) -> list[int]:
 
 
 class DiagnosticsFeature:
-    def __init__(self, server: "WhenceServer") -> None:
-        self.server = server
+    def __init__(self, session: "Session") -> None:
+        self.session = session
         self._published: set[str] = set()
 
-    def register(self) -> None:
-        pass  # diagnostics are pushed (textDocument/publishDiagnostics), nothing to answer
+    def register(self, server: "LanguageServer") -> None:
+        # diagnostics are pushed (textDocument/publishDiagnostics): nothing to answer, only the
+        # hooks through which edits and new records ask for a fresh publication
+        self.session.publish_diagnostics = self.publish
+        self.session.clear_diagnostics = self.clear
 
     def diagnostics_for(self, uri: str) -> list[types.Diagnostic]:
-        server = self.server
-        document = server.documents.get(uri)
+        session = self.session
+        document = session.documents.get(uri)
         if document is None:
             return []
         found = []
-        for record in server.records.for_uri(uri):
-            for index in low_confidence_tokens(record, server.settings.diagnostics_share):
+        for record in session.records.for_uri(uri):
+            for index in low_confidence_tokens(record, session.settings.diagnostics_share):
                 token = record.scored.tokens[index]
                 start, end = record.spans[index]
                 runner = token.runner_up()
@@ -53,7 +58,7 @@ class DiagnosticsFeature:
                 what = "completion" if record.kind == "completion" else "line"
                 found.append(
                     types.Diagnostic(
-                        range=server.range(document, start, end),
+                        range=session.range(document, start, end),
                         message=f"low confidence: `{token.text}` p={token.prob:.2f}{best} (whence {what})",
                         severity=types.DiagnosticSeverity.Information,
                         code=CODE,
@@ -70,15 +75,15 @@ class DiagnosticsFeature:
         self._published.add(uri)
         if not diagnostics:
             self._published.discard(uri)
-        document = self.server.documents.get(uri)
-        self.server.text_document_publish_diagnostics(
+        document = self.session.documents.get(uri)
+        self.session.client.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics, version=document.version if document else None)
         )
 
     def clear(self, uri: str) -> None:
         if uri in self._published:
             self._published.discard(uri)
-            self.server.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+            self.session.client.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
 
 def _p(logprob: float) -> str:

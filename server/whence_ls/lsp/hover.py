@@ -13,12 +13,14 @@ from lsprotocol import types
 from whence_ls.lsp.params import plain
 
 from whence_ls.lsp.attribution_queue import attribution_engine
-from whence_ls.lsp.command_ids import CONTRAST_COMMAND
+from whence_ls.lsp.protocol_names import CONTRAST_COMMAND
 from whence_ls.lsp.records import Record
 
 if TYPE_CHECKING:
     from whence_ls.lsp.documents import Document
-    from whence_ls.lsp.server import WhenceServer
+    from pygls.lsp.server import LanguageServer
+
+    from whence_ls.lsp.session import Session
 
 # a hover on a token whose row is not ready waits this long for it, then answers without it
 HOVER_WAIT_S = 2.0
@@ -27,21 +29,21 @@ BAR_WIDTH = 12
 
 
 class HoverFeature:
-    def __init__(self, server: "WhenceServer") -> None:
-        self.server = server
+    def __init__(self, session: "Session") -> None:
+        self.session = session
 
-    def register(self) -> None:
-        self.server.feature(types.TEXT_DOCUMENT_HOVER)(plain(self.hover))
+    def register(self, server: "LanguageServer") -> None:
+        server.feature(types.TEXT_DOCUMENT_HOVER)(plain(self.hover))
 
     async def hover(self, params: types.HoverParams) -> types.Hover | None:
-        server = self.server
-        document = server.documents.get(params.text_document.uri)
+        session = self.session
+        document = session.documents.get(params.text_document.uri)
         if document is None:
             return None
-        offset = server.offset(document, params.position)
+        offset = session.offset(document, params.position)
         if offset is None:
             return None
-        found = server.records.at(document.uri, offset)
+        found = session.records.at(document.uri, offset)
         if found is None:
             return None
         record, index = found
@@ -49,21 +51,21 @@ class HoverFeature:
         start, end = record.spans[index]
         return types.Hover(
             contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=self.markdown(document, record, index, row, note)),
-            range=server.range(document, start, end),
+            range=session.range(document, start, end),
         )
 
     async def row(self, record: Record, index: int) -> tuple[Any | None, str]:
         """The token's attribution row (waiting briefly for it) and, without one, why not."""
-        server = self.server
-        method = server.attribution_method()
+        session = self.session
+        method = session.attribution_method()
         if method == "none":
             return None, "attribution is off (`whence.attributionMethod` is `none`)"
         if attribution_engine() is None:
             return None, "attribution is not available in this installation"
-        queue = server.attribution
+        queue = session.attribution
         if queue is None:
             return None, "attribution computing…"
-        if not server.status.ready and queue.row(record, index) is None:
+        if not session.status.ready and queue.row(record, index) is None:
             return None, "attribution waits for the model to load"
         row = await queue.wait_row(record, index, HOVER_WAIT_S)
         if row is not None and record.units is None:
@@ -112,7 +114,7 @@ class HoverFeature:
         lens = extra.get("logit_lens")
         if isinstance(lens, dict) and lens.get("layers"):
             lines.append(_lens_line(lens))
-        method = getattr(row, "method", None) or self.server.attribution_method()
+        method = getattr(row, "method", None) or self.session.attribution_method()
         if alternatives:
             arguments = quote(json.dumps([{"recordId": record.id, "tokenIndex": index}]))
             lines.append(f"[why `{_code(token.text)}` and not `{_code(alternatives[0].text)}`?](command:{CONTRAST_COMMAND}?{arguments})  ")
@@ -124,7 +126,7 @@ class HoverFeature:
         short = getattr(engine, "METHOD_SHORT_NOTES", {}).get(method) if engine is not None else None
         name = method.replace("_", " ")
         sentence = f"{name}: {short}" if short else name
-        if self.server.model_calibrated is False and method == getattr(engine, "FALLBACK_METHOD", None):
+        if self.session.model_calibrated is False and method == getattr(engine, "FALLBACK_METHOD", None):
             sentence += " (this model is not calibrated: run `whence-ls model calibrate` for the calibrated estimator)"
         return sentence
 

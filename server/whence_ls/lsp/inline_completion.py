@@ -14,31 +14,31 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.errors import WhenceError
-from whence_ls.lsp.offers import CompletionCache, Offer, OfferBook
+from whence_ls.lsp.offers import Offer
 from whence_ls.lsp.params import as_json, plain
+from whence_ls.lsp.protocol_names import ACCEPT_COMMAND, SHOWN_METHOD
 
 if TYPE_CHECKING:
-    from whence_ls.lsp.server import WhenceServer
+    from pygls.lsp.server import LanguageServer
+
+    from whence_ls.lsp.session import Session
 
 log = logging.getLogger(__name__)
 
-ACCEPT_COMMAND = "whence.acceptCompletion"
-SHOWN_METHOD = "whence/completionShown"
 
 
 class InlineCompletionFeature:
-    def __init__(self, server: "WhenceServer") -> None:
-        self.server = server
-        self.offers = OfferBook()
-        self.cache = CompletionCache()
+    def __init__(self, session: "Session") -> None:
+        self.session = session
         self._inflight: dict[tuple, asyncio.Future] = {}
 
-    def register(self) -> None:
-        ls = self.server
+    def register(self, server: "LanguageServer") -> None:
+        ls = server
         ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(plain(self.inline_completion))
         ls.feature(SHOWN_METHOD)(plain(self.completion_shown))
+        self.session.initialize_hooks.append(lambda params: self.register_fallback(server, params.capabilities))
 
-    def register_fallback(self, capabilities: types.ClientCapabilities) -> None:
+    def register_fallback(self, server: "LanguageServer", capabilities: types.ClientCapabilities) -> None:
         """Offer completion items only to clients without inline completion (called during
         initialize, before capabilities are computed): a client with both would ask twice per
         keystroke and show the same text twice."""
@@ -46,7 +46,7 @@ class InlineCompletionFeature:
         if text_document is not None and text_document.inline_completion is not None:
             return
         options = types.CompletionOptions(trigger_characters=[".", "(", "="])
-        self.server.feature(types.TEXT_DOCUMENT_COMPLETION, options)(plain(self.completion))
+        server.feature(types.TEXT_DOCUMENT_COMPLETION, options)(plain(self.completion))
 
     async def inline_completion(self, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
         offer = await self.offer(params.text_document.uri, params.position)
@@ -84,7 +84,7 @@ class InlineCompletionFeature:
 
     def completion_shown(self, params: Any) -> None:
         body = as_json(params)
-        offer = self.offers.get(str(body.get("completionId", "")))
+        offer = self.session.offers.get(str(body.get("completionId", "")))
         if offer is not None and offer.shown_at is None:
             import time
 
@@ -93,22 +93,22 @@ class InlineCompletionFeature:
     async def offer(self, uri: str, position: types.Position) -> Offer | None:
         """Generate (or reuse) a completion at `position`; None when there is nothing to offer
         (not ready, unknown document, bad position, no context, superseded)."""
-        server = self.server
-        document = server.documents.get(uri)
+        session = self.session
+        document = session.documents.get(uri)
         if document is None or document.problem is not None:
             if document is not None:
-                server.log_once(f"{uri}: {document.problem}")
+                session.log_once(f"{uri}: {document.problem}")
             return None
-        if not server.status.ready:
-            server.status.not_ready()
+        if not session.status.ready:
+            session.status.not_ready()
             return None
-        cursor = server.offset(document, position)
+        cursor = session.offset(document, position)
         if cursor is None or not document.text[:cursor].strip():
             return None
-        settings = server.settings
+        settings = session.settings
         text, language, mark = document.text, document.language, document.mark()
-        key = self.cache.key(text, cursor, language, (settings.max_new_tokens, settings.context_tokens, server.model_name))
-        template = self.cache.get(key)
+        key = self.session.completion_cache.key(text, cursor, language, (settings.max_new_tokens, settings.context_tokens, session.model_name))
+        template = self.session.completion_cache.get(key)
         if template is None and key in self._inflight:
             # the same request is generating already (a re-ask, or both completion kinds):
             # share its answer rather than superseding it
@@ -125,23 +125,23 @@ class InlineCompletionFeature:
 
             shared = self._inflight[key] = asyncio.get_running_loop().create_future()
             try:
-                template = await server.run_model(generate, completion=True)
+                template = await session.run_model(generate, completion=True)
             except WhenceError as exc:  # e.g. no context tokens: nothing to offer, say why once
-                server.log_once(f"{uri}: no completion: {exc}")
+                session.log_once(f"{uri}: no completion: {exc}")
             finally:
                 self._inflight.pop(key, None)
                 if not shared.done():
                     shared.set_result(template if template is not None and template.stop_reason != "cancelled" else None)
             if template is None or template.stop_reason == "cancelled":
                 return None  # superseded by a newer request: its answer is the one that counts
-            self.cache.put(key, template)
+            self.session.completion_cache.put(key, template)
         if template is None:
             return None
         if not template.text.strip():
             return None
-        offer = self.offers.add(template, uri, mark, language)
-        if server.attribution is not None:
-            server.attribution.prefetch(offer.scored, language)
+        offer = self.session.offers.add(template, uri, mark, language)
+        if session.attribution is not None:
+            session.attribution.prefetch(offer.scored, language)
         return offer
 
 

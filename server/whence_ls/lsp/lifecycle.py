@@ -18,7 +18,9 @@ from whence_ls.lsp.documents import uri_to_path
 from whence_ls.lsp.settings import Settings
 
 if TYPE_CHECKING:
-    from whence_ls.lsp.server import WhenceServer
+    from pygls.lsp.server import LanguageServer
+
+    from whence_ls.lsp.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,13 @@ EXIT_WAIT_S = 2.0
 
 
 class LifecycleFeature:
-    def __init__(self, server: "WhenceServer") -> None:
-        self.server = server
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+        self._loaded_key: tuple | None = None  # the settings the loaded (or loading) model came from
+        self._load_task: asyncio.Task | None = None
 
-    def register(self) -> None:
-        ls = self.server
+    def register(self, server: "LanguageServer") -> None:
+        ls = server
         ls.feature(types.INITIALIZE)(plain(self.initialize))
         ls.feature(types.INITIALIZED)(plain(self.initialized))
         ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)(plain(self.did_change_configuration))
@@ -49,9 +53,10 @@ class LifecycleFeature:
 
     def initialize(self, params: types.InitializeParams) -> None:
         # answers at once: nothing here touches the model
-        server = self.server
-        server.start_worker()
-        server.completions.register_fallback(params.capabilities)
+        session = self.session
+        session.start_worker()
+        for hook in session.initialize_hooks:
+            hook(params)
         self.apply_settings(params.initialization_options)
         root = None
         if params.workspace_folders:
@@ -62,12 +67,12 @@ class LifecycleFeature:
             from pathlib import Path
 
             root = Path(params.root_path)
-        server.open_provenance(root)
+        session.open_provenance(root)
         roots = [uri_to_path(f.uri) for f in params.workspace_folders or []]
         roots.append(root)
-        server.documents.set_roots([r for r in roots if r is not None])
+        session.documents.set_roots([r for r in roots if r is not None])
         # no notification yet: before the initialize answer a server may only log or show messages
-        server.status.state, server.status.message, server.status.progress = "loading", "waiting for settings", 0
+        session.status.state, session.status.message, session.status.progress = "loading", "waiting for settings", 0
 
     async def initialized(self, params: types.InitializedParams) -> None:
         await self.pull_configuration()
@@ -82,13 +87,13 @@ class LifecycleFeature:
         self.start_loading()
 
     async def pull_configuration(self) -> None:
-        server = self.server
-        workspace = server.client_capabilities.workspace if server.client_capabilities else None
+        session = self.session
+        workspace = session.client.client_capabilities.workspace if session.client.client_capabilities else None
         if not (workspace and workspace.configuration):
             return
         try:
             answer = await asyncio.wait_for(
-                server.workspace_configuration_async(
+                session.client.workspace_configuration_async(
                     types.ConfigurationParams(items=[types.ConfigurationItem(section="whence")])
                 ),
                 CONFIGURATION_TIMEOUT_S,
@@ -100,43 +105,43 @@ class LifecycleFeature:
             self.apply_settings(answer[0])
 
     def apply_settings(self, raw: Any) -> None:
-        server = self.server
-        before = server.settings
+        session = self.session
+        before = session.settings
         settings, problems = before.merged(raw)
         for problem in problems:
-            server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=f"whence: {problem}"))
-        server.settings = settings
-        server.trace.configure(settings.trace_index)
-        if settings.attribution_method != before.attribution_method and server.attribution is not None:
-            server.attribution.reset(server.records.all())
+            session.client.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=f"whence: {problem}"))
+        session.settings = settings
+        session.trace.configure(settings.trace_index)
+        if settings.attribution_method != before.attribution_method and session.attribution is not None:
+            session.attribution.reset(session.records.all())
         if (settings.max_new_tokens, settings.context_tokens) != (before.max_new_tokens, before.context_tokens):
-            server.completions.cache.clear()
+            session.completion_cache.clear()
 
     # -- the model -------------------------------------------------------------------------------
 
     def start_loading(self) -> None:
         """Load the configured model unless it is the one loaded (or loading) already."""
-        server = self.server
-        key = server.settings.model_key()
-        if key == server._loaded_key:
+        session = self.session
+        key = session.settings.model_key()
+        if key == self._loaded_key:
             return
-        server._loaded_key = key
-        server._load_task = server.spawn(self.load(server.settings))
+        self._loaded_key = key
+        self._load_task = session.spawn(self.load(session.settings))
 
     async def load(self, settings: Settings) -> None:
-        server = self.server
-        assert server.worker is not None
+        session = self.session
+        assert session.worker is not None
         name = settings.model or "embedded (smollm2-135m-instruct)"
         token = f"whence-load-{uuid.uuid4().hex[:8]}"
         progress = await self._progress_begin(token, f"loading {name}")
         loop = asyncio.get_running_loop()
-        server.status.set("loading", f"loading {name}", progress=5, model=name, device=settings.device)
+        session.status.set("loading", f"loading {name}", progress=5, model=name, device=settings.device)
 
         def report(percent: int, message: str) -> None:
             def send() -> None:
-                server.status.set("loading", message, progress=percent)
+                session.status.set("loading", message, progress=percent)
                 if progress:
-                    server.work_done_progress.report(token, types.WorkDoneProgressReport(message=message, percentage=percent))
+                    session.client.work_done_progress.report(token, types.WorkDoneProgressReport(message=message, percentage=percent))
 
             loop.call_soon_threadsafe(send)
 
@@ -155,105 +160,105 @@ class LifecycleFeature:
             return lm
 
         try:
-            lm = await asyncio.wrap_future(server.worker.load(loader))
+            lm = await asyncio.wrap_future(session.worker.load(loader))
         except Exception as exc:
             message = str(exc) if exc.__class__.__name__ == "WhenceError" else f"{type(exc).__name__}: {exc}"
             log.error("model load failed: %s", message)
-            server.model_name = None
-            server.status.set("error", f"cannot load the model: {message}", progress=None)
-            server.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"whence: cannot load the model: {message}"))
+            session.model_name = None
+            session.status.set("error", f"cannot load the model: {message}", progress=None)
+            session.client.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"whence: cannot load the model: {message}"))
             if progress:
-                server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=f"failed: {message}"))
+                session.client.work_done_progress.end(token, types.WorkDoneProgressEnd(message=f"failed: {message}"))
             return
-        if server.settings.model_key() != settings.model_key():
+        if session.settings.model_key() != settings.model_key():
             return  # settings changed while loading: the newer load reports
-        server.model_name = lm.name
+        session.model_name = lm.name
         engine = attribution_engine()
         default_method = found.get("default_method")
         if engine is not None and default_method is not None:
-            before = server.attribution_method()
-            server.model_default_method = default_method
-            server.model_calibrated = default_method == engine.DEFAULT_METHOD
-            if server.attribution is not None and server.attribution_method() != before:
-                server.attribution.reset(server.records.all())
-        server.completions.cache.clear()
-        server.status.set("ready", f"{lm.name} on {lm.device_label}, loaded in {lm.load_seconds:.1f}s", progress=100, model=lm.name, device=lm.device_label)
+            before = session.attribution_method()
+            session.model_default_method = default_method
+            session.model_calibrated = default_method == engine.DEFAULT_METHOD
+            if session.attribution is not None and session.attribution_method() != before:
+                session.attribution.reset(session.records.all())
+        session.completion_cache.clear()
+        session.status.set("ready", f"{lm.name} on {lm.device_label}, loaded in {lm.load_seconds:.1f}s", progress=100, model=lm.name, device=lm.device_label)
         if progress:
-            server.work_done_progress.end(token, types.WorkDoneProgressEnd(message="ready"))
-        server.worker.wake()
+            session.client.work_done_progress.end(token, types.WorkDoneProgressEnd(message="ready"))
+        session.worker.wake()
 
     async def _progress_begin(self, token: str, message: str) -> bool:
-        server = self.server
-        window = server.client_capabilities.window if server.client_capabilities else None
+        session = self.session
+        window = session.client.client_capabilities.window if session.client.client_capabilities else None
         if not (window and window.work_done_progress):
             return False
         try:
-            await asyncio.wait_for(server.work_done_progress.create_async(token), CONFIGURATION_TIMEOUT_S)
+            await asyncio.wait_for(session.client.work_done_progress.create_async(token), CONFIGURATION_TIMEOUT_S)
         except Exception as exc:
             log.warning("work done progress refused: %s", exc)
             return False
-        server.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=LOAD_TITLE, message=message, percentage=0, cancellable=False))
+        session.client.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=LOAD_TITLE, message=message, percentage=0, cancellable=False))
         return True
 
     # -- documents -------------------------------------------------------------------------------
 
     def did_open(self, params: types.DidOpenTextDocumentParams) -> None:
         item = params.text_document
-        server = self.server
-        server.records.drop_uri(item.uri)
-        server.documents.open(item.uri, item.text, item.version, item.language_id)
+        session = self.session
+        session.records.drop_uri(item.uri)
+        session.documents.open(item.uri, item.text, item.version, item.language_id)
 
     def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
-        server = self.server
+        session = self.session
         uri = params.text_document.uri
-        document = server.documents.get(uri)
+        document = session.documents.get(uri)
         if document is None or document.from_disk:
             return  # never opened: nothing to follow (requests read the file from disk)
         touched = False
         for change in params.content_changes:
             if isinstance(change, types.TextDocumentContentChangePartial):
-                start = server.offset(document, change.range.start)
-                end = server.offset(document, change.range.end)
+                start = session.offset(document, change.range.start)
+                end = session.offset(document, change.range.end)
                 if start is None or end is None or end < start:
                     log.warning("%s: change range %s outside the document; resyncing is up to the client", uri, change.range)
                     continue
                 edit = document.apply(start, end, change.text)
             else:
                 edit = document.replace_all(change.text)
-            for dropped in server.records.apply(uri, edit):
-                if server.attribution is not None:
-                    server.attribution.forget(dropped)
+            for dropped in session.records.apply(uri, edit):
+                if session.attribution is not None:
+                    session.attribution.forget(dropped)
             touched = True
         document.version = params.text_document.version
         if touched:
-            server.commands.place_pending(uri)
-            server.diagnostics.publish(uri)
+            session.place_pending(uri)
+            session.publish_diagnostics(uri)
 
     def did_close(self, params: types.DidCloseTextDocumentParams) -> None:
-        server = self.server
+        session = self.session
         uri = params.text_document.uri
-        for record in server.records.drop_uri(uri):
-            if server.attribution is not None:
-                server.attribution.forget(record)
-        server.documents.close(uri)
-        server.diagnostics.clear(uri)
+        for record in session.records.drop_uri(uri):
+            if session.attribution is not None:
+                session.attribution.forget(record)
+        session.documents.close(uri)
+        session.clear_diagnostics(uri)
 
     def shutdown(self, params: Any) -> None:
         # answers at once: the worker is told to stop, and `exit` waits for it
-        server = self.server
-        if server.worker is not None:
-            server.worker.stop()
-        server.trace.shutdown()
-        if server.provenance is not None:
-            server.provenance.close()
+        session = self.session
+        if session.worker is not None:
+            session.worker.stop()
+        session.trace.shutdown()
+        if session.provenance is not None:
+            session.provenance.close()
 
     def exit(self, params: Any) -> None:
-        server = self.server
-        if server.worker is None or server.worker.stop(timeout=EXIT_WAIT_S):
+        session = self.session
+        if session.worker is None or session.worker.stop(timeout=EXIT_WAIT_S):
             return
         # torch is still inside a batch on the worker thread, and a process that exits under it
         # aborts (SIGABRT, "terminate called without an active exception"); everything worth
         # keeping is committed already (the provenance log is written at acceptance), so leave
         # without running interpreter teardown
         sys.stdout.flush()
-        os._exit(0 if server.protocol._shutdown else 1)
+        os._exit(0 if session.client.protocol._shutdown else 1)

@@ -47,3 +47,10 @@ def plain(method: Any) -> Any:
     handler.__name__ = handler.__qualname__ = method.__name__
     handler.__doc__ = method.__doc__
     return handler
+
+
+def invalid_params(message: str) -> Exception:
+    """The JSON-RPC error a handler raises for arguments that break the contract (-32602)."""
+    from pygls.exceptions import JsonRpcInvalidParams
+
+    return JsonRpcInvalidParams(message=message)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-log = logging.getLogger(__name__)
+from whence_ls.lsp.protocol_names import STATUS_METHOD
 
-STATUS_METHOD = "whence/status"
+log = logging.getLogger(__name__)
 
 
 class Status:

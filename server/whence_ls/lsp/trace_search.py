@@ -85,3 +85,8 @@ def _hit_object(index: Any, hit: dict[str, Any]) -> Any:
     from whence_ls.trace import TraceHit
 
     return TraceHit.from_json(hit)
+
+
+def hits_note(exc: Exception) -> str:
+    """Why a record has no trace hits, for its lens."""
+    return str(exc) if isinstance(exc, NoIndex) else f"trace search failed: {exc}"

@@ -1,0 +1,189 @@
+"""The session: the state and services a feature may use (documents, records, worker, settings,
+status, provenance, trace search, positions) and the few hooks through which features reach each
+other. Features take a Session; `server.py` builds one and registers the features, and no
+feature imports the server or another feature's module.
+
+`client` is the language server as the features see it (`Client`): the pygls calls they make
+towards the editor, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from lsprotocol import types
+
+from whence_ls.errors import WhenceError
+from whence_ls.lsp.attribution_queue import AttributionQueue, attribution_engine
+from whence_ls.lsp.documents import Document, DocumentStore
+from whence_ls.lsp.offers import CompletionCache, OfferBook
+from whence_ls.lsp.params import range_json
+from whence_ls.lsp.provenance import ProvenanceLog, log_path
+from whence_ls.lsp.records import Record, RecordStore, Unit
+from whence_ls.lsp.settings import Settings
+from whence_ls.lsp.status import Status
+from whence_ls.lsp.trace_search import TraceSearch
+from whence_ls.lsp.worker import JobCancelled, ModelNotReady, ModelWorker
+
+log = logging.getLogger(__name__)
+
+
+class Client(Protocol):
+    """What features call on the pygls server: messages and requests towards the editor."""
+
+    client_capabilities: types.ClientCapabilities
+    protocol: Any
+    workspace: Any
+    work_done_progress: Any
+
+    def window_show_message(self, params: types.ShowMessageParams) -> None: ...
+    def window_log_message(self, params: types.LogMessageParams) -> None: ...
+    def text_document_publish_diagnostics(self, params: types.PublishDiagnosticsParams) -> None: ...
+    def workspace_code_lens_refresh(self, params: None = None) -> Any: ...
+    async def workspace_configuration_async(self, params: types.ConfigurationParams) -> Any: ...
+    async def workspace_apply_edit_async(self, params: types.ApplyWorkspaceEditParams) -> Any: ...
+    def feature(self, name: str, options: Any = None) -> Callable: ...
+
+
+class Session:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.settings = Settings()
+        self.documents = DocumentStore()
+        self.records = RecordStore()
+        self.status = Status(self._notify)
+        self.trace = TraceSearch()
+        self.offers = OfferBook()  # completions offered and not yet accepted
+        self.completion_cache = CompletionCache()
+        self.worker: ModelWorker | None = None
+        self.attribution: AttributionQueue | None = None
+        self.provenance: ProvenanceLog | None = None
+        self.model_name: str | None = None
+        # the engine's default for the loaded model: the calibrated estimator when the model has
+        # a calibration, else the best uncalibrated method (set when the model is loaded)
+        self.model_default_method: str | None = None
+        self.model_calibrated: bool | None = None
+        self._logged: set[str] = set()
+        self._background: set[asyncio.Task] = set()
+        # hooks the features that own them install when they register
+        self.initialize_hooks: list[Callable[[types.InitializeParams], None]] = []
+        self.publish_diagnostics: Callable[[str], None] = lambda uri: None
+        self.clear_diagnostics: Callable[[str], None] = lambda uri: None
+        self.place_pending: Callable[[str], None] = lambda uri: None  # accepted text that arrives late
+        self.ensure_trace: Callable[[Record], Any] = _nothing  # async: a record's trace hits
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def start_worker(self) -> None:
+        """Create the worker and the attribution queue; needs the running event loop."""
+        if self.worker is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self.attribution = AttributionQueue(loop, self.attribution_method, self._map_units)
+        self.worker = ModelWorker(idle_source=self.attribution.next_work)
+        self.attribution.wake_worker = self.worker.wake
+        self.attribution.cancel_background = self.worker.background_cancel.set
+
+    def open_provenance(self, root: Path | None) -> None:
+        base = root if root is not None else Path.home()
+        self.provenance = ProvenanceLog(log_path(base))
+
+    def spawn(self, coroutine) -> asyncio.Task:
+        """A background task that is kept alive and whose failure is logged, not lost."""
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    def attribution_method(self) -> str:
+        """The configured method, or the engine's default when the setting is null."""
+        if self.settings.attribution_method:
+            return self.settings.attribution_method
+        if self.model_default_method:
+            return self.model_default_method
+        engine = attribution_engine()
+        return getattr(engine, "DEFAULT_METHOD", "gradient_norm") if engine is not None else "gradient_norm"
+
+    # -- model work ------------------------------------------------------------------------------
+
+    async def run_model(self, fn: Callable[[Any, threading.Event], Any], *, completion: bool = False, priority: int = 1) -> Any:
+        """Run `fn(lm, cancel)` on the model worker; None (plus a status notification) when no
+        model is ready or the job was superseded before it ran."""
+        if self.worker is None or not self.status.ready:
+            self.status.not_ready()
+            return None
+        try:
+            return await self.worker.run(fn, priority, completion=completion)
+        except ModelNotReady:
+            self.status.not_ready()
+            return None
+        except JobCancelled:
+            return None
+
+    # -- positions -------------------------------------------------------------------------------
+
+    @property
+    def encoding(self) -> str:
+        try:
+            workspace = self.client.workspace
+            return str(getattr(workspace.position_encoding, "value", workspace.position_encoding) or "utf-16")
+        except RuntimeError:
+            return "utf-16"
+
+    def offset(self, document: Document, position: types.Position) -> int | None:
+        """The character offset of `position`, or None when it is outside the document."""
+        try:
+            return document.offset_at(position.line, position.character, self.encoding)
+        except WhenceError:
+            return None
+
+    def position(self, document: Document, offset: int) -> types.Position:
+        line, character = document.position_at(offset, self.encoding)
+        return types.Position(line=line, character=character)
+
+    def range(self, document: Document, start: int, end: int) -> types.Range:
+        return types.Range(start=self.position(document, start), end=self.position(document, end))
+
+    def range_json(self, document: Document, start: int, end: int) -> dict[str, Any]:
+        return range_json(document.position_at(start, self.encoding), document.position_at(end, self.encoding))
+
+    def _map_units(self, record: Record, units: list[Unit]) -> list[Unit] | None:
+        document = self.documents.get(record.uri)
+        if document is None:
+            return None
+        mapped = []
+        for unit in units:
+            start = document.map_offset(unit.start, record.mark, anchor=False)
+            end = document.map_offset(unit.end, record.mark, anchor=True)
+            if start is None or end is None:
+                return None
+            mapped.append(dataclasses.replace(unit, start=start, end=max(start, end)))
+        return mapped
+
+    # -- messages --------------------------------------------------------------------------------
+
+    def _notify(self, method: str, params: Any) -> None:
+        if self.client.protocol.writer is not None:
+            self.client.protocol.notify(method, params)
+
+    def log_once(self, message: str) -> None:
+        """A window/logMessage for a problem the user should see once, not per keystroke."""
+        if message in self._logged:
+            return
+        self._logged.add(message)
+        self.client.window_log_message(types.LogMessageParams(type=types.MessageType.Warning, message=f"whence: {message}"))
+
+
+async def _nothing(_record: Record) -> None:
+    return None
