@@ -53,7 +53,7 @@ class CodeLensFeature:
         if record is None:
             lens.command = types.Command(title="whence: this completion is gone (edited away)", command="")
             return lens
-        await self.session.ensure_trace(record)
+        await self.session.placement.ensure_trace(record)
         lens.command = self.command(record)
         return lens
 

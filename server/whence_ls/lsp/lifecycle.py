@@ -231,7 +231,7 @@ class LifecycleFeature:
             touched = True
         document.version = params.text_document.version
         if touched:
-            session.place_pending(uri)
+            session.placement.place_pending(uri)
             session.publish_diagnostics(uri)
 
     def did_close(self, params: types.DidCloseTextDocumentParams) -> None:

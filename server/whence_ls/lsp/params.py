@@ -54,3 +54,21 @@ def invalid_params(message: str) -> Exception:
     from pygls.exceptions import JsonRpcInvalidParams
 
     return JsonRpcInvalidParams(message=message)
+
+
+def single_argument(args: tuple, kind: type, what: str) -> Any:
+    """The one argument of a workspace/executeCommand, of the kind the contract names."""
+    values = [as_json(a) for a in args]
+    if len(values) != 1 or not isinstance(values[0], kind):
+        raise invalid_params(f"expected {what}")
+    return values[0]
+
+
+def jsonable(value: Any) -> Any:
+    import json
+
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return json.loads(json.dumps(value, default=str))

@@ -15,7 +15,9 @@ from pygls.lsp.server import LanguageServer
 from whence_ls import __version__
 from whence_ls.lsp.code_actions import CodeActionsFeature
 from whence_ls.lsp.code_lens import CodeLensFeature
-from whence_ls.lsp.commands import CommandsFeature
+from whence_ls.lsp.commands_completion import CompletionCommands
+from whence_ls.lsp.commands_explain import ExplainCommands
+from whence_ls.lsp.commands_index import IndexCommands
 from whence_ls.lsp.custom import CustomRequestsFeature
 from whence_ls.lsp.diagnostics import DiagnosticsFeature
 from whence_ls.lsp.hover import HoverFeature
@@ -26,7 +28,7 @@ from whence_ls.lsp.session import Session
 log = logging.getLogger(__name__)
 
 FEATURES = (LifecycleFeature, InlineCompletionFeature, HoverFeature, DiagnosticsFeature, CodeLensFeature,
-            CodeActionsFeature, CommandsFeature, CustomRequestsFeature)
+            CodeActionsFeature, CompletionCommands, ExplainCommands, IndexCommands, CustomRequestsFeature)
 
 
 class WhenceServer(LanguageServer):

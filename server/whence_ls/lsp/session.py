@@ -23,6 +23,7 @@ from whence_ls.lsp.attribution_queue import AttributionQueue, attribution_engine
 from whence_ls.lsp.documents import Document, DocumentStore
 from whence_ls.lsp.offers import CompletionCache, OfferBook
 from whence_ls.lsp.params import range_json
+from whence_ls.lsp.placement import Placement
 from whence_ls.lsp.provenance import ProvenanceLog, log_path
 from whence_ls.lsp.records import Record, RecordStore, Unit
 from whence_ls.lsp.settings import Settings
@@ -74,8 +75,7 @@ class Session:
         self.initialize_hooks: list[Callable[[types.InitializeParams], None]] = []
         self.publish_diagnostics: Callable[[str], None] = lambda uri: None
         self.clear_diagnostics: Callable[[str], None] = lambda uri: None
-        self.place_pending: Callable[[str], None] = lambda uri: None  # accepted text that arrives late
-        self.ensure_trace: Callable[[Record], Any] = _nothing  # async: a record's trace hits
+        self.placement = Placement(self)  # accepted text -> records, their provenance and trace
 
     # -- start-up --------------------------------------------------------------------------------
 
@@ -184,6 +184,3 @@ class Session:
         self._logged.add(message)
         self.client.window_log_message(types.LogMessageParams(type=types.MessageType.Warning, message=f"whence: {message}"))
 
-
-async def _nothing(_record: Record) -> None:
-    return None
