@@ -72,7 +72,7 @@ def test_kendall_tau_of_a_ranking_with_itself_is_one():
 
 
 def test_benchmark_prompts_are_stdlib_code_in_a_fixed_order():
-    from whence_ls.commands.bench_attribution_units import select_prompts
+    from whence_ls.bench.attribution_units import select_prompts
 
     first = select_prompts(3)
     assert [p["source"] for p in select_prompts(3)] == [p["source"] for p in first]

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
+import sys
 import math
 import statistics
 import time
@@ -54,7 +56,7 @@ class Target:
 def heldout_targets(count: int, seed: int = 0) -> list[Target]:
     """Cursors at the third body statement of a function (at least four statements, past line
     20), one per file, files in a fixed hash order, round-robin over the packages."""
-    from whence_ls.commands.bench_attribution_units import _first_function_cut
+    from whence_ls.bench.attribution_units import _first_function_cut
     from whence_ls.grammars import get_parser
 
     parser = get_parser("python")
@@ -397,3 +399,51 @@ def render(summary: dict) -> str:
     lines += ["", f"{len(summary['targets'])} targets from {', '.join(packages)}; one forward over a target: "
               f"{summary['forward_s']:.2f} s"]
     return "\n".join(lines)
+
+
+# -- the command (`whence-ls bench attribution`) ------------------------------------------------
+
+
+def run(args) -> int:
+    import torch
+
+    if args.render:
+        parts = [json.load(open(path, encoding="utf-8")) for path in args.render]
+        summary = summarise(merge([p["suite"] for p in parts if "suite" in p]))
+        costs = [p["cost"] for p in parts if "cost" in p]
+        print(render(summary))
+        for cost in costs:
+            _print_cost(cost)
+        return 0
+    from whence_ls.engine.loading import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f}s] {message}", file=sys.stderr, flush=True)
+
+    lm = load_model(args.model, "cpu")
+    saved: dict = {}
+    result = BenchResult()
+    if not args.skip_suite:
+        result = run_suite(lm, args.targets, context_tokens=args.context_tokens, max_new_tokens=args.max_new_tokens,
+                           rows_per_target=args.rows, truth_masks=args.truth_masks, drop_rows=args.drop_rows,
+                           ig_targets=args.ig_targets, log=log, offset=args.offset, limit=args.limit)
+        saved["suite"] = to_json(result)
+        print(render(summarise(result)))
+    if args.cost:
+        saved["cost"] = cost_of_matrix(lm, context_tokens=1024, new_tokens=32, log=log)
+        _print_cost(saved["cost"])
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            json.dump(saved, handle, indent=1)
+    return 0
+
+
+def _print_cost(cost: dict) -> None:
+    print(f"\nwhole matrix of {cost['tokens']} tokens after {cost['context_tokens']} context tokens "
+          f"(one forward {cost['forward_s']:.2f} s):")
+    for name, entry in cost["methods"].items():
+        print(f"  {name}: {entry['seconds']:.1f} s = {entry['fe']:.1f} FE")

@@ -4,9 +4,6 @@ ablation. The logic is in `whence_ls.bench.attribution`."""
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 
 
 def add_parser(subparsers) -> None:
@@ -30,47 +27,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import torch
+    from whence_ls.bench.attribution import run as run_benchmark
 
-    from whence_ls.bench.attribution import BenchResult, cost_of_matrix, merge, render, run_suite, summarise, to_json
-
-    if args.render:
-        parts = [json.load(open(path, encoding="utf-8")) for path in args.render]
-        summary = summarise(merge([p["suite"] for p in parts if "suite" in p]))
-        costs = [p["cost"] for p in parts if "cost" in p]
-        print(render(summary))
-        for cost in costs:
-            _print_cost(cost)
-        return 0
-    from whence_ls.engine.loading import load_model
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f}s] {message}", file=sys.stderr, flush=True)
-
-    lm = load_model(args.model, "cpu")
-    saved: dict = {}
-    result = BenchResult()
-    if not args.skip_suite:
-        result = run_suite(lm, args.targets, context_tokens=args.context_tokens, max_new_tokens=args.max_new_tokens,
-                           rows_per_target=args.rows, truth_masks=args.truth_masks, drop_rows=args.drop_rows,
-                           ig_targets=args.ig_targets, log=log, offset=args.offset, limit=args.limit)
-        saved["suite"] = to_json(result)
-        print(render(summarise(result)))
-    if args.cost:
-        saved["cost"] = cost_of_matrix(lm, context_tokens=1024, new_tokens=32, log=log)
-        _print_cost(saved["cost"])
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump(saved, handle, indent=1)
-    return 0
-
-
-def _print_cost(cost: dict) -> None:
-    print(f"\nwhole matrix of {cost['tokens']} tokens after {cost['context_tokens']} context tokens "
-          f"(one forward {cost['forward_s']:.2f} s):")
-    for name, entry in cost["methods"].items():
-        print(f"  {name}: {entry['seconds']:.1f} s = {entry['fe']:.1f} FE")
+    return run_benchmark(args)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from whence_ls.trace import store
-from whence_ls.trace.bench_queries import MAKERS, normalised_length
+from whence_ls.bench.trace_queries import MAKERS, normalised_length
 from whence_ls.trace.chunker import chunk_source
 from whence_ls.trace.corpus import Corpus, SkipCounts, list_source_files, read_corpus_file
 from whence_ls.trace.index import TraceIndex
