@@ -1,12 +1,4 @@
-"""`whence-ls bench attribution`: faithfulness and cost of every attribution method, with a
-random and a recency baseline, Inseq (when installed: `pip install whence-ls[bench]`) and
-Captum's LLMGradientAttribution, on completion prompts cut from the installed Python standard
-library (real code the tests never use; chosen by a fixed hash order, see `select_prompts`).
-
-Cost is measured in seconds and in forward-equivalents: seconds divided by the time of one
-no-grad forward over the same sequence, measured in the same run (the machine is shared, so
-only ratios within one run mean anything).
-"""
+"""`whence-ls bench attribution-units`: the earlier token-level suite; the logic is in `whence_ls.bench.attribution_units`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""`whence-ls bench generate`: what our per-token bookkeeping costs against plain `model.generate`.
-
-Both decode the same number of tokens greedily from the same prompt on the same loaded model;
-runs alternate so that machine noise hits both alike, and the medians are compared.
-"""
+"""`whence-ls bench generate`: decoding speed against plain `model.generate`; the logic is in `whence_ls.bench.generate`."""
 
 from __future__ import annotations
 

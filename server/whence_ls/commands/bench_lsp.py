@@ -1,14 +1,4 @@
-"""`whence-ls bench lsp`: the language server as an editor meets it, over stdio.
-
-Starts `python -m whence_ls serve` as a subprocess (the real server, the real transport) and
-measures, round trip from this client:
-
-- completion latency (inline completion at distinct positions, so no answer-cache hits; the
-  prefix cache serves them as it does while a user types down a file) p50/p95;
-- time to a cold token's row: right after an acceptance, hover the token the background queue
-  would reach last, and again until the hover carries its attribution;
-- hover latency for tokens whose rows are ready, p50/p95 (goal: p95 <= 25 ms).
-"""
+"""`whence-ls bench lsp`: the language server end to end; the logic is in `whence_ls.bench.lsp`."""
 
 from __future__ import annotations
 

@@ -1,15 +1,4 @@
-"""`whence-ls bench typing`: completion latency while a user types down a file, with and
-without prefix reuse (`engine/prefix_cache.py`).
-
-The user finishes one line after another of real code the tests do not use; at each line end the
-editor asks for a completion, with the language server's default budget. Three ways of answering
-each request run in turn on the same loaded model, so machine noise hits all alike:
-
-- reuse: what the server does, the prefix cache on (window anchored, cached prefix reused);
-- same window, fresh: the very same context prefilled from scratch. Its tokens must equal
-  reuse's: the bench fails if they differ in one token;
-- before: prefix reuse off, the window cut afresh for every request (the server before reuse).
-"""
+"""`whence-ls bench typing`: completions while typing, with and without prefix reuse; the logic is in `whence_ls.bench.typing`."""
 
 from __future__ import annotations
 
