@@ -18,11 +18,10 @@ from typing import Any, Callable, Protocol
 
 from lsprotocol import types
 
-from whence_ls.errors import WhenceError
 from whence_ls.lsp.attribution_queue import AttributionQueue, attribution_engine
 from whence_ls.lsp.documents import Document, DocumentStore
 from whence_ls.lsp.offers import CompletionCache, OfferBook
-from whence_ls.lsp.params import range_json
+from whence_ls.lsp import positions
 from whence_ls.lsp.placement import Placement
 from whence_ls.lsp.provenance import ProvenanceLog, log_path
 from whence_ls.lsp.records import Record, RecordStore, Unit
@@ -143,20 +142,16 @@ class Session:
 
     def offset(self, document: Document, position: types.Position) -> int | None:
         """The character offset of `position`, or None when it is outside the document."""
-        try:
-            return document.offset_at(position.line, position.character, self.encoding)
-        except WhenceError:
-            return None
+        return positions.offset_of(document, position, self.encoding)
 
     def position(self, document: Document, offset: int) -> types.Position:
-        line, character = document.position_at(offset, self.encoding)
-        return types.Position(line=line, character=character)
+        return positions.position_of(document, offset, self.encoding)
 
     def range(self, document: Document, start: int, end: int) -> types.Range:
-        return types.Range(start=self.position(document, start), end=self.position(document, end))
+        return positions.range_of(document, start, end, self.encoding)
 
     def range_json(self, document: Document, start: int, end: int) -> dict[str, Any]:
-        return range_json(document.position_at(start, self.encoding), document.position_at(end, self.encoding))
+        return positions.range_json_of(document, start, end, self.encoding)
 
     def _map_units(self, record: Record, units: list[Unit]) -> list[Unit] | None:
         document = self.documents.get(record.uri)
