@@ -88,6 +88,10 @@ async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: Langua
     result, inserted, version = await accept_inline(client, uri, PY_SOURCE, 1, 10, 39)
     assert result["placed"] is True
     record_id = result["recordId"]
+    # the status said what the model was doing: generating, then explaining the accepted rows
+    activities = [s.get("activity") for s in client.statuses]
+    assert "generating…" in activities
+    assert any(s.get("lastCompletionMs", 0) > 0 for s in client.statuses)
 
     # diagnostics: least confident tokens, at most the share, pointing into the inserted text
     for _ in range(50):
@@ -116,6 +120,7 @@ async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: Langua
     assert f"[line " in text and f"]({uri}#L" in text
     assert len(text.splitlines()) <= 8  # a hover a person reads at a glance
     assert answer.range == _range(token["range"])
+    assert any((s.get("activity") or "").startswith("explaining ") for s in client.statuses)
 
     # the matrix: every computed row's absolute values sum to 1 over the units
     matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "position": start})

@@ -24,6 +24,10 @@ export interface WhenceStatus {
   progress?: number | null;
   /** Only in answers to the request. */
   stats?: { completionCacheHits?: number; attributionPending?: number; records?: number } | null;
+  /** What the model is doing now ("generating…", "explaining 3/8"); absent when idle. */
+  activity?: string | null;
+  /** How long the last completion took, from request to answer. */
+  lastCompletionMs?: number | null;
 }
 
 export interface MatrixToken {

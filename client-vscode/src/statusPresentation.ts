@@ -44,6 +44,10 @@ export function presentStatus(status: ClientStatus): StatusPresentation {
       `Records: ${stats.records ?? 0} · attribution rows pending: ${stats.attributionPending ?? 0} · completion cache hits: ${stats.completionCacheHits ?? 0}`,
     );
   }
+  const lastMs = 'lastCompletionMs' in status ? status.lastCompletionMs : undefined;
+  if (typeof lastMs === 'number' && Number.isFinite(lastMs)) {
+    lines.push(`Last completion: ${Math.round(lastMs)} ms`);
+  }
   lines.push('Click to open the whence server log.');
   const tooltip = lines.join('\n');
 
@@ -55,8 +59,13 @@ export function presentStatus(status: ClientStatus): StatusPresentation {
       const suffix = percent === undefined ? '' : ` ${percent}%`;
       return { text: `$(loading~spin) whence: loading model${suffix}`, tooltip, isError: false };
     }
-    case 'ready':
+    case 'ready': {
+      const activity = 'activity' in status ? status.activity : undefined;
+      if (activity) {
+        return { text: `$(sync~spin) whence: ${activity}`, tooltip, isError: false };
+      }
       return { text: `$(check) whence: ${device || 'ready'}`, tooltip, isError: false };
+    }
     case 'error':
       return { text: '$(error) whence: error', tooltip, isError: true };
     case 'stopped':

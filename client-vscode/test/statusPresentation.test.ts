@@ -18,6 +18,14 @@ test('loading shows the progress, ready shows the device, errors are marked', ()
   assert.match(withStats.tooltip, /Records: 3 · attribution rows pending: 12 · completion cache hits: 1/);
 });
 
+test('work in progress replaces the device, and the last completion time is in the tooltip', () => {
+  const generating = presentStatus({ state: 'ready', device: 'cpu', activity: 'generating…', lastCompletionMs: 642.4 });
+  assert.equal(generating.text, '$(sync~spin) whence: generating…');
+  assert.match(generating.tooltip, /Last completion: 642 ms/);
+  assert.equal(presentStatus({ state: 'ready', device: 'cpu', activity: 'explaining 3/8' }).text, '$(sync~spin) whence: explaining 3/8');
+  assert.equal(presentStatus({ state: 'ready', device: 'cpu', activity: null }).text, '$(check) whence: cpu');
+});
+
 test('unknown status payloads become an error that quotes them', () => {
   assert.deepEqual(parseStatus({ state: 'ready', device: 'cpu' }), { state: 'ready', device: 'cpu' });
   assert.equal(parseStatus({ state: 'warming' }).state, 'error');

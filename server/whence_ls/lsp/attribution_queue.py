@@ -62,6 +62,11 @@ class AttributionQueue:
         # else waits, so that accepting it finds the whole matrix ready
         self._prefetch: tuple[Any, str | None] | None = None
         self.wake_worker: Callable[[], None] = lambda: None
+        # "explaining n/N" for the status bar: rows computed of those asked since the queue was
+        # last empty; `on_activity` publishes it (set by the session)
+        self._asked = 0
+        self._done = 0
+        self.on_activity: Callable[[str | None], None] = lambda _activity: None
         self.cancel_background: Callable[[], None] = lambda: None
 
     # -- event loop side -------------------------------------------------------------------------
@@ -70,9 +75,12 @@ class AttributionQueue:
         if self._method() == "none":
             return
         order = sorted(record.live_tokens(), key=lambda i: record.scored.tokens[i].logprob)
+        missing = [i for i in order if i not in record.scored.attribution or record.scored.attribution_method != self._method()]
         with self._lock:
             self._records[record.id] = record
             self._pending[record.id] = order
+            self._asked += len(missing)
+        self.on_activity(self.activity())
         self.wake_worker()
 
     def prefetch(self, scored: Any, language: str | None) -> None:
@@ -156,7 +164,17 @@ class AttributionQueue:
 
     def pending_count(self) -> int:
         with self._lock:
-            return sum(len(v) for v in self._pending.values()) + len(self._urgent)
+            return self._pending_rows_locked()
+
+    def _pending_rows_locked(self) -> int:
+        return sum(len(v) for v in self._pending.values()) + len(self._urgent)
+
+    def activity(self) -> str | None:
+        """"explaining n/N" while accepted records' rows are being computed, else None."""
+        with self._lock:
+            if not self._pending_rows_locked() or not self._asked:
+                return None
+            return f"explaining {min(self._done, self._asked)}/{self._asked}"
 
     def _deliver(self, record: Record, units: list[Any] | None, rows: dict[int, Any], method: str, error: str | None) -> None:
         if units is not None and record.units is None:
@@ -171,6 +189,11 @@ class AttributionQueue:
                 record.scored.attribution.clear()
                 record.scored.attribution_method = method
             record.scored.attribution.update(rows)
+        with self._lock:
+            self._done += len(rows)
+            if not self._pending_rows_locked():
+                self._asked = self._done = 0
+        self.on_activity(self.activity())
         event = self._events.pop(record.id, None)
         if event is not None:
             event.set()

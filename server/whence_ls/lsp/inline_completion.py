@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -124,11 +125,17 @@ class InlineCompletionFeature:
                 )
 
             shared = self._inflight[key] = asyncio.get_running_loop().create_future()
+            started = time.perf_counter()
+            session.status.set_activity("generating…")
             try:
                 template = await session.run_model(generate, completion=True)
+                if template is not None and template.stop_reason != "cancelled":
+                    session.status.last_completion_ms = 1000 * (time.perf_counter() - started)
             except WhenceError as exc:  # e.g. no context tokens: nothing to offer, say why once
                 session.log_once(f"{uri}: no completion: {exc}")
             finally:
+                if not self._inflight.keys() - {key}:
+                    session.status.set_activity(session.attribution.activity() if session.attribution else None)
                 self._inflight.pop(key, None)
                 if not shared.done():
                     shared.set_result(template if template is not None and template.stop_reason != "cancelled" else None)

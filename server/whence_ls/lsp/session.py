@@ -84,9 +84,14 @@ class Session:
             return
         loop = asyncio.get_running_loop()
         self.attribution = AttributionQueue(loop, self.attribution_method, self._map_units)
+        self.attribution.on_activity = self._attribution_activity
         self.worker = ModelWorker(idle_source=self.attribution.next_work)
         self.attribution.wake_worker = self.worker.wake
         self.attribution.cancel_background = self.worker.background_cancel.set
+
+    def _attribution_activity(self, activity: str | None) -> None:
+        if self.status.activity != "generating…":  # a running completion says so until it ends
+            self.status.set_activity(activity)
 
     def open_provenance(self, root: Path | None) -> None:
         base = root if root is not None else Path.home()

@@ -23,6 +23,10 @@ class Status:
         self.message = "starting"
         self.progress: int | None = 0
         self.stats: dict[str, Any] = {}  # counters a client or test may show (cache hits, queue)
+        # what the model is doing right now, shown beside the state: "generating…",
+        # "explaining 3/8"; None when idle
+        self.activity: str | None = None
+        self.last_completion_ms: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -34,6 +38,10 @@ class Status:
             body["progress"] = self.progress
         if self.stats:
             body["stats"] = dict(self.stats)
+        if self.activity:
+            body["activity"] = self.activity
+        if self.last_completion_ms is not None:
+            body["lastCompletionMs"] = round(self.last_completion_ms, 1)
         return body
 
     def set(self, state: str, message: str, *, progress: int | None = None, model: str | None = None, device: str | None = None) -> None:
@@ -49,6 +57,13 @@ class Status:
             self._notify(STATUS_METHOD, self.snapshot())
         except Exception:  # no client attached yet (or it went away): status is best effort
             log.debug("could not send whence/status", exc_info=True)
+
+    def set_activity(self, activity: str | None) -> None:
+        """Publish what the model is doing, only when that changes (every keystroke asks for a
+        completion: an unchanged activity sends nothing)."""
+        if activity != self.activity:
+            self.activity = activity
+            self.publish()
 
     def not_ready(self) -> None:
         """Tell the client why a request got an empty answer."""
