@@ -121,3 +121,21 @@ def test_other_documents_do_not_share_and_the_oldest_is_evicted(lm):
 def test_without_reuse_nothing_is_cached(lm):
     complete_at(lm, SOURCE, 2000, language="python", max_new_tokens=4, context_tokens=200)
     assert lm.prefix_cache.anchors() == []
+
+
+def test_warming_a_file_lets_its_first_completion_run_only_the_tail(lm):
+    """A warm-up at didOpen prefills the window; the first completion then reuses all but its
+    last tokens and gives exactly what a fresh prefill gives. A cancelled warm-up stops between
+    chunks and keeps what it ran."""
+    from whence_ls.engine.generation import WARM_CHUNK_TOKENS, warm_prefix
+
+    text = SOURCE[:3000]
+    cursor = text.rindex("\n", 0, 2600) + 1
+    cancel = threading.Event()
+    cancel.set()
+    assert warm_prefix(lm, text, len(text), max_new_tokens=8, context_tokens=1024, cancel=cancel) == 0
+    cached = warm_prefix(lm, text, len(text), max_new_tokens=8, context_tokens=1024)
+    assert cached > WARM_CHUNK_TOKENS  # several chunks ran
+    result = complete_at(lm, text, cursor, language="python", max_new_tokens=8, context_tokens=1024, reuse_prefix=True)
+    assert result.timings["reused_tokens"] >= len(result.context.token_ids) - 3
+    assert_same_generation(result, fresh_equivalent(lm, text, cursor, result, 8))

@@ -207,6 +207,7 @@ class LifecycleFeature:
         session = self.session
         session.records.drop_uri(item.uri)
         session.documents.open(item.uri, item.text, item.version, item.language_id)
+        session.warm(item.uri)
 
     def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
         session = self.session

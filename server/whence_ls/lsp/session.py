@@ -32,6 +32,10 @@ from whence_ls.lsp.worker import JobCancelled, ModelNotReady, ModelWorker
 
 log = logging.getLogger(__name__)
 
+# a document of at most this many characters per budgeted token is warmed when it opens (code
+# averages 3-4 characters a token, so it most likely fits the window whole)
+WARM_CHARS_PER_TOKEN = 3
+
 
 class Client(Protocol):
     """What features call on the pygls server: messages and requests towards the editor."""
@@ -69,6 +73,7 @@ class Session:
         self.model_default_method: str | None = None
         self.model_calibrated: bool | None = None
         self._logged: set[str] = set()
+        self._warm: list[str] = []  # documents whose first completion should find a warm cache
         self._background: set[asyncio.Task] = set()
         # hooks the features that own them install when they register
         self.initialize_hooks: list[Callable[[types.InitializeParams], None]] = []
@@ -85,9 +90,40 @@ class Session:
         loop = asyncio.get_running_loop()
         self.attribution = AttributionQueue(loop, self.attribution_method, self._map_units)
         self.attribution.on_activity = self._attribution_activity
-        self.worker = ModelWorker(idle_source=self.attribution.next_work)
+        self.worker = ModelWorker(idle_source=self._idle_work)
         self.attribution.wake_worker = self.worker.wake
         self.attribution.cancel_background = self.worker.background_cancel.set
+
+    def warm(self, uri: str) -> None:
+        """Prefill the window of `uri`'s next completion when the model is idle (a file just
+        opened: without it the first completion pays the whole prefill)."""
+        if uri in self._warm:
+            self._warm.remove(uri)
+        self._warm.append(uri)
+        if self.worker is not None:
+            self.worker.wake()
+
+    def _idle_work(self) -> Callable[[Any, threading.Event], None] | None:
+        """Background work for the model worker (its thread): warm-ups first, they make the next
+        completion faster; then attribution rows."""
+        while self._warm:
+            uri = self._warm.pop()
+            document = self.documents.get(uri)
+            settings = self.settings
+            # only a file whose start fits the window: a completion anywhere in it then shares
+            # the warmed prefix (a longer file's window depends on the cursor, unknown here)
+            if document is None or document.problem or len(document.text) > WARM_CHARS_PER_TOKEN * settings.context_tokens:
+                continue
+            text = document.text
+
+            def warm(lm: Any, cancel: threading.Event) -> None:
+                from whence_ls.engine.generation import warm_prefix
+
+                warm_prefix(lm, text, len(text), max_new_tokens=settings.max_new_tokens,
+                            context_tokens=settings.context_tokens, cancel=cancel)
+
+            return warm
+        return self.attribution.next_work() if self.attribution is not None else None
 
     def _attribution_activity(self, activity: str | None) -> None:
         if self.status.activity != "generating…":  # a running completion says so until it ends
