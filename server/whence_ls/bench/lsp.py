@@ -130,6 +130,25 @@ async def _bench(args) -> dict[str, Any]:
         await client.text_document_inline_completion_async(inline_params(line, character))
     cached_ms = (time.perf_counter() - t0) * 1000
 
+    # the first completion in a file just opened: right away (the prefill is all its own), and
+    # after the idle warm-up had time to prefill it; two copies of one short file, each with its
+    # own first line so that neither shares a token prefix with anything cached
+    short = "\n".join(text.split("\n")[:60]) + "\n"
+    first_ms = {}
+    for label, pause in (("cold", 0.0), ("warmed", args.warm_wait)):
+        body = f"# {label} copy\n" + short
+        other = (Path(workspace) / f"bench_first_{label}.py").as_uri()
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            types.TextDocumentItem(uri=other, language_id="python", version=1, text=body)))
+        await asyncio.sleep(pause)
+        line = max(i for i, l in enumerate(body.split("\n")) if l.startswith("        ") and l.strip())
+        params = types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=other), position=types.Position(line, len(body.split("\n")[line])),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+        t0 = time.perf_counter()
+        await client.text_document_inline_completion_async(params)
+        first_ms[label] = (time.perf_counter() - t0) * 1000
+
     _say(f"{len(offers)} offers; accepting {min(len(offers), args.accepts)}")
     # accept some of them, bottom-most first so earlier positions stay valid; after each, time
     # the coldest token's row (the most confident one: the background queue reaches it last)
@@ -201,6 +220,7 @@ async def _bench(args) -> dict[str, Any]:
         "model_ready_s": round(ready_s, 2),
         "completion_ms": {"n": len(completion_ms), "p50": _r(_percentile(completion_ms, 0.5)), "p95": _r(_percentile(completion_ms, 0.95))},
         "completion_cached_ms": _r(cached_ms),
+        "first_completion_ms": {k: _r(v) for k, v in first_ms.items()},
         "cold_row_ms": {"n": len(cold_row_ms), "p50": _r(_percentile(cold_row_ms, 0.5)), "max": _r(max(cold_row_ms, default=float("nan")))},
         "all_rows_after_accepts_s": round(all_rows_s, 2) if all_rows_s is not None else None,
         "hover_ready_ms": {"n": len(hover_ms), "p50": _r(_percentile(hover_ms, 0.5)), "p95": _r(_percentile(hover_ms, 0.95)),
@@ -239,6 +259,8 @@ def _print(result: dict[str, Any]) -> None:
         ("model ready after", f"{result['model_ready_s']:.1f} s"),
         ("completion latency", f"p50 {completion['p50']:.0f} ms, p95 {completion['p95']:.0f} ms (n={completion['n']})"),
         ("completion, identical request", f"{result['completion_cached_ms']:.1f} ms (LRU)"),
+        ("first completion after didOpen", f"at once {result['first_completion_ms']['cold']:.0f} ms; "
+                                           f"after the idle warm-up {result['first_completion_ms']['warmed']:.0f} ms"),
         ("cold token's row after accept", f"p50 {cold['p50']:.0f} ms, max {cold['max']:.0f} ms (n={cold['n']})"),
         ("all rows of the accepted", f"{result['all_rows_after_accepts_s']:.1f} s more"),
         ("hover, row ready", f"p50 {hover['p50']:.1f} ms, p95 {hover['p95']:.1f} ms (n={hover['n']}; goal p95 <= 25 ms: {verdict})"),

@@ -11,6 +11,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--accepts", type=int, default=3, help="completions accepted, one cold row each (default 3)")
     parser.add_argument("--hovers", type=int, default=300, help="hovers on ready rows to time (default 300)")
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--warm-wait", type=float, default=6.0,
+                        help="seconds between didOpen and the first completion of the warmed file (default 6)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--server-log", metavar="PATH", help="have the server log its model jobs here (debug level)")
     parser.set_defaults(run=run)
