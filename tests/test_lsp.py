@@ -81,6 +81,9 @@ async def test_initialize_advertises_every_feature_and_reports_loading(client: L
     assert isinstance(reports[-1], types.WorkDoneProgressEnd)
     states = [s["state"] for s in client.statuses]
     assert states[0] == "loading" and states[-1] == "ready"
+    # the load's progress moves through its stages rather than sitting at one value
+    progress = sorted({s["progress"] for s in client.statuses if s["state"] == "loading" and s.get("progress")})
+    assert len(progress) >= 4 and progress[-1] >= 90, progress
 
 
 async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: LanguageClient):

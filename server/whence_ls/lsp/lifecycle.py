@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ LOAD_TITLE = "whence: loading model"
 CONFIGURATION_TIMEOUT_S = 3.0
 # how long `exit` waits for the model worker to finish its current job
 EXIT_WAIT_S = 2.0
+# how often the load progress moves on within one stage
+LOAD_TICK_S = 0.5
 
 
 class LifecycleFeature:
@@ -148,15 +151,36 @@ class LifecycleFeature:
         found: dict[str, str] = {}
 
         def loader():
-            from whence_ls.engine.loading import load_model
+            # each stage reports where it starts; a ticker moves the bar on within a stage, so a
+            # long one (importing torch, reading weights) does not look stuck
+            stage = {"percent": 8, "ceiling": 30, "message": "importing torch and transformers"}
+            stopped = threading.Event()
 
-            report(10, f"reading weights of {name}")
-            lm = load_model(settings.model, settings.device)
-            report(70, "preparing the vocabulary table")
-            lm.token_texts()  # token healing needs it; building it here keeps the first completion fast
-            engine = attribution_engine()  # imported here, off the event loop that hovers run on
-            if engine is not None:
-                found["default_method"] = engine.default_method(lm)  # reads the calibration, once
+            def tick() -> None:
+                while not stopped.wait(LOAD_TICK_S):
+                    stage["percent"] = min(stage["ceiling"] - 1, stage["percent"] + 3)
+                    report(stage["percent"], stage["message"])
+
+            def begin(percent: int, ceiling: int, message: str) -> None:
+                stage.update(percent=percent, ceiling=ceiling, message=message)
+                report(percent, message)
+
+            ticker = threading.Thread(target=tick, name="whence-load-progress", daemon=True)
+            begin(8, 30, "importing torch and transformers")
+            ticker.start()
+            try:
+                from whence_ls.engine.loading import load_model
+
+                begin(30, 70, f"reading weights of {name}")
+                lm = load_model(settings.model, settings.device)
+                begin(70, 90, "preparing the vocabulary table")
+                lm.token_texts()  # token healing needs it; building it here keeps the first completion fast
+                begin(90, 100, "reading the attribution calibration")
+                engine = attribution_engine()  # imported here, off the event loop that hovers run on
+                if engine is not None:
+                    found["default_method"] = engine.default_method(lm)  # reads the calibration, once
+            finally:
+                stopped.set()
             return lm
 
         try:
