@@ -40,6 +40,11 @@ class WhenceServer(LanguageServer):
             feature.register(self)
 
 
+class _HarmlessCancellations(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Cancel notification for unknown message id")
+
+
 def serve_stdio(log_file: str | None = None, verbose: bool = False) -> None:
     # stdout is the LSP channel: logs go to stderr, or to a file an editor's user can attach
     logging.basicConfig(
@@ -50,5 +55,8 @@ def serve_stdio(log_file: str | None = None, verbose: bool = False) -> None:
     if verbose:
         for noisy in ("pygls", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # editors cancel requests that already finished (the cursor moved on): pygls warns about
+    # each one, and editors show server stderr as errors; these are harmless
+    logging.getLogger("pygls.protocol.json_rpc").addFilter(_HarmlessCancellations())
     server = WhenceServer()
     server.start_io()
