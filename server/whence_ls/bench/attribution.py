@@ -306,10 +306,13 @@ def cost_of_matrix(lm, *, context_tokens: int, new_tokens: int, log: Callable[[s
 
     from whence_ls.engine.attribution import attribute_rows
     from whence_ls.engine.attribution.base import TeacherForced
-    from whence_ls.engine.generation import complete_at
+    from whence_ls.engine.context import build_context
+    from whence_ls.engine.generation import generate
 
     target = max(heldout_targets(40), key=lambda t: t.cursor)
-    record = complete_at(lm, target.text, target.cursor, language="python", max_new_tokens=new_tokens, context_tokens=context_tokens)
+    # exactly `new_tokens` generated tokens: no block-end stop, the matrix size the goal names
+    context = build_context(lm.tokenizer, target.text, target.cursor, context_tokens)
+    record = generate(lm, context, max_new_tokens=new_tokens)
     job = TeacherForced.of(lm, record)
     with torch.inference_mode():
         times = []

@@ -80,10 +80,15 @@ def copied_position(job: TeacherForced, index: int, weights: torch.Tensor, induc
     return best if int(job.ids[best]) == job.target_id(index) else None
 
 
+# the logit lens ranks each layer's prediction among the final layer's strongest candidates:
+# a full-vocabulary projection of every layer would cost most of a forward at this model size
+LENS_CANDIDATES = 64
+
+
 def logit_lens(job: TeacherForced, indices: list[int], hidden: torch.Tensor) -> dict[int, dict]:
-    """Per row: the first layer from which the token stays the top prediction, and the top
-    token of a few earlier layers (the final norm and the output head applied to each layer's
-    residual stream)."""
+    """Per row: the first layer from which the token stays the top prediction, and what a few
+    earlier layers preferred (the final norm and the output head applied to each layer's residual
+    stream, over the final layer's top LENS_CANDIDATES tokens)."""
     model = job.lm.model
     norm = getattr(getattr(model, "model", model), "norm", None)
     head = model.get_output_embeddings()
@@ -91,9 +96,14 @@ def logit_lens(job: TeacherForced, indices: list[int], hidden: torch.Tensor) -> 
         return {}
     with torch.inference_mode():
         device = head.weight.device
-        states = hidden.to(device=device, dtype=head.weight.dtype)  # [rows, layers, hidden]
-        logits = head(norm(states)).float()  # [rows, layers, vocab]
-        top = logits.argmax(-1).cpu()  # [rows, layers]
+        states = norm(hidden.to(device=device, dtype=head.weight.dtype))  # [rows, layers, hidden]
+        final = head(states[:, -1]).float()  # [rows, vocab]
+        candidates = final.topk(min(LENS_CANDIDATES, final.shape[-1]), dim=-1).indices  # [rows, C]
+        weights = head.weight[candidates]  # [rows, C, hidden]
+        scores = torch.einsum("rld,rcd->rlc", states.float(), weights.float())  # [rows, layers, C]
+        if head.bias is not None:
+            scores = scores + head.bias[candidates].float().unsqueeze(1)
+        top = candidates.gather(1, scores.argmax(-1)).cpu()  # [rows, layers] token ids
     layers = top.shape[1]
     result = {}
     decode = job.lm.tokenizer.decode
