@@ -161,6 +161,11 @@ def test_calibration_round_trip_and_the_estimator_rows(tiny_lm, record, calibrat
         lens = raw[index].extra["logit_lens"]
         assert lens["layers"] == layers
     assert tiny_lm.model.config._attn_implementation == "sdpa"
+    # those rows came from the fast path (queries at the asked positions against the layer's keys,
+    # inside the model's own SDPA forward), which reproduces this family's eager weights
+    from whence_ls.engine.attribution.attention_probe import _rows_recomputable
+
+    assert _rows_recomputable(tiny_lm)
     rows = attribute_rows(tiny_lm, _fresh(record), list(range(len(record.tokens))), language="python")
     assert {row.method for row in rows.values()} == {"calibrated_attention"}
     assert all(row.identifier_scores is not None for row in rows.values())
