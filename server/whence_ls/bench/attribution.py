@@ -299,7 +299,11 @@ def _identifiers(text: str) -> list[str]:
     return [w for w in re.findall(r"[^\W\d]\w*", text) if w not in COMMON_WORDS]
 
 
-def cost_of_matrix(lm, *, context_tokens: int, new_tokens: int, log: Callable[[str], None]) -> dict:
+COST_METHODS = ("calibrated_attention", "value_norm", "gradient_norm", "ablation")
+
+
+def cost_of_matrix(lm, *, context_tokens: int, new_tokens: int, log: Callable[[str], None],
+                   methods: tuple[str, ...] = COST_METHODS) -> dict:
     """Seconds and forward-equivalents for the whole matrix of a `new_tokens` completion after
     about `context_tokens` of context (a held-out file), for every method."""
     import torch
@@ -323,7 +327,7 @@ def cost_of_matrix(lm, *, context_tokens: int, new_tokens: int, log: Callable[[s
     forward = min(times)
     indices = list(range(len(record.tokens)))
     costs = {"context_tokens": len(record.context.token_ids), "tokens": len(indices), "forward_s": forward, "methods": {}}
-    for name in ("calibrated_attention", "value_norm", "gradient_norm", "ablation"):
+    for name in methods:
         began = time.perf_counter()
         attribute_rows(lm, _fresh(record), indices, name, language="python")
         seconds = time.perf_counter() - began
@@ -437,7 +441,8 @@ def run(args) -> int:
         saved["suite"] = to_json(result)
         print(render(summarise(result)))
     if args.cost:
-        saved["cost"] = cost_of_matrix(lm, context_tokens=1024, new_tokens=32, log=log)
+        methods = tuple(m for m in args.cost_methods.split(",") if m) if args.cost_methods else COST_METHODS
+        saved["cost"] = cost_of_matrix(lm, context_tokens=1024, new_tokens=32, log=log, methods=methods)
         _print_cost(saved["cost"])
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:

@@ -16,6 +16,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--drop-rows", type=int, default=1, help="rows per target whose top-3 removal is measured (default 1)")
     parser.add_argument("--ig-targets", type=int, default=5, help="targets whose first row also runs 16-step IG (default 5)")
     parser.add_argument("--cost", action="store_true", help="also time the whole matrix of a 32-token completion after ~1k tokens")
+    parser.add_argument("--cost-methods", default="", metavar="M,...", help="methods the cost measurement times (default: all four)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     parser.add_argument("--offset", type=int, default=0, help="start at this target (to split a run over processes)")
     parser.add_argument("--limit", type=int, default=None, help="run at most this many targets from --offset")
