@@ -1,5 +1,6 @@
 """Hover on a token of an accepted completion or explained line: its confidence at once, and
-what drove it (attribution over context units) as a markdown bar chart with links."""
+what drove it (the strongest source lines, with bars and links, the copy finding and the logit
+lens) in at most ~8 lines of markdown."""
 
 from __future__ import annotations
 
