@@ -10,6 +10,7 @@ weights would be layers x heads x L^2 floats (1 GB at 1k tokens).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 
@@ -84,14 +85,19 @@ def _rows_from_queries(job: TeacherForced, indices: list[int], *, hidden_states:
     for layer, attention in enumerate(modules):
         hooks.append(attention.register_forward_pre_hook(stop))
         hooks.append(attention.register_forward_pre_hook(keep_rows(layer), with_kwargs=True))
+    output = _hooked_forward(job, end, hooks, hidden_states, contextlib.nullcontext())
+    return _finish(job, output, per_layer, positions, hidden_states)
+
+
+def _hooked_forward(job, end: int, hooks: list, hidden_states: bool, attention_mode):
+    """One forward over the first `end` tokens; the hooks are removed whatever happens."""
     try:
-        with torch.inference_mode():
-            output = model(input_ids=job.ids[:end].unsqueeze(0), use_cache=False, logits_to_keep=1,
-                           output_hidden_states=hidden_states)
+        with attention_mode, torch.inference_mode():
+            return job.lm.model(input_ids=job.ids[:end].unsqueeze(0), use_cache=False, logits_to_keep=1,
+                                output_hidden_states=hidden_states)
     finally:
         for hook in hooks:
             hook.remove()
-    return _finish(job, output, per_layer, positions, hidden_states)
 
 
 def _query_rows(module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: list[int]) -> torch.Tensor:
@@ -136,13 +142,7 @@ def _rows_from_eager(job: TeacherForced, indices: list[int], *, hidden_states: b
     for layer, attention in enumerate(modules):
         hooks.append(attention.register_forward_hook(keep_rows(layer)))
         hooks.append(attention.register_forward_pre_hook(stop))
-    try:
-        with eager_attention(model), torch.inference_mode():
-            output = model(input_ids=job.ids[:end].unsqueeze(0), use_cache=False, logits_to_keep=1,
-                           output_hidden_states=hidden_states)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    output = _hooked_forward(job, end, hooks, hidden_states, eager_attention(model))
     return _finish(job, output, per_layer, positions, hidden_states)
 
 
