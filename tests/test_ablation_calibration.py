@@ -202,3 +202,19 @@ def test_the_estimator_forward_stops_at_the_next_layer_when_interactive_work_arr
         hook.remove()
     assert rows == {} and len(layers_run) == 1
     assert tiny_lm.model.config._attn_implementation == "sdpa"  # switched back after the stop
+
+
+def test_the_fingerprint_is_the_weights_not_where_they_were_installed(tiny_lm, tiny_model_dir, tmp_path):
+    """A shipped calibration must apply to every install of the same model: the fingerprint
+    ignores the directory (a fresh clone converts the model somewhere else)."""
+    import shutil
+
+    from whence_ls.engine.loading import load_model
+
+    elsewhere = shutil.copytree(tiny_model_dir, tmp_path / "another" / "place")
+    assert fingerprint(load_model(str(elsewhere), "cpu")) == fingerprint(tiny_lm)
+    other_weights = shutil.copytree(tiny_model_dir, tmp_path / "reseeded")
+    from conftest import build_tiny_model_dir
+
+    build_tiny_model_dir(other_weights, seed=1)
+    assert fingerprint(load_model(str(other_weights), "cpu")) != fingerprint(tiny_lm)

@@ -79,7 +79,12 @@ class Calibration:
 def fingerprint(lm: LoadedModel) -> str:
     """A cheap identity of the weights: the config and a slice of the embedding matrix. Weights
     calibrated on one model are never applied to another of the same name."""
-    digest = hashlib.sha256(lm.model.config.to_json_string(use_diff=False).encode())
+    config = lm.model.config
+    # the shape of the network and a slice of its weights; never paths or library versions,
+    # which differ between two installs of the same model
+    shape = {key: getattr(config, key, None) for key in
+             ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")}
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
     embedding = lm.model.get_input_embeddings().weight
     digest.update(embedding.detach().float().flatten()[:4096].cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
