@@ -54,7 +54,7 @@ def _stopper(job):
     return stop_if_cancelled
 
 
-def _finish(job, output, per_layer, positions, hidden_states: bool) -> AttentionRows:
+def _finish(output, per_layer, positions, hidden_states: bool) -> AttentionRows:
     weights = torch.cat(per_layer, dim=1)  # [n, layers * heads, end]
     hidden = None
     if hidden_states and output.hidden_states is not None:
@@ -86,7 +86,7 @@ def _rows_from_queries(job: TeacherForced, indices: list[int], *, hidden_states:
         hooks.append(attention.register_forward_pre_hook(stop))
         hooks.append(attention.register_forward_pre_hook(keep_rows(layer), with_kwargs=True))
     output = _hooked_forward(job, end, hooks, hidden_states, contextlib.nullcontext())
-    return _finish(job, output, per_layer, positions, hidden_states)
+    return _finish(output, per_layer, positions, hidden_states)
 
 
 def _hooked_forward(job, end: int, hooks: list, hidden_states: bool, attention_mode):
@@ -143,7 +143,7 @@ def _rows_from_eager(job: TeacherForced, indices: list[int], *, hidden_states: b
         hooks.append(attention.register_forward_hook(keep_rows(layer)))
         hooks.append(attention.register_forward_pre_hook(stop))
     output = _hooked_forward(job, end, hooks, hidden_states, eager_attention(model))
-    return _finish(job, output, per_layer, positions, hidden_states)
+    return _finish(output, per_layer, positions, hidden_states)
 
 
 def _rows_recomputable(lm) -> bool:
