@@ -11,7 +11,7 @@ from lsprotocol import types
 
 from whence_ls.errors import WhenceError
 from whence_ls.lsp.attribution_queue import attribution_engine
-from whence_ls.lsp.params import as_json, invalid_params as _invalid, plain, require
+from whence_ls.lsp.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
 from whence_ls.lsp.protocol_names import MATRIX_METHOD, STATUS_METHOD, TOKEN_METHOD, TRACED_SOURCE_METHOD
 from whence_ls.lsp.records import Record
 from whence_ls.lsp.trace_search import NoIndex
@@ -63,22 +63,22 @@ class CustomRequestsFeature:
         if isinstance(record_id, str):
             record = session.records.get(record_id)
             return (document, record, None) if record is not None and record.uri == uri else None
-        position = body.get("position")
-        if not isinstance(position, dict):
+        if not isinstance(body.get("position"), dict):
             raise _invalid("expected a position or a recordId")
-        offset = session.offset(document, types.Position(line=int(position.get("line", -1)), character=int(position.get("character", 0))))
+        line, character = position_of(body)
+        offset = session.offset(document, types.Position(line=line, character=character))
         if offset is None:
             return None
         found = session.records.at(uri, offset)
         if found is not None:
             return document, found[0], found[1]
-        line_start, line_end = document.line_span(int(position["line"]))
+        line_start, line_end = document.line_span(line)
         on_line = session.records.on_line(uri, line_start, line_end)
         return (document, on_line[0], None) if on_line else None
 
     async def attribution_matrix(self, params: Any) -> dict[str, Any] | None:
         session = self.session
-        found = self._find(as_json(params) or {})
+        found = self._find(object_params(params, "{textDocument: {uri}, position | recordId}"))
         if found is None:
             return None
         document, record, _ = found
@@ -113,7 +113,7 @@ class CustomRequestsFeature:
 
     async def token_attribution(self, params: Any) -> dict[str, Any] | None:
         session = self.session
-        body = as_json(params) or {}
+        body = object_params(params, "{textDocument: {uri}, position}")
         if not isinstance(body.get("position"), dict):
             raise _invalid("expected {textDocument: {uri}, position}")
         body.pop("recordId", None)
@@ -146,7 +146,7 @@ class CustomRequestsFeature:
         return answer
 
     async def traced_source(self, params: Any) -> dict[str, Any]:
-        body = as_json(params) or {}
+        body = object_params(params, "{hit}")
         hit = body.get("hit")
         if not isinstance(hit, dict):
             raise _invalid("expected {hit}")

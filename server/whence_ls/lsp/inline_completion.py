@@ -95,6 +95,7 @@ class InlineCompletionFeature:
         """Generate (or reuse) a completion at `position`; None when there is nothing to offer
         (not ready, unknown document, bad position, no context, superseded)."""
         session = self.session
+        settings = await session.current_settings()  # first: the document is read after it
         document = session.documents.get(uri)
         if document is None or document.problem is not None:
             if document is not None:
@@ -106,7 +107,6 @@ class InlineCompletionFeature:
         cursor = session.offset(document, position)
         if cursor is None or not document.text[:cursor].strip():
             return None
-        settings = session.settings
         text, language, mark = document.text, document.language, document.mark()
         key = self.session.completion_cache.key(text, cursor, language, (settings.max_new_tokens, settings.context_tokens, session.model_name))
         template = self.session.completion_cache.get(key)

@@ -94,6 +94,7 @@ class LifecycleFeature:
         workspace = session.client.client_capabilities.workspace if session.client.client_capabilities else None
         if not (workspace and workspace.configuration):
             return
+        pull = session.settings_pull = asyncio.get_running_loop().create_future()
         try:
             answer = await asyncio.wait_for(
                 session.client.workspace_configuration_async(
@@ -101,11 +102,14 @@ class LifecycleFeature:
                 ),
                 CONFIGURATION_TIMEOUT_S,
             )
+            if answer and isinstance(answer[0], dict):
+                self.apply_settings(answer[0])
         except Exception as exc:  # a client that cannot answer still gets a server with defaults
             log.warning("workspace/configuration failed: %s", exc)
-            return
-        if answer and isinstance(answer[0], dict):
-            self.apply_settings(answer[0])
+        finally:
+            pull.set_result(None)
+            if session.settings_pull is pull:
+                session.settings_pull = None
 
     def apply_settings(self, raw: Any) -> None:
         session = self.session

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from whence_ls.errors import WhenceError
+from whence_ls.lsp.provenance import ProvenanceError
 from whence_ls.lsp.records import Record
 from whence_ls.lsp.trace_search import NoIndex, hits_note
 
@@ -118,11 +120,15 @@ class Placement:
             "low_confidence": [{"index": i, "text": scored.tokens[i].text, "prob": round(scored.tokens[i].prob, 4)} for i in flagged] if probs else [],
             "kind": kind,
         }
+        moved = len(session.provenance.moved_aside)
         try:
             await asyncio.to_thread(session.provenance.record, row)
-        except Exception as exc:  # the completion is in the editor already; say the log failed
-            log.exception("provenance log write failed")
-            session.log_once(f"provenance log {session.provenance.path} not writable: {exc}")
+        except ProvenanceError as exc:
+            # the contract: the row is committed before the command answers, so no row, no
+            # acknowledgement (the completion is in the editor; the client shows this error)
+            raise WhenceError(f"the acceptance was not recorded: {exc}") from None
+        for path in session.provenance.moved_aside[moved:]:
+            session.log_once(f"the provenance log was unreadable; it was moved to {path} and a new one started")
 
     async def _trace(self, record: Record) -> None:
         session = self.session

@@ -3,6 +3,11 @@
 Each acceptance is committed before the command answers, with `synchronous=FULL`, so a crash
 of the server (or the machine) right after never loses an accepted record. Trace hits arrive
 later and are written as an update to the same row.
+
+A log that is not one (random bytes, a truncated file, a directory, another program's schema) is
+moved aside, never deleted, and a new one is started; a log locked by another writer is retried
+for a bounded time. When a row still cannot be written the write raises, so the command answers
+an error instead of acknowledging a record that does not exist.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -42,8 +48,24 @@ COLUMNS = [
 ]
 
 
+log = logging.getLogger(__name__)
+
+# how long one statement waits for another writer's lock, and how often it is tried: an
+# acceptance answers within about BUSY_TIMEOUT_MS * LOCK_ATTEMPTS, with its row or an error
+BUSY_TIMEOUT_MS = 1500
+LOCK_ATTEMPTS = 3
+
+
+class ProvenanceError(Exception):
+    """A row could not be committed; the message says why, in one line."""
+
+
 def log_path(workspace: Path) -> Path:
     return workspace / ".whence" / "provenance.sqlite"
+
+
+def _is_lock(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 class ProvenanceLog:
@@ -51,34 +73,81 @@ class ProvenanceLog:
         self.path = path
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self.moved_aside: list[Path] = []  # logs that were not logs, kept beside the new one
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("the log failed its integrity check")
             db.execute(SCHEMA)
-            self._db = db
+            found = [r[1] for r in db.execute("PRAGMA table_info(accepted)")]
+            if found != COLUMNS:
+                raise sqlite3.DatabaseError(f"its table has other columns ({', '.join(found[:6])}…)")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is not None:
+            return self._db
+        try:
+            if self.path.is_dir():
+                raise sqlite3.DatabaseError("it is a directory")
+            self._db = self._open()
+        except sqlite3.Error as exc:
+            if _is_lock(exc):
+                raise
+            self._move_aside(str(exc))
+            self._db = self._open()
         return self._db
+
+    def _move_aside(self, reason: str) -> None:
+        """Rename the log that is not a log (and its WAL files) beside it; never delete it."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.unreadable-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.unreadable-{stamp}-{n}")
+        self.path.rename(target)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                side.rename(target.with_name(target.name + suffix))
+        self.moved_aside.append(target)
+        log.warning("provenance log %s was not readable (%s): moved to %s, started a new one", self.path, reason, target)
+
+    def _write(self, sql: str, values: Any) -> None:
+        """Run one write, committed when it returns; retried while another writer holds the lock."""
+        last: Exception | None = None
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                with self._lock:
+                    self._connect().execute(sql, values)
+                return
+            except sqlite3.Error as exc:
+                last = exc
+                if not _is_lock(exc):
+                    # the log broke while open (truncated, replaced): the next attempt reopens
+                    # it, checks it and moves it aside if it is no longer a log
+                    self.close()
+                    if attempt > 0:
+                        break
+        raise ProvenanceError(f"provenance log {self.path}: {last}")
 
     def record(self, row: dict[str, Any]) -> None:
         values = [_column_value(name, row.get(name)) for name in COLUMNS]
-        with self._lock:
-            db = self._connect()
-            db.execute(
-                f"INSERT OR REPLACE INTO accepted ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                values,
-            )
+        self._write(f"INSERT OR REPLACE INTO accepted ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values)
 
     def set_trace(self, record_id: str, hits: list[dict[str, Any]]) -> None:
         licenses = sorted({str(h.get("license") or "NOASSERTION") for h in hits})
-        with self._lock:
-            self._connect().execute(
-                "UPDATE accepted SET trace_hits = ?, licenses = ? WHERE id = ?",
-                (json.dumps(hits), json.dumps(licenses), record_id),
-            )
+        self._write("UPDATE accepted SET trace_hits = ?, licenses = ? WHERE id = ?", (json.dumps(hits), json.dumps(licenses), record_id))
 
     def close(self) -> None:
         with self._lock:

@@ -24,6 +24,8 @@ from whence_ls.lsp.hover import HoverFeature
 from whence_ls.lsp.inline_completion import InlineCompletionFeature
 from whence_ls.lsp.lifecycle import LifecycleFeature
 from whence_ls.lsp.session import Session
+from whence_ls.lsp.transport import serve_stdio_loop
+from whence_ls.lsp.wire import DEFAULT_MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,11 @@ class WhenceServer(LanguageServer):
         self.features = [feature(self.session) for feature in FEATURES]
         for feature in self.features:
             feature.register(self)
+        self.max_body_bytes = DEFAULT_MAX_BODY_BYTES
+
+    def start_io(self, stdin=None, stdout=None) -> None:
+        # our own reader and gate in place of pygls' (see transport.py for why)
+        serve_stdio_loop(self, self.max_body_bytes, stdin, stdout)
 
 
 class _HarmlessCancellations(logging.Filter):
@@ -45,7 +52,7 @@ class _HarmlessCancellations(logging.Filter):
         return not str(record.msg).startswith("Cancel notification for unknown message id")
 
 
-def serve_stdio(log_file: str | None = None, verbose: bool = False) -> None:
+def serve_stdio(log_file: str | None = None, verbose: bool = False, max_message_mb: float | None = None) -> None:
     # stdout is the LSP channel: logs go to stderr, or to a file an editor's user can attach
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -59,4 +66,6 @@ def serve_stdio(log_file: str | None = None, verbose: bool = False) -> None:
     # each one, and editors show server stderr as errors; these are harmless
     logging.getLogger("pygls.protocol.json_rpc").addFilter(_HarmlessCancellations())
     server = WhenceServer()
+    if max_message_mb is not None:
+        server.max_body_bytes = int(max_message_mb * 1024 * 1024)
     server.start_io()

@@ -58,6 +58,9 @@ class Session:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.settings = Settings()
+        # set while the settings are being pulled from the client (workspace/configuration):
+        # a request that arrives meanwhile waits for them, as it came after the change
+        self.settings_pull: "asyncio.Future | None" = None
         self.documents = DocumentStore()
         self.records = RecordStore()
         self.status = Status(self._notify)
@@ -145,6 +148,13 @@ class Session:
 
         task.add_done_callback(done)
         return task
+
+    async def current_settings(self) -> Settings:
+        """The settings, once a pull in flight has answered (it is bounded by its timeout)."""
+        pull = self.settings_pull
+        if pull is not None and not pull.done():
+            await asyncio.shield(pull)
+        return self.settings
 
     def attribution_method(self) -> str:
         """The configured method, or the engine's default when the setting is null."""
