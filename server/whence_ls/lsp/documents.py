@@ -8,14 +8,14 @@ by the time a didChange handler runs. An edit log lets anything computed against
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from whence_ls.errors import WhenceError
 from whence_ls.grammars import language_for_lsp_id
-from whence_ls.sourcefile import MAX_FILE_BYTES, decode_source, line_starts
+from whence_ls.lsp.line_index import LineIndex
+from whence_ls.sourcefile import MAX_FILE_BYTES, decode_source
 
 # documents larger than this get empty answers; 10 MB files are served
 MAX_DOCUMENT_CHARS = MAX_FILE_BYTES
@@ -62,7 +62,7 @@ class Document:
     language_id: str
     from_disk: bool = False  # read because the client never sent didOpen
     disk_mtime_ns: int = 0
-    _starts: list[int] | None = None
+    _lines: LineIndex | None = None  # built on first use, then kept up to date by each edit
     _log: list[Edit] = field(default_factory=list)
     _log_base: int = 0  # edits dropped from the front of the log
 
@@ -97,7 +97,8 @@ class Document:
 
     def apply(self, start: int, end: int, new_text: str) -> Edit:
         self.text = self.text[:start] + new_text + self.text[end:]
-        self._starts = None
+        if self._lines is not None:
+            self._lines.edited(self.text, start, end, len(new_text))
         edit = Edit(start, end, len(new_text))
         self._log.append(edit)
         if len(self._log) > MAX_EDIT_LOG:
@@ -117,21 +118,23 @@ class Document:
     # -- positions ---------------------------------------------------------------------------
 
     @property
-    def line_starts(self) -> list[int]:
-        if self._starts is None:
-            self._starts = line_starts(self.text)
-        return self._starts
+    def lines(self) -> LineIndex:
+        if self._lines is None:
+            self._lines = LineIndex(self.text)
+        return self._lines
 
     def line_count(self) -> int:
-        return len(self.line_starts)
+        return len(self.lines)
 
     def line_span(self, line: int) -> tuple[int, int]:
-        """Character offsets of a 0-based line, without its line break."""
-        starts = self.line_starts
-        if not 0 <= line < len(starts):
-            raise WhenceError(f"line {line} is outside the document (it has {len(starts)} lines, 0-based)")
-        start = starts[line]
-        end = starts[line + 1] - 1 if line + 1 < len(starts) else len(self.text)
+        """Character offsets of a 0-based line, without its line break (CR LF, LF or CR)."""
+        lines = self.lines
+        if not 0 <= line < len(lines):
+            raise WhenceError(f"line {line} is outside the document (it has {len(lines)} lines, 0-based)")
+        start = lines.start(line)
+        end = lines.start(line + 1) if line + 1 < len(lines) else len(self.text)
+        if end > start and self.text[end - 1] == "\n":
+            end -= 1
         if end > start and self.text[end - 1] == "\r":
             end -= 1
         return start, end
@@ -146,8 +149,8 @@ class Document:
 
     def position_at(self, offset: int, encoding: str = "utf-16") -> tuple[int, int]:
         offset = max(0, min(offset, len(self.text)))
-        line = bisect.bisect_right(self.line_starts, offset) - 1
-        start = self.line_starts[line]
+        line = self.lines.line_of(offset)
+        start = self.lines.start(line)
         return line, _units_for_chars(self.text[start:offset], encoding)
 
 

@@ -11,6 +11,7 @@ import logging
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from whence_ls import __version__
 from whence_ls.lsp.code_actions import CodeActionsFeature
@@ -33,9 +34,33 @@ FEATURES = (LifecycleFeature, InlineCompletionFeature, HoverFeature, Diagnostics
             CodeActionsFeature, CompletionCommands, ExplainCommands, IndexCommands, CustomRequestsFeature)
 
 
+class WhenceProtocol(LanguageServerProtocol):
+    """pygls' protocol without its own copy of each open document: the session keeps one
+    (`documents.py`, which must see every edit's old range). pygls' copy re-split the whole
+    text at every keystroke, and a change it could not apply (a range past the end) raised
+    before our handler ran, so our copy missed the edit."""
+
+    def _user(self, method: str, params):
+        if (handler := self.fm.features.get(method)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        yield from self._user(types.TEXT_DOCUMENT_DID_OPEN, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        yield from self._user(types.TEXT_DOCUMENT_DID_CHANGE, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        yield from self._user(types.TEXT_DOCUMENT_DID_CLOSE, params)
+
+
 class WhenceServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("whence-ls", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__("whence-ls", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+                         protocol_cls=WhenceProtocol)
         self.session = Session(self)
         self.features = [feature(self.session) for feature in FEATURES]
         for feature in self.features:
