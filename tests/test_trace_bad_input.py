@@ -205,3 +205,35 @@ def test_generated_means_a_marker_not_the_word(tmp_path):
     (corpus / "stamp.js").write_text("/* @generated */\nexport const A = 1;\n")
     summary = build_index([str(corpus)], str(tmp_path / "out"))
     assert summary["files"] == 1 and summary["skipped"] == {"generated": 2}
+
+
+@pytest.mark.parametrize("part", ["vectors.faiss", "meta.sqlite", "fp_exact_rows.npy", "idf.npy"])
+def test_a_part_damaged_in_place_is_reported_not_served(built, tmp_path, part):
+    index_dir = copy_of(built, tmp_path)
+    path = index_dir / part
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x55  # one flipped byte, same size: nothing else would notice
+    path.write_bytes(bytes(data))
+    with pytest.raises(WhenceError) as exc:
+        open_index(index_dir)
+    assert part in one_line(exc) and "checksum" in one_line(exc)
+
+
+def test_a_zero_length_part_gets_a_one_line_reason(built, tmp_path):
+    index_dir = copy_of(built, tmp_path)
+    (index_dir / "fp_renamed_hashes.npy").write_bytes(b"")
+    with pytest.raises(WhenceError) as exc:
+        open_index(index_dir)
+    assert "fp_renamed_hashes.npy is 0 bytes" in one_line(exc)
+
+
+def test_the_server_restores_an_index_left_as_its_backup(built, tmp_path):
+    from whence_ls.lsp.trace_search import TraceSearch
+
+    index_dir = copy_of(built, tmp_path)
+    os.rename(index_dir, store.backup_path(index_dir))
+    search = TraceSearch()
+    search.configure(str(index_dir))
+    assert search.index_exists()
+    assert search._open().stats()["files"] >= 1
+    search.shutdown()

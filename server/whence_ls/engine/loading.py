@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,10 @@ def _has_fim_tokens(tokenizer) -> bool:
     return all(t in vocab for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
 
 
+# a Hugging Face hub id, `org/name` (or `name`): a path with one slash is one too, unless it exists
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def load_model(spec: str | None = None, device: str = "auto", *, attn_implementation: str = "sdpa") -> LoadedModel:
     """Load `spec`: None (embedded default), a model directory, a .gguf file, or a hub id
     already in the local cache (whence-ls never downloads at run time)."""
@@ -120,7 +125,7 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
             _check_safetensors_dir(path)
             tok_source = model_source = str(path)
             load_kwargs = {"use_safetensors": True}
-        elif os.sep in spec or spec.startswith("."):
+        elif os.sep in spec and not HUB_ID.fullmatch(spec) or spec.startswith((".", "~", "/")):
             raise WhenceError(f"model not found: {spec} is neither a directory nor a .gguf file")
         else:
             # a hub id: only what is already cached; whence-ls is offline at run time
@@ -138,6 +143,9 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
     except WhenceError:
         raise
     except OSError as exc:
+        if "local_files_only" in load_kwargs:
+            raise WhenceError(f"model not found: {spec} is not a directory here, and not in the local Hugging Face "
+                              f"cache (whence-ls never downloads at run time) ({_first_line(exc)})") from exc
         raise WhenceError(f"cannot load model {name}: {_first_line(exc)}") from exc
     except Exception as exc:  # corrupt weights, unknown architecture, bad config
         raise WhenceError(f"cannot load model {name}: {type(exc).__name__}: {_first_line(exc)}") from exc

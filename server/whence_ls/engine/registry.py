@@ -44,7 +44,10 @@ def read_registry() -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise WhenceError(f"model registry {path} is unreadable ({exc}); run `whence-ls model install --force`") from exc
-    data.setdefault("models", {})
+    if not isinstance(data, dict) or not isinstance(data.setdefault("models", {}), dict) \
+            or not all(isinstance(entry, dict) for entry in data["models"].values()):
+        raise WhenceError(f"model registry {path} is not a registry (expected an object with a \"models\" object); "
+                          "run `whence-ls model install --force`")
     return data
 
 

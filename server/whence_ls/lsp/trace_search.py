@@ -43,13 +43,13 @@ class TraceSearch:
         path = self.index_path()
         if self._index is not None and self._path == path:
             return self._index
-        if not path.exists():
-            hint = "set whence.traceIndex" if self._configured else "run `whence-ls index build` or the whence.buildIndex command"
-            raise NoIndex(f"no trace index at {path} ({hint})")
         try:
-            from whence_ls.trace import open_index
+            from whence_ls.trace import index_present, open_index
         except ImportError as exc:
             raise NoIndex(f"the trace package is not available: {exc}") from exc
+        if not index_present(path):  # restores an index a killed build left as its backup
+            hint = "set whence.traceIndex" if self._configured else "run `whence-ls index build` or the whence.buildIndex command"
+            raise NoIndex(f"no trace index at {path} ({hint})")
         self._index = open_index(path)
         self._path = path
         return self._index
@@ -74,7 +74,11 @@ class TraceSearch:
         self._path = None
 
     def index_exists(self) -> bool:
-        return self.index_path().exists()
+        try:
+            from whence_ls.trace import index_present
+        except ImportError:
+            return self.index_path().exists()
+        return index_present(self.index_path())
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

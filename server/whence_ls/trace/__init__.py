@@ -10,6 +10,6 @@ Never imports whence_ls.engine or whence_ls.lsp (DESIGN.md: they join results, n
 
 from whence_ls.trace.build import build_index
 from whence_ls.trace.hit import TraceHit
-from whence_ls.trace.index import TraceIndex, open_index
+from whence_ls.trace.index import TraceIndex, index_present, open_index
 
-__all__ = ["TraceHit", "TraceIndex", "build_index", "open_index"]
+__all__ = ["TraceHit", "TraceIndex", "build_index", "index_present", "open_index"]

@@ -30,6 +30,17 @@ VERIFY_MAX_CHARS = 4000
 TEXT_CACHE_FILES = 256  # decompressed source files kept for verification
 
 
+def index_present(path) -> bool:
+    """Whether an index is at `path`, after restoring one that a build killed mid-swap left
+    only as its backup (as `open_index` would)."""
+    path = Path(path).expanduser()
+    try:
+        store.restore_interrupted_swap(path)
+    except OSError:  # not ours to rename (permissions): open_index says why
+        pass
+    return path.exists()
+
+
 def open_index(path) -> "TraceIndex":
     """Open the index at `path`; WhenceError when it is missing, foreign, old or corrupt."""
     return TraceIndex(Path(path).expanduser())

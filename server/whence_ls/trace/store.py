@@ -110,8 +110,45 @@ def write_fingerprints(directory: Path, stream: str, hashes: np.ndarray, rows: n
     np.save(directory / common_name, common.astype(np.uint64))
 
 
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def part_checks(directory: Path) -> dict:
+    """Size and CRC-32 of every part of an index: read back at open, so a part damaged or
+    replaced on disk (not only a missing or unparseable one) is reported, not served."""
+    return {p.name: {"bytes": p.stat().st_size, "crc32": _crc32(p)}
+            for p in sorted(directory.iterdir()) if p.is_file() and not p.name.startswith(MANIFEST)}
+
+
+def verify_parts(path: Path, manifest: dict) -> None:
+    """WhenceError naming the first part whose size or checksum differs from the manifest's.
+    Indexes built before checksums were recorded are not checked."""
+    checks = manifest.get("parts")
+    if checks is None:
+        return
+    if not isinstance(checks, dict):
+        raise WhenceError(f"corrupt trace index at {path}: its manifest's parts list is malformed")
+    for name, expected in sorted(checks.items()):
+        part = path / name
+        try:
+            size = part.stat().st_size
+            if not isinstance(expected, dict) or size != expected.get("bytes"):
+                raise WhenceError(f"corrupt trace index at {path}: {name} is {size} bytes, the build wrote "
+                                  f"{expected.get('bytes') if isinstance(expected, dict) else '?'} (rebuild it)")
+            if _crc32(part) != expected.get("crc32"):
+                raise WhenceError(f"corrupt trace index at {path}: {name} changed since it was built "
+                                  "(checksum mismatch; rebuild it)")
+        except OSError as exc:
+            raise WhenceError(f"corrupt trace index at {path}: {name} unreadable ({exc.strerror or exc})") from None
+
+
 def write_manifest(directory: Path, manifest: dict) -> None:
-    body = {"format": FORMAT, "version": VERSION, **manifest}
+    body = {"format": FORMAT, "version": VERSION, **manifest, "parts": part_checks(directory)}
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, directory / MANIFEST)
@@ -148,6 +185,7 @@ def read_manifest(path: Path) -> dict:
         raise WhenceError(
             f"trace index at {path} has format version {manifest.get('version')}, this whence-ls "
             f"reads version {VERSION}: rebuild it with `whence-ls index build`")
+    verify_parts(path, manifest)
     return manifest
 
 

@@ -1,0 +1,49 @@
+"""Model specs: a hub id with a slash loads from the local cache (never the network); a missing
+one, a path that is not a model and a broken registry each get a one-line reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from whence_ls.errors import WhenceError
+
+
+def test_a_hub_id_with_a_slash_loads_from_the_local_cache(tiny_model_dir, tmp_path, monkeypatch):
+    from whence_ls.engine.loading import load_model
+
+    # the layout huggingface_hub keeps: models--ORG--NAME/{refs/main, snapshots/REV/...}
+    repo = tmp_path / "hub" / "models--whence-test--tiny-llama"
+    revision = "0" * 40
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("transformers.utils.hub.HF_HUB_CACHE", str(tmp_path / "hub"), raising=False)
+    monkeypatch.setattr("transformers.utils.hub.TRANSFORMERS_CACHE", str(tmp_path / "hub"), raising=False)
+    lm = load_model("whence-test/tiny-llama", "cpu")
+    assert lm.name == "whence-test/tiny-llama"
+    with pytest.raises(WhenceError, match="not in the local Hugging Face cache"):
+        load_model("whence-test/not-cached", "cpu")
+
+
+def test_paths_that_are_not_models(tmp_path):
+    from whence_ls.engine.loading import load_model
+
+    for spec in ["./missing", str(tmp_path / "a" / "b" / "c"), "~/nothing-here"]:
+        with pytest.raises(WhenceError, match="neither a directory nor a .gguf file"):
+            load_model(spec, "cpu")
+
+
+@pytest.mark.parametrize("content", ["[]", '{"models": []}', '{"models": {"x": 3}}', "not json"])
+def test_a_broken_registry_gets_a_one_line_reason(tmp_path, monkeypatch, content):
+    from whence_ls.engine import registry
+
+    monkeypatch.setattr(registry, "models_dir", lambda: tmp_path)
+    (tmp_path / "registry.json").write_text(content)
+    with pytest.raises(WhenceError) as exc:
+        registry.read_registry()
+    assert "\n" not in str(exc.value) and "registry" in str(exc.value) and "model install --force" in str(exc.value)
