@@ -148,3 +148,34 @@ def test_kill_9_right_after_the_answer_never_loses_the_row(tiny_model_dir, tmp_p
     stored = {r["id"] for r in read_rows(tmp_path / ".whence" / "provenance.sqlite")}
     assert set(acknowledged) <= stored
     assert len(set(acknowledged)) == 3
+
+
+def test_accept_before_the_insertion_never_pins_the_users_own_identical_text(tiny_model_dir, tmp_path):
+    """The contract lets a client run the accept command before it inserts the text. The
+    record must then wait for the insertion, not land on identical code that was already in
+    the document (here: right after the cursor, where the prompt does not see it)."""
+    raw = start_server(tmp_path, tiny_model_dir)
+    try:
+        line, character = 10, len(PY_SOURCE.split("\n")[10])
+        at_cursor = {"line": line, "character": character}
+        first = raw.call("textDocument/inlineCompletion", {"textDocument": {"uri": raw.uri}, "position": at_cursor, "context": {"triggerKind": 1}})
+        text = first["result"]["items"][0]["insertText"]
+        # a second document: the same prefix, and the user's own copy of the text after the cursor
+        lines = PY_SOURCE.split("\n")
+        own = "\n".join(lines[: line + 1]) + "\n" + text + "\n" + "\n".join(lines[line + 1:])
+        uri = (tmp_path / "own.py").as_uri()
+        raw.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": own}})
+        offer = raw.call("textDocument/inlineCompletion", {"textDocument": {"uri": uri}, "position": at_cursor, "context": {"triggerKind": 1}})
+        item = offer["result"]["items"][0]
+        assert item["insertText"] == text
+        accepted = raw.call("workspace/executeCommand", {"command": item["command"]["command"], "arguments": item["command"]["arguments"]})
+        assert accepted["result"]["placed"] is False  # the text has not arrived: nothing pinned
+        own_copy = {"line": line + 1, "character": 0}
+        assert raw.call("whence/tokenAttribution", {"textDocument": {"uri": uri}, "position": own_copy})["result"] is None
+        raw.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [
+            {"range": {"start": at_cursor, "end": at_cursor}, "text": text}]})
+        placed = raw.call("whence/tokenAttribution", {"textDocument": {"uri": uri}, "position": at_cursor})["result"]
+        assert placed is not None and placed["token"]["range"]["start"] == at_cursor
+        assert raw.call("whence/tokenAttribution", {"textDocument": {"uri": uri}, "position": own_copy})["result"] is None
+    finally:
+        raw.close()

@@ -95,6 +95,19 @@ class Document:
             offset = move(offset, edit)
         return offset
 
+    def inserted_since(self, mark: int) -> list[tuple[int, int]] | None:
+        """The spans of the current text that edits since `mark` put there; None when the log
+        no longer reaches that far back."""
+        if mark < self._log_base:
+            return None
+        spans: list[tuple[int, int]] = []
+        for edit in self._log[mark - self._log_base :]:
+            spans = [(map_start(s, edit), map_end(e, edit)) for s, e in spans]
+            spans = [(s, e) for s, e in spans if e > s]
+            if edit.length:
+                spans.append((edit.start, edit.start + edit.length))
+        return spans
+
     def apply(self, start: int, end: int, new_text: str) -> Edit:
         self.text = self.text[:start] + new_text + self.text[end:]
         if self._lines is not None:

@@ -74,7 +74,10 @@ class Placement:
         anchor = document.map_offset(pending.anchor, pending.mark)
         if anchor is None:
             return None
-        start = _locate(document.text, pending.scored.text, anchor + pending.skip)
+        # only text that arrived after the offer can be the accepted text: the user's own identical
+        # code nearby (there before the offer) must never get the record
+        fresh = document.inserted_since(pending.generation_mark)
+        start = _locate(document.text, pending.scored.text, anchor + pending.skip, fresh)
         if start is None:
             return None
         mark = document.mark() if pending.mark_at_placement else pending.generation_mark
@@ -175,18 +178,24 @@ class Placement:
                 self._trace_tasks[record.id] = self.session.spawn(self._trace(record))
 
 
-def _locate(text: str, wanted: str, anchor: int) -> int | None:
-    """Where `wanted` begins in `text`, at `anchor` or the nearest place within the window."""
+def _locate(text: str, wanted: str, anchor: int, fresh: list[tuple[int, int]] | None = None) -> int | None:
+    """Where `wanted` begins in `text`, at `anchor` or the nearest place within the window,
+    among the places that overlap `fresh` (spans inserted since the offer; None: any place)."""
     if not wanted:
         return None
-    if text.startswith(wanted, anchor):
+
+    def arrived(position: int) -> bool:
+        end = position + len(wanted)
+        return fresh is None or any(s < end and position < e for s, e in fresh)
+
+    if text.startswith(wanted, anchor) and arrived(anchor):
         return anchor
     low = max(0, anchor - SEARCH_WINDOW)
     high = min(len(text), anchor + len(wanted) + SEARCH_WINDOW)
     best = None
     position = text.find(wanted, low, high)
     while position != -1:
-        if best is None or abs(position - anchor) < abs(best - anchor):
+        if arrived(position) and (best is None or abs(position - anchor) < abs(best - anchor)):
             best = position
         position = text.find(wanted, position + 1, high)
     return best
