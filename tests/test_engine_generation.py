@@ -84,6 +84,49 @@ def test_cancel_flag_stops_within_one_token(tiny_lm):
     assert result.timings["generated_tokens"] == 1
 
 
+LONG_SOURCE = SOURCE + "".join(f"            total_{i} = len(name) + {i}\n" for i in range(120))
+
+
+def test_a_long_prefill_in_chunks_matches_a_teacher_forced_forward(tiny_lm):
+    from whence_ls.engine.generation import PREFILL_CHUNK_TOKENS
+
+    context = build_context(tiny_lm.tokenizer, LONG_SOURCE, len(LONG_SOURCE), 1500)
+    assert len(context.token_ids) > 2 * PREFILL_CHUNK_TOKENS  # three forwards before the first token
+    result = generate(tiny_lm, context, max_new_tokens=12)
+    ids = context.token_ids + [t.token_id for t in result.tokens]
+    logp = _teacher_forced(tiny_lm, ids)
+    n = len(context.token_ids)
+    for i, token in enumerate(result.tokens):
+        assert token.token_id == int(torch.argmax(logp[n + i - 1]))  # the same greedy tokens
+        assert token.logprob == pytest.approx(float(logp[n + i - 1][token.token_id]), abs=1e-4)
+
+
+def test_a_cancel_during_the_prefill_frees_the_model_within_one_chunk(tiny_lm):
+    """The cancel is set inside the first prefill forward (a hook, as a newer request would
+    set it): no further forward runs, and the chunk that ran is kept for the next request."""
+    from whence_ls.engine.generation import PREFILL_CHUNK_TOKENS
+    from whence_ls.engine.prefix_cache import PrefixCache
+
+    context = build_context(tiny_lm.tokenizer, LONG_SOURCE, len(LONG_SOURCE), 1500)
+    cancel = threading.Event()
+    forwards = []
+
+    def count(_module, args, kwargs):
+        forwards.append(kwargs["input_ids"].shape[1] if "input_ids" in kwargs else args[0].shape[1])
+        cancel.set()
+
+    handle = tiny_lm.model.register_forward_pre_hook(count, with_kwargs=True)
+    cache = PrefixCache()
+    try:
+        result = generate(tiny_lm, context, max_new_tokens=50, cancel=cancel, prefix_cache=cache)
+    finally:
+        handle.remove()
+    assert result.stop_reason == "cancelled" and result.tokens == []
+    assert forwards == [PREFILL_CHUNK_TOKENS]
+    _, reused = cache.take(context.token_ids)
+    assert reused == PREFILL_CHUNK_TOKENS
+
+
 def test_context_is_cut_to_the_budget_at_a_line_start_with_true_offsets(tiny_lm):
     text = "".join(f"value_{i} = compute({i}, 'x' * {i})\n" for i in range(400))
     context = build_context(tiny_lm.tokenizer, text, len(text), 100)

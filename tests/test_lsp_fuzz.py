@@ -256,3 +256,23 @@ def test_lifecycle_errors(tiny_model_dir, tmp_path):
         assert raw.process.wait(30) == 0
     finally:
         raw.close()
+
+
+def test_verbose_logs_every_model_job(tiny_model_dir, tmp_path):
+    log_file = tmp_path / "server.log"
+    raw = RawServer(tmp_path, "--verbose", "--log-file", str(log_file))
+    try:
+        raw.initialize(tmp_path, {"model": str(tiny_model_dir), "device": "cpu", "maxNewTokens": 4})
+        assert raw.wait_ready()["state"] == "ready"
+        uri = (tmp_path / "a.py").as_uri()
+        raw.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": PY_SOURCE}})
+        answer = raw.call("textDocument/inlineCompletion", {**position_params(uri, 10, 17), "context": {"triggerKind": 1}})
+        assert answer["result"]["items"]
+        assert "result" in raw.call("shutdown", None)
+        raw.notify("exit", None)
+        raw.process.wait(30)
+    finally:
+        raw.close()
+    text = log_file.read_text()
+    assert "model job ModelWorker.load.job (load): waited" in text
+    assert "model job InlineCompletionFeature.offer.generate (interactive): waited" in text and ", done" in text

@@ -52,6 +52,9 @@ def complete_at(
 # tokens per forward while warming the prefix cache: the warm-up stops between chunks when
 # interactive work arrives, so a completion waits at most one chunk (~0.1-0.2 s on a CPU)
 WARM_CHUNK_TOKENS = 128
+# the longest prefill forward of a completion; longer ones are cut (see `generate`). Larger
+# than the warm-up's chunks: a prefill is interactive work, and each cut costs a little speed
+PREFILL_CHUNK_TOKENS = 256
 
 
 def warm_prefix(
@@ -185,11 +188,21 @@ def generate(
         cache = DynamicCache(config=model.config)
     cached_ids = list(context.token_ids[:reused])  # what `cache` holds keys and values of
     step_ids = list(context.token_ids[reused:])
-    step_input = torch.tensor([step_ids], device=lm.device)
     prefill_s = 0.0
     pending = heal
     with torch.inference_mode():
-        for step in range(max_new_tokens):
+        # a long prefill runs in chunks, so a cancel (a newer keystroke's request) frees the
+        # model within one chunk; the chunks that ran stay in the prefix cache for that request
+        while len(step_ids) > PREFILL_CHUNK_TOKENS:
+            if cancel is not None and cancel.is_set():
+                stop_reason = "cancelled"
+                break
+            chunk, step_ids = step_ids[:PREFILL_CHUNK_TOKENS], step_ids[PREFILL_CHUNK_TOKENS:]
+            model(input_ids=torch.tensor([chunk], device=lm.device), use_cache=True, logits_to_keep=1,
+                  **{lm.cache_argument: cache})
+            cached_ids.extend(chunk)
+        step_input = torch.tensor([step_ids], device=lm.device)
+        for step in range(0 if stop_reason == "cancelled" else max_new_tokens):
             out = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{lm.cache_argument: cache})
             cached_ids.extend(step_ids)
             if step == 0:

@@ -18,12 +18,18 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
 LOAD, INTERACTIVE, URGENT, BACKGROUND = 0, 1, 2, 3
+PRIORITY_NAMES = {LOAD: "load", INTERACTIVE: "interactive", URGENT: "urgent", BACKGROUND: "background"}
+
+
+def _job_name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", type(fn).__name__).replace(".<locals>", "")
 
 
 class JobCancelled(Exception):
@@ -38,6 +44,7 @@ class _Job:
     future: concurrent.futures.Future = field(compare=False)
     cancel: threading.Event = field(compare=False)
     needs_model: bool = field(compare=False, default=True)
+    queued_at: float = field(compare=False, default_factory=time.perf_counter)
 
 
 class ModelWorker:
@@ -160,8 +167,11 @@ class ModelWorker:
             if isinstance(item, _Job):
                 self._run_job(item)
                 continue
+            started = time.perf_counter()
             try:
                 item(self.lm, self.background_cancel)
+                log.debug("model job %s (idle): %.0f ms%s", _job_name(item), 1000 * (time.perf_counter() - started),
+                          ", yielded to interactive work" if self.background_cancel.is_set() else "")
             except Exception:  # background work must never kill the worker
                 log.exception("background job failed")
 
@@ -174,10 +184,19 @@ class ModelWorker:
         if job.needs_model and self.lm is None:
             job.future.set_exception(ModelNotReady())
             return
+        started = time.perf_counter()
         try:
-            job.future.set_result(job.fn(self.lm, job.cancel))
+            result, error = job.fn(self.lm, job.cancel), None
         except BaseException as exc:  # handed to the awaiting handler, which reports it
-            job.future.set_exception(exc)
+            result, error = None, exc
+        if log.isEnabledFor(logging.DEBUG):  # serve --verbose: every model job, its wait and its run
+            outcome = f"failed: {type(error).__name__}" if error is not None else "cancelled" if job.cancel.is_set() else "done"
+            log.debug("model job %s (%s): waited %.0f ms, ran %.0f ms, %s", _job_name(job.fn), PRIORITY_NAMES.get(job.priority, job.priority),
+                      1000 * (started - job.queued_at), 1000 * (time.perf_counter() - started), outcome)
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
 
 
 class ModelNotReady(Exception):
