@@ -276,3 +276,43 @@ def test_verbose_logs_every_model_job(tiny_model_dir, tmp_path):
     text = log_file.read_text()
     assert "model job ModelWorker.load.job (load): waited" in text
     assert "model job InlineCompletionFeature.offer.generate (interactive): waited" in text and ", done" in text
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def test_typing_storm_with_cancels(server: RawServer):
+    """300 keystrokes typed as fast as the pipe takes them, each followed by a completion
+    request and a cancel of the one before (as VS Code does): every request is answered once,
+    the last answer is for the last text, and memory stays flat."""
+    uri = (server.root / "storm.py").as_uri()
+    text = PY_SOURCE
+    server.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}})
+    line, character = 10, len(PY_SOURCE.split("\n")[10])
+    typed = "    result = compute_total(values, scale=2) + offset\n" * 6
+    before = rss_kb(server.process.pid)
+    ids = []
+    row = line
+    for version, char in enumerate(typed[:300], start=2):
+        at = {"line": row, "character": character}
+        server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": version}, "contentChanges": [
+            {"range": {"start": at, "end": at}, "text": char}]})
+        if char == "\n":
+            row, character = row + 1, 0
+        else:
+            character += 1
+        if ids:
+            server.notify("$/cancelRequest", {"id": ids[-1]})
+        ids.append(server.request("textDocument/inlineCompletion", {"textDocument": {"uri": uri},
+                                  "position": {"line": row, "character": character}, "context": {"triggerKind": 2}}))
+    answers = server.wait_for(ids, timeout=180)
+    assert not server.duplicates
+    assert all("result" in a or a["error"]["code"] in (-32800,) for a in answers), [a for a in answers if "error" in a][:3]
+    last = answers[-1]["result"]["items"]
+    fresh = server.call("textDocument/inlineCompletion", {"textDocument": {"uri": uri}, "position": {"line": row, "character": character},
+                                                          "context": {"triggerKind": 1}})["result"]["items"]
+    assert [i["insertText"] for i in last] == [i["insertText"] for i in fresh]  # no stale answer
+    after = rss_kb(server.process.pid)
+    assert after < before + 100_000, (before, after)  # kB: flat, not growing with keystrokes

@@ -237,3 +237,45 @@ def test_the_server_restores_an_index_left_as_its_backup(built, tmp_path):
     assert search.index_exists()
     assert search._open().stats()["files"] >= 1
     search.shutdown()
+
+
+def test_kill_9_during_a_real_build_always_leaves_a_whole_index(built, tmp_path):
+    """`whence-ls index build` killed (-9) at several points of a real build over part of the
+    standard library: the index path always opens (old or new, never half), and the next build
+    removes the dead builds' temporary directories."""
+    import json as json_module
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    stdlib = Path(json_module.__file__).resolve().parents[1]
+    corpus = [stdlib / name for name in ("email", "asyncio", "http", "xml", "logging", "unittest", "concurrent")]
+    index_dir = copy_of(built, tmp_path)
+    old_files = open_index(index_dir).stats()["files"]
+    command = [sys.executable, "-m", "whence_ls", "index", "build", "--out", str(index_dir)]
+    for path in corpus:
+        command += ["--corpus", str(path)]
+    killed = left_behind = 0
+    # at fixed times (while it indexes), then the moment its temporary directory appears (while
+    # it writes: the window where a kill can leave a half-written directory behind)
+    for when in (2.5, 1.0, "writing", "writing"):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if when == "writing":
+            deadline = time.monotonic() + 60
+            while process.poll() is None and time.monotonic() < deadline and \
+                    not any(p.name.endswith(f".building-{process.pid}") for p in tmp_path.iterdir()):
+                time.sleep(0.005)
+        else:
+            time.sleep(when)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            killed += 1
+        process.wait(30)
+        # opens, with every part matching its checksum: the old index or the whole new one
+        assert open_index(index_dir).stats()["files"] >= old_files
+        left_behind += any(".building-" in p.name for p in tmp_path.iterdir())
+    assert killed >= 2, "the build finished before it could be killed: use a larger corpus"
+    assert left_behind, "no killed build left its temporary directory: the clean-up below is untested"
+    build_index([str(DATA / "repo_mit" / "pkg")], str(index_dir))
+    assert [p for p in tmp_path.iterdir() if ".building-" in p.name] == []
