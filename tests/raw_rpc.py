@@ -34,6 +34,7 @@ class RawServer:
         self.notifications: list[dict] = []
         self._arrived = threading.Condition(self._lock)
         self.configuration: dict = {}
+        self.server_requests: list[str] = []  # methods of the requests the server sent us
         threading.Thread(target=self._read, daemon=True).start()
         self.stderr_lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._drain_stderr, daemon=True).start()
@@ -120,6 +121,7 @@ class RawServer:
 
     def _answer_server_request(self, message: dict) -> None:
         method = message["method"]
+        self.server_requests.append(method)
         if method == "workspace/configuration":
             items = (message.get("params") or {}).get("items") or []
             result: Any = [self.configuration.get(item.get("section"), None) for item in items]
@@ -144,9 +146,9 @@ class RawServer:
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    def initialize(self, root: Path, options: dict) -> dict:
+    def initialize(self, root: Path, options: dict, capabilities: dict | None = None) -> dict:
         answer = self.call("initialize", {
-            "processId": os.getpid(), "rootUri": root.as_uri(), "capabilities": {},
+            "processId": os.getpid(), "rootUri": root.as_uri(), "capabilities": capabilities or {},
             "workspaceFolders": [{"uri": root.as_uri(), "name": "ws"}], "initializationOptions": options,
         })
         self.notify("initialized", {})

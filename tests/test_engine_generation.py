@@ -127,6 +127,49 @@ def test_a_cancel_during_the_prefill_frees_the_model_within_one_chunk(tiny_lm):
     assert reused == PREFILL_CHUNK_TOKENS
 
 
+def test_prompt_lookup_drafts_change_nothing_but_the_number_of_forwards(tiny_lm):
+    """Drafted decoding gives plain greedy decoding's tokens and scores, and on text that
+    repeats itself (a random tiny model loops, like real ones on repetitive code) it needs
+    fewer forwards than tokens."""
+    source = SOURCE + "".join(f"            paths.append(os.path.join(dirpath, name))\n" for _ in range(6))
+    context = build_context(tiny_lm.tokenizer, source, len(source), 512)
+    plain = generate(tiny_lm, context, max_new_tokens=40, draft_tokens=0)
+    drafted = generate(tiny_lm, context, max_new_tokens=40, draft_tokens=4)
+    assert [t.token_id for t in drafted.tokens] == [t.token_id for t in plain.tokens]
+    for a, b in zip(drafted.tokens, plain.tokens):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4) and a.entropy == pytest.approx(b.entropy, abs=1e-4)
+        assert [x.token_id for x in a.alternatives] == [x.token_id for x in b.alternatives]
+    assert plain.timings["forwards"] == len(plain.tokens) + (plain.stop_reason in ("eos", "special_token"))
+    assert drafted.timings["accepted_draft_tokens"] > 0
+    assert drafted.timings["forwards"] < plain.timings["forwards"]
+    # and both are what a teacher-forced forward over the whole sequence says
+    ids = context.token_ids + [t.token_id for t in drafted.tokens]
+    logp = _teacher_forced(tiny_lm, ids)
+    n = len(context.token_ids)
+    for i, token in enumerate(drafted.tokens):
+        assert token.logprob == pytest.approx(float(logp[n + i - 1][token.token_id]), abs=1e-4)
+
+
+def test_drafts_stop_where_plain_decoding_stops(tiny_lm):
+    """A block end, the token cap and a cancel inside an accepted draft run end the output at
+    the same token as without drafts, and the prefix cache holds exactly the output's tokens."""
+    from whence_ls.engine.prefix_cache import PrefixCache
+    from whence_ls.engine.stopping import BlockStopper
+
+    source = SOURCE + "".join(f"            paths.append(os.path.join(dirpath, name))\n" for _ in range(6))
+    context = build_context(tiny_lm.tokenizer, source, len(source), 512)
+    for cap in (1, 2, 3, 7, 13):
+        runs = []
+        for draft in (0, 4):
+            cache = PrefixCache()
+            result = generate(tiny_lm, context, max_new_tokens=cap, draft_tokens=draft, prefix_cache=cache,
+                              stopper=BlockStopper(context.text.split("\n")[-1], "python"))
+            entry = cache._entries[-1]
+            assert entry.cache.get_seq_length() == len(entry.ids)  # cache and its ids agree
+            runs.append(([t.token_id for t in result.tokens], result.stop_reason, entry.ids))
+        assert runs[0] == runs[1], cap
+
+
 def test_context_is_cut_to_the_budget_at_a_line_start_with_true_offsets(tiny_lm):
     text = "".join(f"value_{i} = compute({i}, 'x' * {i})\n" for i in range(400))
     context = build_context(tiny_lm.tokenizer, text, len(text), 100)

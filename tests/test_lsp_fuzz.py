@@ -316,3 +316,18 @@ def test_typing_storm_with_cancels(server: RawServer):
     assert [i["insertText"] for i in last] == [i["insertText"] for i in fresh]  # no stale answer
     after = rss_kb(server.process.pid)
     assert after < before + 100_000, (before, after)  # kB: flat, not growing with keystrokes
+
+
+@pytest.mark.parametrize("renders_status", [False, True])
+def test_load_progress_only_for_clients_that_do_not_render_the_status(tiny_model_dir, tmp_path, renders_status):
+    """Work-done progress for the model load, unless the client renders whence/status itself
+    (the VS Code client says so): one whence item in its status bar, not two."""
+    raw = RawServer(tmp_path)
+    try:
+        options = {"model": str(tiny_model_dir), "device": "cpu", **({"clientRendersStatus": True} if renders_status else {})}
+        raw.initialize(tmp_path, options, capabilities={"window": {"workDoneProgress": True}})
+        assert raw.wait_ready()["state"] == "ready"
+        created = "window/workDoneProgress/create" in raw.server_requests
+        assert created is not renders_status
+    finally:
+        raw.close()

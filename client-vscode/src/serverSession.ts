@@ -181,7 +181,9 @@ export class ServerSession implements vscode.Disposable {
       outputChannel: this.log,
       traceOutputChannel: this.traceLog,
       revealOutputChannelOn: RevealOutputChannelOn.Never,
-      initializationOptions: () => currentServerSettings(),
+      // the status bar item renders whence/status (load progress included), so the server sends
+      // no work-done progress of its own: one whence item in the status bar, not two
+      initializationOptions: () => ({ ...currentServerSettings(), clientRendersStatus: true }),
       // hovers may run exactly one command from a link: the server's "why this and not the runner-up"
       markdown: { isTrusted: { enabledCommands: [ServerCommands.explainContrast] }, supportHtml: false },
       middleware: {

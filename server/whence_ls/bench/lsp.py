@@ -14,6 +14,7 @@ measures, round trip from this client:
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 import json
 import sys
 import time
@@ -150,6 +151,10 @@ async def _bench(args) -> dict[str, Any]:
         await client.text_document_inline_completion_async(params)
         first_ms[label] = (time.perf_counter() - t0) * 1000
 
+    long_document = None
+    if args.long_document_lines:
+        long_document = await _long_document(client, workspace, text, args.long_document_lines, args.completions)
+
     _say(f"{len(offers)} offers; accepting {min(len(offers), args.accepts)}")
     # accept some of them, bottom-most first so earlier positions stay valid; after each, time
     # the coldest token's row (the most confident one: the background queue reaches it last)
@@ -227,7 +232,42 @@ async def _bench(args) -> dict[str, Any]:
         "hover_ready_ms": {"n": len(hover_ms), "p50": _r(_percentile(hover_ms, 0.5)), "p95": _r(_percentile(hover_ms, 0.95)),
                            "goal_p95": 25.0},
         "attribution_method": matrix["method"] if records and matrix else None,
+        "long_document": long_document,
     }
+
+
+async def _long_document(client, workspace: str, text: str, filler_lines: int, count: int) -> dict[str, Any]:
+    """A keystroke then a completion, at the same places of the same code, in a copy of the
+    bench document and in one with `filler_lines` lines before it (alternating): what a request
+    costs beyond its context window should not grow with the document."""
+    _say(f"timing keystroke + completion in a {filler_lines}-line document and a short one")
+    filler = "".join(f"filler_{i} = {i}\n" for i in range(filler_lines))
+    docs = {}
+    for label, body in (("short", text), ("long", filler + text)):
+        uri = (Path(workspace) / f"bench_{label}_document.py").as_uri()
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            types.TextDocumentItem(uri=uri, language_id="python", version=1, text=body)))
+        docs[label] = [uri, 1, filler_lines if label == "long" else 0]
+    timings: dict[str, list[float]] = {"short": [], "long": []}
+    for line, character in _positions(text, count):
+        for label in ("short", "long"):
+            uri, version, shift = docs[label]
+            version += 1
+            docs[label][1] = version
+            at = types.Position(line + shift, character)
+            t0 = time.perf_counter()
+            client.text_document_did_change(types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[types.TextDocumentContentChangePartial(range=types.Range(at, at), text=" ")]))
+            await client.text_document_inline_completion_async(types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(at.line, at.character + 1),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+            timings[label].append((time.perf_counter() - t0) * 1000)
+    for uri, _, _ in docs.values():
+        client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri=uri)))
+    short, long = _percentile(timings["short"], 0.5), _percentile(timings["long"], 0.5)
+    return {"filler_lines": filler_lines, "n": len(timings["short"]), "short_p50_ms": _r(short), "long_p50_ms": _r(long),
+            "ratio": round(long / short, 2) if short else None}
 
 
 def _say(message: str) -> None:
@@ -266,6 +306,10 @@ def _print(result: dict[str, Any]) -> None:
         ("all rows of the accepted", f"{result['all_rows_after_accepts_s']:.1f} s more"),
         ("hover, row ready", f"p50 {hover['p50']:.1f} ms, p95 {hover['p95']:.1f} ms (n={hover['n']}; goal p95 <= 25 ms: {verdict})"),
     ]
+    if result.get("long_document"):
+        long = result["long_document"]
+        rows.append((f"keystroke + completion, +{long['filler_lines']} lines",
+                     f"p50 {long['long_p50_ms']:.0f} ms vs {long['short_p50_ms']:.0f} ms short ({long['ratio']}x, n={long['n']})"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")

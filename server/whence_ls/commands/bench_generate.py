@@ -1,15 +1,22 @@
-"""`whence-ls bench generate`: decoding speed against plain `model.generate`; the logic is in `whence_ls.bench.generate`."""
+"""`whence-ls bench generate`: decoding speed against plain `model.generate` and llama.cpp; the logic is in `whence_ls.bench.generate`."""
 
 from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("generate", help="decode tokens/s of our engine vs plain model.generate")
+    parser = subparsers.add_parser("generate", help="decode tokens/s and prefill of our engine vs model.generate and llama.cpp")
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--context-tokens", type=int, default=300)
+    parser.add_argument("--context-tokens", type=int, nargs="+", default=[300, 1000], metavar="N",
+                        help="context sizes to measure (default 300 1000)")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--draft-tokens", type=int, default=None, metavar="N",
+                        help="prompt-lookup draft tokens per forward for the drafted row (default: the engine's)")
+    parser.add_argument("--gguf", default=None, metavar="FILE", help="a GGUF of the same model, for the llama.cpp row")
+    parser.add_argument("--llama-python", default=None, metavar="PYTHON",
+                        help="the Python of a bench-only environment with llama-cpp-python (scripts/bench-llama-env.sh)")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: torch's)")
     parser.set_defaults(run=run)
 
 

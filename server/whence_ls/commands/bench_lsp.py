@@ -13,6 +13,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--warm-wait", type=float, default=6.0,
                         help="seconds between didOpen and the first completion of the warmed file (default 6)")
+    parser.add_argument("--long-document-lines", type=int, default=200_000, metavar="N",
+                        help="also time keystroke + completion in a document with N more lines before the code (0: skip)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--server-log", metavar="PATH", help="have the server log its model jobs here (debug level)")
     parser.set_defaults(run=run)

@@ -10,6 +10,7 @@ import time
 import torch
 
 from whence_ls.engine.context import build_context
+from whence_ls.engine.drafting import NgramDrafter
 from whence_ls.engine.loading import LoadedModel
 from whence_ls.engine.prefix_cache import PrefixCache, window_anchor
 from whence_ls.engine.records import Alternative, ContextWindow, ScoredText, ScoredToken
@@ -55,6 +56,9 @@ WARM_CHUNK_TOKENS = 128
 # the longest prefill forward of a completion; longer ones are cut (see `generate`). Larger
 # than the warm-up's chunks: a prefill is interactive work, and each cut costs a little speed
 PREFILL_CHUNK_TOKENS = 256
+# prompt-lookup draft tokens checked per decoding forward (see `generate`); measured with
+# `whence-ls bench generate --draft-tokens N`
+DRAFT_TOKENS = 4
 
 
 def warm_prefix(
@@ -162,15 +166,22 @@ def generate(
     top_k: int = TOP_K,
     heal: str = "",
     prefix_cache: PrefixCache | None = None,
+    draft_tokens: int | None = None,
 ) -> ScoredText:
     """Greedy decoding after `context`; every token scored from the step's own logits.
 
     `heal` is text after the context that the output must begin with (see `heal_context`);
     it is not part of the returned completion. Reported probabilities are the model's own,
     unconstrained ones. A `prefix_cache` supplies the keys and values of a shared prefix and
-    receives this run's afterwards."""
+    receives this run's afterwards.
+
+    `draft_tokens` (default DRAFT_TOKENS, 0: off) is how many prompt-lookup draft tokens are
+    checked per forward (`drafting.py`): the tokens and their scores are those of plain greedy
+    decoding, with fewer forwards when the completion repeats its context."""
     from transformers import DynamicCache
 
+    if draft_tokens is None:
+        draft_tokens = DRAFT_TOKENS
     if not context.token_ids:
         raise WhenceError("nothing to complete from: the context is empty")
     model, tokenizer = lm.model, lm.tokenizer
@@ -190,6 +201,7 @@ def generate(
     step_ids = list(context.token_ids[reused:])
     prefill_s = 0.0
     pending = heal
+    forwards = drafted = accepted = 0
     with torch.inference_mode():
         # a long prefill runs in chunks, so a cancel (a newer keystroke's request) frees the
         # model within one chunk; the chunks that ran stay in the prefix cache for that request
@@ -201,49 +213,73 @@ def generate(
             model(input_ids=torch.tensor([chunk], device=lm.device), use_cache=True, logits_to_keep=1,
                   **{lm.cache_argument: cache})
             cached_ids.extend(chunk)
-        step_input = torch.tensor([step_ids], device=lm.device)
-        for step in range(0 if stop_reason == "cancelled" else max_new_tokens):
-            out = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{lm.cache_argument: cache})
-            cached_ids.extend(step_ids)
-            if step == 0:
+        drafter = NgramDrafter(list(context.token_ids)) if draft_tokens > 0 and _croppable(cache) else None
+        feed, draft = step_ids, []  # tokens to run now; the draft is the tail of `feed` to check
+        stopped = stop_reason == "cancelled"
+        while not stopped and len(ids) < max_new_tokens:
+            out = model(input_ids=torch.tensor([feed], device=lm.device), use_cache=True,
+                        logits_to_keep=len(draft) + 1, **{lm.cache_argument: cache})
+            cached_ids.extend(feed)
+            if forwards == 0:
                 prefill_s = time.perf_counter() - started
-            logits = out.logits[0, -1]
-            values, indices, entropy = _token_row(logits, top_k)
-            if pending:
-                constrained = logits.float() + _healing_mask(lm, pending)
-                token_id = int(torch.argmax(constrained))
-                logprob = float(torch.log_softmax(logits.float(), dim=-1)[token_id])
-            else:
-                token_id = int(indices[0])  # greedy: the top alternative is the choice
-                logprob = float(values[0])
-            if token_id in eos:
-                stop_reason = "eos"
-                break
-            if token_id in special:
-                stop_reason = "special_token"  # markup for the model (<file_sep>, <|im_start|>...), never code
-                break
-            ids.append(token_id)
-            rows.append((logprob, values, indices, entropy))
-            # decode the whole sequence: byte-level BPE may split a character across tokens,
-            # so a token's text is what it adds to the decoded string
-            decoded = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            pending = heal[len(decoded):] if heal.startswith(decoded) else ""
-            if decoded.endswith("\ufffd") or len(decoded) < len(heal):
-                token_texts.append("")  # incomplete UTF-8 or still healing: nothing visible yet
-            else:
-                visible = decoded[len(heal):]
-                token_texts.append(visible[len(text):])
-                text = visible
-            if stopper is not None:
-                cut = stopper.cut(text)
-                if cut is not None:
-                    stop_reason = "block_end"
+            forwards += 1
+            # row i predicts the token after draft[i - 1] (after feed's first token for i = 0):
+            # each draft token the model would have chosen itself lets the next row count
+            for i in range(len(draft) + 1):
+                logits = out.logits[0, i - len(draft) - 1]
+                values, indices, entropy = _token_row(logits, top_k)
+                if pending:
+                    constrained = logits.float() + _healing_mask(lm, pending)
+                    token_id = int(torch.argmax(constrained))
+                    logprob = float(torch.log_softmax(logits.float(), dim=-1)[token_id])
+                else:
+                    token_id = int(indices[0])  # greedy: the top alternative is the choice
+                    logprob = float(values[0])
+                if token_id in eos:
+                    stop_reason, stopped = "eos", True
                     break
-            if cancel is not None and cancel.is_set():
-                stop_reason = "cancelled"
+                if token_id in special:
+                    stop_reason, stopped = "special_token", True  # markup for the model (<file_sep>, <|im_start|>...), never code
+                    break
+                ids.append(token_id)
+                rows.append((logprob, values, indices, entropy))
+                # decode the whole sequence: byte-level BPE may split a character across tokens,
+                # so a token's text is what it adds to the decoded string
+                decoded = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                pending = heal[len(decoded):] if heal.startswith(decoded) else ""
+                if decoded.endswith("\ufffd") or len(decoded) < len(heal):
+                    token_texts.append("")  # incomplete UTF-8 or still healing: nothing visible yet
+                else:
+                    visible = decoded[len(heal):]
+                    token_texts.append(visible[len(text):])
+                    text = visible
+                if stopper is not None:
+                    cut = stopper.cut(text)
+                    if cut is not None:
+                        stop_reason, stopped = "block_end", True
+                        break
+                if cancel is not None and cancel.is_set():
+                    stop_reason, stopped = "cancelled", True
+                    break
+                if len(ids) >= max_new_tokens:
+                    break
+                if drafter is not None:
+                    drafter.push(token_id)
+                if i < len(draft) and token_id == draft[i]:
+                    accepted += 1
+                    continue
                 break
-            step_ids = [token_id]
-            step_input = torch.tensor([step_ids], device=lm.device)
+            # the cache holds every draft token; those after the last row used are not the
+            # output's, so they go (a plain KV cache drops its newest entries exactly)
+            unused = len(draft) - i
+            if unused:
+                cache.crop(-unused)
+                del cached_ids[-unused:]
+            if not stopped and len(ids) < max_new_tokens:
+                room = min(draft_tokens, max_new_tokens - len(ids) - 1)
+                draft = drafter.propose(room) if drafter is not None and not pending else []
+                drafted += len(draft)
+                feed = [token_id] + draft
     if prefix_cache is not None:
         prefix_cache.put(cached_ids, cache, window_anchor(context.doc_start, context.text))
     decode_s = time.perf_counter() - started - prefill_s
@@ -271,8 +307,18 @@ def generate(
             "healed_chars": len(heal),
             "reused_tokens": reused,
             "decode_tokens_per_s": (len(ids) - 1) / decode_s if len(ids) > 1 and decode_s > 0 else 0.0,
+            "forwards": forwards,
+            "drafted_tokens": drafted,
+            "accepted_draft_tokens": accepted,
         },
     )
+
+
+def _croppable(cache) -> bool:
+    """Whether dropping the newest entries is exact for this cache: a plain KV cache, not a
+    sliding window (which forgets) nor a recurrent state."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
 
 
 def top_alternatives(tokenizer, values: torch.Tensor, indices: torch.Tensor) -> list[Alternative]:

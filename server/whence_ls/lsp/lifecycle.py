@@ -60,7 +60,10 @@ class LifecycleFeature:
         session.start_worker()
         for hook in session.initialize_hooks:
             hook(params)
-        self.apply_settings(params.initialization_options)
+        options = params.initialization_options
+        # a client that renders whence/status itself (ours) gets no work-done progress as well
+        session.client_renders_status = isinstance(options, dict) and options.get("clientRendersStatus") is True
+        self.apply_settings(options)
         root = None
         if params.workspace_folders:
             root = uri_to_path(params.workspace_folders[0].uri)
@@ -218,7 +221,7 @@ class LifecycleFeature:
     async def _progress_begin(self, token: str, message: str) -> bool:
         session = self.session
         window = session.client.client_capabilities.window if session.client.client_capabilities else None
-        if not (window and window.work_done_progress):
+        if not (window and window.work_done_progress) or session.client_renders_status:
             return False
         try:
             await asyncio.wait_for(session.client.work_done_progress.create_async(token), CONFIGURATION_TIMEOUT_S)

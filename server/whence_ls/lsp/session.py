@@ -61,6 +61,7 @@ class Session:
         # set while the settings are being pulled from the client (workspace/configuration):
         # a request that arrives meanwhile waits for them, as it came after the change
         self.settings_pull: "asyncio.Future | None" = None
+        self.client_renders_status = False  # initializationOptions.clientRendersStatus
         self.documents = DocumentStore()
         self.records = RecordStore()
         self.status = Status(self._notify)
