@@ -129,3 +129,14 @@ def test_json_carries_the_trace_of_the_completion(tmp_path, tiny_model_dir):
     assert off["trace_index"] is None and off["trace"] == []
     broken = whence(*args, "--index", str(tmp_path / "no-index"))
     _assert_clean_error(broken)
+
+
+def test_bench_generate_checks_the_greedy_tokens_of_every_row(tiny_model_dir):
+    """The decoding benchmark as a user runs it (tiny model, small sizes): both whence rows,
+    without and with prompt-lookup drafts, decode exactly model.generate's greedy tokens."""
+    proc = whence("bench", "generate", "--model", str(tiny_model_dir), "--device", "cpu", "--context-tokens", "60", "200",
+                  "--new-tokens", "24", "--repeats", "1", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "whence-ls generate" in line]
+    assert len(rows) == 4, proc.stdout  # two context sizes x (no drafts, drafts)
+    assert all(row.rstrip().endswith("| yes |") for row in rows), proc.stdout

@@ -14,11 +14,13 @@ measures, round trip from this client:
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+from lsprotocol import types
 
 
 def run(args) -> int:
@@ -151,6 +153,8 @@ async def _bench(args) -> dict[str, Any]:
         await client.text_document_inline_completion_async(params)
         first_ms[label] = (time.perf_counter() - t0) * 1000
 
+    during_background = await _during_background(client, call, workspace, text, args.completions)
+
     long_document = None
     if args.long_document_lines:
         long_document = await _long_document(client, workspace, text, args.long_document_lines, args.completions)
@@ -233,7 +237,50 @@ async def _bench(args) -> dict[str, Any]:
                            "goal_p95": 25.0},
         "attribution_method": matrix["method"] if records and matrix else None,
         "long_document": long_document,
+        "during_background": during_background,
     }
+
+
+async def _during_background(client, call, workspace: str, text: str, count: int) -> dict[str, Any]:
+    """Completions that arrive while the rows of the one just offered are being computed in
+    the background (each offer starts them at once), against completions that wait until the
+    server is idle; at distinct positions of a fresh copy of the document, alternating."""
+    _say("timing completions during background attribution and when idle")
+    uri = (Path(workspace) / "bench_background.py").as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+
+    def params(line: int, character: int) -> types.InlineCompletionParams:
+        return types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line, character),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+
+    async def idle() -> None:
+        while True:
+            status = await call("whence/status", {})
+            if not status.get("activity") and not status.get("stats", {}).get("attributionPending"):
+                return
+            await asyncio.sleep(0.05)
+
+    positions = _positions(text, 3 * count)
+    busy_ms, idle_ms, found_busy = [], [], 0
+    for n in range(0, len(positions) - 2, 3):
+        first, busy_at, idle_at = positions[n : n + 3]
+        await idle()
+        await client.text_document_inline_completion_async(params(*first))  # its rows start now
+        status = await call("whence/status", {})
+        found_busy += bool(status.get("activity") and status["activity"].startswith("explaining"))
+        t0 = time.perf_counter()
+        await client.text_document_inline_completion_async(params(*busy_at))
+        busy_ms.append((time.perf_counter() - t0) * 1000)
+        await idle()
+        t0 = time.perf_counter()
+        await client.text_document_inline_completion_async(params(*idle_at))
+        idle_ms.append((time.perf_counter() - t0) * 1000)
+    client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri=uri)))
+    busy, quiet = _percentile(busy_ms, 0.5), _percentile(idle_ms, 0.5)
+    return {"n": len(busy_ms), "background_running_share": round(found_busy / max(1, len(busy_ms)), 2),
+            "busy_p50_ms": _r(busy), "idle_p50_ms": _r(quiet), "added_p50_ms": _r(busy - quiet)}
 
 
 async def _long_document(client, workspace: str, text: str, filler_lines: int, count: int) -> dict[str, Any]:
@@ -306,6 +353,10 @@ def _print(result: dict[str, Any]) -> None:
         ("all rows of the accepted", f"{result['all_rows_after_accepts_s']:.1f} s more"),
         ("hover, row ready", f"p50 {hover['p50']:.1f} ms, p95 {hover['p95']:.1f} ms (n={hover['n']}; goal p95 <= 25 ms: {verdict})"),
     ]
+    if result.get("during_background"):
+        bg = result["during_background"]
+        rows.append(("completion during background rows", f"p50 {bg['busy_p50_ms']:.0f} ms vs {bg['idle_p50_ms']:.0f} ms idle "
+                     f"(added {bg['added_p50_ms']:.0f} ms; rows were running for {bg['background_running_share']:.0%} of them; n={bg['n']})"))
     if result.get("long_document"):
         long = result["long_document"]
         rows.append((f"keystroke + completion, +{long['filler_lines']} lines",
