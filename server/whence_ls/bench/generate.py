@@ -116,7 +116,8 @@ class _Llama:
         from pathlib import Path
 
         driver = Path(__file__).with_name("llama_driver.py")
-        self.process = subprocess.Popen([python, str(driver), gguf, str(threads)], stdin=subprocess.PIPE,
+        # -I: the driver sits beside bench modules (typing.py) that must not shadow the stdlib
+        self.process = subprocess.Popen([python, "-I", str(driver), gguf, str(threads)], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
         ready = self.process.stdout.readline()
         if not ready:

@@ -59,8 +59,8 @@ def run(args) -> int:
     complete_at(lm, text, cursors[0], **options)  # warm-up: lazy initialisation on first calls
     lm.prefix_cache.clear()
 
-    times: dict[str, list[float]] = {"reuse": [], "fresh": [], "before": []}
-    prefill: dict[str, list[float]] = {"reuse": [], "fresh": [], "before": []}
+    times: dict[str, list[float]] = {"reuse": [], "fresh": [], "undrafted": [], "before": []}
+    prefill: dict[str, list[float]] = {"reuse": [], "fresh": [], "undrafted": [], "before": []}
     reused_tokens, context_tokens = [], []
     for cursor in cursors:
         started = time.perf_counter()
@@ -81,6 +81,12 @@ def run(args) -> int:
         prefill["fresh"].append(fresh.timings["prefill_s"])
         if [t.token_id for t in fresh.tokens] != [t.token_id for t in reused.tokens]:
             raise WhenceError(f"prefix reuse changed the completion at offset {cursor}: {reused.text!r} != {fresh.text!r}")
+        started = time.perf_counter()
+        undrafted = generate(lm, context, max_new_tokens=args.max_new_tokens, stopper=stopper, heal=heal, draft_tokens=0)
+        times["undrafted"].append(time.perf_counter() - started)
+        prefill["undrafted"].append(undrafted.timings["prefill_s"])
+        if [t.token_id for t in fresh.tokens] != [t.token_id for t in undrafted.tokens]:
+            raise WhenceError(f"drafts changed the completion at offset {cursor}: {fresh.text!r} != {undrafted.text!r}")
 
         started = time.perf_counter()
         before = complete_at(lm, text, cursor, **options)
@@ -94,8 +100,10 @@ def run(args) -> int:
           f"{sum(1 for n in reused_tokens if n)} of {len(cursors)} requests reused a prefix; every completion equal to a fresh prefill's")
     print("| way | latency p50 (s) | p95 (s) | prefill p50 (s) |")
     print("|---|---|---|---|")
-    labels = {"reuse": "prefix reuse (server)", "fresh": "same window, fresh prefill", "before": "no reuse (before)"}
+    labels = {"reuse": "prefix reuse + drafts (server)", "fresh": "same window, fresh prefill, drafts",
+              "undrafted": "same window, fresh prefill, no drafts", "before": "no reuse (before)"}
     for way, label in labels.items():
         print(f"| {label} | {statistics.median(times[way]):.3f} | {_percentile(times[way], 0.95):.3f} | {statistics.median(prefill[way]):.3f} |")
     print(f"p50 latency before/reuse: {statistics.median(times['before']) / statistics.median(times['reuse']):.2f}x")
+    print(f"p50 latency no drafts/drafts (fresh prefill both): {statistics.median(times['undrafted']) / statistics.median(times['fresh']):.2f}x")
     return 0
