@@ -220,3 +220,24 @@ def test_a_column_inside_a_surrogate_pair_means_the_start_of_the_character():
     assert document.offset_at(0, emoji, "utf-16") == emoji
     assert document.offset_at(0, emoji + 1, "utf-16") == emoji  # between the two halves
     assert document.offset_at(0, emoji + 2, "utf-16") == emoji + 1  # after the pair
+
+
+def test_healing_keeps_the_users_indentation_and_finished_names(tiny_lm):
+    from whence_ls.engine.generation import _healing_mask, healing_closure
+
+    assert healing_closure("def f():\n", "        ") == "space"
+    assert healing_closure("elem = items[0]\nx = ", "elem") == "word"  # a name the file uses: finished
+    assert healing_closure("import os\nos.", "pa") is None  # half a name: may still grow
+    texts = tiny_lm.token_texts()
+    index = {t: i for i, t in enumerate(texts)}
+    # indentation: the exact indent, or the indent plus code, never more whitespace
+    mask = _healing_mask(tiny_lm, "\n    ", "space")
+    deeper = [t for t in texts if t.startswith("\n    ") and len(t) > 5 and t[5].isspace()]
+    assert deeper and all(mask[index[t]] == float("-inf") for t in deeper)
+    assert mask[index["\n    "]] == 0.0
+    # a finished name: the name itself or the name plus punctuation, never a longer name
+    mask = _healing_mask(tiny_lm, "elem", "word")
+    longer = [t for t in ("elements", "element", "elems") if t in index]
+    assert longer and all(mask[index[t]] == float("-inf") for t in longer)
+    assert mask[index["elem"]] == 0.0
+    assert _healing_mask(tiny_lm, "elem", None)[index[longer[0]]] == 0.0  # unknown names still heal

@@ -48,3 +48,18 @@ def test_a_line_repeated_verbatim_is_cut():
     stopper = BlockStopper("    ", "python")
     generated = "x.append(1)\n    x.append(1)\n"
     assert _kept(stopper, generated) == "x.append(1)"
+
+
+def test_a_line_that_loops_is_cut_after_its_first_copy():
+    from whence_ls.engine.stopping import BlockStopper
+
+    stopper = BlockStopper("    if self.step_callbacks", "python")
+    looping = " is not None and self.planning_interval is not None and self.planning_interval is not None and self.planning_interval"
+    cut = stopper.cut(looping)
+    assert cut is not None and looping[:cut].count("self.planning_interval") == 1
+    path = BlockStopper('    url = "', "python")
+    text = "search/search/search/search/sea"
+    assert text[: path.cut(text)] == "search/"
+    # repeats that code has on purpose are kept
+    for fine in (" = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]", ' = "-" * 10  # ----------------------', " = f(a, b) + f(a, c) + f(b, c)"):
+        assert stopper.cut(fine) is None, fine

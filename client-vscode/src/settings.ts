@@ -22,6 +22,8 @@ export type ServerSettings = {
     | 'none';
   diagnosticsShare: number;
   traceIndex: string | null;
+  /** null: the engine's default; 0: no prompt-lookup drafts (same completions either way). */
+  draftTokens: number | null;
 };
 
 /** Defaults exactly as the contract documents them; package.json repeats them (a test checks). */
@@ -33,6 +35,7 @@ export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   attributionMethod: null,
   diagnosticsShare: 0.15,
   traceIndex: null,
+  draftTokens: null,
 });
 
 export const SERVER_SETTING_KEYS = Object.keys(SERVER_SETTING_DEFAULTS) as (keyof ServerSettings)[];
@@ -51,7 +54,7 @@ export function serverSettingsFrom(read: (key: string) => unknown): ServerSettin
     const fallback = SERVER_SETTING_DEFAULTS[key];
     if (value === undefined) {
       settings[key] = fallback;
-    } else if ((key === 'model' || key === 'traceIndex' || key === 'attributionMethod') && (value === '' || value === null)) {
+    } else if ((key === 'model' || key === 'traceIndex' || key === 'attributionMethod' || key === 'draftTokens') && (value === '' || value === null)) {
       settings[key] = null;
     } else {
       settings[key] = value;

@@ -80,6 +80,8 @@ async def _bench(args) -> dict[str, Any]:
         client without this handler logs every publication as an unknown notification)."""
 
     options = {"device": args.device, "maxNewTokens": args.max_new_tokens}
+    if args.draft_tokens is not None:
+        options["draftTokens"] = args.draft_tokens
     if args.model:
         options["model"] = args.model
     started = time.perf_counter()

@@ -15,6 +15,7 @@ def add_parser(subparsers) -> None:
                         help="seconds between didOpen and the first completion of the warmed file (default 6)")
     parser.add_argument("--long-document-lines", type=int, default=200_000, metavar="N",
                         help="also time keystroke + completion in a document with N more lines before the code (0: skip)")
+    parser.add_argument("--draft-tokens", type=int, default=None, metavar="N", help="the server's draftTokens setting (default: its default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--server-log", metavar="PATH", help="have the server log its model jobs here (debug level)")
     parser.set_defaults(run=run)

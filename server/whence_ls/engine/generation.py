@@ -4,6 +4,7 @@ top-k alternatives from the logits the step computes anyway (no extra forward pa
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 
@@ -30,6 +31,7 @@ def complete_at(
     context_tokens: int = 1024,
     cancel: threading.Event | None = None,
     reuse_prefix: bool = False,
+    draft_tokens: int | None = None,
 ) -> ScoredText:
     """Complete document `text` at character offset `cursor`.
 
@@ -45,7 +47,8 @@ def complete_at(
     line_end = text.find("\n", cursor)
     rest_of_line = text[cursor : len(text) if line_end == -1 else line_end]
     stopper = BlockStopper(text[line_start:cursor], language, single_line=bool(rest_of_line.strip()))
-    result = generate(lm, context, max_new_tokens=max_new_tokens, stopper=stopper, cancel=cancel, heal=heal, prefix_cache=reuse)
+    result = generate(lm, context, max_new_tokens=max_new_tokens, stopper=stopper, cancel=cancel, heal=heal, prefix_cache=reuse,
+                      draft_tokens=draft_tokens)
     result.timings["context_s"] = (time.perf_counter() - started) - result.timings["total_s"]
     return result
 
@@ -137,12 +140,45 @@ def heal_context(context: ContextWindow) -> tuple[ContextWindow, str]:
     return healed, heal
 
 
-def _healing_mask(lm: LoadedModel, pending: str) -> torch.Tensor:
-    """Vocabulary mask of tokens consistent with text still to be re-produced."""
+_TRAILING_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def healing_closure(before: str, heal: str) -> str | None:
+    """What the token that finishes re-producing `heal` must not add right after it:
+
+    - "space" when the cursor follows whitespace: the indentation is the user's, exactly (a
+      newline-plus-20-spaces token once added 12 spaces and continued an inner block);
+    - "word" when the cursor follows a name the context already uses as a whole word: it is
+      finished (`elem` must not become `elements`, `description` not `descriptions`); a word the
+      context does not know yet (`os.pa`) may still be completed by the healing token;
+    - None otherwise."""
+    if not heal:
+        return None
+    if heal[-1].isspace():
+        return "space"
+    text = before + heal
+    word = _TRAILING_WORD.search(text)
+    if word is not None and re.search(rf"(?<![A-Za-z0-9_]){re.escape(word.group())}(?![A-Za-z0-9_])", text[: word.start()]):
+        return "word"
+    return None
+
+
+def _extends(extension: str, closed: str | None) -> bool:
+    """Whether a healing token's text after the healed text breaks `closed`."""
+    if not extension or closed is None:
+        return False
+    first = extension[0]
+    return first.isspace() if closed == "space" else (first.isalnum() or first == "_")
+
+
+def _healing_mask(lm: LoadedModel, pending: str, closed: str | None = None) -> torch.Tensor:
+    """Vocabulary mask of tokens consistent with text still to be re-produced (and, for the
+    token that finishes it, with `closed`: see `healing_closure`)."""
     special = lm.special_token_ids()
     allowed = [
         i for i, t in enumerate(lm.token_texts())
-        if t and i not in special and "\ufffd" not in t and (t.startswith(pending) or pending.startswith(t))
+        if t and i not in special and "\ufffd" not in t
+        and (pending.startswith(t) or t.startswith(pending) and not _extends(t[len(pending):], closed))
     ]
     mask = torch.full((len(lm.token_texts()),), float("-inf"), device=lm.device)
     mask[allowed] = 0.0
@@ -202,6 +238,7 @@ def generate(
     prefill_s = 0.0
     pending = heal
     forwards = drafted = accepted = 0
+    closed = healing_closure(context.text, heal)
     with torch.inference_mode():
         # a long prefill runs in chunks, so a cancel (a newer keystroke's request) frees the
         # model within one chunk; the chunks that ran stay in the prefix cache for that request
@@ -229,7 +266,7 @@ def generate(
                 logits = out.logits[0, i - len(draft) - 1]
                 values, indices, entropy = _token_row(logits, top_k)
                 if pending:
-                    constrained = logits.float() + _healing_mask(lm, pending)
+                    constrained = logits.float() + _healing_mask(lm, pending, closed)
                     token_id = int(torch.argmax(constrained))
                     logprob = float(torch.log_softmax(logits.float(), dim=-1)[token_id])
                 else:

@@ -13,6 +13,10 @@ import re
 from whence_ls.grammars import get_parser
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
+# a piece of at least 5 characters (3 different) that repeats 3 times in a row on one line: small
+# models loop inside a line (`search/search/search/`, ` is not None and x is not None and ...`)
+# until the token cap; legitimate code rarely repeats such a piece three times running
+_INLINE_LOOP = re.compile(r"(.{5,80}?)\1{2,}")
 _OPENERS = (":", "{", "(", "[")
 
 
@@ -32,6 +36,9 @@ class BlockStopper:
         self._parser = get_parser(language) if language else None
 
     def cut(self, generated: str) -> int | None:
+        loop = _inline_loop(generated)
+        if loop is not None:
+            return loop
         if self.single_line:
             newline = generated.find("\n")
             return newline if newline != -1 else None
@@ -82,6 +89,21 @@ class BlockStopper:
         dedented = "\n".join([lines[0]] + [_strip_indent(line, self.base_indent) for line in lines[1:]])
         tree = self._parser.parse(dedented.encode("utf-8"))
         return not tree.root_node.has_error
+
+
+def _inline_loop(generated: str) -> int | None:
+    """Where to cut a completion whose line loops: after the first copy of the repeated piece
+    (only the newest line is searched, so each step costs a line, not the completion)."""
+    line_start = generated.rfind("\n") + 1
+    line = generated[line_start:]
+    if len(line) < 15:
+        return None
+    for loop in _INLINE_LOOP.finditer(line):
+        # three different characters at least: rulers (`-----`) and literals (`0, 0, 0, ...`)
+        # repeat legitimately
+        if len(set(loop.group(1)) - set(" \t")) >= 3:
+            return line_start + loop.start() + len(loop.group(1))
+    return None
 
 
 def _strip_indent(line: str, width: int) -> str:

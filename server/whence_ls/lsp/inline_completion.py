@@ -122,6 +122,7 @@ class InlineCompletionFeature:
                     lm, text, cursor, language=language,
                     max_new_tokens=settings.max_new_tokens, context_tokens=settings.context_tokens, cancel=cancel,
                     reuse_prefix=True,  # the previous keystroke's prompt is most of this one
+                    draft_tokens=settings.draft_tokens,
                 )
 
             shared = self._inflight[key] = asyncio.get_running_loop().create_future()

@@ -27,6 +27,7 @@ _KEYS = {
     "attributionMethod": "attribution_method",
     "diagnosticsShare": "diagnostics_share",
     "traceIndex": "trace_index",
+    "draftTokens": "draft_tokens",
 }
 
 
@@ -39,6 +40,7 @@ class Settings:
     attribution_method: str | None = None  # None: the engine's default (set by its benchmark)
     diagnostics_share: float = 0.15
     trace_index: str | None = None
+    draft_tokens: int | None = None  # None: the engine's default; 0: no prompt-lookup drafts
 
     def model_key(self) -> tuple[str | None, str]:
         """What identifies the loaded model: a change here means a reload."""
@@ -79,6 +81,8 @@ def _check(name: str, value: Any) -> str | None:
         return None if _is_int(value) and 16 <= value <= 32768 else "expected an integer from 16 to 32768"
     if name == "attribution_method":
         return None if value is None or value in ATTRIBUTION_CHOICES else f"expected one of {', '.join(ATTRIBUTION_CHOICES)}"
+    if name == "draft_tokens":
+        return None if value is None or _is_int(value) and 0 <= value <= 16 else "expected an integer from 0 to 16, or null"
     if name == "diagnostics_share":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
         return None if ok else "expected a number from 0 to 1"
