@@ -47,3 +47,29 @@ def test_a_broken_registry_gets_a_one_line_reason(tmp_path, monkeypatch, content
     with pytest.raises(WhenceError) as exc:
         registry.read_registry()
     assert "\n" not in str(exc.value) and "registry" in str(exc.value) and "model install --force" in str(exc.value)
+
+
+def test_a_gguf_is_converted_once_then_loaded_from_safetensors(tiny_model_dir, tiny_lm, tmp_path, monkeypatch):
+    """The conversion of a GGUF is kept under models/converted/, named by the file's size and
+    mtime; the next load reads it and never parses the GGUF again."""
+    from whence_ls.engine import loading
+
+    monkeypatch.setenv("WHENCE_HOME", str(tmp_path / "home"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00 not a real gguf: parsing it would fail")
+    target = loading.gguf_conversion_dir(gguf)
+    assert target.parent.name == "converted" and str(tmp_path / "home") in str(target)
+    # what a first load keeps (here from the tiny model, as transformers would hand it over)
+    loading._keep_conversion(tiny_lm.model, tiny_lm.tokenizer, target)
+    assert (target / "config.json").is_file() and not list(target.parent.glob(".*saving*"))
+    lm = loading.load_model(str(gguf), "cpu")
+    assert lm.name == str(gguf)
+    ids = tiny_lm.tokenizer("def f(x):", return_tensors="pt").input_ids
+    import torch
+
+    with torch.no_grad():
+        assert torch.allclose(lm.model(ids).logits, tiny_lm.model(ids).logits, atol=1e-5)
+    # a changed file is a different model: converted again (here: it cannot be, so it fails)
+    gguf.write_bytes(b"GGUF\x03\x00 changed")
+    with pytest.raises(WhenceError, match="cannot load model"):
+        loading.load_model(str(gguf), "cpu")

@@ -61,6 +61,7 @@ class AttributionQueue:
         # the latest offered completion (not yet accepted): its rows are computed when nothing
         # else waits, so that accepting it finds the whole matrix ready
         self._prefetch: tuple[Any, str | None] | None = None
+        self._prefetch_running = False
         self.wake_worker: Callable[[], None] = lambda: None
         # "explaining n/N" for the status bar: rows computed of those asked since the queue was
         # last empty; `on_activity` publishes it (set by the session)
@@ -162,6 +163,10 @@ class AttributionQueue:
                 break
         return record.units
 
+    def prefetching(self) -> bool:
+        """Whether an offered completion's rows are waiting or being computed."""
+        return self._prefetch_running or self._prefetch is not None
+
     def pending_count(self) -> int:
         with self._lock:
             return self._pending_rows_locked()
@@ -244,12 +249,15 @@ class AttributionQueue:
         scored, language = prefetch
 
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
+            self._prefetch_running = True
             try:
                 engine.context_units(lm, scored, language)
                 rows = engine.attribute_rows(lm, scored, list(range(len(scored.tokens))), method=method, cancel=cancel, language=language)
             except Exception:
                 log.exception("attribution of an offered completion failed")
                 return
+            finally:
+                self._prefetch_running = False
             if cancel is not None and cancel.is_set() and len(rows) < len(scored.tokens):
                 with self._lock:  # cut short by interactive work: try again unless a newer offer came
                     if self._prefetch is None:

@@ -46,6 +46,7 @@ class CustomRequestsFeature:
         session.status.stats = {
             "completionCacheHits": session.completion_cache.hits,
             "attributionPending": session.attribution.pending_count() if session.attribution else 0,
+            "attributionPrefetch": session.attribution.prefetching() if session.attribution else False,
             "records": len(session.records.all()),
         }
         return session.status.snapshot()
