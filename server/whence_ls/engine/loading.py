@@ -194,13 +194,24 @@ def _keep_conversion(model, tokenizer, target: Path) -> None:
     import shutil
 
     temporary = target.with_name(f".{target.name}.saving-{os.getpid()}")
+    # the weights are plain tensors now (dequantised), but transformers still marks the model
+    # as GGUF-quantised and refuses to save it; the saved copy is a plain model
+    model.hf_quantizer = None
+    for marker in ("quantization_config", "_is_quantized"):
+        if marker in vars(model.config):
+            delattr(model.config, marker)
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
     try:
         shutil.rmtree(temporary, ignore_errors=True)
         model.save_pretrained(temporary, safe_serialization=True)
         tokenizer.save_pretrained(temporary)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(temporary, target)
-    except OSError as exc:  # a read-only models/ only costs the next start another conversion
+    except Exception as exc:  # a read-only models/, say: it only costs the next start another conversion
         log.warning("could not keep the conversion of the GGUF in %s: %s", target, exc)
         shutil.rmtree(temporary, ignore_errors=True)
 
