@@ -255,7 +255,9 @@ async def test_new_completion_supersedes_the_running_one(client: LanguageClient)
     # tokens in under 0.3 s, and the first request must still be generating when the second comes
     await execute_settings(client, {"maxNewTokens": 1024})
     try:
-        first = asyncio.ensure_future(inline(client, uri, 3, 22))
+        # (4, 29): where the tiny model's greedy output runs to the token cap (a run of one
+        # character, which the in-line loop guard leaves alone: rulers repeat one character too)
+        first = asyncio.ensure_future(inline(client, uri, 4, 29))
         await asyncio.sleep(0.1)  # the first is generating now
         second = asyncio.ensure_future(inline(client, uri, 5, 30))
         first_answer, second_answer = await asyncio.gather(first, second)
