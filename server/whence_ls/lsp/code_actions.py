@@ -19,6 +19,18 @@ if TYPE_CHECKING:
 KIND = types.CodeActionKind.Refactor + ".whence"
 
 
+# how a comment-only line starts, by language (a line whose code begins so explains nothing)
+_COMMENT_STARTS = {
+    "python": ("#",), "ruby": ("#",), "bash": ("#",), "r": ("#",), "yaml": ("#",), "toml": ("#",),
+    "lua": ("--",), "sql": ("--",), "haskell": ("--",),
+}
+_C_LIKE_COMMENTS = ("//", "/*", "*/", "* ")  # "* " continues a block comment; `*ptr = 0` is code
+
+
+def _comment_only(line: str, language: str | None) -> bool:
+    return line == "*" or line.startswith(_COMMENT_STARTS.get(language or "", _C_LIKE_COMMENTS))
+
+
 class CodeActionsFeature:
     def __init__(self, session: "Session") -> None:
         self.session = session
@@ -40,7 +52,10 @@ class CodeActionsFeature:
         except Exception:
             return []
         actions: list[types.CodeAction] = []
-        if document.text[start:end].strip() and document.text[:start].strip():  # scoring needs code above
+        # the lightbulb only where Explain has code to explain: not on blank or comment-only
+        # lines (the command palette and the context menu still offer Explain on every line)
+        text = document.text[start:end].strip()
+        if text and not _comment_only(text, document.language) and document.text[:start].strip():  # scoring needs code above
             actions.append(self._action("whence: Explain this line", KIND, {"action": "explain", "uri": uri, "line": line}))
         for record in session.records.on_line(uri, start, end):
             actions.append(self._action("whence: Show attribution matrix", KIND, {"action": "matrix", "uri": uri, "recordId": record.id}))

@@ -31,21 +31,26 @@ class CodeLensFeature:
         ls.feature(types.CODE_LENS_RESOLVE)(plain(self.resolve))
 
     def code_lens(self, params: types.CodeLensParams) -> list[types.CodeLens]:
+        """A lens only where it says something: above each completion the index traced to a
+        source. Without any index, one hint (on the newest completion) offers to build one; a
+        completion whose search found nothing, or is still running, gets no lens (the search
+        asks the client to refresh its lenses when it ends)."""
         session = self.session
         document = session.documents.get(params.text_document.uri)
         if document is None:
             return []
-        lenses = []
-        for record in session.records.for_uri(document.uri):
-            if record.kind != "completion":
-                continue
-            line, _ = document.position_at(record.start)
-            where = types.Range(types.Position(line, 0), types.Position(line, 0))
-            lens = types.CodeLens(range=where, data={"recordId": record.id})
-            if record.trace_hits is not None or not session.trace.index_exists():
-                lens.command = self.command(record)  # known already: no resolve round trip
-            lenses.append(lens)
-        return lenses
+        completions = [r for r in session.records.for_uri(document.uri) if r.kind == "completion"]
+        if not completions:
+            return []
+        if not session.trace.index_exists() and all(r.trace_hits is None for r in completions):
+            newest = max(completions, key=lambda r: r.start)
+            return [self._lens(document, newest)]
+        return [self._lens(document, r) for r in completions if r.trace_hits]
+
+    def _lens(self, document, record: Record) -> types.CodeLens:
+        line, _ = self.session.documents.get(document.uri).position_at(record.start)
+        where = types.Range(types.Position(line, 0), types.Position(line, 0))
+        return types.CodeLens(range=where, data={"recordId": record.id}, command=self.command(record))
 
     async def resolve(self, lens: types.CodeLens) -> types.CodeLens:
         data = as_json(lens.data) if lens.data is not None else {}
