@@ -24,7 +24,9 @@ local client_id = vim.lsp.start_client({
   name = "whence",
   cmd = { server_python, "-m", "whence_ls", "serve" },
   root_dir = vim.fn.getcwd(),
-  init_options = model ~= "" and { model = model } or vim.empty_dict(),
+  -- no index at this path: the completion's lens is the one hint to build one (with an index,
+  -- a lens appears only where a completion traces to a source)
+  init_options = { model = model ~= "" and model or nil, traceIndex = vim.fn.getcwd() .. "/no-index-yet" },
   handlers = {
     ["whence/status"] = function(_, result) report.last_status = result end,
   },
@@ -94,7 +96,7 @@ check("low-confidence diagnostics from whence", all_whence, report.diagnostics)
 
 local lenses = request("textDocument/codeLens", { textDocument = { uri = uri } })
 report.code_lenses = lenses.result
-check("code lens above the completion", lenses.result ~= nil and #lenses.result > 0, lenses.result or lenses.err)
+check("code lens above the completion (no index: the hint to build one)", lenses.result ~= nil and #lenses.result == 1, lenses.result or lenses.err)
 
 local actions = request("textDocument/codeAction", {
   textDocument = { uri = uri },
