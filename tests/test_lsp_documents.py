@@ -44,3 +44,15 @@ def test_edits_never_rebuild_the_line_table(monkeypatch):
         document.apply(offset, offset, "a\n" if k % 10 == 0 else "a")
         assert document.position_at(len(document.text))[0] == 200_000 + (k // 10 + 1)
     assert builds == []
+
+
+def test_the_cli_and_the_engine_number_lines_as_the_server_does(tiny_lm):
+    """`explainLine` hands the server's line numbers to the engine: both count CR, LF and CR LF."""
+    from whence_ls.engine.explain import explain_line
+    from whence_ls.sourcefile import line_starts, offset_of
+
+    text = "import os\rx = 1\r\ny = os.sep\nz = x + 1\r"
+    assert line_starts(text) == LineIndex(text).starts.tolist() == [0, 10, 17, 28, 38]
+    assert offset_of(text, 2, 1) == 10 and offset_of(text, 4, 5) == 32
+    record = explain_line(tiny_lm, text, 3, "python")
+    assert record.text == "z = x + 1"

@@ -48,13 +48,13 @@ def decode_source(data: bytes, name: str) -> str:
     return text.removeprefix("\ufeff")
 
 
+# what ends a line: CR LF, LF, or a lone CR, as LSP says (the language server and the CLI must
+# number lines alike: `explainLine` passes the server's line numbers to the engine)
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def line_starts(text: str) -> list[int]:
-    starts = [0]
-    position = text.find("\n")
-    while position != -1:
-        starts.append(position + 1)
-        position = text.find("\n", position + 1)
-    return starts
+    return [0, *(m.end() for m in LINE_BREAK.finditer(text))]
 
 
 def offset_of(text: str, line: int, col: int) -> int:

@@ -9,11 +9,9 @@ Line breaks are what LSP says they are: `\\r\\n`, `\\n` and a lone `\\r`.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-BREAK = re.compile(r"\r\n|\r|\n")
+from whence_ls.sourcefile import LINE_BREAK as BREAK
 
 
 def scan_starts(text: str, begin: int = 0, end: int | None = None) -> list[int]:
