@@ -28,6 +28,14 @@ def _teacher_forced(lm, ids: list[int]) -> torch.Tensor:
     return torch.log_softmax(logits, dim=-1)
 
 
+def assert_matches_teacher_forcing(lm, context, tokens) -> None:
+    """Each generated token's logprob is the one a single forward over the whole sequence gives."""
+    logp = _teacher_forced(lm, context.token_ids + [t.token_id for t in tokens])
+    n = len(context.token_ids)
+    for i, token in enumerate(tokens):
+        assert token.logprob == pytest.approx(float(logp[n + i - 1][token.token_id]), abs=1e-4)
+
+
 def test_logprobs_entropy_and_alternatives_match_a_teacher_forced_forward(tiny_lm):
     context = build_context(tiny_lm.tokenizer, SOURCE, len(SOURCE), 256)
     result = generate(tiny_lm, context, max_new_tokens=24)
@@ -68,11 +76,7 @@ def test_healed_completion_still_matches_teacher_forcing(tiny_lm):
     )
     assert full.startswith(heal)
     assert result.doc_start == len(text)
-    ids = context.token_ids + [t.token_id for t in result.tokens]
-    logp = _teacher_forced(tiny_lm, ids)
-    n = len(context.token_ids)
-    for i, token in enumerate(result.tokens):
-        assert token.logprob == pytest.approx(float(logp[n + i - 1][token.token_id]), abs=1e-4)
+    assert_matches_teacher_forcing(tiny_lm, context, result.tokens)
 
 
 def test_cancel_flag_stops_within_one_token(tiny_lm):
@@ -143,16 +147,12 @@ def test_prompt_lookup_drafts_change_nothing_but_the_number_of_forwards(tiny_lm)
     assert drafted.timings["accepted_draft_tokens"] > 0
     assert drafted.timings["forwards"] < plain.timings["forwards"]
     # and both are what a teacher-forced forward over the whole sequence says
-    ids = context.token_ids + [t.token_id for t in drafted.tokens]
-    logp = _teacher_forced(tiny_lm, ids)
-    n = len(context.token_ids)
-    for i, token in enumerate(drafted.tokens):
-        assert token.logprob == pytest.approx(float(logp[n + i - 1][token.token_id]), abs=1e-4)
+    assert_matches_teacher_forcing(tiny_lm, context, drafted.tokens)
 
 
 def test_drafts_stop_where_plain_decoding_stops(tiny_lm):
-    """A block end, the token cap and a cancel inside an accepted draft run end the output at
-    the same token as without drafts, and the prefix cache holds exactly the output's tokens."""
+    """A block end and the token cap inside an accepted draft run end the output at the same
+    token as without drafts, and the prefix cache holds exactly the output's tokens."""
     from whence_ls.engine.prefix_cache import PrefixCache
     from whence_ls.engine.stopping import BlockStopper
 

@@ -62,7 +62,6 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 async def _bench(args) -> dict[str, Any]:
-    from lsprotocol import types
     from pygls.lsp.client import LanguageClient
 
     from whence_ls import __version__
@@ -90,7 +89,6 @@ async def _bench(args) -> dict[str, Any]:
     import tempfile
 
     workspace = tempfile.mkdtemp(prefix="whence-bench-lsp-")
-    from pathlib import Path
 
     await client.initialize_async(types.InitializeParams(
         capabilities=types.ClientCapabilities(), root_uri=Path(workspace).as_uri(), initialization_options=options))

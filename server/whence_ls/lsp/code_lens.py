@@ -48,7 +48,7 @@ class CodeLensFeature:
         return [self._lens(document, r) for r in completions if r.trace_hits]
 
     def _lens(self, document, record: Record) -> types.CodeLens:
-        line, _ = self.session.documents.get(document.uri).position_at(record.start)
+        line, _ = document.position_at(record.start)
         where = types.Range(types.Position(line, 0), types.Position(line, 0))
         return types.CodeLens(range=where, data={"recordId": record.id}, command=self.command(record))
 
