@@ -25,11 +25,14 @@ def embedded_model_dir() -> Path:
     return Path(registry.installed_entry(registry.DEFAULT_MODEL)["path"])
 
 
-def build_tiny_model_dir(target: Path, *, seed: int = 0, layers: int = 2) -> Path:
+def build_tiny_model_dir(target: Path, *, seed: int = 0, layers: int = 2, extra_special: tuple[str, ...] = ()) -> Path:
+    """`extra_special`: special tokens added to the tokenizer (a family's FIM markers, say)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+    if extra_special:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(extra_special)})
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -54,6 +57,18 @@ def build_tiny_model_dir(target: Path, *, seed: int = 0, layers: int = 2) -> Pat
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny random Llama with the embedded model's tokenizer."""
     return build_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_fim_lm(tmp_path_factory):
+    """A tiny random Llama whose tokenizer has StarCoder's FIM markers."""
+    from whence_ls.engine.loading import load_model
+
+    target = build_tiny_model_dir(tmp_path_factory.mktemp("tiny-fim"), extra_special=STARCODER_FIM)
+    return load_model(str(target), "cpu")
+
+
+STARCODER_FIM = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>")
 
 
 @pytest.fixture(scope="session")

@@ -128,7 +128,8 @@ async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: Langua
     # the matrix: every computed row's absolute values sum to 1 over the units
     matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "position": start})
     assert matrix["recordId"] == record_id and matrix["method"] == DEFAULT_METHOD and matrix["note"]
-    assert matrix["units"] and all(set(u) == {"text", "range", "line", "identifiers"} for u in matrix["units"])
+    assert matrix["units"] and all(set(u) == {"text", "range", "line", "label", "identifiers"} for u in matrix["units"])
+    assert all(u["label"] == f"line {u['line'] + 1}" for u in matrix["units"])
     # sources are the context's lines: code, never whitespace or punctuation alone
     assert all(u["text"].strip() == u["text"] and any(c.isalnum() for c in u["text"]) for u in matrix["units"])
     computed = [row for row in matrix["scores"] if row is not None]

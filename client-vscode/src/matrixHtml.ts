@@ -109,10 +109,11 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
 
   const unitHeaders = columns
     .map((unit) => {
-      const { text, range } = matrix.units[unit];
+      const { text, range, label: place, line } = matrix.units[unit];
       const label = visibleText(text);
+      const where = place ?? (range ? positionLabel(range.start.line, range.start.character) : `line ${(line ?? 0) + 1}`);
       return `<th class="unit" data-unit="${unit}" data-label="${escapeHtml(label)}" title="${escapeHtml(
-        `${label} (${positionLabel(range.start.line, range.start.character)}), click to reveal`,
+        `${label} (${where}), click to reveal`,
       )}">${escapeHtml(label)}</th>`;
     })
     .join('');

@@ -165,9 +165,22 @@ export class AttributionMatrixPanel implements vscode.Disposable {
     if (!message) {
       return;
     }
+    const unit = message.type === 'revealUnit' ? this.matrix.units[message.unit] : undefined;
+    if (unit && !unit.range) {
+      // another file's snippet: open that file at the source's line
+      if (unit.uri) {
+        const line = new vscode.Position(unit.line ?? 0, 0);
+        await vscode.window.showTextDocument(vscode.Uri.parse(unit.uri), {
+          viewColumn: this.target.editorColumn,
+          selection: new vscode.Range(line, line),
+          preserveFocus: false,
+        });
+      }
+      return;
+    }
     const range =
       message.type === 'revealUnit'
-        ? toVsRange(this.matrix.units[message.unit].range)
+        ? toVsRange(unit?.range ?? this.matrix.tokens[0].range)
         : toVsRange(this.matrix.tokens[message.token].range);
     const editor = await vscode.window.showTextDocument(this.target.documentUri, {
       viewColumn: this.target.editorColumn,

@@ -40,7 +40,15 @@ export interface MatrixToken {
 
 export interface MatrixUnit {
   text: string;
-  range: LspRange;
+  /** Where the source is shown: `line 12`, `line 40 (below)` or `utils.py:12`. */
+  label?: string;
+  /** 0-based line in its file. */
+  line?: number;
+  /** This document's lines have a range; another file's snippet has `uri` and `line` instead. */
+  range?: LspRange;
+  below?: boolean;
+  path?: string;
+  uri?: string;
 }
 
 /** `whence/attributionMatrix` answer: rows are generated tokens, columns context units. */

@@ -13,6 +13,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--context-tokens", type=int, default=1024, help="token budget of the context (default 1024)")
     parser.add_argument("--model", default=None, help="model directory, .gguf file or cached hub id (default: embedded)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--fim", default="auto", metavar="TEMPLATE",
+                        help="fill-in-the-middle: auto (the model's family, if its tokenizer has one), off, starcoder, "
+                        "qwen2.5-coder, deepseek-coder, codellama or codestral")
+    parser.add_argument("--suffix-tokens", type=int, default=128, help="code after the cursor shown to a FIM model")
+    parser.add_argument("--with", dest="context_files", action="append", default=[], metavar="FILE",
+                        help="another file for the model to see (as if open in the editor); repeatable")
+    parser.add_argument("--repository", choices=["auto", "off"], default="auto",
+                        help="auto: show the model snippets of the --with files and of the workspace files the file "
+                        "imports (under the current directory); off: the file alone")
+    parser.add_argument("--repository-tokens", type=int, default=384)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--color", choices=["auto", "always", "never"], default="auto")
     add_attribution_arguments(parser)
@@ -66,6 +76,7 @@ def run(args) -> int:
     cursor = offset_of(text, line, col)
     if not text[:cursor].strip():
         raise WhenceError(f"nothing before {line}:{col} in {path}: there is no context to complete from")
+    prompt, snippets = repository_prompt(args, path, text, language_for_path(path))
     lm = load_model(args.model, args.device)
     result = complete_at(
         lm,
@@ -74,6 +85,8 @@ def run(args) -> int:
         language=language_for_path(path),
         max_new_tokens=args.max_new_tokens,
         context_tokens=args.context_tokens,
+        prompt=prompt,
+        snippets=snippets,
     )
     result.timings["load_s"] = lm.load_seconds
     index_path, hits = trace_hits(args.index, result.text, language_for_path(path), line)
@@ -90,6 +103,42 @@ def run(args) -> int:
             print_influences(lm, result, text, language_for_path(path), args.attribution, args.attribution_top)
         print_trace(index_path, hits)
     return 0
+
+
+def repository_prompt(args, path, text: str, language: str | None):
+    """The prompt options and snippets the server would use, with the current directory as the
+    workspace: the --with files stand for open editors."""
+    from pathlib import Path
+
+    from whence_ls.engine.prompt import FIM_CHOICES, PromptOptions
+    from whence_ls.engine.repository import blocks_of, imported_files, rank_blocks
+    from whence_ls.errors import WhenceError
+    from whence_ls.sourcefile import read_source
+
+    if args.fim not in FIM_CHOICES:
+        raise WhenceError(f"unknown --fim {args.fim!r}: use one of {', '.join(FIM_CHOICES)}")
+    root = Path.cwd().resolve()
+    path = Path(path).resolve()
+
+    def shown(file: Path) -> str:
+        try:
+            return file.relative_to(root).as_posix()
+        except ValueError:
+            return file.name
+
+    options = PromptOptions(fim=args.fim, suffix_tokens=max(0, args.suffix_tokens), file_path=shown(path),
+                            repository_tokens=max(0, args.repository_tokens) if args.repository == "auto" else 0,
+                            repository_name=root.name)
+    if args.repository == "off":
+        return options, []
+    files = [Path(f).resolve() for f in args.context_files]
+    files += [f for f in imported_files(text, path, [root], language) if f not in files]
+    blocks = []
+    for file in files:
+        if file == path:
+            continue
+        blocks += blocks_of(shown(file), read_source(file), file.as_uri())
+    return options, rank_blocks(blocks, text, options.repository_tokens * 4)
 
 
 def trace_hits(index_option: str | None, completion: str, language: str | None, first_line: int) -> tuple[str | None, list[dict]]:
@@ -129,6 +178,9 @@ def print_trace(index_path: str | None, hits: list[dict]) -> None:
 def _unit_json(unit, score: float, text: str, starts: list[int]) -> dict:
     from whence_ls.sourcefile import line_col_of
 
+    if unit.path is not None:  # another file's snippet: its offsets are that file's
+        return {"text": unit.text, "path": unit.path, "start_line": unit.line + 1, "end_line": unit.line + unit.lines,
+                "score": round(score, 5), "identifiers": [i.text for i in unit.identifiers]}
     start_line, start_col = line_col_of(text, unit.start, starts)
     end_line, end_col = line_col_of(text, unit.end, starts)
     return {
@@ -139,6 +191,7 @@ def _unit_json(unit, score: float, text: str, starts: list[int]) -> dict:
         "end_col": end_col,  # exclusive, like the end of an editor selection
         "score": round(score, 5),
         "identifiers": [i.text for i in getattr(unit, "identifiers", ())],
+        **({"below_cursor": True} if unit.role == "suffix" else {}),
     }
 
 
@@ -194,9 +247,12 @@ def print_influences(lm, record, text: str, language: str | None, method: str, t
         parts = []
         row = rows[index]
         for u, score in row.top(top):
-            line, _ = line_col_of(text, units[u].start, starts)
             shown = units[u].text.splitlines()[0][:60]
-            parts.append(f"      line {line:>4} {score:+.2f}  {shown}")
+            if units[u].path is not None:
+                place = f"{units[u].path}:{units[u].line + 1}"
+            else:
+                place = f"line {line_col_of(text, units[u].start, starts)[0]}" + (" (below)" if units[u].role == "suffix" else "")
+            parts.append(f"      {place:>10} {score:+.2f}  {shown}")
         copied = row.extra.get("copied_from_unit")
         note = f" (copied from line {line_col_of(text, units[copied].start, starts)[0]})" if isinstance(copied, int) else ""
         print(f"   {token.text!r} p={token.prob:.2f}{note} <-")
@@ -210,7 +266,9 @@ def completion_json(result) -> dict:
         "model": result.model,
         "device": result.device,
         "stop_reason": result.stop_reason,
-        "context": {"tokens": len(result.context.token_ids), "truncated": result.context.truncated},
+        "context": {"tokens": len(result.context.token_ids), "truncated": result.context.truncated,
+                    "format": result.context.prompt_format,
+                    "files": sorted({s.path for s in result.context.segments if s.path is not None})},
         "tokens": result.tokens_json(),
         "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in result.timings.items()},
     }

@@ -18,14 +18,27 @@ _CHARS_PER_TOKEN_BOUND = 16
 def build_context(tokenizer, text: str, end: int, budget: int, *, start_floor: int = 0) -> ContextWindow:
     """Context for generating (or scoring) at document offset `end`: up to `budget` tokens of
     `text[start_floor:end]`, cut at a line start when the budget forces a cut."""
+    special = special_prefix_ids(tokenizer)
+    window_start, ids, doc_offsets, truncated = prefix_tokens(tokenizer, text, end, budget - len(special), start_floor=start_floor)
+    return ContextWindow(
+        text=text[window_start:end],
+        doc_start=window_start,
+        token_ids=special + list(ids),
+        token_offsets=[(window_start, window_start)] * len(special) + doc_offsets,
+        truncated=truncated,
+        special_prefix=len(special),
+    )
+
+
+def prefix_tokens(tokenizer, text: str, end: int, room: int, *, start_floor: int = 0):
+    """(window start, token ids, document spans, truncated): at most `room` tokens of
+    `text[start_floor:end]`, starting on a line start when they had to be cut."""
     if not 0 <= end <= len(text):
         raise WhenceError(f"offset {end} is outside the document (length {len(text)})")
-    if budget < 1:
+    if room < 1:
         raise WhenceError("context budget must be at least one token")
-    window_start = max(start_floor, end - budget * _CHARS_PER_TOKEN_BOUND)
+    window_start = max(start_floor, end - room * _CHARS_PER_TOKEN_BOUND)
     truncated = window_start > start_floor
-    special = _special_prefix_ids(tokenizer)
-    room = budget - len(special)
     encoded = tokenizer(text[window_start:end], add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     if len(ids) > room:
@@ -42,18 +55,10 @@ def build_context(tokenizer, text: str, end: int, budget: int, *, start_floor: i
             window_start = newline + 1
             encoded = tokenizer(text[window_start:end], add_special_tokens=False, return_offsets_mapping=True)
             ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
-    doc_offsets = [(window_start + s, window_start + e) for s, e in offsets]
-    return ContextWindow(
-        text=text[window_start:end],
-        doc_start=window_start,
-        token_ids=special + list(ids),
-        token_offsets=[(window_start, window_start)] * len(special) + doc_offsets,
-        truncated=truncated,
-        special_prefix=len(special),
-    )
+    return window_start, list(ids), [(window_start + s, window_start + e) for s, e in offsets], truncated
 
 
-def _special_prefix_ids(tokenizer) -> list[int]:
+def special_prefix_ids(tokenizer) -> list[int]:
     """The special tokens the tokenizer puts before any text (BOS), if any."""
     with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
     without = tokenizer("x", add_special_tokens=False)["input_ids"]

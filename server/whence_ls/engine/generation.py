@@ -14,7 +14,8 @@ from whence_ls.engine.context import build_context
 from whence_ls.engine.drafting import NgramDrafter
 from whence_ls.engine.loading import LoadedModel
 from whence_ls.engine.prefix_cache import PrefixCache, window_anchor
-from whence_ls.engine.records import Alternative, ContextWindow, ScoredText, ScoredToken
+from whence_ls.engine.prompt import PromptOptions, Snippet, build_prompt
+from whence_ls.engine.records import Alternative, ContextSegment, ContextWindow, ScoredText, ScoredToken
 from whence_ls.engine.stopping import BlockStopper
 from whence_ls.errors import WhenceError
 
@@ -32,21 +33,29 @@ def complete_at(
     cancel: threading.Event | None = None,
     reuse_prefix: bool = False,
     draft_tokens: int | None = None,
+    prompt: PromptOptions | None = None,
+    snippets: list[Snippet] | None = None,
 ) -> ScoredText:
     """Complete document `text` at character offset `cursor`.
 
     With `reuse_prefix`, the model's prefix cache (see `prefix_cache`) serves the part of the
-    context an earlier completion already ran, and the window keeps that completion's start."""
+    context an earlier completion already ran, and the window keeps that completion's start.
+    `prompt` chooses fill-in-the-middle and the budgets (`prompt.py`; by default FIM when the
+    tokenizer has a template), `snippets` are other files' code for the model to see."""
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
     started = time.perf_counter()
     budget = max(1, min(context_tokens, lm.max_context - max_new_tokens))
     reuse = lm.prefix_cache if reuse_prefix else None
-    context, heal = heal_context(_context_window(lm, text, cursor, budget, reuse))
+    shape = _PromptShape(prompt or PromptOptions(), snippets, language)
+    context, heal = heal_context(_context_window(lm, text, cursor, budget, reuse, shape))
     line_start = text.rfind("\n", 0, cursor) + 1
     line_end = text.find("\n", cursor)
     rest_of_line = text[cursor : len(text) if line_end == -1 else line_end]
-    stopper = BlockStopper(text[line_start:cursor], language, single_line=bool(rest_of_line.strip()))
+    # the code after the cursor ends a completion that writes it again, whether or not the
+    # model saw it (a model without FIM still closes the bracket the line already closes)
+    stopper = BlockStopper(text[line_start:cursor], language, single_line=bool(rest_of_line.strip()),
+                           suffix=text[cursor : cursor + 4096])
     result = generate(lm, context, max_new_tokens=max_new_tokens, stopper=stopper, cancel=cancel, heal=heal, prefix_cache=reuse,
                       draft_tokens=draft_tokens)
     result.timings["context_s"] = (time.perf_counter() - started) - result.timings["total_s"]
@@ -72,6 +81,9 @@ def warm_prefix(
     max_new_tokens: int = 64,
     context_tokens: int = 1024,
     cancel: threading.Event | None = None,
+    prompt: PromptOptions | None = None,
+    snippets: list[Snippet] | None = None,
+    language: str | None = None,
 ) -> int:
     """Prefill, into the model's prefix cache, the window a completion at `cursor` would start
     from, so that the completion itself runs only the tail (the first completion after a file
@@ -82,7 +94,7 @@ def warm_prefix(
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
     budget = max(1, min(context_tokens, lm.max_context - max_new_tokens))
-    context, _ = heal_context(_context_window(lm, text, cursor, budget, lm.prefix_cache))
+    context, _ = heal_context(_context_window(lm, text, cursor, budget, lm.prefix_cache, _PromptShape(prompt or PromptOptions(), snippets, language)))
     ids = list(context.token_ids)
     cache, done = lm.prefix_cache.take(ids)
     if cache is None:
@@ -100,20 +112,33 @@ def warm_prefix(
     return done
 
 
-def _context_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse: PrefixCache | None) -> ContextWindow:
+@dataclasses.dataclass
+class _PromptShape:
+    options: PromptOptions
+    snippets: list[Snippet] | None
+    language: str | None
+
+    def window(self, lm: LoadedModel, text: str, cursor: int, budget: int, start_floor: int = 0) -> ContextWindow:
+        return build_prompt(lm.tokenizer, text, cursor, budget, options=self.options, snippets=self.snippets,
+                            language=self.language, start_floor=start_floor)
+
+
+def _context_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse: PrefixCache | None,
+                    shape: _PromptShape | None = None) -> ContextWindow:
     """The context for a completion at `cursor`; with a prefix cache, cut where a cached prompt
     was cut (so their token ids match) while that still fits the budget."""
+    shape = shape or _PromptShape(PromptOptions(), None, None)
     if reuse is None:
-        return build_context(lm.tokenizer, text, cursor, budget)
+        return shape.window(lm, text, cursor, budget)
     for anchor in reuse.anchors():
         if anchor.holds_in(text, cursor):
-            window = build_context(lm.tokenizer, text, cursor, budget, start_floor=anchor.doc_start)
+            window = shape.window(lm, text, cursor, budget, start_floor=anchor.doc_start)
             if not window.truncated:
                 return dataclasses.replace(window, truncated=anchor.doc_start > 0)
-    window = build_context(lm.tokenizer, text, cursor, budget)
+    window = shape.window(lm, text, cursor, budget)
     if window.truncated:
         # a new cut: leave a quarter of the budget to type into before the window must move
-        window = build_context(lm.tokenizer, text, cursor, max(1, budget * 3 // 4))
+        window = shape.window(lm, text, cursor, max(1, budget * 3 // 4))
     return window
 
 
@@ -125,17 +150,26 @@ def heal_context(context: ContextWindow) -> tuple[ContextWindow, str]:
     completion (a 9-space indent, `os.pa` + `th`). Letting the model choose a token that covers
     the backed-off text ("token healing") fixes both.
     """
-    if len(context.token_ids) - context.special_prefix < 2:
+    prefix = context.prefix_segment()
+    if prefix.end_token - prefix.first_token < 2:
         return context, ""
-    start, end = context.token_offsets[-1]
+    last = prefix.end_token - 1  # the prefix's last token; FIM markup and the suffix may follow it
+    start, _ = context.token_offsets[last]
     heal = context.text[start - context.doc_start :]
-    healed = ContextWindow(
+
+    def shifted(segment: ContextSegment) -> ContextSegment:
+        if segment.first_token > last:
+            return dataclasses.replace(segment, first_token=segment.first_token - 1, end_token=segment.end_token - 1)
+        if segment is prefix:
+            return dataclasses.replace(segment, text=segment.text[: len(segment.text) - len(heal)], end_token=last)
+        return segment
+
+    healed = dataclasses.replace(
+        context,
         text=context.text[: start - context.doc_start],
-        doc_start=context.doc_start,
-        token_ids=context.token_ids[:-1],
-        token_offsets=context.token_offsets[:-1],
-        truncated=context.truncated,
-        special_prefix=context.special_prefix,
+        token_ids=context.token_ids[:last] + context.token_ids[last + 1 :],
+        token_offsets=context.token_offsets[:last] + context.token_offsets[last + 1 :],
+        segments=[shifted(s) for s in context.segments],
     )
     return healed, heal
 
@@ -221,7 +255,7 @@ def generate(
     if not context.token_ids:
         raise WhenceError("nothing to complete from: the context is empty")
     model, tokenizer = lm.model, lm.tokenizer
-    eos = lm.eos_token_ids
+    eos = set(lm.eos_token_ids) | set(context.stop_token_ids)
     special = lm.special_token_ids()
     started = time.perf_counter()
     ids: list[int] = []
@@ -321,7 +355,7 @@ def generate(
         prefix_cache.put(cached_ids, cache, window_anchor(context.doc_start, context.text))
     decode_s = time.perf_counter() - started - prefill_s
     if cut is None:
-        cut = len(text)
+        cut = stopper.final(text) if stopper is not None else len(text)
     if stopper is not None:
         cut = len(text[:cut].rstrip())  # ghost text never ends in stray whitespace
     tokens = _scored_tokens(tokenizer, ids, token_texts, rows, cut)

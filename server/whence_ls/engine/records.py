@@ -43,15 +43,51 @@ class ScoredToken:
 
 
 @dataclass
+class ContextSegment:
+    """A run of context tokens that comes from one file's text: the document before the cursor
+    ("prefix"), after it ("suffix", fill-in-the-middle), or a snippet of another workspace file
+    ("repository"). Tokens between segments (FIM and repository markup, paths) belong to none."""
+
+    role: str  # "prefix" | "suffix" | "repository"
+    text: str
+    start: int  # offset of text[0] in its file (the document, for prefix and suffix)
+    first_token: int  # the segment's context tokens are [first_token, end_token)
+    end_token: int
+    path: str | None = None  # another file's path as shown to the user; None: this document
+    uri: str | None = None  # another file's URI, for links
+    line: int = 0  # 0-based line of text[0] in its file (what a view shows for another file)
+
+    @property
+    def in_document(self) -> bool:
+        return self.path is None
+
+
+@dataclass
 class ContextWindow:
-    """The text the model saw, and where each of its tokens sits in the document."""
+    """The text the model saw, and where each of its tokens sits in the document.
+
+    `text`/`doc_start` are the document before the cursor. A prompt with more than that (the
+    code after the cursor, other files' snippets) lists every part in `segments`; token offsets
+    are then character spans in the file of the token's segment."""
 
     text: str
     doc_start: int  # document offset of text[0]
     token_ids: list[int]
-    token_offsets: list[tuple[int, int]]  # per context token, document character span
+    token_offsets: list[tuple[int, int]]  # per context token, character span in its file
     truncated: bool  # True when the prefix was cut to the token budget
     special_prefix: int = 0  # leading special tokens (BOS) that have no document span
+    segments: list[ContextSegment] = field(default_factory=list)  # empty: the prefix is all
+    stop_token_ids: tuple[int, ...] = ()  # tokens that end a completion in this prompt's format
+    prompt_format: str = "prefix"  # "prefix", or the FIM family and/or "+repository"
+
+    def all_segments(self) -> list[ContextSegment]:
+        """Every segment; a plain prefix window is one segment over its text tokens."""
+        if self.segments:
+            return self.segments
+        return [ContextSegment("prefix", self.text, self.doc_start, self.special_prefix, len(self.token_ids))]
+
+    def prefix_segment(self) -> ContextSegment:
+        return next(s for s in self.all_segments() if s.role == "prefix")
 
 
 @dataclass

@@ -28,10 +28,16 @@ class BlockStopper:
     """`cut(generated)` returns how many characters of `generated` to keep once the completion
     is over, or None while it may go on."""
 
-    def __init__(self, line_before_cursor: str, language: str | None, *, single_line: bool = False):
+    def __init__(self, line_before_cursor: str, language: str | None, *, single_line: bool = False, suffix: str = ""):
         self.line_before_cursor = line_before_cursor
         self.language = language
         self.single_line = single_line
+        # with fill-in-the-middle the model sees the code after the cursor and may write it
+        # again: the rest of the cursor's line, and the next non-blank line below, end the
+        # completion where they reappear
+        first, _, below = suffix.partition("\n")
+        self.rest_of_line = first.strip()
+        self.next_line = next((line.strip() for line in below.split("\n") if line.strip()), "")
         self.base_indent = _indent_width(line_before_cursor) if line_before_cursor.strip() else len(line_before_cursor.expandtabs(4))
         self._parser = get_parser(language) if language else None
 
@@ -41,7 +47,7 @@ class BlockStopper:
             return loop
         if self.single_line:
             newline = generated.find("\n")
-            return newline if newline != -1 else None
+            return self.final(generated[:newline]) if newline != -1 else None
         first_line = self.line_before_cursor + generated.split("\n", 1)[0]
         opens_block = first_line.rstrip().endswith(_OPENERS)
         seen_deeper = False
@@ -51,6 +57,8 @@ class BlockStopper:
             end = generated.find("\n", position)
             line = generated[position:] if end == -1 else generated[position:end]
             if line.strip():
+                if len(self.next_line) >= 4 and line.strip() == self.next_line:
+                    return self._before_line(generated, position)  # the code below, written again
                 if end != -1 and line.strip() == previous and len(previous) >= 4:
                     # small models fall into loops; a line repeated verbatim is never wanted
                     return self._before_line(generated, position)
@@ -76,6 +84,14 @@ class BlockStopper:
         if blank and self._complete(generated[: blank.start()]):
             return blank.start()
         return None
+
+    def final(self, generated: str) -> int:
+        """How much of a finished single-line completion to keep: without the rest of the line
+        when the model wrote it again (`foo(` + `x)` before `)` keeps `x`)."""
+        line = generated.rstrip()
+        if self.single_line and self.rest_of_line and "\n" not in line and line.endswith(self.rest_of_line):
+            return len(line) - len(self.rest_of_line)
+        return len(generated)
 
     @staticmethod
     def _before_line(generated: str, line_start: int) -> int:

@@ -33,7 +33,9 @@ def as_lsp_units(units: list[Any]) -> list[Unit]:
     result, first = [], 0
     for unit in units:
         names = tuple(i.text for i in getattr(unit, "identifiers", ()))
-        result.append(Unit(unit.text, unit.start, unit.end, names, first))
+        result.append(Unit(unit.text, unit.start, unit.end, names, first, path=getattr(unit, "path", None),
+                           uri=getattr(unit, "uri", None), line=getattr(unit, "line", None),
+                           below=getattr(unit, "role", "prefix") == "suffix"))
         first += len(names)
     return result
 

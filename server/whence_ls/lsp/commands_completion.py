@@ -69,12 +69,14 @@ class CompletionCommands:
         text = document.text[:cut] + replacement + document.text[tail_end:]
         cursor = cut + len(replacement)
         language, mark, settings = record.language, document.mark(), session.settings
+        prompt, snippets = session.prompt_for(document)
 
         def work(lm: Any, cancel: Any):
             from whence_ls.engine.generation import complete_at
 
             return complete_at(lm, text, cursor, language=language, max_new_tokens=settings.max_new_tokens,
-                               context_tokens=settings.context_tokens, cancel=cancel, reuse_prefix=True)
+                               context_tokens=settings.context_tokens, cancel=cancel, reuse_prefix=True,
+                               prompt=prompt, snippets=snippets)
 
         scored = await session.run_model(work, completion=True)
         if scored is None or scored.stop_reason == "cancelled":

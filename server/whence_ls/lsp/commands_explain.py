@@ -110,9 +110,14 @@ class ExplainCommands:
             if score <= 0:
                 continue
             unit = shown[unit_index] if shown is not None and unit_index < len(shown) else units[unit_index]
-            line = document.position_at(unit.start)[0] if document is not None else None
-            sources.append({"line": line, "text": unit.text.splitlines()[0][:80], "score": round(score, 4)})
-        listed = "; ".join(f"line {s['line'] + 1}: {s['text']}" for s in sources if s["line"] is not None) or "no line stood out"
+            if getattr(unit, "path", None) is not None:
+                line, label = unit.line, f"{unit.path}:{(unit.line or 0) + 1}"
+            else:
+                line = document.position_at(unit.start)[0] if document is not None else None
+                label = f"line {line + 1}" if line is not None else None
+            sources.append({"line": line, "text": unit.text.splitlines()[0][:80], "score": round(score, 4),
+                            **({"path": unit.path} if getattr(unit, "path", None) else {}), "label": label})
+        listed = "; ".join(f"{s['label']}: {s['text']}" for s in sources if s["label"] is not None) or "no line stood out"
         message = f"whence: why {token.text.strip() or repr(token.text)!s} and not {runner.text.strip() or repr(runner.text)}: {listed}"
         session.client.window_show_message(types.ShowMessageParams(type=types.MessageType.Info, message=message))
         return {"token": token.text, "runnerUp": runner.text, "sources": sources, "message": message}

@@ -107,8 +107,7 @@ class CustomRequestsFeature:
                  **({"edited": True} if i in record.edited else {})}
                 for i, t in enumerate(record.scored.tokens)
             ],
-            "units": [{"text": u.text, "range": session.range_json(document, u.start, u.end),
-                       "line": document.position_at(u.start)[0], "identifiers": list(u.identifiers)} for u in units or []],
+            "units": [_unit_json(session, document, u) for u in units or []],
             "scores": rows,
         }
 
@@ -132,10 +131,11 @@ class CustomRequestsFeature:
                 await queue.wait_units(record, WAIT_S)
         units = []
         if row is not None and record.units is not None:
+            # only this document's lines can be tinted in its editor
             units = [
                 {"range": session.range_json(document, record.units[u].start, record.units[u].end), "score": round(score, 6)}
                 for u, score in tint_sources(row.scores, rank_by_abs=getattr(row, "rank_by_abs", True))
-                if u < len(record.units)
+                if u < len(record.units) and record.units[u].path is None
             ]
         answer = {
             "token": {"text": token.text, "range": session.range_json(document, *record.spans[index]), "prob": token.prob},
@@ -190,3 +190,17 @@ def tint_sources(scores: list[float], *, rank_by_abs: bool) -> list[tuple[int, f
         if held >= TINT_SHARE:
             break
     return chosen
+
+
+def _unit_json(session, document, unit) -> dict[str, Any]:
+    """A source for the client: this document's lines have a range (and `below` after the
+    cursor); another file's snippet has its path, URI and line instead."""
+    label, _, line = unit.place(document)
+    entry: dict[str, Any] = {"text": unit.text, "line": line - 1, "label": label, "identifiers": list(unit.identifiers)}
+    if unit.path is None:
+        entry["range"] = session.range_json(document, unit.start, unit.end)
+        if unit.below:
+            entry["below"] = True
+    else:
+        entry.update(path=unit.path, uri=unit.uri)
+    return entry

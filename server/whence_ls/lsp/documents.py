@@ -236,6 +236,14 @@ class DocumentStore:
                 continue
         self._roots = resolved
 
+    @property
+    def roots(self) -> list[Path]:
+        return list(self._roots)
+
+    def open_documents(self) -> list[Document]:
+        """The documents the client opened (not those read from disk for a request)."""
+        return [d for d in self._documents.values() if not d.from_disk]
+
     def readable(self, path: Path) -> bool:
         try:
             real = path.resolve(strict=True)

@@ -95,8 +95,8 @@ class HoverFeature:
         extra = getattr(row, "extra", {}) or {}
         copied = extra.get("copied_from_unit")
         if isinstance(copied, int) and copied < len(units):
-            line = document.position_at(units[copied].start)[0]
-            lines.append(f"**copied from [line {line + 1}]({document.uri}#L{line + 1})**: `{_code(_trim(units[copied].text))}`  ")
+            label, link, _ = units[copied].place(document)
+            lines.append(f"**copied from [{label}]({link})**: `{_code(_trim(units[copied].text))}`  ")
         elif extra.get("copied_from_completion"):
             lines.append("**copied from earlier in this completion**  ")
         top = [(u, sc) for u, sc in row.top(TOP_SOURCES) if u < len(units) and (sc > 0 or row.rank_by_abs)]
@@ -108,10 +108,10 @@ class HoverFeature:
             unit = units[unit_index]
             filled = max(1, round(BAR_WIDTH * abs(score) / strongest))
             bar = ("█" * filled).ljust(BAR_WIDTH, "░")
-            line = document.position_at(unit.start)[0]
+            label, link, _ = unit.place(document)
             words = _strongest_identifiers(unit, identifier_scores)
             tail = f" — {', '.join(f'`{w}`' for w in words)}" if words else ""
-            lines.append(f"`{bar}` [line {line + 1}]({document.uri}#L{line + 1}) `{_code(_trim(unit.text))}`{tail}  ")
+            lines.append(f"`{bar}` [{label}]({link}) `{_code(_trim(unit.text))}`{tail}  ")
         lens = extra.get("logit_lens")
         if isinstance(lens, dict) and lens.get("layers"):
             lines.append(_lens_line(lens))

@@ -108,7 +108,10 @@ class InlineCompletionFeature:
         if cursor is None or not document.text[:cursor].strip():
             return None
         text, language, mark = document.text, document.language, document.mark()
-        key = self.session.completion_cache.key(text, cursor, language, (settings.max_new_tokens, settings.context_tokens, session.model_name))
+        prompt, snippets = session.prompt_for(document)
+        shape = (settings.max_new_tokens, settings.context_tokens, session.model_name, prompt,
+                 tuple((s.path, s.start, s.text) for s in snippets))
+        key = self.session.completion_cache.key(text, cursor, language, shape)
         template = self.session.completion_cache.get(key)
         if template is None and key in self._inflight:
             # the same request is generating already (a re-ask, or both completion kinds):
@@ -122,7 +125,7 @@ class InlineCompletionFeature:
                     lm, text, cursor, language=language,
                     max_new_tokens=settings.max_new_tokens, context_tokens=settings.context_tokens, cancel=cancel,
                     reuse_prefix=True,  # the previous keystroke's prompt is most of this one
-                    draft_tokens=settings.draft_tokens,
+                    draft_tokens=settings.draft_tokens, prompt=prompt, snippets=snippets,
                 )
 
             shared = self._inflight[key] = asyncio.get_running_loop().create_future()

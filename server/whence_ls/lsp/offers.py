@@ -60,9 +60,9 @@ class CompletionCache:
 
     @staticmethod
     def key(text: str, cursor: int, language: str | None, settings_key: tuple) -> tuple:
-        line_end = text.find("\n", cursor)
-        rest = text[cursor : len(text) if line_end == -1 else line_end]
-        return (hash(text[:cursor]), cursor, rest, language, settings_key)
+        # the code after the cursor counts too: a FIM prompt shows it, and the stopper ends a
+        # completion where it reappears
+        return (hash(text[:cursor]), cursor, hash(text[cursor : cursor + 4096]), language, settings_key)
 
     def get(self, key: tuple) -> ScoredText | None:
         scored = self._entries.get(key)

@@ -32,6 +32,21 @@ class Unit:
     end: int
     identifiers: tuple[str, ...] = ()
     first_identifier: int = 0
+    # another file's snippet: its path and URI, and `line` (0-based) there; its offsets are that
+    # file's and never move with this document's edits. None for the document's own lines.
+    path: str | None = None
+    uri: str | None = None
+    line: int | None = None
+    below: bool = False  # after the cursor the completion was made at (FIM)
+
+    def place(self, document) -> tuple[str, str, int]:
+        """(label, link target, 1-based line) for a view: `line 12`, `line 40 (below)` or
+        `utils.py:12`."""
+        if self.path is not None:
+            line = (self.line or 0) + 1
+            return f"{self.path}:{line}", f"{self.uri or self.path}#L{line}", line
+        line = document.position_at(self.start)[0] + 1
+        return f"line {line}" + (" (below)" if self.below else ""), f"{document.uri}#L{line}", line
 
 
 @dataclass
@@ -108,7 +123,8 @@ class Record:
             span[0], span[1] = map_start(span[0], edit), map_end(span[1], edit)
         if self.units is not None:
             for unit in self.units:
-                unit.start, unit.end = map_start(unit.start, edit), map_end(unit.end, edit)
+                if unit.path is None:  # another file's lines do not move with this document
+                    unit.start, unit.end = map_start(unit.start, edit), map_end(unit.end, edit)
 
 
 class RecordStore:

@@ -20,6 +20,7 @@ from lsprotocol import types
 
 from whence_ls.lsp.attribution_queue import AttributionQueue, attribution_engine
 from whence_ls.lsp.documents import Document, DocumentStore
+from whence_ls.lsp.repository_context import RepositoryContext, repository_name
 from whence_ls.lsp.offers import CompletionCache, OfferBook
 from whence_ls.lsp import positions
 from whence_ls.lsp.placement import Placement
@@ -68,6 +69,7 @@ class Session:
         self.trace = TraceSearch()
         self.offers = OfferBook()  # completions offered and not yet accepted
         self.completion_cache = CompletionCache()
+        self.repository = RepositoryContext(self.documents)
         self.worker: ModelWorker | None = None
         self.attribution: AttributionQueue | None = None
         self.provenance: ProvenanceLog | None = None
@@ -107,6 +109,16 @@ class Session:
         if self.worker is not None:
             self.worker.wake()
 
+    def prompt_for(self, document: Document) -> tuple[Any, list[Any]]:
+        """The prompt options and other files' snippets for a completion in `document`."""
+        import dataclasses
+
+        settings = self.settings
+        options = dataclasses.replace(settings.prompt_options(), file_path=self.repository.shown_path(document.uri),
+                                      repository_name=repository_name(self.documents.roots))
+        snippets = self.repository.snippets(document, options.repository_tokens) if settings.repository_context else []
+        return options, snippets
+
     def _idle_work(self) -> Callable[[Any, threading.Event], None] | None:
         """Background work for the model worker (its thread): warm-ups first, they make the next
         completion faster; then attribution rows."""
@@ -119,12 +131,15 @@ class Session:
             if document is None or document.problem or len(document.text) > WARM_CHARS_PER_TOKEN * settings.context_tokens:
                 continue
             text = document.text
+            prompt, snippets = self.prompt_for(document)
+            language = document.language
 
             def warm(lm: Any, cancel: threading.Event) -> None:
                 from whence_ls.engine.generation import warm_prefix
 
                 warm_prefix(lm, text, len(text), max_new_tokens=settings.max_new_tokens,
-                            context_tokens=settings.context_tokens, cancel=cancel)
+                            context_tokens=settings.context_tokens, cancel=cancel, prompt=prompt, snippets=snippets,
+                            language=language)
 
             return warm
         return self.attribution.next_work() if self.attribution is not None else None
@@ -211,6 +226,9 @@ class Session:
             return None
         mapped = []
         for unit in units:
+            if unit.path is not None:  # another file's snippet: its offsets are that file's
+                mapped.append(unit)
+                continue
             start = document.map_offset(unit.start, record.mark, anchor=False)
             end = document.map_offset(unit.end, record.mark, anchor=True)
             if start is None or end is None:

@@ -28,6 +28,10 @@ _KEYS = {
     "diagnosticsShare": "diagnostics_share",
     "traceIndex": "trace_index",
     "draftTokens": "draft_tokens",
+    "fim": "fim",
+    "suffixTokens": "suffix_tokens",
+    "repositoryContext": "repository_context",
+    "repositoryTokens": "repository_tokens",
 }
 
 
@@ -41,6 +45,16 @@ class Settings:
     diagnostics_share: float = 0.15
     trace_index: str | None = None
     draft_tokens: int | None = None  # None: the engine's default; 0: no prompt-lookup drafts
+    fim: str = "auto"  # fill-in-the-middle: "auto" (the model's family), "off", or a family name
+    suffix_tokens: int = 128  # code after the cursor shown to a FIM model
+    repository_context: bool = True  # snippets of open and imported files in the prompt
+    repository_tokens: int = 384
+
+    def prompt_options(self):
+        from whence_ls.engine.prompt import PromptOptions
+
+        return PromptOptions(fim=self.fim, suffix_tokens=self.suffix_tokens,
+                             repository_tokens=self.repository_tokens if self.repository_context else 0)
 
     def model_key(self) -> tuple[str | None, str]:
         """What identifies the loaded model: a change here means a reload."""
@@ -83,6 +97,14 @@ def _check(name: str, value: Any) -> str | None:
         return None if value is None or value in ATTRIBUTION_CHOICES else f"expected one of {', '.join(ATTRIBUTION_CHOICES)}"
     if name == "draft_tokens":
         return None if value is None or _is_int(value) and 0 <= value <= 16 else "expected an integer from 0 to 16, or null"
+    if name == "fim":
+        from whence_ls.engine.prompt import FIM_CHOICES
+
+        return None if value in FIM_CHOICES else f"expected one of {', '.join(FIM_CHOICES)}"
+    if name in ("suffix_tokens", "repository_tokens"):
+        return None if _is_int(value) and 0 <= value <= 8192 else "expected an integer from 0 to 8192"
+    if name == "repository_context":
+        return None if isinstance(value, bool) else "expected true or false"
     if name == "diagnostics_share":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
         return None if ok else "expected a number from 0 to 1"

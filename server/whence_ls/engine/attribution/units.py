@@ -54,6 +54,12 @@ class ContextUnit:
     lines: int = 1
     span_start: int = -1
     span_end: int = -1
+    # where it is: None for the document (before or after the cursor); another file's path,
+    # URI and the 0-based line of `start` for a repository snippet, whose offsets are in that file
+    path: str | None = None
+    uri: str | None = None
+    line: int | None = None
+    role: str = "prefix"  # "prefix", "suffix" (below the cursor) or "repository"
 
     @property
     def is_space(self) -> bool:
@@ -208,72 +214,92 @@ def _byte_to_char(text: str, data: bytes) -> list[int]:
 
 
 def build_unit_map(context: ContextWindow, language: str | None) -> UnitMap:
-    base = context.doc_start
-    text = context.text
+    """Sources of every segment of the context (the prefix, the suffix, other files' snippets),
+    each with its place; token offsets are compared within their own segment only, since a
+    snippet's offsets are in its own file."""
     units: list[ContextUnit] = []
     identifiers: list[Identifier] = []
     identifier_unit: list[int] = []
-    for span_start, span_end, idents in split_sources(text, language):
-        owned = text[span_start:span_end]
-        lead = len(owned) - len(owned.lstrip())
-        code = owned.strip()
-        visible_start = base + span_start + lead
-        members = tuple(Identifier(text[s:e], base + s, base + e) for s, e in idents)
-        identifiers.extend(members)
-        identifier_unit.extend([len(units)] * len(members))
-        units.append(ContextUnit(code, visible_start, visible_start + len(code), members,
-                                 code.count("\n") + 1, base + span_start, base + span_end))
     positions = len(context.token_ids)
     sinks = sink_count(context)
-    weights = _overlap_weights(context, [(u.span_start, u.span_end, u.text) for u in units], sinks, visible_only=False)
-    identifier_weights = _overlap_weights(context, [(i.start, i.end, i.text) for i in identifiers], sinks, visible_only=True)
+    segment_units: list[tuple[object, int, int, int, int]] = []  # segment, unit range, identifier range
+    for segment in context.all_segments():
+        base, text = segment.start, segment.text
+        first_unit, first_identifier = len(units), len(identifiers)
+        for span_start, span_end, idents in split_sources(text, language):
+            owned = text[span_start:span_end]
+            lead = len(owned) - len(owned.lstrip())
+            code = owned.strip()
+            if not code and segment.role != "prefix":
+                continue  # a blank stretch of the suffix or a snippet is nobody's source
+            visible_start = base + span_start + lead
+            members = tuple(Identifier(text[s:e], base + s, base + e) for s, e in idents)
+            identifiers.extend(members)
+            identifier_unit.extend([len(units)] * len(members))
+            units.append(ContextUnit(code, visible_start, visible_start + len(code), members,
+                                     code.count("\n") + 1, base + span_start, base + span_end,
+                                     path=segment.path, uri=segment.uri,
+                                     line=segment.line + text.count("\n", 0, span_start + lead), role=segment.role))
+        segment_units.append((segment, first_unit, len(units), first_identifier, len(identifiers)))
+    weights = torch.zeros(positions, len(units), dtype=torch.float64)
+    identifier_weights = torch.zeros(positions, len(identifiers), dtype=torch.float64)
     unit_positions: list[list[int]] = [[] for _ in units]
-    for p in range(positions):
-        start, end = context.token_offsets[p]
-        if end <= start:
-            continue  # special tokens have no text
-        for u in range(len(units)):
-            if units[u].span_start < end and start < units[u].span_end:
-                unit_positions[u].append(p)
+    for segment, u0, u1, i0, i1 in segment_units:
+        lo, hi = max(sinks, segment.first_token), segment.end_token
+        if hi <= lo:
+            continue
+        offsets = context.token_offsets
+        _overlap_weights(offsets, lo, hi, segment, [(u.span_start, u.span_end) for u in units[u0:u1]], weights, u0,
+                         visible_only=False)
+        _overlap_weights(offsets, lo, hi, segment, [(i.start, i.end) for i in identifiers[i0:i1]], identifier_weights,
+                         i0, visible_only=True)
+        for p in range(segment.first_token, segment.end_token):
+            start, end = offsets[p]
+            if end <= start:
+                continue  # special tokens have no text
+            for u in range(u0, u1):
+                if units[u].span_start < end and start < units[u].span_end:
+                    unit_positions[u].append(p)
     return UnitMap(units=units, weights=weights, sink_positions=sinks, unit_positions=unit_positions,
                    identifiers=identifiers, identifier_unit=identifier_unit, identifier_weights=identifier_weights)
 
 
-def _overlap_weights(context: ContextWindow, spans: list[tuple[int, int, str]], sinks: int, *, visible_only: bool) -> torch.Tensor:
-    """[positions x spans]: each token's score shared among the spans it overlaps, by visible
-    characters (a token " foo" is about foo, not its space), by characters when it has none.
-    `visible_only`: spans do not cover the text (identifiers), so a token keeps only the share
-    its visible characters inside them earn, and rows may sum to less than 1."""
-    positions = len(context.token_ids)
-    weights = torch.zeros(positions, len(spans), dtype=torch.float64)
-    starts = [s for s, _, _ in spans]
-    text, base = context.text, context.doc_start
-    for p in range(sinks, positions):
-        start, end = context.token_offsets[p]
+def _overlap_weights(offsets, lo: int, hi: int, segment, spans: list[tuple[int, int]], weights: torch.Tensor, column: int,
+                     *, visible_only: bool) -> None:
+    """Fill weights[lo:hi, column:column + len(spans)]: each token's score shared among the
+    spans it overlaps, by visible characters (a token " foo" is about foo, not its space), by
+    characters when it has none. `visible_only`: spans do not cover the text (identifiers), so a
+    token keeps only the share its visible characters inside them earn, and rows may sum to
+    less than 1."""
+    if not spans:
+        return
+    starts = [s for s, _ in spans]
+    text, base = segment.text, segment.start
+    for p in range(lo, hi):
+        start, end = offsets[p]
         if end <= start:
             continue
         first = max(0, bisect.bisect_right(starts, start) - 1)
         overlaps = []
         for u in range(first, len(spans)):
-            span_start, span_end, _ = spans[u]
+            span_start, span_end = spans[u]
             if span_start >= end:
                 break
-            lo, hi = max(start, span_start), min(end, span_end)
-            if hi > lo:
-                visible = sum(1 for c in text[lo - base : hi - base] if not c.isspace())
-                overlaps.append((u, hi - lo, visible))
+            a, b = max(start, span_start), min(end, span_end)
+            if b > a:
+                visible = sum(1 for c in text[a - base : b - base] if not c.isspace())
+                overlaps.append((u, b - a, visible))
         if not overlaps:
             continue
         if visible_only:
             token_visible = sum(1 for c in text[start - base : end - base] if not c.isspace()) or 1
             for u, _, v in overlaps:
-                weights[p, u] = v / token_visible
+                weights[p, column + u] = v / token_visible
             continue
         visible = sum(v for _, _, v in overlaps)
         total = visible or sum(n for _, n, _ in overlaps)
         for u, n, v in overlaps:
-            weights[p, u] = (v if visible else n) / total
-    return weights
+            weights[p, column + u] = (v if visible else n) / total
 
 
 # Units are asked for on every hover; a record's context never changes, so they are built once.
