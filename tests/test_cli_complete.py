@@ -142,9 +142,11 @@ def test_bench_generate_checks_the_greedy_tokens_of_every_row(tiny_model_dir):
     assert all(row.rstrip().endswith("| yes |") for row in rows), proc.stdout
 
 
-def test_bench_completions_runs_on_installed_packages(tiny_model_dir):
-    proc = whence("bench", "completions", "--model", str(tiny_model_dir), "--device", "cpu", "--cursors", "3",
+def test_bench_quality_runs_on_installed_packages(tiny_model_dir):
+    proc = whence("bench", "quality", "--model", str(tiny_model_dir), "--device", "cpu", "--cursors", "3",
                   "--max-new-tokens", "4", "--context-tokens", "256", timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "/3 (" in line]
-    assert len(rows) == 3, proc.stdout  # whence-ls, without healing, model.generate
+    assert len(rows) == 4, proc.stdout  # whence-ls, without repository context, without healing, model.generate
+    aurocs = [line for line in proc.stdout.splitlines() if line.startswith(("| improbability", "| flag"))]
+    assert len(aurocs) == 2, proc.stdout

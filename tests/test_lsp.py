@@ -88,7 +88,7 @@ async def test_initialize_advertises_every_feature_and_reports_loading(client: L
 
 async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: LanguageClient):
     uri = fresh(client, "accept.py")
-    result, inserted, version = await accept_inline(client, uri, PY_SOURCE, 1, 10, 39)
+    result, inserted, version = await accept_inline(client, uri, PY_SOURCE, 1, 10, 20)
     assert result["placed"] is True
     record_id = result["recordId"]
     # the status said what the model was doing: generating, then explaining the accepted rows
@@ -101,17 +101,24 @@ async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: Langua
         if client.diagnostics.get(uri):
             break
         await asyncio.sleep(0.05)
-    diagnostics = client.diagnostics[uri]
+    diagnostics = client.diagnostics.get(uri, [])
     matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
     tokens = matrix["tokens"]
     assert "".join(t["text"] for t in tokens) == inserted
-    assert 1 <= len(diagnostics) <= max(1, int(len(tokens) * SHARE))
+    # the tiny random model is unsure of everything: each line with a readable token gets one
+    readable_lines = {t["range"]["start"]["line"] for t in tokens if any(c.isalnum() for c in t["text"])}
+    assert readable_lines, f"the test needs a completion with a word in it: {inserted!r}"
+    assert len(diagnostics) == min(len(readable_lines), max(1, int(len(tokens) * SHARE)))
     for d in diagnostics:
         assert d.source == "whence" and d.code == "low-confidence"
         assert d.severity == types.DiagnosticSeverity.Information
         assert d.data["recordId"] == record_id
         assert d.range == _range(tokens[d.data["tokenIndex"]]["range"])
-        assert "best alternative" in d.message
+        assert "the model would have written" in d.message
+    # one diagnostic per completion line at most, never on whitespace or punctuation alone
+    lines = [d.range.start.line for d in diagnostics]
+    assert len(lines) == len(set(lines))
+    assert all(any(c.isalnum() for c in tokens[d.data["tokenIndex"]]["text"]) for d in diagnostics)
 
     # hover on a token: confidence, alternatives, and the context spans that drove it, linked
     token = tokens[1]
@@ -197,7 +204,7 @@ async def test_a_one_forward_method_answers_every_row_with_the_first_hover(clien
 
 async def test_records_follow_edits_and_are_cut_when_deleted(client: LanguageClient):
     uri = fresh(client, "edits.py")
-    result, inserted, version = await accept_inline(client, uri, PY_SOURCE, 1, 10, 39)
+    result, inserted, version = await accept_inline(client, uri, PY_SOURCE, 1, 10, 20)
     record_id = result["recordId"]
     before = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
 
@@ -211,16 +218,24 @@ async def test_records_follow_edits_and_are_cut_when_deleted(client: LanguageCli
     first = moved["tokens"][0]["range"]["start"]
     assert (await hover(client, uri, first["line"], first["character"])) is not None
 
-    # typing over the first token marks it edited: no hover, no diagnostic on it any more
+    # typing over the flagged token marks it edited: no hover, no diagnostic on it any more
+    for _ in range(50):
+        flagged = [d.data["tokenIndex"] for d in client.diagnostics.get(uri, []) if d.data["recordId"] == record_id]
+        if flagged:
+            break
+        await asyncio.sleep(0.05)
+    assert flagged, "the tiny model's completion has a flagged token"
+    k = flagged[0]
     version += 1
     line, col = first["line"], first["character"]
-    change(client, uri, version, (line, col), (line, col + 1), "X")
+    at = moved["tokens"][k]["range"]["start"]
+    change(client, uri, version, (at["line"], at["character"]), (at["line"], at["character"] + 1), "X")
     edited = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
-    assert edited["tokens"][0].get("edited") is True
-    assert not any(d.data["tokenIndex"] == 0 for d in client.diagnostics.get(uri, []) if d.data["recordId"] == record_id)
-    # a hover there is not the first token's
-    answer = await hover(client, uri, line, col)
-    assert answer is None or "token 1 of" not in answer.contents.value
+    assert edited["tokens"][k].get("edited") is True
+    assert not any(d.data["tokenIndex"] == k for d in client.diagnostics.get(uri, []) if d.data["recordId"] == record_id)
+    # a hover there is not that token's
+    answer = await hover(client, uri, at["line"], at["character"])
+    assert answer is None or f"token {k + 1} of" not in answer.contents.value
 
     # deleting the whole inserted text drops the record: no hover, lens or diagnostics left
     end_col = col + len(inserted)

@@ -24,6 +24,12 @@ export type ServerSettings = {
   traceIndex: string | null;
   /** null: the engine's default; 0: no prompt-lookup drafts (same completions either way). */
   draftTokens: number | null;
+  /** Fill-in-the-middle template: auto (the model's family), off, or a family name. */
+  fim: 'auto' | 'off' | 'starcoder' | 'qwen2.5-coder' | 'deepseek-coder' | 'codellama' | 'codestral';
+  suffixTokens: number;
+  /** Snippets of open and imported workspace files in the prompt. */
+  repositoryContext: boolean;
+  repositoryTokens: number;
 };
 
 /** Defaults exactly as the contract documents them; package.json repeats them (a test checks). */
@@ -36,6 +42,10 @@ export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   diagnosticsShare: 0.15,
   traceIndex: null,
   draftTokens: null,
+  fim: 'auto',
+  suffixTokens: 128,
+  repositoryContext: true,
+  repositoryTokens: 384,
 });
 
 export const SERVER_SETTING_KEYS = Object.keys(SERVER_SETTING_DEFAULTS) as (keyof ServerSettings)[];

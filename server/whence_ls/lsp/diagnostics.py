@@ -1,6 +1,7 @@
-"""Low-confidence diagnostics: the least confident tokens of accepted completions and explained
-lines, at most `diagnosticsShare` of each record's tokens, and only tokens the model itself
-found doubtful. They move with edits and vanish when the user rewrites the token."""
+"""Low-confidence diagnostics on accepted completions and explained lines: at most one per
+completion line, on its least sure readable token, and only where the model put most of its
+probability on writing something else (`engine/confidence.py`); at most `diagnosticsShare` of a
+record's tokens. They move with edits and vanish when the user rewrites the token."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from whence_ls.engine.confidence import FLAG_THRESHOLD, flag_score, flagged_tokens, instead
 from whence_ls.lsp.records import Record
 
 if TYPE_CHECKING:
@@ -17,19 +19,17 @@ if TYPE_CHECKING:
 
 SOURCE = "whence"
 CODE = "low-confidence"
-# a token the model gave this much probability is not worth a squiggle, whatever its rank
-DOUBT_PROBABILITY = 0.5
 
 
 def low_confidence_tokens(record: Record, share: float) -> list[int]:
     """Indexes of the record's flagged tokens, least confident first."""
-    tokens = record.scored.tokens
-    candidates = [i for i in range(len(tokens)) if tokens[i].text.strip()]
-    if not candidates or share <= 0:
+    if share <= 0:
         return []
-    limit = max(1, int(len(tokens) * share))
-    order = sorted(candidates, key=lambda i: tokens[i].logprob)[:limit]
-    return [i for i in order if tokens[i].prob < DOUBT_PROBABILITY and i not in record.edited and record.spans[i][1] > record.spans[i][0]]
+    scored = record.scored
+    skip = set(record.edited) | {i for i, (start, end) in enumerate(record.spans) if end <= start}
+    flagged = flagged_tokens(scored, skip, FLAG_THRESHOLD)
+    limit = max(1, int(len(scored.tokens) * share))
+    return sorted(flagged, key=lambda i: -flag_score(scored, i))[:limit]
 
 
 class DiagnosticsFeature:
@@ -53,13 +53,14 @@ class DiagnosticsFeature:
             for index in low_confidence_tokens(record, session.settings.diagnostics_share):
                 token = record.scored.tokens[index]
                 start, end = record.spans[index]
-                runner = token.runner_up()
-                best = f"; best alternative `{runner.text}` (p={_p(runner.logprob)})" if runner else ""
-                what = "completion" if record.kind == "completion" else "line"
+                other = instead(record.scored, index)
+                other_p = next((a.logprob for a in token.alternatives if a.text == other), None) if other is not None else None
+                best = f"; the model would have written `{other.strip() or other!r}` (p={_p(other_p)}) instead" if other is not None else ""
+                what = "completion" if record.kind == "completion" else "explained line"
                 found.append(
                     types.Diagnostic(
                         range=session.range(document, start, end),
-                        message=f"low confidence: `{token.text}` p={token.prob:.2f}{best} (whence {what})",
+                        message=f"unsure: `{token.text.strip()}` p={token.prob:.2f}{best} (whence {what})",
                         severity=types.DiagnosticSeverity.Information,
                         code=CODE,
                         source=SOURCE,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from whence_ls.errors import WhenceError
+from whence_ls.engine.confidence import flagged_tokens
 from whence_ls.lsp.provenance import ProvenanceError
 from whence_ls.lsp.records import Record
 from whence_ls.lsp.trace_search import NoIndex, hits_note
@@ -107,7 +108,7 @@ class Placement:
         probs = [t.prob for t in scored.tokens]
         import math
 
-        flagged = sorted(range(len(scored.tokens)), key=lambda i: scored.tokens[i].logprob)[: max(1, int(len(scored.tokens) * session.settings.diagnostics_share))]
+        flagged = flagged_tokens(scored)  # what the diagnostics flag (before any edit)
         row = {
             "id": scored.id,
             "accepted_at": time.time(),
