@@ -1,8 +1,10 @@
 """Several model families through the engine: tiny random models built from configs of Llama,
 Qwen2, StarCoder2, Gemma 3 (sliding-window layers) and GPT-2 (absolute positions), saved as
-safetensors directories and loaded the way users load theirs. Each one generates, reuses a
-prefix while typing (or declines to, where its cache cannot be cropped), drafts with the same
-output as without, attributes, and serves a completion over the real server."""
+safetensors directories and loaded the way users load theirs; Qwen2 and StarCoder2 get their
+family's FIM tokens. Each one generates, reuses a prefix while typing (or declines to, where its
+cache cannot be cropped), drafts with the same output as without, completes in the middle with
+its template, attributes (to lines below the cursor too), and serves a completion over the real
+server."""
 
 from __future__ import annotations
 
@@ -62,6 +64,12 @@ def _config(family: str, vocab: int, tokenizer):
 
 
 FAMILIES = ["llama", "qwen2", "starcoder2", "gemma3", "gpt2"]
+# the FIM markers each family's real tokenizers carry (Qwen2.5-Coder, StarCoder2), and the
+# template `prompt.fim_template` must detect from them
+FIM_TOKENS = {
+    "qwen2": (("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>"), "qwen2.5-coder"),
+    "starcoder2": (("<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>"), "starcoder"),
+}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -71,6 +79,8 @@ def family_model(request, tmp_path_factory):
     from whence_ls.engine.loading import load_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+    if request.param in FIM_TOKENS:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(FIM_TOKENS[request.param][0])})
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(_config(request.param, len(tokenizer), tokenizer))
     target = tmp_path_factory.mktemp(f"tiny-{request.param}")
@@ -110,6 +120,25 @@ def test_drafts_and_prefix_reuse_leave_the_output_unchanged(family_model):
         assert typed.timings["reused_tokens"] == 0  # a sliding-window cache is never cropped and reused
     else:
         assert typed.timings["reused_tokens"] > 0, family
+
+
+def test_fill_in_the_middle_with_the_family_template(family_model):
+    from whence_ls.engine.attribution import attribute_rows, context_units
+    from whence_ls.engine.generation import complete_at
+
+    family, _, lm = family_model
+    cursor = SOURCE.index("    return result") + len("    return")
+    record = complete_at(lm, SOURCE, cursor, language="python", max_new_tokens=6)
+    expected = FIM_TOKENS.get(family, (None, "prefix"))[1]
+    assert record.context.prompt_format == expected, family
+    if family not in FIM_TOKENS:
+        return
+    units = context_units(lm, record, "python")
+    below = [u for u in units if u.role == "suffix"]
+    assert below and all(u.start >= cursor for u in below), family
+    if record.tokens:
+        row = attribute_rows(lm, record, [0], "gradient_norm", language="python")[0]
+        assert sum(abs(row.scores[i]) for i, u in enumerate(units) if u.role == "suffix") > 0, family
 
 
 def test_attribution_rows_for_every_family(family_model):

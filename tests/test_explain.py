@@ -106,3 +106,24 @@ def test_unknown_method_is_a_usage_error(tiny_model_dir, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["explain", f"{path}:6", "--model", str(tiny_model_dir), "--attribution", "magic"])
     assert exit_info.value.code == 2
+
+
+def test_explain_html_page_lights_sources_per_line_and_token(tiny_model_dir, tmp_path, capsys):
+    """`--html` writes a self-contained page: every token is a target, every source with weight
+    a line on the left, and the data the page's script reads is the rows themselves."""
+    path = tmp_path / "shapes.py"
+    path.write_text(SOURCE)
+    page = tmp_path / "out.html"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", f"{path}:6", "--model", str(tiny_model_dir), "--device", "cpu", "--html", str(page)])
+    assert exit_info.value.code == 0
+    html = page.read_text()
+    assert "attribution page written to" in capsys.readouterr().err
+    assert html.startswith("<!DOCTYPE html>") and f"{path}:6" in html
+    assert "http" not in html.replace("http-equiv", "")  # nothing fetched from anywhere
+    data = json.loads(html.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    rows = [r for r in data["scores"] if r]
+    assert rows and all(abs(sum(abs(x) for x in r) - 1) < 1e-6 for r in rows)
+    tokens = html.count('class="token" data-token=')
+    assert tokens == len(data["scores"])
+    assert '<div class="source" data-unit=' in html and "line 1" in html

@@ -137,6 +137,10 @@ async def test_accept_gives_hover_diagnostics_lens_matrix_and_log(client: Langua
     assert matrix["recordId"] == record_id and matrix["method"] == DEFAULT_METHOD and matrix["note"]
     assert matrix["units"] and all(set(u) == {"text", "range", "line", "label", "identifiers"} for u in matrix["units"])
     assert all(u["label"] == f"line {u['line'] + 1}" for u in matrix["units"])
+    assert matrix["docs"].endswith("/docs/bench-attribution.md")
+    page = await request(client, "whence/matrixHtml", {"textDocument": {"uri": uri}, "recordId": record_id})
+    assert page["html"].startswith("<!DOCTYPE html>") and "What drove this completion: accept.py" in page["html"]
+    assert all(f'data-token="{i}"' in page["html"] for i in range(len(matrix["tokens"])))
     # sources are the context's lines: code, never whitespace or punctuation alone
     assert all(u["text"].strip() == u["text"] and any(c.isalnum() for c in u["text"]) for u in matrix["units"])
     computed = [row for row in matrix["scores"] if row is not None]

@@ -2,7 +2,7 @@
 // building, so it can be tested without VS Code; the panel only supplies the CSP source and nonce
 // and relays the two messages the page posts back (reveal a unit, reveal a token).
 
-import { formatShare, heatColor, maxAbsScore, relativeIntensity, signOf } from './heat';
+import { formatShare, maxAbsScore, relativeIntensity, signOf } from './heat';
 import type { AttributionMatrix, MatrixToken } from './protocol';
 
 export interface MatrixPageOptions {
@@ -12,16 +12,16 @@ export interface MatrixPageOptions {
   nonce: string;
   /** Label of the document the record belongs to, shown in the header. */
   documentLabel: string;
-  /** At most this many unit columns; beyond it the strongest units are kept. */
+  /** Source columns shown at first (the strongest); "more" shows the next ones. */
   maxUnits?: number;
 }
 
 /** Messages the page posts to the extension. */
 export type MatrixPageMessage =
   | { type: 'revealUnit'; unit: number }
-  | { type: 'revealToken'; token: number };
-
-export const DEFAULT_MAX_UNITS = 300;
+  | { type: 'revealToken'; token: number }
+  | { type: 'openDocs' }
+  | { type: 'exportHtml' };
 
 export function escapeHtml(text: string): string {
   return text
@@ -40,23 +40,75 @@ export function visibleText(text: string): string {
   return text.replace(/\r\n|\n/g, '↵').replace(/\t/g, '→').replace(/ /g, '·');
 }
 
-/**
- * The unit columns to show, in document order. Everything when it fits; otherwise the units with
- * the largest |score| in any computed row, because those are the ones a reader looks for.
- */
-export function selectUnitColumns(matrix: AttributionMatrix, maxUnits: number): number[] {
-  const count = matrix.units.length;
-  const all = [...Array(count).keys()];
-  if (count <= maxUnits) {
-    return all;
+
+/** A completion line: the row a reader sees first; its tokens are the rows it expands to. */
+export interface CompletionLine {
+  /** 0-based document line. */
+  line: number;
+  /** The line's generated code, whitespace collapsed. */
+  text: string;
+  tokens: number[];
+  /** Mean of its computed token rows (each row's |values| sum to 1); null while none is computed. */
+  scores: number[] | null;
+  /** Tokens of the line still waiting for their row. */
+  pending: number;
+}
+
+export function completionLines(matrix: AttributionMatrix): CompletionLine[] {
+  const lines = new Map<number, CompletionLine>();
+  matrix.tokens.forEach((token, index) => {
+    const line = token.range.start.line;
+    let entry = lines.get(line);
+    if (!entry) {
+      entry = { line, text: '', tokens: [], scores: null, pending: 0 };
+      lines.set(line, entry);
+    }
+    entry.text += token.text;
+    entry.tokens.push(index);
+  });
+  for (const entry of lines.values()) {
+    entry.text = entry.text.replace(/\s+/g, ' ').trim();
+    const computed = entry.tokens.map((index) => matrix.scores[index] ?? null).filter((row): row is number[] => row !== null);
+    entry.pending = entry.tokens.filter(
+      (index) => (matrix.scores[index] ?? null) === null && !neverScored(matrix.tokens[index]),
+    ).length;
+    if (computed.length > 0) {
+      entry.scores = matrix.units.map((_, unit) => computed.reduce((sum, row) => sum + (row[unit] ?? 0), 0) / computed.length);
+    }
   }
-  const strength = all.map((unit) =>
-    maxAbsScore(matrix.scores.filter((row): row is number[] => row !== null).map((row) => row[unit] ?? 0)),
-  );
-  return all
-    .sort((a, b) => strength[b] - strength[a] || a - b)
-    .slice(0, maxUnits)
-    .sort((a, b) => a - b);
+  return [...lines.values()].filter((entry) => entry.text.length > 0 || entry.pending > 0).sort((a, b) => a.line - b.line);
+}
+
+/**
+ * Every source with any weight, strongest first: weight is the sum of |share| over the computed
+ * token rows, so the first columns are the lines that drove the completion most.
+ */
+export function rankedUnitColumns(matrix: AttributionMatrix): number[] {
+  const weight = matrix.units.map((_, unit) => matrix.scores.reduce((sum, row) => sum + (row ? Math.abs(row[unit] ?? 0) : 0), 0));
+  return [...weight.keys()].filter((unit) => weight[unit] > 0).sort((a, b) => weight[b] - weight[a] || a - b);
+}
+
+/** A source's code as a column label: its first line, whitespace collapsed, at most `width` characters. */
+export function codeLabel(text: string, width = 36): string {
+  const first = (text.split(/\r\n|\r|\n/).find((line) => line.trim().length > 0) ?? '').replace(/\s+/g, ' ').trim();
+  return first.length > width ? `${first.slice(0, width - 1)}…` : first;
+}
+
+/** Where a source is: `line 12`, `line 40 (below)` or `utils.py:12`. */
+export function unitPlace(matrix: AttributionMatrix, unit: number): string {
+  const { label, range, line } = matrix.units[unit];
+  return label ?? (range ? `line ${range.start.line + 1}` : `line ${(line ?? 0) + 1}`);
+}
+
+/** Cell colour from the editor theme's chart colours, so it reads in light and dark themes. */
+export function cellStyle(score: number, maxAbs: number): string {
+  const intensity = relativeIntensity(score, maxAbs);
+  if (!(intensity > 0)) {
+    return '';
+  }
+  const hue = score < 0 ? 'var(--vscode-charts-blue, #267de6)' : 'var(--vscode-charts-orange, #e87916)';
+  const percent = Math.round(12 + 80 * intensity);
+  return `background:color-mix(in srgb, ${hue} ${percent}%, transparent)`;
 }
 
 function positionLabel(line: number, character: number): string {
@@ -67,97 +119,168 @@ const STYLE = `
   body { font-family: var(--vscode-font-family); font-size: var(--vscode-font-size); color: var(--vscode-foreground); padding: 0 12px 12px; }
   h1 { font-size: 1.2em; margin: 12px 0 4px; }
   .meta, .note { margin: 2px 0; color: var(--vscode-descriptionForeground); }
+  a { color: var(--vscode-textLink-foreground); cursor: pointer; }
   #readout { position: sticky; top: 0; z-index: 3; padding: 6px 8px; margin: 8px 0; background: var(--vscode-editorWidget-background); border: 1px solid var(--vscode-editorWidget-border, transparent); font-family: var(--vscode-editor-font-family); white-space: pre; overflow: hidden; text-overflow: ellipsis; }
-  .scroll { overflow: auto; max-height: calc(100vh - 130px); }
+  .scroll { overflow: auto; max-height: calc(100vh - 150px); }
   table.heatmap { border-collapse: collapse; font-family: var(--vscode-editor-font-family); font-size: 12px; }
-  th.unit { writing-mode: vertical-rl; transform: rotate(180deg); white-space: nowrap; max-height: 140px; overflow: hidden; padding: 4px 1px; font-weight: normal; cursor: pointer; position: sticky; top: 0; background: var(--vscode-editor-background); }
-  th.unit:hover, th.token:hover { color: var(--vscode-textLink-activeForeground); text-decoration: underline; }
-  th.token { text-align: right; white-space: pre; padding: 0 6px; font-weight: normal; cursor: pointer; position: sticky; left: 0; background: var(--vscode-editor-background); z-index: 1; }
-  th.corner { position: sticky; top: 0; left: 0; z-index: 2; background: var(--vscode-editor-background); font-weight: normal; color: var(--vscode-descriptionForeground); }
-  td.cell { width: 14px; min-width: 14px; height: 18px; padding: 0; border: 1px solid var(--vscode-editor-background); }
+  th.unit { vertical-align: bottom; padding: 2px; font-weight: normal; cursor: pointer; position: sticky; top: 0; background: var(--vscode-editor-background); z-index: 1; }
+  th.unit .label { writing-mode: vertical-rl; transform: rotate(180deg); white-space: nowrap; max-height: 220px; overflow: hidden; text-overflow: ellipsis; display: inline-block; }
+  th.unit .place { color: var(--vscode-descriptionForeground); }
+  th.unit:hover, th.row:hover { color: var(--vscode-textLink-activeForeground); }
+  th.row { text-align: left; white-space: pre; padding: 0 8px 0 2px; font-weight: normal; cursor: pointer; position: sticky; left: 0; background: var(--vscode-editor-background); z-index: 1; max-width: 360px; overflow: hidden; text-overflow: ellipsis; }
+  th.row .toggle { display: inline-block; width: 1em; color: var(--vscode-descriptionForeground); }
+  tr.token-row th.row { padding-left: 22px; color: var(--vscode-descriptionForeground); }
+  tr.token-row.collapsed, .more-column.hidden { display: none; }
+  th.corner { position: sticky; top: 0; left: 0; z-index: 2; background: var(--vscode-editor-background); font-weight: normal; color: var(--vscode-descriptionForeground); text-align: left; vertical-align: bottom; }
+  td.cell { min-width: 34px; height: 20px; padding: 0 3px; text-align: center; border: 1px solid var(--vscode-editor-background); color: var(--vscode-editor-foreground); font-size: 11px; }
   td.cell:hover { outline: 2px solid var(--vscode-focusBorder); }
-  td.pending { color: var(--vscode-descriptionForeground); font-style: italic; padding: 0 6px; }
+  td.pending { color: var(--vscode-descriptionForeground); font-style: italic; padding: 0 6px; white-space: nowrap; }
   .prob { color: var(--vscode-descriptionForeground); }
-  th.token.edited { font-style: italic; text-decoration: line-through; }
-  .legend span { display: inline-block; padding: 0 6px; margin-right: 4px; }
+  .edited { font-style: italic; text-decoration: line-through; }
+  .legend span.swatch { display: inline-block; width: 1.2em; height: 0.9em; vertical-align: middle; margin: 0 4px 0 10px; }
+  .spinner { display: inline-block; width: 0.8em; height: 0.8em; border: 2px solid var(--vscode-descriptionForeground); border-top-color: transparent; border-radius: 50%; animation: spin 0.9s linear infinite; vertical-align: middle; margin-right: 4px; }
+  @keyframes spin { to { transform: rotate(360deg); } }
+  button { background: var(--vscode-button-secondaryBackground); color: var(--vscode-button-secondaryForeground); border: none; padding: 3px 10px; margin: 6px 6px 0 0; cursor: pointer; }
 `;
+
+/** Source columns shown at first (the strongest); each press of "more" shows this many more. */
+export const DEFAULT_COLUMNS = 20;
 
 const SCRIPT = `
   const vscode = acquireVsCodeApi();
   const readout = document.getElementById('readout');
-  const unitLabel = (u) => document.querySelector('th.unit[data-unit="' + u + '"]').dataset.label;
-  const tokenLabel = (t) => document.querySelector('th.token[data-token="' + t + '"]').dataset.label;
-  document.querySelector('table.heatmap').addEventListener('mouseover', (event) => {
+  const table = document.querySelector('table.heatmap');
+  table.addEventListener('mouseover', (event) => {
     const cell = event.target.closest('td.cell');
-    if (!cell) { return; }
-    readout.textContent = 'token ' + tokenLabel(cell.dataset.token) + '  \\u2190  unit ' + unitLabel(cell.dataset.unit) + ':  ' + cell.dataset.share;
+    if (cell) { readout.textContent = cell.dataset.readout; }
   });
-  document.querySelector('table.heatmap').addEventListener('click', (event) => {
+  table.addEventListener('click', (event) => {
     const unitHeader = event.target.closest('th.unit, td.cell');
     if (unitHeader) { vscode.postMessage({ type: 'revealUnit', unit: Number(unitHeader.dataset.unit) }); return; }
-    const tokenHeader = event.target.closest('th.token');
+    const lineHeader = event.target.closest('tr.line-row th.row');
+    if (lineHeader) {
+      const line = lineHeader.dataset.line;
+      const open = lineHeader.dataset.open === 'true';
+      document.querySelectorAll('tr.token-row[data-line="' + line + '"]').forEach((row) => row.classList.toggle('collapsed', open));
+      lineHeader.dataset.open = open ? 'false' : 'true';
+      lineHeader.querySelector('.toggle').textContent = open ? '\\u25b8' : '\\u25be';
+      return;
+    }
+    const tokenHeader = event.target.closest('tr.token-row th.row');
     if (tokenHeader) { vscode.postMessage({ type: 'revealToken', token: Number(tokenHeader.dataset.token) }); }
   });
+  const more = document.getElementById('more');
+  if (more) {
+    more.addEventListener('click', () => {
+      const next = [...document.querySelectorAll('th.more-column.hidden')].slice(0, ${DEFAULT_COLUMNS});
+      next.forEach((header) => {
+        document.querySelectorAll('.more-column[data-unit="' + header.dataset.unit + '"]').forEach((el) => el.classList.remove('hidden'));
+      });
+      const left = document.querySelectorAll('th.more-column.hidden').length;
+      if (left === 0) { more.remove(); } else { more.textContent = 'show ' + Math.min(left, ${DEFAULT_COLUMNS}) + ' more sources (' + left + ' hidden)'; }
+    });
+  }
+  for (const [id, type] of [['docs', 'openDocs'], ['export', 'exportHtml']]) {
+    const link = document.getElementById(id);
+    if (link) { link.addEventListener('click', (event) => { event.preventDefault(); vscode.postMessage({ type }); }); }
+  }
 `;
 
 export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageOptions): string {
-  const maxUnits = options.maxUnits ?? DEFAULT_MAX_UNITS;
-  const columns = selectUnitColumns(matrix, maxUnits);
-  const computedRows = matrix.scores.filter((row): row is number[] => row !== null);
-  const maxAbs = maxAbsScore(computedRows.flatMap((row) => columns.map((unit) => row[unit] ?? 0)));
+  const visible = options.maxUnits ?? DEFAULT_COLUMNS;
+  const columns = rankedUnitColumns(matrix);
+  const lines = completionLines(matrix);
+  const shown = columns.slice(0, visible);
+  const lineRows = lines.map((entry) => entry.scores).filter((row): row is number[] => row !== null);
+  const maxAbs = maxAbsScore(lineRows.flatMap((row) => shown.map((unit) => row[unit] ?? 0)));
   const pendingCount = matrix.tokens.filter((token, index) => (matrix.scores[index] ?? null) === null && !neverScored(token)).length;
+  const extra = (k: number) => (k < visible ? '' : ' more-column hidden');
 
   const unitHeaders = columns
-    .map((unit) => {
-      const { text, range, label: place, line } = matrix.units[unit];
-      const label = visibleText(text);
-      const where = place ?? (range ? positionLabel(range.start.line, range.start.character) : `line ${(line ?? 0) + 1}`);
-      return `<th class="unit" data-unit="${unit}" data-label="${escapeHtml(label)}" title="${escapeHtml(
-        `${label} (${where}), click to reveal`,
-      )}">${escapeHtml(label)}</th>`;
+    .map((unit, k) => {
+      const code = codeLabel(matrix.units[unit].text);
+      const place = unitPlace(matrix, unit);
+      return `<th class="unit${extra(k)}" data-unit="${unit}" data-label="${escapeHtml(code)}" title="${escapeHtml(
+        `${place}: ${matrix.units[unit].text.split('\n')[0].trim()} (click to reveal)`,
+      )}"><span class="label"><span class="place">${escapeHtml(place)}</span> ${escapeHtml(code)}</span></th>`;
     })
     .join('');
 
-  const rows = matrix.tokens
-    .map((token, tokenIndex) => {
-      const label = visibleText(token.text);
-      const edited = token.edited === true;
-      const header = `<th class="token${edited ? ' edited' : ''}" data-token="${tokenIndex}" data-label="${escapeHtml(label)}" title="${escapeHtml(
-        `p = ${token.prob.toFixed(3)}, ${positionLabel(token.range.start.line, token.range.start.character)}${
-          edited ? ', edited since it was generated' : ''
-        }`,
-      )}">${escapeHtml(label)} <span class="prob">${edited ? 'edited' : token.prob.toFixed(2)}</span></th>`;
-      const scores = matrix.scores[tokenIndex] ?? null;
-      if (scores === null) {
-        const why = neverScored(token)
-          ? edited
-            ? 'no attribution: edited since it was generated'
-            : 'no attribution: zero-width (re-produced the text before the cursor)'
-          : 'not computed yet';
-        return `<tr class="pending">${header}<td class="pending" colspan="${Math.max(1, columns.length)}">${why}</td></tr>`;
-      }
-      const cells = columns
-        .map((unit) => {
-          const score = scores[unit] ?? 0;
-          const share = formatShare(score);
-          const color = heatColor(signOf(score), relativeIntensity(score, maxAbs));
-          return `<td class="cell" data-token="${tokenIndex}" data-unit="${unit}" data-share="${share}" title="${share}" style="background:${color}"></td>`;
+  const cellsOf = (scores: number[], rowLabel: string, rowAttribute: string, scale: number) =>
+    columns
+      .map((unit, k) => {
+        const score = scores[unit] ?? 0;
+        const share = formatShare(score);
+        const readout = `${rowLabel}  \u2190  ${unitPlace(matrix, unit)} ${codeLabel(matrix.units[unit].text, 60)}:  ${share}`;
+        const number = Math.abs(score) >= 0.05 ? String(Math.round(Math.abs(score) * 100)) : '';
+        return `<td class="cell${extra(k)}" ${rowAttribute} data-unit="${unit}" data-share="${share}" data-readout="${escapeHtml(
+          readout,
+        )}" title="${share}" style="${cellStyle(score, scale)}">${number}</td>`;
+      })
+      .join('');
+
+  const pendingCell = (why: string, spinner: boolean) =>
+    `<td class="pending" colspan="${Math.max(1, columns.length)}">${spinner ? '<span class="spinner"></span>' : ''}${escapeHtml(why)}</td>`;
+
+  const body = lines
+    .map((entry) => {
+      const head = `<th class="row" data-line="${entry.line}" data-open="false" title="${escapeHtml(
+        `line ${entry.line + 1}: click to show its tokens`,
+      )}"><span class="toggle">▸</span>${escapeHtml(codeLabel(entry.text || '(whitespace)', 48))}</th>`;
+      const still = entry.pending > 0 ? `<td class="pending"><span class="spinner"></span>${entry.pending} computing…</td>` : '';
+      const lineRow =
+        entry.scores === null
+          ? `<tr class="line-row pending">${head}${pendingCell('computing…', true)}</tr>`
+          : `<tr class="line-row">${head}${cellsOf(entry.scores, `line ${entry.line + 1}`, `data-line="${entry.line}"`, maxAbs)}${still}</tr>`;
+      const tokenRows = entry.tokens
+        .map((index) => {
+          const token = matrix.tokens[index];
+          const label = visibleText(token.text);
+          const edited = token.edited === true;
+          const header = `<th class="row" data-token="${index}" data-label="${escapeHtml(label)}" title="${escapeHtml(
+            `p = ${token.prob.toFixed(3)}, ${positionLabel(token.range.start.line, token.range.start.character)}${
+              edited ? ', edited since it was generated' : ''
+            }`,
+          )}"><span class="${edited ? 'edited' : ''}">${escapeHtml(label)}</span> <span class="prob">${
+            edited ? 'edited' : token.prob.toFixed(2)
+          }</span></th>`;
+          const scores = matrix.scores[index] ?? null;
+          if (scores === null) {
+            const never = neverScored(token);
+            const why = never
+              ? edited
+                ? 'no attribution: edited since it was generated'
+                : 'no attribution: zero-width (re-produced the text before the cursor)'
+              : 'computing…';
+            return `<tr class="token-row pending collapsed" data-line="${entry.line}">${header}${pendingCell(why, !never)}</tr>`;
+          }
+          const tokenMax = maxAbsScore(shown.map((unit) => scores[unit] ?? 0));
+          return `<tr class="token-row collapsed" data-line="${entry.line}">${header}${cellsOf(
+            scores,
+            `token ${label}`,
+            `data-token="${index}"`,
+            tokenMax,
+          )}</tr>`;
         })
         .join('');
-      return `<tr>${header}${cells}</tr>`;
+      return lineRow + tokenRows;
     })
     .join('\n');
 
-  const shownNote =
-    columns.length < matrix.units.length
-      ? ` (showing the ${columns.length} strongest units of ${matrix.units.length})`
-      : '';
-  const pendingNote = pendingCount > 0 ? ` · ${pendingCount} rows still computing` : '';
-  const csp = [
-    "default-src 'none'",
-    `style-src ${options.cspSource} 'unsafe-inline'`,
-    `script-src 'nonce-${options.nonce}'`,
-  ].join('; ');
+  const signs = new Set(
+    lineRows
+      .flatMap((row) => shown.map((unit) => row[unit] ?? 0))
+      .filter((value) => Math.abs(value) >= 0.005)
+      .map((value) => signOf(value)),
+  );
+  const legend = [
+    signs.has('positive') ? `<span class="swatch" style="${cellStyle(1, 1)}"></span>drove it` : '',
+    signs.has('negative') ? `<span class="swatch" style="${cellStyle(-1, 1)}"></span>pushed away from it` : '',
+  ].join('');
+  const hidden = columns.length - shown.length;
+  const pendingNote = pendingCount > 0 ? ` · <span class="spinner"></span>${pendingCount} token rows computing…` : '';
+  const csp = ["default-src 'none'", `style-src ${options.cspSource} 'unsafe-inline'`, `script-src 'nonce-${options.nonce}'`].join('; ');
+  const caveat = matrix.note ? `${escapeHtml(matrix.note.replace(/\.?\s*$/, '.'))} ` : '';
 
   return `<!DOCTYPE html>
 <html lang="en">
@@ -170,22 +293,20 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
 </head>
 <body data-record-id="${escapeHtml(matrix.recordId)}">
 <h1>Attribution matrix</h1>
-<p class="meta">${escapeHtml(options.documentLabel)} · record ${escapeHtml(matrix.recordId)} · method ${escapeHtml(
-    matrix.method,
-  )} · ${matrix.tokens.length} generated tokens × ${matrix.units.length} context units${escapeHtml(shownNote)}${escapeHtml(pendingNote)}</p>
-${matrix.note ? `<p class="note">${escapeHtml(matrix.note)}</p>` : ''}
-<p class="legend"><span style="background:${heatColor('positive', 1)}">pushed towards the token</span><span style="background:${heatColor(
-    'negative',
-    1,
-  )}">pushed away</span> shares of each row's total |attribution|</p>
-<div id="readout">Hover a cell for its score; click a context unit (or a cell) to reveal it in the editor.</div>
+<p class="meta">${escapeHtml(options.documentLabel)} · ${lines.length} completion line${lines.length === 1 ? '' : 's'} × ${
+    columns.length
+  } source${columns.length === 1 ? '' : 's'} with weight (of ${matrix.units.length}) · ${escapeHtml(matrix.method.replace(/_/g, ' '))}${pendingNote}</p>
+<p class="note">${caveat}<a id="docs" href="#">How this is measured</a> · <a id="export" href="#">Export as HTML</a></p>
+${legend ? `<p class="legend">${legend} · number: % of the row's attribution</p>` : ''}
+<div id="readout">Hover a cell for its share; click a line to show its tokens, a source to reveal it.</div>
 <div class="scroll">
 <table class="heatmap">
-<thead><tr><th class="corner">token \\ unit</th>${unitHeaders}</tr></thead>
+<thead><tr><th class="corner">completion line ╲ source</th>${unitHeaders}</tr></thead>
 <tbody>
-${rows}
+${body}
 </tbody>
 </table>
+${hidden > 0 ? `<button id="more">show ${Math.min(hidden, visible)} more sources (${hidden} hidden)</button>` : ''}
 </div>
 <script nonce="${options.nonce}">${SCRIPT}</script>
 </body>
@@ -203,6 +324,9 @@ export function parseMatrixPageMessage(message: unknown, matrix: AttributionMatr
   }
   if (type === 'revealToken' && Number.isInteger(token) && (token as number) >= 0 && (token as number) < matrix.tokens.length) {
     return { type, token: token as number };
+  }
+  if (type === 'openDocs' || type === 'exportHtml') {
+    return { type };
   }
   return undefined;
 }

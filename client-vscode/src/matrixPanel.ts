@@ -100,6 +100,52 @@ export class AttributionMatrixPanel implements vscode.Disposable {
     }
   }
 
+  /** What the attribution scores mean and how well they agree with removing lines: the docs page the server names. */
+  private async openDocs(): Promise<void> {
+    const docs = this.matrix?.docs;
+    if (!docs) {
+      void vscode.window.showInformationMessage(`whence: ${this.matrix?.note ?? 'no documentation for this method'}`);
+      return;
+    }
+    const uri = vscode.Uri.parse(docs);
+    if (uri.path.endsWith('.md')) {
+      await vscode.commands.executeCommand('markdown.showPreview', uri);
+    } else {
+      await vscode.commands.executeCommand('vscode.open', uri);
+    }
+  }
+
+  /** A self-contained HTML page of this record (the server renders it, as `whence-ls explain --html` does). */
+  private async exportHtml(): Promise<void> {
+    if (!this.target || !this.matrix) {
+      return;
+    }
+    let answer: { html: string } | null = null;
+    try {
+      answer = await this.session.sendRequest<{ html: string } | null>(Methods.matrixHtml, {
+        textDocument: this.target.params.textDocument,
+        recordId: this.matrix.recordId,
+      });
+    } catch (error) {
+      void vscode.window.showErrorMessage(`whence: could not export the matrix: ${error instanceof Error ? error.message : String(error)}`);
+      return;
+    }
+    if (!answer?.html) {
+      return;
+    }
+    const base = path.basename(this.target.documentUri.path).replace(/\.[^.]+$/, '');
+    const folder = vscode.workspace.getWorkspaceFolder(this.target.documentUri)?.uri ?? vscode.Uri.joinPath(this.target.documentUri, '..');
+    const destination = await vscode.window.showSaveDialog({
+      defaultUri: vscode.Uri.joinPath(folder, `${base}-attribution.html`),
+      filters: { HTML: ['html'] },
+    });
+    if (!destination) {
+      return;
+    }
+    await vscode.workspace.fs.writeFile(destination, Buffer.from(answer.html, 'utf8'));
+    void vscode.window.showInformationMessage(`whence: attribution matrix saved to ${vscode.workspace.asRelativePath(destination)}`);
+  }
+
   private ensurePanel(editorColumn: vscode.ViewColumn): void {
     if (this.panel) {
       this.panel.reveal(undefined, true);
@@ -163,6 +209,14 @@ export class AttributionMatrixPanel implements vscode.Disposable {
     }
     const message = parseMatrixPageMessage(raw, this.matrix);
     if (!message) {
+      return;
+    }
+    if (message.type === 'openDocs') {
+      await this.openDocs();
+      return;
+    }
+    if (message.type === 'exportHtml') {
+      await this.exportHtml();
       return;
     }
     const unit = message.type === 'revealUnit' ? this.matrix.units[message.unit] : undefined;

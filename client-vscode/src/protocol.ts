@@ -58,6 +58,8 @@ export interface AttributionMatrix {
   note?: string | null;
   tokens: MatrixToken[];
   units: MatrixUnit[];
+  /** URI of the page that says how the method's scores were measured. */
+  docs?: string | null;
   /** Signed; each computed row's absolute values sum to 1; null rows are not computed yet. */
   scores: (number[] | null)[];
 }
@@ -109,6 +111,7 @@ export interface ExplainLineResult {
 export const Methods = {
   status: 'whence/status',
   attributionMatrix: 'whence/attributionMatrix',
+  matrixHtml: 'whence/matrixHtml',
   tokenAttribution: 'whence/tokenAttribution',
   tracedSource: 'whence/tracedSource',
   completionShown: 'whence/completionShown',

@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  codeLabel,
+  completionLines,
   escapeHtml,
   hasPendingRows,
   parseMatrixPageMessage,
+  rankedUnitColumns,
   renderMatrixHtml,
   sameMatrixContent,
-  selectUnitColumns,
+  unitPlace,
   visibleText,
 } from '../src/matrixHtml';
 import type { AttributionMatrix, LspRange } from '../src/protocol';
@@ -19,16 +22,16 @@ function sampleMatrix(): AttributionMatrix {
   return {
     recordId: 'rec-1',
     method: 'input_x_gradient',
-    note: 'BOS masked',
+    note: 'its top line is the one that matters most for 36% of tokens on unseen code',
     tokens: [
       { text: 'return', range: range(3, 4, 10), prob: 0.91 },
       { text: ' a', range: range(3, 10, 12), prob: 0.42 },
       { text: '\n', range: range(3, 12, 13), prob: 0.77 },
     ],
     units: [
-      { text: 'def', range: range(0, 0, 3) },
-      { text: 'add', range: range(0, 4, 7) },
-      { text: '<b>&"x"', range: range(1, 0, 7) },
+      { text: 'def', range: range(0, 0, 3), label: 'line 1' },
+      { text: 'add', range: range(0, 4, 7), label: 'line 1' },
+      { text: '<b>&"x"', range: range(1, 0, 7), label: 'line 2' },
     ],
     scores: [[0.5, -0.3, 0.2], [0.1, 0.8, -0.1], null],
   };
@@ -36,43 +39,60 @@ function sampleMatrix(): AttributionMatrix {
 
 const options = { cspSource: 'vscode-webview://abc', nonce: 'n0nce', documentLabel: 'src/add.py' };
 
-function cells(html: string): { token: number; unit: number; share: string; background: string }[] {
+interface Cell { row: string; unit: number; share: string; style: string; hidden: boolean }
+
+function cells(html: string): Cell[] {
   return [
-    ...html.matchAll(
-      /<td class="cell" data-token="(\d+)" data-unit="(\d+)" data-share="([^"]+)" title="[^"]*" style="background:([^"]+)"><\/td>/g,
-    ),
-  ].map((match) => ({ token: Number(match[1]), unit: Number(match[2]), share: match[3], background: match[4] }));
+    ...html.matchAll(/<td class="cell( more-column hidden)?" (data-(?:line|token)="\d+") data-unit="(\d+)" data-share="([^"]+)" data-readout="[^"]*" title="[^"]*" style="([^"]*)">/g),
+  ].map((m) => ({ row: m[2], unit: Number(m[3]), share: m[4], style: m[5], hidden: m[1] !== undefined }));
 }
 
-test('one cell per computed token row and unit column, each with its signed share', () => {
-  const html = renderMatrixHtml(sampleMatrix(), options);
-  const rendered = cells(html);
-  assert.equal(rendered.length, 2 * 3, 'two computed rows x three units');
-  const byKey = new Map(rendered.map((cell) => [`${cell.token}:${cell.unit}`, cell]));
-  assert.equal(byKey.get('0:0')!.share, '+50.0%');
-  assert.equal(byKey.get('0:1')!.share, '−30.0%');
-  assert.equal(byKey.get('1:1')!.share, '+80.0%');
-  // The strongest cell in the matrix is the most opaque, and negatives use the other hue.
-  const alpha = (color: string) => Number(/([\d.]+)\)$/.exec(color)![1]);
-  assert.ok(alpha(byKey.get('1:1')!.background) > alpha(byKey.get('0:0')!.background));
-  assert.notEqual(byKey.get('0:1')!.background.split(',')[0], byKey.get('0:0')!.background.split(',')[0]);
+test('a completion line is a row: the mean of its computed token rows, over sources strongest first', () => {
+  const matrix = sampleMatrix();
+  const lines = completionLines(matrix);
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0].text, 'return a');
+  assert.deepEqual(lines[0].tokens, [0, 1, 2]);
+  assert.equal(lines[0].pending, 1);
+  assert.deepEqual(lines[0].scores!.map((v) => Math.round(v * 100) / 100), [0.3, 0.25, 0.05]);
+  // weight: |0.5|+|0.1|, |−0.3|+|0.8|, |0.2|+|−0.1| -> add, def, <b>
+  assert.deepEqual(rankedUnitColumns(matrix), [1, 0, 2]);
+  const lineCells = cells(renderMatrixHtml(matrix, options)).filter((c) => c.row === 'data-line="3"');
+  assert.deepEqual(lineCells.map((c) => c.unit), [1, 0, 2]);
+  assert.deepEqual(lineCells.map((c) => c.share), ['+25.0%', '+30.0%', '+5.0%']);
 });
 
-test('token texts label the rows, units the columns, and labels are escaped', () => {
+test('token rows are there to expand, collapsed by default', () => {
   const html = renderMatrixHtml(sampleMatrix(), options);
-  assert.match(html, /<th class="token" data-token="0" data-label="return"/);
-  assert.match(html, /<th class="token" data-token="1" data-label="·a"/);
-  assert.match(html, /<th class="unit" data-unit="1" data-label="add"/);
+  assert.match(html, /<tr class="token-row collapsed" data-line="3"><th class="row" data-token="0" data-label="return"/);
+  assert.match(html, /<tr class="token-row collapsed" data-line="3"><th class="row" data-token="1" data-label="·a"/);
+  const tokenCells = cells(html).filter((c) => c.row === 'data-token="0"');
+  assert.equal(tokenCells.find((c) => c.unit === 1)!.share, '−30.0%');
+});
+
+test('column labels are the source code, trimmed, with its place; text is escaped', () => {
+  const html = renderMatrixHtml(sampleMatrix(), options);
+  assert.match(html, /<th class="unit" data-unit="1" data-label="add"[^>]*><span class="label"><span class="place">line 1<\/span> add<\/span><\/th>/);
   assert.ok(html.includes('&lt;b&gt;&amp;&quot;x&quot;'));
   assert.ok(!html.includes('<b>&"x"'), 'raw unit text must never reach the page');
+  assert.equal(codeLabel('    for item in items:   # a long comment that goes on and on\n  x'), 'for item in items: # a long comment…');
+  assert.equal(codeLabel('\n\n   \n  return x'), 'return x');
+  const other: AttributionMatrix = { ...sampleMatrix(), units: [...sampleMatrix().units] };
+  other.units[2] = { text: 'def human_bytes(n):', label: 'pkg/utils.py:12', path: 'pkg/utils.py', uri: 'file:///w/pkg/utils.py', line: 11 };
+  assert.equal(unitPlace(other, 2), 'pkg/utils.py:12');
+  assert.match(renderMatrixHtml(other, options), /<span class="place">pkg\/utils\.py:12<\/span> def human_bytes\(n\):/);
 });
 
-test('rows not computed yet say so instead of showing empty cells', () => {
+test('rows still computing show a spinner, and none is left once every row is in', () => {
   const html = renderMatrixHtml(sampleMatrix(), options);
-  assert.match(html, /<tr class="pending"><th class="token" data-token="2" data-label="↵"[^]*?not computed yet<\/td><\/tr>/);
-  assert.match(html, /1 rows still computing/);
+  assert.match(html, /<tr class="token-row pending collapsed" data-line="3"><th class="row" data-token="2"[^]*?<span class="spinner"><\/span>computing…<\/td><\/tr>/);
+  assert.match(html, /1 token rows computing…/);
   assert.equal(hasPendingRows(sampleMatrix()), true);
-  assert.equal(hasPendingRows({ ...sampleMatrix(), scores: [[1, 0, 0], [0, 1, 0], [0, 0, 1]] }), false);
+  const done = { ...sampleMatrix(), scores: [[1, 0, 0], [0, 1, 0], [0, 0, 1]] };
+  assert.equal(hasPendingRows(done), false);
+  assert.doesNotMatch(renderMatrixHtml(done, options), /computing…|class="spinner"/);
+  const none = { ...sampleMatrix(), scores: [null, null, null] };
+  assert.match(renderMatrixHtml(none, options), /<tr class="line-row pending">[^]*?<span class="spinner"><\/span>computing…/);
 });
 
 test('the page only runs its own nonce-bearing script', () => {
@@ -84,20 +104,39 @@ test('the page only runs its own nonce-bearing script', () => {
   assert.equal(scripts[0][1], ' nonce="n0nce"');
 });
 
-test('with too many units, the strongest columns are kept in document order', () => {
-  const matrix = sampleMatrix();
-  assert.deepEqual(selectUnitColumns(matrix, 2), [0, 1]);
-  const matrix2: AttributionMatrix = { ...matrix, scores: [[0.05, -0.05, 0.9], [0.1, 0.02, 0.88], null] };
-  assert.deepEqual(selectUnitColumns(matrix2, 2), [0, 2]);
-  const html = renderMatrixHtml(matrix2, { ...options, maxUnits: 2 });
-  assert.equal(cells(html).length, 4);
-  assert.match(html, /showing the 2 strongest units of 3/);
+test('the strongest 20 sources are shown; the rest wait behind "more"', () => {
+  const units = Array.from({ length: 30 }, (_, k) => ({ text: `value_${k} = ${k}`, range: range(k, 0, 5), label: `line ${k + 1}` }));
+  const weights = units.map((_, k) => (k + 1) / 465); // unit 29 strongest
+  const matrix: AttributionMatrix = {
+    recordId: 'r', method: 'gradient_norm', note: null,
+    tokens: [{ text: 'x', range: range(40, 0, 1), prob: 0.5 }],
+    units,
+    scores: [weights],
+  };
+  const html = renderMatrixHtml(matrix, options);
+  const header = [...html.matchAll(/<th class="unit( more-column hidden)?" data-unit="(\d+)"/g)];
+  assert.equal(header.length, 30);
+  assert.deepEqual(header.filter((m) => !m[1]).map((m) => Number(m[2])), [...Array(20).keys()].map((k) => 29 - k));
+  assert.match(html, /<button id="more">show 10 more sources \(10 hidden\)<\/button>/);
+  assert.equal(cells(html).filter((c) => !c.hidden).length, 20 * 2, 'line row and token row');
+});
+
+test('the legend shows only the signs on screen, the caveat is one sentence with a docs link', () => {
+  const positive: AttributionMatrix = { ...sampleMatrix(), scores: [[0.5, 0.3, 0.2], [0.1, 0.8, 0.1], null] };
+  const html = renderMatrixHtml(positive, options);
+  assert.match(html, /drove it/);
+  assert.doesNotMatch(html, /pushed away/);
+  assert.match(renderMatrixHtml(sampleMatrix(), { ...options }), /its top line is the one that matters most for 36% of tokens on unseen code\. <a id="docs"/);
+  assert.match(html, /<a id="export" href="#">Export as HTML<\/a>/);
+  assert.match(html, /color-mix\(in srgb, var\(--vscode-charts-orange/);
 });
 
 test('messages from the page are validated against the matrix', () => {
   const matrix = sampleMatrix();
   assert.deepEqual(parseMatrixPageMessage({ type: 'revealUnit', unit: 2 }, matrix), { type: 'revealUnit', unit: 2 });
   assert.deepEqual(parseMatrixPageMessage({ type: 'revealToken', token: 0 }, matrix), { type: 'revealToken', token: 0 });
+  assert.deepEqual(parseMatrixPageMessage({ type: 'exportHtml' }, matrix), { type: 'exportHtml' });
+  assert.deepEqual(parseMatrixPageMessage({ type: 'openDocs' }, matrix), { type: 'openDocs' });
   assert.equal(parseMatrixPageMessage({ type: 'revealUnit', unit: 3 }, matrix), undefined);
   assert.equal(parseMatrixPageMessage({ type: 'revealUnit', unit: '1' }, matrix), undefined);
   assert.equal(parseMatrixPageMessage({ type: 'other' }, matrix), undefined);
@@ -122,8 +161,8 @@ test('tokens the user edited are marked, not shown with a stale probability', ()
   const matrix = sampleMatrix();
   matrix.tokens[1] = { ...matrix.tokens[1], edited: true };
   const html = renderMatrixHtml(matrix, options);
-  assert.match(html, /<th class="token edited" data-token="1"[^>]*title="[^"]*edited since it was generated"[^>]*>·a <span class="prob">edited<\/span>/);
-  assert.match(html, /<th class="token" data-token="0"[^>]*>return <span class="prob">0\.91<\/span>/);
+  assert.match(html, /<th class="row" data-token="1"[^>]*title="[^"]*edited since it was generated"[^>]*><span class="edited">·a<\/span> <span class="prob">edited<\/span>/);
+  assert.match(html, /<th class="row" data-token="0"[^>]*><span class="">return<\/span> <span class="prob">0\.91<\/span>/);
 });
 
 test('zero-width and edited tokens never get a row: said so, and not waited for', () => {
@@ -132,7 +171,7 @@ test('zero-width and edited tokens never get a row: said so, and not waited for'
   assert.equal(hasPendingRows(matrix), false, 'the only null row belongs to a zero-width token');
   const html = renderMatrixHtml(matrix, options);
   assert.match(html, /data-token="2"[^]*?no attribution: zero-width/);
-  assert.doesNotMatch(html, /rows still computing/);
+  assert.doesNotMatch(html, /computing…/);
   matrix.tokens[2] = { ...matrix.tokens[2], range: range(3, 12, 13), edited: true };
   assert.match(renderMatrixHtml(matrix, options), /no attribution: edited since it was generated/);
   assert.equal(hasPendingRows(matrix), false);

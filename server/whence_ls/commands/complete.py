@@ -47,6 +47,8 @@ def add_attribution_arguments(parser) -> None:
         "when the model is calibrated, else gradient_norm)",
     )
     parser.add_argument("--attribution-top", type=int, default=5, metavar="K", help="context units shown per token (default 5)")
+    parser.add_argument("--html", default=None, metavar="FILE",
+                        help="also write a self-contained HTML page of the attribution (sources lit up by each line and token)")
 
 
 def resolve_attribution_method(args) -> None:
@@ -90,6 +92,10 @@ def run(args) -> int:
     )
     result.timings["load_s"] = lm.load_seconds
     index_path, hits = trace_hits(args.index, result.text, language_for_path(path), line)
+    if args.html and result.tokens:
+        document = text[: result.doc_start] + result.text + text[result.doc_start :]
+        write_matrix_html(args.html, lm, result, document, language_for_path(path), None if args.attribution == "none" else args.attribution,
+                          f"{path}:{line}:{col}", source_text=text)
     if args.json:
         data = completion_json(result)
         if args.attribution != "none" and result.tokens:
@@ -139,6 +145,46 @@ def repository_prompt(args, path, text: str, language: str | None):
             continue
         blocks += blocks_of(shown(file), read_source(file), file.as_uri())
     return options, rank_blocks(blocks, text, options.repository_tokens * 4)
+
+
+def write_matrix_html(target: str, lm, record, text: str, language: str | None, method: str | None, title: str,
+                      source_text: str | None = None) -> None:
+    """Every row of `record`, rendered as the page VS Code's "Export as HTML" saves. `text` holds
+    the record's tokens; `source_text` (default `text`) is the document its sources' offsets
+    are in (before a completion was inserted)."""
+    from pathlib import Path
+
+    from whence_ls.engine.attribution import METHOD_SHORT_NOTES, attribution_matrix, context_units, default_method
+    from whence_ls.report.matrix_html import render_matrix_html
+    from whence_ls.sourcefile import line_col_of, line_starts
+
+    method = method or default_method(lm)
+    units = context_units(lm, record, language)
+    matrix = attribution_matrix(lm, record, method, language=language)
+    starts = line_starts(text)
+    tokens = []
+    for token in record.tokens:
+        line, col = line_col_of(text, min(len(text), record.doc_start + token.start), starts)
+        tokens.append({"text": token.text, "prob": token.prob,
+                       "range": {"start": {"line": line - 1, "character": col - 1}, "end": {"line": line - 1, "character": col - 1}}})
+
+    source_text = text if source_text is None else source_text
+    source_starts = line_starts(source_text)
+
+    def label(unit) -> str:
+        if unit.path is not None:
+            return f"{unit.path}:{unit.line + 1}"
+        return f"line {line_col_of(source_text, unit.start, source_starts)[0]}" + (" (below)" if unit.role == "suffix" else "")
+
+    page = render_matrix_html({
+        "method": matrix.method,
+        "note": METHOD_SHORT_NOTES.get(matrix.method, ""),
+        "tokens": tokens,
+        "units": [{"text": u.text, "label": label(u)} for u in units],
+        "scores": [matrix.rows[i].scores if i in matrix.rows else None for i in range(len(record.tokens))],
+    }, title=title)
+    Path(target).write_text(page, encoding="utf-8")
+    print(f"-- attribution page written to {target}", file=sys.stderr)
 
 
 def trace_hits(index_option: str | None, completion: str, language: str | None, first_line: int) -> tuple[str | None, list[dict]]:

@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from whence_ls.commands.complete import (
         _use_colour,
+        write_matrix_html,
         add_attribution_json,
         print_coloured,
         print_influences,
@@ -43,6 +44,9 @@ def run(args) -> int:
     lm = load_model(args.model, args.device)
     record = explain_line(lm, text, line - 1, language, context_tokens=args.context_tokens)
     record.timings["load_s"] = lm.load_seconds
+    if args.html and record.tokens:
+        write_matrix_html(args.html, lm, record, text, language, None if args.attribution == "none" else args.attribution,
+                          f"{path}:{line}")
     if args.json:
         data = {
             "line": line,

@@ -12,7 +12,7 @@ from lsprotocol import types
 from whence_ls.errors import WhenceError
 from whence_ls.lsp.attribution_queue import attribution_engine
 from whence_ls.lsp.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
-from whence_ls.lsp.protocol_names import MATRIX_METHOD, STATUS_METHOD, TOKEN_METHOD, TRACED_SOURCE_METHOD
+from whence_ls.lsp.protocol_names import MATRIX_HTML_METHOD, MATRIX_METHOD, STATUS_METHOD, TOKEN_METHOD, TRACED_SOURCE_METHOD
 from whence_ls.lsp.records import Record
 from whence_ls.lsp.trace_search import NoIndex
 
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 WAIT_S = 2.0
 
 _LANGUAGE_IDS = {"tsx": "typescriptreact"}
+# what the attribution scores mean and how they were measured (in a source checkout)
+_DOCS = Path(__file__).resolve().parents[3] / "docs" / "bench-attribution.md"
 
 
 class CustomRequestsFeature:
@@ -38,6 +40,7 @@ class CustomRequestsFeature:
         ls = server
         ls.feature(STATUS_METHOD)(plain(self.status))
         ls.feature(MATRIX_METHOD)(plain(self.attribution_matrix))
+        ls.feature(MATRIX_HTML_METHOD)(plain(self.matrix_html))
         ls.feature(TOKEN_METHOD)(plain(self.token_attribution))
         ls.feature(TRACED_SOURCE_METHOD)(plain(self.traced_source))
 
@@ -93,7 +96,7 @@ class CustomRequestsFeature:
             row = queue.row(record, index) if queue is not None else None
             rows.append([round(s, 6) for s in row.scores] if row is not None and units is not None else None)
         engine = attribution_engine()
-        notes = getattr(engine, "METHOD_NOTES", {}) if engine is not None else {}
+        notes = getattr(engine, "METHOD_SHORT_NOTES", {}) if engine is not None else {}
         note = notes.get(method, "") if method != "none" else "attribution is off"
         if engine is None:
             note = "attribution is not available in this installation"
@@ -109,7 +112,19 @@ class CustomRequestsFeature:
             ],
             "units": [_unit_json(session, document, u) for u in units or []],
             "scores": rows,
+            "docs": _DOCS.as_uri() if _DOCS.is_file() else None,
         }
+
+    async def matrix_html(self, params: Any) -> dict[str, Any] | None:
+        """The record's attribution as a self-contained page (what `whence-ls explain --html` writes)."""
+        from whence_ls.report.matrix_html import render_matrix_html
+
+        matrix = await self.attribution_matrix(params)
+        if matrix is None:
+            return None
+        found = self._find(object_params(params, "{textDocument: {uri}, position | recordId}"))
+        title = found[0].uri.rsplit("/", 1)[-1] if found is not None else "completion"
+        return {"html": render_matrix_html(matrix, title=title)}
 
     async def token_attribution(self, params: Any) -> dict[str, Any] | None:
         session = self.session

@@ -16,6 +16,7 @@ MATRIX_COMMAND = "whence.showAttributionMatrix"  # rendered by the client; liste
 # custom requests and notifications
 STATUS_METHOD = "whence/status"
 MATRIX_METHOD = "whence/attributionMatrix"
+MATRIX_HTML_METHOD = "whence/matrixHtml"
 TOKEN_METHOD = "whence/tokenAttribution"
 TRACED_SOURCE_METHOD = "whence/tracedSource"
 SHOWN_METHOD = "whence/completionShown"

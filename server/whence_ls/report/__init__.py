@@ -1,0 +1,1 @@
+"""Pages for people: renderings of records that the CLI and the server share."""
