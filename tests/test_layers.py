@@ -19,7 +19,7 @@ def _modules(subpackage: str) -> list[str]:
     return sorted(f"whence_ls.{subpackage}.{m.name}" for m in pkgutil.walk_packages([str(PACKAGE / subpackage)]) if not m.ispkg)
 
 
-@pytest.mark.parametrize("layer", ["engine", "trace"])
+@pytest.mark.parametrize("layer", ["engine", "trace", "report"])
 def test_engine_and_trace_load_nothing_of_the_layers_above(layer):
     modules = [f"whence_ls.{layer}"] + _modules(layer)
     code = (f"import importlib, sys\nfor name in {modules!r}:\n    importlib.import_module(name)\n"

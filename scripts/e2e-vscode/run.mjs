@@ -309,6 +309,19 @@ async function showHoverUntil(description, accept, timeout) {
 }
 
 /** Background colours the extension uses for tinting (see client-vscode/src/heat.ts). */
+/** Editor lines with a tint: the top offsets of tinted overlays and spans, distinct. */
+async function countTintedLines() {
+  return page.evaluate(() => {
+    const tops = new Set();
+    for (const element of document.querySelectorAll('.monaco-editor .view-overlays div, .monaco-editor .view-lines span')) {
+      if (/rgba\((232, 121, 22|38, 125, 230),/.test(getComputedStyle(element).backgroundColor)) {
+        tops.add(Math.round(element.getBoundingClientRect().top));
+      }
+    }
+    return tops.size;
+  });
+}
+
 async function countTintedElements() {
   return page.evaluate(() =>
     [...document.querySelectorAll('.monaco-editor .view-overlays div, .monaco-editor .view-lines span')].filter((element) =>
@@ -462,6 +475,11 @@ async function main() {
       softCheck(/line \d+/.test(text) && text.includes('█'), 'the hover shows no source lines with bars');
       softCheck(/calibrated attention/.test(text), 'the hover does not name the calibrated estimator');
       softCheck(text.split('\n').filter((l) => l.trim()).length <= 9, `the hover is longer than ~8 lines: ${text.split('\n').length}`);
+      // readable at a glance: no scrolling, and a diagnostic VS Code shows beside it is not repeated
+      const box = await hover.boundingBox();
+      summary.observed.hoverHeightPx = box?.height;
+      softCheck(box !== null && box.height <= 320, `the hover is ${box?.height}px high (at most 320px: no scrolling to see its sources)`);
+      softCheck((text.match(/unsure:/g) ?? []).length <= 1, 'the hover repeats the low-confidence diagnostic');
       const spanLinks = await hover.locator('a').evaluateAll((anchors) =>
         anchors.map((anchor) => anchor.getAttribute('data-href') ?? anchor.getAttribute('href') ?? '').filter((href) => /#L\d+/.test(href)),
       );
@@ -471,6 +489,10 @@ async function main() {
         return count > 0 ? count : undefined;
       }, { timeout: 30_000 }).catch((error) => (softCheck(false, `no context tinting: ${error.message}`), 0));
       summary.observed.tintedElements = tinted;
+      // only the few sources that carry most of the token's weight, never the whole file
+      const tintedLines = await countTintedLines();
+      summary.observed.tintedLines = tintedLines;
+      softCheck(tintedLines > 0 && tintedLines <= 15, `the context tint covers ${tintedLines} lines (at most 15: the top sources only)`);
       await screenshot('04-hover-attribution', 'hover on the first generated token: probability, entropy, runner-ups, the context spans that drove it');
       await hideHover(page);
       await screenshot('04b-context-tint', 'cursor on the generated token: the context that drove it tinted (warm: towards, cool: away)');
@@ -513,13 +535,30 @@ async function main() {
       await runCommand(page, 'whence: Show attribution matrix');
       const frame = page.frameLocator('iframe.webview').frameLocator('#active-frame');
       await frame.locator('h1', { hasText: 'Attribution matrix' }).waitFor({ state: 'visible', timeout: 30_000 });
-      const cells = frame.locator('table.heatmap td.cell');
+      const cells = frame.locator('table.heatmap tr.line-row td.cell:not(.hidden)');
       await waitFor('computed matrix rows', async () => (await cells.count()) > 0, { timeout: 60_000 });
+      // once every row is in, nothing says "computing…" any more (the page polls the server)
+      await waitFor('every matrix row computed', async () => !(await frame.locator('body').innerText()).includes('computing…'), {
+        timeout: ATTRIBUTION_TIMEOUT_MS,
+      }).catch(() => softCheck(false, '"computing…" is still on the matrix page after the rows were given time to finish'));
       summary.observed.matrixMeta = await frame.locator('p.meta').innerText();
       summary.observed.matrixCells = await cells.count();
       log(`  matrix: ${summary.observed.matrixMeta} (${summary.observed.matrixCells} cells)`);
-      // The strongest cell of the first row, so that the readout shows a non-zero score.
-      const strongest = await frame.locator('table.heatmap tbody tr:not(.pending)').first().locator('td.cell').evaluateAll((tds) => {
+      // a person can read it: at most 20 source columns at first, each labelled with its code
+      const labels = await frame.locator('th.unit:not(.hidden)').evaluateAll((ths) => ths.map((th) => th.dataset.label ?? ''));
+      summary.observed.matrixColumnLabels = labels;
+      softCheck(labels.length > 0 && labels.length <= 20, `${labels.length} source columns visible by default (1 to 20)`);
+      softCheck(labels.every((label) => /[A-Za-z0-9_]/.test(label) && !/^[·↵→∅\s]*$/.test(label)),
+        `a column label is empty or only whitespace glyphs: ${JSON.stringify(labels)}`);
+      const rowLabels = await frame.locator('tr.line-row th.row').allInnerTexts();
+      summary.observed.matrixRowLabels = rowLabels;
+      softCheck(rowLabels.length > 0 && rowLabels.every((label) => /[A-Za-z0-9_]/.test(label)), `row labels: ${JSON.stringify(rowLabels)}`);
+      const legend = await frame.locator('p.legend').innerText().catch(() => '');
+      const negatives = await frame.locator('tr.line-row td.cell:not(.hidden)').evaluateAll((tds) => tds.some((td) => td.dataset.share.startsWith('−') && parseFloat(td.dataset.share.slice(1)) >= 0.5));
+      softCheck(negatives || !/pushed away/.test(legend), 'the legend shows "pushed away" with no such cell on screen');
+      // The strongest cell of the first line row, so that the readout shows a non-zero score.
+      const firstRow = frame.locator('table.heatmap tbody tr.line-row:not(.pending)').first();
+      const strongest = await firstRow.locator('td.cell:not(.hidden)').evaluateAll((tds) => {
         let best = 0;
         tds.forEach((td, index) => {
           if (Math.abs(parseFloat(td.dataset.share.replace('−', '-'))) > Math.abs(parseFloat(tds[best].dataset.share.replace('−', '-')))) {
@@ -528,32 +567,39 @@ async function main() {
         });
         return best;
       });
-      const cell = frame.locator('table.heatmap tbody tr:not(.pending)').first().locator('td.cell').nth(strongest);
+      const cell = firstRow.locator('td.cell:not(.hidden)').nth(strongest);
       await cell.hover();
       const readout = frame.locator('#readout');
       const unitIndex = await cell.getAttribute('data-unit');
       const header = frame.locator(`th.unit[data-unit="${unitIndex}"]`);
-      const expectedReadout = `unit ${await header.getAttribute('data-label')}:  ${await cell.getAttribute('data-share')}`;
+      const expectedReadout = await cell.getAttribute('data-readout');
+      softCheck(expectedReadout.includes(await header.getAttribute('data-label')) && expectedReadout.includes(await cell.getAttribute('data-share')),
+        `the readout does not name the source and its share: ${expectedReadout}`);
       await waitFor(`the readout to show the hovered cell ("${expectedReadout}")`, async () => (await readout.innerText()).includes(expectedReadout), { timeout: 5_000 });
       summary.observed.matrixReadout = await readout.innerText();
       log(`  readout: ${summary.observed.matrixReadout}`);
-      await screenshot('08-matrix', 'attribution matrix webview: generated tokens x context units, readout of the hovered cell');
+      await screenshot('08-matrix', 'attribution matrix: completion lines x the strongest source lines (code as labels), readout of the hovered cell');
+
+      // a line expands to its tokens
+      await firstRow.locator('th.row').click();
+      const tokenRows = frame.locator('tr.token-row:not(.collapsed)');
+      await waitFor('the first line\'s token rows', async () => (await tokenRows.count()) > 0, { timeout: 5_000 });
+      summary.observed.matrixTokenRows = await tokenRows.count();
+      await screenshot('08b-matrix-line-expanded', 'the first completion line expanded to its tokens, each with its probability');
 
       const title = await header.getAttribute('title');
-      const where = /line (\d+), col (\d+)/.exec(title ?? '');
+      const where = /^line (\d+)/.exec(title ?? '');
       if (!where) {
-        throw new Error(`unit header has no position: ${title}`);
+        throw new Error(`unit header has no line: ${title}`);
       }
       await header.click();
-      // The unit is selected; the cursor sits at its end, so the start is the column minus the selection.
       const revealed = await waitFor('the editor to select the clicked unit', async () => {
         const position = await cursorPosition(page);
-        const selected = Number(/\((\d+) selected\)/.exec(position?.text ?? '')?.[1] ?? 0);
-        return position && position.line === Number(where[1]) && position.column - selected === Number(where[2]) ? position : undefined;
+        return position && position.line === Number(where[1]) ? position : undefined;
       }, { timeout: 10_000, interval: 200 }).catch((error) => (softCheck(false, `clicking unit ${unitIndex} (${title}) did not select it: ${error.message}`), undefined));
       log(`  clicked unit ${unitIndex}: editor at ${revealed?.text}`);
       summary.observed.revealedUnit = { unit: unitIndex, title, cursor: (await cursorPosition(page))?.text };
-      await screenshot('09-matrix-reveal', `clicking context unit ${title} revealed and selected it in the editor`);
+      await screenshot('09-matrix-reveal', `clicking source ${title} revealed and selected it in the editor`);
     });
 
     await step('the "Show attribution matrix" code action opens the explained line\'s matrix', async () => {
@@ -567,7 +613,7 @@ async function main() {
       const frame = page.frameLocator('iframe.webview').frameLocator('#active-frame');
       // The panel now shows the explained line's record: its rows are the tokens of line 6.
       await waitFor('the matrix of the explained line', async () => {
-        const labels = await frame.locator('th.token').evaluateAll((headers) => headers.map((header) => header.dataset.label));
+        const labels = await frame.locator('tr.token-row th.row').evaluateAll((headers) => headers.map((header) => header.dataset.label));
         // Labels show spaces as "·".
         return labels.some((label) => label.replace(/·/g, '') === 'math') ? labels : undefined;
       }, { timeout: 30_000 });
