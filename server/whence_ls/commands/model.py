@@ -1,4 +1,4 @@
-"""`whence-ls model install|info|calibrate`."""
+"""`whence-ls model install|info|calibrate|train-sae`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,18 @@ def add_parser(subparsers) -> None:
     calibrate.add_argument("--context-tokens", type=int, default=320)
     calibrate.add_argument("--out", default=None, help="write here instead of models/calibrations/NAME.json")
     calibrate.set_defaults(run=_calibrate)
+    sae = actions.add_parser("train-sae", help="train sparse autoencoders on attention-layer outputs (stdlib tokens) and index "
+                                               "their features' top snippets")
+    sae.add_argument("--model", default=None, help="model directory, .gguf file or cached hub id (default: embedded)")
+    sae.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sae.add_argument("--layers", type=int, nargs="+", default=None, help="layers (0-based; default: one at a third, one at two thirds)")
+    sae.add_argument("--tokens", type=int, default=160_000, help="standard-library tokens read (a tenth is held out)")
+    sae.add_argument("--width-factor", type=int, default=4, help="features per input dimension (default 4)")
+    sae.add_argument("--k", type=int, default=32, help="active features per token (TopK; default 32)")
+    sae.add_argument("--steps", type=int, default=1200, help="optimiser steps per layer (default 1200)")
+    sae.add_argument("--batch", type=int, default=2048)
+    sae.add_argument("--seed", type=int, default=0)
+    sae.set_defaults(run=_train_sae)
 
 
 def _install(args) -> int:
@@ -63,6 +75,44 @@ def _calibrate(args) -> int:
           f"({info['train_targets']} targets fitted, {info['heldout_targets']} held out, {info['seconds']} s)")
     print(f"copy heads: {len(result.induction_heads)} induction, {len(result.duplicate_heads)} duplicate-token")
     print(f"written to {path}")
+    return 0
+
+
+def _train_sae(args) -> int:
+    import sys
+
+    from whence_ls.engine.loading import load_model
+    from whence_ls.engine.sae import sae_dir
+    from whence_ls.engine.sae.features import build_feature_index, save_feature_index
+    from whence_ls.engine.sae.model import save_sae_set
+    from whence_ls.engine.sae.train import train_saes
+
+    lm = load_model(args.model, args.device)
+    last = [""]
+
+    def progress(stage: str, share: float) -> None:
+        bar = "#" * int(30 * share)
+        line = f"\r{stage:<36} [{bar:<30}] {share:4.0%}"
+        if line != last[0]:
+            print(line, end="", file=sys.stderr, flush=True)
+            last[0] = line
+        if share >= 1.0:
+            print(file=sys.stderr)
+
+    sae_set, found, where, activations = train_saes(
+        lm, args.layers, tokens=args.tokens, width_factor=args.width_factor, k=args.k, steps=args.steps, batch=args.batch,
+        seed=args.seed, progress=progress)
+    print(file=sys.stderr)
+    directory = sae_dir(lm)
+    save_sae_set(sae_set, directory)
+    progress("indexing top snippets", 0.0)
+    save_feature_index(build_feature_index(lm, sae_set, found, where, activations), directory)
+    progress("indexing top snippets", 1.0)
+    for layer, metrics in sorted(sae_set.metrics.items(), key=lambda kv: int(kv[0])):
+        print(f"layer {layer}: explained variance {metrics['explained_variance']:.3f}, L0 {metrics['l0']}, "
+              f"dead {metrics['dead_share']:.1%}, loss {metrics['loss_clean']:.3f} -> {metrics['loss_spliced']:.3f} spliced "
+              f"({metrics['loss_zero_ablated']:.3f} zero-ablated: {metrics['loss_recovered']:.1%} recovered)")
+    print(f"saved to {directory}")
     return 0
 
 
