@@ -128,3 +128,40 @@ def test_token_features_split_their_activation_over_context_lines(trained, tiny_
     z = store[layer][0, position].float()
     expected = float(z @ sae.W_enc[:, index])
     assert float(terms.sum()) == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_train_sae_then_explain_features_from_the_cli(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """`model train-sae` stores the set and its index under models/sae/; `explain --features`
+    then names each shown token's features with a snippet and the lines they came from."""
+    from whence_ls.cli import main
+
+    monkeypatch.setenv("WHENCE_HOME", str(tmp_path / "home"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["model", "train-sae", "--model", str(tiny_model_dir), "--device", "cpu", "--layers", "1", "--tokens", "4000",
+              "--steps", "20", "--batch", "128", "--width-factor", "2", "--k", "4"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr()
+    assert "layer 1: explained variance" in out.out and "recovered" in out.out
+    assert "training layer 1" in out.err  # the progress bar
+    stored = list((tmp_path / "home" / "models" / "sae").iterdir())
+    assert len(stored) == 1 and {p.name for p in stored[0].iterdir()} == {"manifest.json", "layer1.safetensors", "features.json"}
+    path = tmp_path / "files.py"
+    path.write_text(SOURCE)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", f"{path}:12", "--model", str(tiny_model_dir), "--device", "cpu", "--features", "--color", "never"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "-- features (sparse autoencoders on attention outputs)" in out
+    assert "L1#" in out and "e.g. " in out and " from " in out
+
+
+def test_explain_features_without_an_sae_says_how_to_get_one(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from whence_ls.cli import main
+
+    monkeypatch.setenv("WHENCE_HOME", str(tmp_path / "empty"))
+    path = tmp_path / "files.py"
+    path.write_text(SOURCE)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", f"{path}:12", "--model", str(tiny_model_dir), "--device", "cpu", "--features"])
+    assert exit_info.value.code != 0
+    assert "whence-ls model train-sae" in capsys.readouterr().err

@@ -6,6 +6,7 @@
 import * as vscode from 'vscode';
 import { ContextTint } from './contextTint';
 import { toVsRange } from './lspRange';
+import { FeaturePanel, SHOW_FEATURE_COMMAND } from './featurePanel';
 import { AttributionMatrixPanel } from './matrixPanel';
 import { ClientSideServerCommands, ExplainLineResult, ServerCommands } from './protocol';
 import { ClientSideCommandHandler, SERVED_LANGUAGES, ServerSession } from './serverSession';
@@ -31,6 +32,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const matrixPanel = new AttributionMatrixPanel(session, log);
   const tracedSources = new TracedSourceView(session, log);
   const tint = new ContextTint(session, log);
+  const featurePanel = new FeaturePanel(session, log);
   clientSideCommands.set(ClientSideServerCommands.showAttributionMatrix, (...args) => matrixPanel.show(...args));
   clientSideCommands.set(ClientSideServerCommands.openTracedSource, (...args) => tracedSources.open(...args));
 
@@ -42,6 +44,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     matrixPanel,
     tracedSources,
     tint,
+    featurePanel,
+    // opened from the "saw:" links of a hover (the server's markdown names it)
+    vscode.commands.registerCommand(SHOW_FEATURE_COMMAND, (arg: unknown) => featurePanel.show(arg)),
     vscode.commands.registerCommand(ClientCommands.showServerLog, () => log.show(true)),
     vscode.commands.registerCommand(ClientCommands.restartServer, async () => {
       log.info('Restart requested.');

@@ -112,6 +112,7 @@ export const Methods = {
   status: 'whence/status',
   attributionMatrix: 'whence/attributionMatrix',
   matrixHtml: 'whence/matrixHtml',
+  feature: 'whence/feature',
   tokenAttribution: 'whence/tokenAttribution',
   tracedSource: 'whence/tracedSource',
   completionShown: 'whence/completionShown',
@@ -133,6 +134,9 @@ export const ServerCommands = {
  * (the contract calls showAttributionMatrix client-side, and openTracedSource is a server no-op
  * whose real work, opening the document, only a client can do).
  */
+/** The client command a hover's "saw:" feature links run (the page of one SAE feature). */
+export const SHOW_FEATURE_COMMAND = 'whence.showFeature';
+
 export const ClientSideServerCommands = {
   showAttributionMatrix: 'whence.showAttributionMatrix',
   openTracedSource: 'whence.openTracedSource',

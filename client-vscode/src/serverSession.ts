@@ -14,7 +14,7 @@ import {
   State,
   TransportKind,
 } from 'vscode-languageclient/node';
-import { ClientSideServerCommands, Methods, ServerCommands, WhenceStatus } from './protocol';
+import { ClientSideServerCommands, Methods, ServerCommands, SHOW_FEATURE_COMMAND, WhenceStatus } from './protocol';
 import { locateServer, ServerLaunch } from './serverLocator';
 import { serverSectionOnly, serverSettingsFrom, SERVER_SETTING_KEYS } from './settings';
 import { ServerStatusBar } from './statusBar';
@@ -185,7 +185,7 @@ export class ServerSession implements vscode.Disposable {
       // no work-done progress of its own: one whence item in the status bar, not two
       initializationOptions: () => ({ ...currentServerSettings(), clientRendersStatus: true }),
       // hovers may run exactly one command from a link: the server's "why this and not the runner-up"
-      markdown: { isTrusted: { enabledCommands: [ServerCommands.explainContrast] }, supportHtml: false },
+      markdown: { isTrusted: { enabledCommands: [ServerCommands.explainContrast, SHOW_FEATURE_COMMAND] }, supportHtml: false },
       middleware: {
         provideInlineCompletionItems: async (document, position, context, token, next) => {
           const result = await next(document, position, context, token);

@@ -47,6 +47,9 @@ def add_attribution_arguments(parser) -> None:
         "when the model is calibrated, else gradient_norm)",
     )
     parser.add_argument("--attribution-top", type=int, default=5, metavar="K", help="context units shown per token (default 5)")
+    parser.add_argument("--features", action="store_true",
+                        help="the sparse-autoencoder features of the least confident tokens: label, a top snippet, and the "
+                        "context lines their activation came from (after `whence-ls model train-sae`)")
     parser.add_argument("--html", default=None, metavar="FILE",
                         help="also write a self-contained HTML page of the attribution (sources lit up by each line and token)")
 
@@ -107,6 +110,8 @@ def run(args) -> int:
         print_coloured(result, _use_colour(args.color))
         if args.attribution != "none" and result.tokens:
             print_influences(lm, result, text, language_for_path(path), args.attribution, args.attribution_top)
+        if args.features and result.tokens:
+            print_features(lm, result, text, language_for_path(path))
         print_trace(index_path, hits)
     return 0
 
@@ -145,6 +150,38 @@ def repository_prompt(args, path, text: str, language: str | None):
             continue
         blocks += blocks_of(shown(file), read_source(file), file.as_uri())
     return options, rank_blocks(blocks, text, options.repository_tokens * 4)
+
+
+def print_features(lm, record, text: str, language: str | None, *, share: float = 0.25) -> None:
+    """What the model "saw" at the least confident tokens: their strongest SAE features."""
+    from whence_ls.engine.attribution.units import unit_map
+    from whence_ls.engine.sae import load_for
+    from whence_ls.errors import WhenceError
+    from whence_ls.sourcefile import line_col_of, line_starts
+
+    sae_set, index = load_for(lm)
+    if sae_set is None:
+        raise WhenceError(f"no sparse autoencoders for {lm.name}: train them with `whence-ls model train-sae`")
+    from whence_ls.engine.sae.features import token_features
+
+    units = unit_map(record, language)
+    starts = line_starts(text)
+    indices = [i for i in record.least_confident(share) if record.tokens[i].text.strip()][:_SHOWN_TOKENS]
+    print("-- features (sparse autoencoders on attention outputs) of the least confident tokens")
+    for index_ in indices:
+        token = record.tokens[index_]
+        print(f"   {token.text!r} p={token.prob:.2f}")
+        for feature in token_features(lm, sae_set, index, record, index_, units):
+            mark = " [induction]" if feature["induction"] else ""
+            print(f"      L{feature['layer']}#{feature['feature']} {feature['activation']:.2f} {feature['label']}{mark}")
+            example = feature.get("example")
+            if example:
+                print(f"          e.g. {example['path']}:{example['line']}  {example['code'][:70]}")
+            for source in feature["sources"]:
+                unit = units.units[source["unit"]]
+                place = (f"{unit.path}:{unit.line + 1}" if unit.path is not None
+                         else f"line {line_col_of(text, unit.start, starts)[0]}")
+                print(f"          from {place:>10} {source['share']:4.0%}  {unit.text.splitlines()[0][:60]}")
 
 
 def write_matrix_html(target: str, lm, record, text: str, language: str | None, method: str | None, title: str,

@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from whence_ls.commands.complete import (
         _use_colour,
+        print_features,
         write_matrix_html,
         add_attribution_json,
         print_coloured,
@@ -67,4 +68,6 @@ def run(args) -> int:
         print(f"-- context cut to the last {len(record.context.token_ids)} tokens above the line")
     if args.attribution != "none":
         print_influences(lm, record, text, language, args.attribution, args.attribution_top)
+    if args.features:
+        print_features(lm, record, text, language)
     return 0

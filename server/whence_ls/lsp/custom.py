@@ -12,7 +12,7 @@ from lsprotocol import types
 from whence_ls.errors import WhenceError
 from whence_ls.lsp.attribution_queue import attribution_engine
 from whence_ls.lsp.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
-from whence_ls.lsp.protocol_names import MATRIX_HTML_METHOD, MATRIX_METHOD, STATUS_METHOD, TOKEN_METHOD, TRACED_SOURCE_METHOD
+from whence_ls.lsp.protocol_names import FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, STATUS_METHOD, TOKEN_METHOD, TRACED_SOURCE_METHOD
 from whence_ls.lsp.records import Record
 from whence_ls.lsp.trace_search import NoIndex
 
@@ -41,6 +41,7 @@ class CustomRequestsFeature:
         ls.feature(STATUS_METHOD)(plain(self.status))
         ls.feature(MATRIX_METHOD)(plain(self.attribution_matrix))
         ls.feature(MATRIX_HTML_METHOD)(plain(self.matrix_html))
+        ls.feature(FEATURE_METHOD)(plain(self.feature_page))
         ls.feature(TOKEN_METHOD)(plain(self.token_attribution))
         ls.feature(TRACED_SOURCE_METHOD)(plain(self.traced_source))
 
@@ -114,6 +115,48 @@ class CustomRequestsFeature:
             "scores": rows,
             "docs": _DOCS.as_uri() if _DOCS.is_file() else None,
         }
+
+    async def feature_page(self, params: Any) -> dict[str, Any] | None:
+        """One SAE feature: its label, induction mark, how often it fires, its top snippets from
+        the training corpus, and (with recordId and tokenIndex) the context lines this token's
+        activation of it came from."""
+        session = self.session
+        body = object_params(params, "{layer, feature, recordId?, tokenIndex?}")
+        layer, feature = body.get("layer"), body.get("feature")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (layer, feature)):
+            raise _invalid("expected {layer, feature} as non-negative integers")
+        if not session.model_has_sae:
+            raise _invalid("the model has no sparse autoencoders: run `whence-ls model train-sae`, then restart the server")
+
+        def read(lm: Any, cancel: Any):
+            from whence_ls.engine.sae import load_for
+
+            sae_set, index = load_for(lm)
+            if sae_set is None or layer not in sae_set.saes or feature >= sae_set.width:
+                return None
+            entries = (index or {}).get("layers", {}).get(str(layer), [])
+            return {"layer": layer, "feature": feature, "width": sae_set.width, **(entries[feature] if feature < len(entries) else {}),
+                    "metrics": sae_set.metrics.get(str(layer), {})}
+
+        page = await session.run_model(read)
+        if page is None:
+            raise _invalid(f"no feature {feature} in layer {layer} of this model's sparse autoencoders")
+        record = session.records.get(body["recordId"]) if isinstance(body.get("recordId"), str) else None
+        index = body.get("tokenIndex")
+        if record is not None and isinstance(index, int) and 0 <= index < len(record.scored.tokens):
+            document = session.documents.get(record.uri)
+            features = await session.features_of(record, index, None) or []
+            mine = next((f for f in features if f["layer"] == layer and f["feature"] == feature), None)
+            if mine is not None and document is not None and record.units is not None:
+                page["token"] = {"text": record.scored.tokens[index].text, "activation": mine["activation"]}
+                page["sources"] = []
+                for source in mine["sources"]:
+                    if source["unit"] < len(record.units):
+                        unit = record.units[source["unit"]]
+                        label, link, line = unit.place(document)
+                        page["sources"].append({"label": label, "uri": unit.uri or document.uri, "line": line - 1,
+                                                "text": unit.text.splitlines()[0][:120], "share": source["share"]})
+        return page
 
     async def matrix_html(self, params: Any) -> dict[str, Any] | None:
         """The record's attribution as a self-contained page (what `whence-ls explain --html` writes)."""

@@ -14,7 +14,7 @@ from lsprotocol import types
 from whence_ls.lsp.params import plain
 
 from whence_ls.lsp.attribution_queue import attribution_engine
-from whence_ls.lsp.protocol_names import CONTRAST_COMMAND
+from whence_ls.lsp.protocol_names import CONTRAST_COMMAND, SHOW_FEATURE_COMMAND
 from whence_ls.lsp.records import Record
 
 if TYPE_CHECKING:
@@ -49,9 +49,18 @@ class HoverFeature:
             return None
         record, index = found
         row, note = await self.row(record, index)
+        features = None
+        if row is not None and session.model_has_sae:
+            import asyncio
+
+            try:
+                features = await asyncio.wait_for(session.features_of(record, index, None), HOVER_WAIT_S)
+            except asyncio.TimeoutError:
+                features = None  # the next hover finds them computed
         start, end = record.spans[index]
         return types.Hover(
-            contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=self.markdown(document, record, index, row, note)),
+            contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
+                                         value=self.markdown(document, record, index, row, note, features)),
             range=session.range(document, start, end),
         )
 
@@ -76,7 +85,8 @@ class HoverFeature:
             return None, f"attribution failed: {error}" if error else "attribution computing… (hover again in a moment)"
         return row, ""
 
-    def markdown(self, document: "Document", record: Record, index: int, row: Any | None, note: str) -> str:
+    def markdown(self, document: "Document", record: Record, index: int, row: Any | None, note: str,
+                 features: list | None = None) -> str:
         """At most ~8 lines: the token and its runner-up, a copy when that is the finding, the 3
         strongest sources with bars and their strongest identifiers, the logit lens, one note."""
         token = record.scored.tokens[index]
@@ -116,9 +126,21 @@ class HoverFeature:
         if isinstance(lens, dict) and lens.get("layers"):
             lines.append(_lens_line(lens))
         method = getattr(row, "method", None) or self.session.attribution_method()
+        why = ""
         if alternatives:
             arguments = quote(json.dumps([{"recordId": record.id, "tokenIndex": index}]))
-            lines.append(f"[why `{_code(token.text)}` and not `{_code(alternatives[0].text)}`?](command:{CONTRAST_COMMAND}?{arguments})  ")
+            why = f"[why `{_code(token.text)}` and not `{_code(alternatives[0].text)}`?](command:{CONTRAST_COMMAND}?{arguments})"
+        if features:
+            # what the model "saw": its strongest SAE features, each a link to its page
+            shown = []
+            for feature in features[:3]:
+                arguments = quote(json.dumps([{"recordId": record.id, "tokenIndex": index, "uri": document.uri,
+                                               "layer": feature["layer"], "feature": feature["feature"]}]))
+                mark = " (induction)" if feature.get("induction") else ""
+                shown.append(f"[{_feature_label(feature['label'])}](command:{SHOW_FEATURE_COMMAND}?{arguments}){mark}")
+            lines.append("saw: " + " · ".join(shown) + (f" · {why}" if why else "") + "  ")
+        elif why:
+            lines.append(why + "  ")
         lines.append(f"_{self.method_sentence(method)}_")
         return "\n".join(lines)
 
@@ -148,6 +170,11 @@ def _strongest_identifiers(unit, identifier_scores: list[float] | None, limit: i
         if len(seen) == limit:
             break
     return seen
+
+
+def _feature_label(label: str) -> str:
+    """A feature's label inside link text: backticks kept (they render as code), brackets out."""
+    return label.replace("[", "(").replace("]", ")")[:40]
 
 
 def _lens_line(lens: dict) -> str:

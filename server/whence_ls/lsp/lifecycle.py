@@ -186,6 +186,13 @@ class LifecycleFeature:
                 engine = attribution_engine()  # imported here, off the event loop that hovers run on
                 if engine is not None:
                     found["default_method"] = engine.default_method(lm)  # reads the calibration, once
+                try:
+                    from whence_ls.engine.sae import load_for
+
+                    found["sae"] = load_for(lm)[0] is not None
+                except Exception as exc:  # a broken SAE set costs the feature line, never the model
+                    log.warning("sparse autoencoders not used: %s", exc)
+                    found["sae"] = False
             finally:
                 stopped.set()
             return lm
@@ -204,6 +211,7 @@ class LifecycleFeature:
         if session.settings.model_key() != settings.model_key():
             return  # settings changed while loading: the newer load reports
         session.model_name = lm.name
+        session.model_has_sae = bool(found.get("sae"))
         engine = attribution_engine()
         default_method = found.get("default_method")
         if engine is not None and default_method is not None:

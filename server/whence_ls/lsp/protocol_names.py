@@ -9,6 +9,8 @@ ACCEPT_COMMAND = "whence.acceptCompletion"
 EXPLAIN_COMMAND = "whence.explainLine"
 REGENERATE_COMMAND = "whence.regenerate"
 CONTRAST_COMMAND = "whence.explainContrast"  # "why this token and not the runner-up", from a hover link
+# client command: the page of one SAE feature (its top snippets, and where this token's activation came from)
+SHOW_FEATURE_COMMAND = "whence.showFeature"
 OPEN_COMMAND = "whence.openTracedSource"
 BUILD_COMMAND = "whence.buildIndex"
 MATRIX_COMMAND = "whence.showAttributionMatrix"  # rendered by the client; listed for code actions
@@ -17,6 +19,7 @@ MATRIX_COMMAND = "whence.showAttributionMatrix"  # rendered by the client; liste
 STATUS_METHOD = "whence/status"
 MATRIX_METHOD = "whence/attributionMatrix"
 MATRIX_HTML_METHOD = "whence/matrixHtml"
+FEATURE_METHOD = "whence/feature"
 TOKEN_METHOD = "whence/tokenAttribution"
 TRACED_SOURCE_METHOD = "whence/tracedSource"
 SHOWN_METHOD = "whence/completionShown"

@@ -78,6 +78,8 @@ class Session:
         # a calibration, else the best uncalibrated method (set when the model is loaded)
         self.model_default_method: str | None = None
         self.model_calibrated: bool | None = None
+        self.model_has_sae = False  # sparse autoencoders trained for the loaded model (features in hovers)
+        self.token_features: dict[tuple[str, int], list] = {}  # (record id, token) -> its SAE features
         self._logged: set[str] = set()
         self._warm: list[str] = []  # documents whose first completion should find a warm cache
         self._background: set[asyncio.Task] = set()
@@ -108,6 +110,30 @@ class Session:
         self._warm.append(uri)
         if self.worker is not None:
             self.worker.wake()
+
+    async def features_of(self, record: Any, index: int, units: Any) -> list | None:
+        """The token's strongest SAE features (computed on the worker, then kept), or None when
+        the model has no SAEs or the model was busy elsewhere."""
+        key = (record.id, index)
+        if key in self.token_features or not self.model_has_sae:
+            return self.token_features.get(key)
+
+        def work(lm: Any, cancel: threading.Event):
+            from whence_ls.engine.attribution.units import unit_map
+            from whence_ls.engine.sae import load_for
+            from whence_ls.engine.sae.features import token_features
+
+            sae_set, feature_index = load_for(lm)
+            if sae_set is None:
+                return []
+            return token_features(lm, sae_set, feature_index, record.scored, index, unit_map(record.scored, record.language))
+
+        found = await self.run_model(work)
+        if found is not None:
+            self.token_features[key] = found
+            while len(self.token_features) > 512:
+                self.token_features.pop(next(iter(self.token_features)))
+        return found
 
     def prompt_for(self, document: Document) -> tuple[Any, list[Any]]:
         """The prompt options and other files' snippets for a completion in `document`."""
