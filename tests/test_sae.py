@@ -165,3 +165,19 @@ def test_explain_features_without_an_sae_says_how_to_get_one(tiny_model_dir, tmp
         main(["explain", f"{path}:12", "--model", str(tiny_model_dir), "--device", "cpu", "--features"])
     assert exit_info.value.code != 0
     assert "whence-ls model train-sae" in capsys.readouterr().err
+
+
+def test_bench_sae_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from whence_ls.cli import main
+
+    monkeypatch.setenv("WHENCE_HOME", str(tmp_path / "home"))
+    with pytest.raises(SystemExit):
+        main(["model", "train-sae", "--model", str(tiny_model_dir), "--device", "cpu", "--layers", "0", "--tokens", "3000",
+              "--steps", "10", "--batch", "128", "--width-factor", "2", "--k", "4"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "sae", "--model", str(tiny_model_dir), "--device", "cpu", "--tokens", "2000"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 0 |")]
+    assert len(rows) == 1 and rows[0].count("|") == 11, out
