@@ -144,7 +144,7 @@ def test_train_sae_then_explain_features_from_the_cli(tiny_model_dir, tmp_path, 
     assert "layer 1: explained variance" in out.out and "recovered" in out.out
     assert "training layer 1" in out.err  # the progress bar
     stored = list((tmp_path / "home" / "models" / "sae").iterdir())
-    assert len(stored) == 1 and {p.name for p in stored[0].iterdir()} == {"manifest.json", "layer1.safetensors", "features.json"}
+    assert len(stored) == 1 and {p.name for p in stored[0].iterdir()} == {"manifest.json", "layer1.safetensors", "features.json.gz"}
     path = tmp_path / "files.py"
     path.write_text(SOURCE)
     with pytest.raises(SystemExit) as exit_info:

@@ -32,12 +32,13 @@ def add_parser(subparsers) -> None:
     sae.add_argument("--model", default=None, help="model directory, .gguf file or cached hub id (default: embedded)")
     sae.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sae.add_argument("--layers", type=int, nargs="+", default=None, help="layers (0-based; default: one at a third, one at two thirds)")
-    sae.add_argument("--tokens", type=int, default=160_000, help="standard-library tokens read (a tenth is held out)")
+    sae.add_argument("--tokens", type=int, default=120_000, help="standard-library tokens read (a tenth is held out)")
     sae.add_argument("--width-factor", type=int, default=4, help="features per input dimension (default 4)")
     sae.add_argument("--k", type=int, default=32, help="active features per token (TopK; default 32)")
-    sae.add_argument("--steps", type=int, default=1200, help="optimiser steps per layer (default 1200)")
+    sae.add_argument("--steps", type=int, default=800, help="optimiser steps per layer (default 800)")
     sae.add_argument("--batch", type=int, default=2048)
     sae.add_argument("--seed", type=int, default=0)
+    sae.add_argument("--ship", action="store_true", help="write the set into the package (float16), where a fresh clone finds it")
     sae.set_defaults(run=_train_sae)
 
 
@@ -82,7 +83,9 @@ def _train_sae(args) -> int:
     import sys
 
     from whence_ls.engine.loading import load_model
-    from whence_ls.engine.sae import sae_dir
+    import torch
+
+    from whence_ls.engine.sae import sae_dir, shipped_dir
     from whence_ls.engine.sae.features import build_feature_index, save_feature_index
     from whence_ls.engine.sae.model import save_sae_set
     from whence_ls.engine.sae.train import train_saes
@@ -103,8 +106,8 @@ def _train_sae(args) -> int:
         lm, args.layers, tokens=args.tokens, width_factor=args.width_factor, k=args.k, steps=args.steps, batch=args.batch,
         seed=args.seed, progress=progress)
     print(file=sys.stderr)
-    directory = sae_dir(lm)
-    save_sae_set(sae_set, directory)
+    directory = shipped_dir(lm) if args.ship else sae_dir(lm)
+    save_sae_set(sae_set, directory, dtype=torch.float16 if args.ship else torch.float32)
     progress("indexing top snippets", 0.0)
     save_feature_index(build_feature_index(lm, sae_set, found, where, activations), directory)
     progress("indexing top snippets", 1.0)

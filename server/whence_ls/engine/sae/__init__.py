@@ -7,12 +7,23 @@ from __future__ import annotations
 from pathlib import Path
 
 
+# the embedded model's set ships with the package (trained by `model train-sae --ship`), so a
+# fresh clone shows features without a training run; a set the user trains takes precedence
+SHIPPED_DIR = Path(__file__).with_name("shipped")
+
+
 def sae_dir(lm) -> Path:
-    """Where a model's SAE set lives: models/sae/<model name>/."""
+    """Where a model's own SAE set is written: models/sae/<model name>/."""
     from whence_ls.engine.attribution.calibration import _safe_name
     from whence_ls.paths import models_dir
 
     return models_dir() / "sae" / _safe_name(lm.name)
+
+
+def shipped_dir(lm) -> Path:
+    from whence_ls.engine.attribution.calibration import _safe_name
+
+    return SHIPPED_DIR / _safe_name(lm.name)
 
 
 def load_for(lm):
@@ -25,11 +36,13 @@ def load_for(lm):
     cached = getattr(lm, "_whence_sae", None)
     if cached is not None:
         return cached
-    directory = sae_dir(lm)
     found = (None, None)
-    if (directory / "manifest.json").is_file():
-        sae_set = load_sae_set(directory)
-        if sae_set.fingerprint == fingerprint(lm):
-            found = (sae_set, load_feature_index(directory))
+    wanted = fingerprint(lm)
+    for directory in (sae_dir(lm), shipped_dir(lm)):
+        if (directory / "manifest.json").is_file():
+            sae_set = load_sae_set(directory)
+            if sae_set.fingerprint == wanted:
+                found = (sae_set, load_feature_index(directory))
+                break
     lm._whence_sae = found
     return found

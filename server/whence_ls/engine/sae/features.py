@@ -25,7 +25,7 @@ from whence_ls.engine.sae.activations import Window, attention_layers
 from whence_ls.engine.sae.model import SaeSet
 
 TOP_EXAMPLES = 8
-INDEX_FILE = "features.json"
+INDEX_FILE = "features.json.gz"  # ~10x smaller than the JSON: it ships with the package
 
 
 def build_feature_index(lm, sae_set: SaeSet, found: list[Window], where: torch.Tensor, activations: dict[int, torch.Tensor],
@@ -102,16 +102,23 @@ def _label(tokens: list[str], befores: list[str]) -> str:
 
 
 def save_feature_index(index: dict, directory: Path) -> None:
+    import gzip
+
     target = directory / INDEX_FILE
-    temporary = target.with_suffix(".json.saving")
-    temporary.write_text(json.dumps(index), encoding="utf-8")
+    temporary = target.with_name(INDEX_FILE + ".saving")
+    # mtime 0: the same index gives the same bytes (a shipped file does not change in git for nothing)
+    with gzip.GzipFile(temporary, "wb", mtime=0) as handle:
+        handle.write(json.dumps(index).encode("utf-8"))
     temporary.replace(target)
 
 
 def load_feature_index(directory: Path) -> dict | None:
+    import gzip
+
     try:
-        return json.loads((directory / INDEX_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with gzip.open(directory / INDEX_FILE, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError, EOFError):
         return None
 
 

@@ -78,8 +78,9 @@ class SaeSet:
                 "kind": "topk", "input": "hook_z (every head's output, before o_proj)"}
 
 
-def save_sae_set(sae_set: SaeSet, directory: Path) -> None:
-    """Written beside, then renamed over: a killed save never leaves a half set that looks whole."""
+def save_sae_set(sae_set: SaeSet, directory: Path, *, dtype: torch.dtype = torch.float32) -> None:
+    """Written beside, then renamed over: a killed save never leaves a half set that looks whole.
+    `dtype` float16 halves a shipped set's size; it is read back as float32."""
     import os
     import shutil
 
@@ -89,7 +90,7 @@ def save_sae_set(sae_set: SaeSet, directory: Path) -> None:
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
     for layer, sae in sae_set.saes.items():
-        tensors = {name: parameter.detach().to(torch.float32).contiguous() for name, parameter in sae.named_parameters()}
+        tensors = {name: parameter.detach().to(dtype).contiguous() for name, parameter in sae.named_parameters()}
         save_file(tensors, str(temporary / f"layer{layer}.safetensors"))
     (temporary / "manifest.json").write_text(json.dumps(sae_set.manifest(), indent=1), encoding="utf-8")
     shutil.rmtree(directory, ignore_errors=True)  # the old feature index goes with the old set
@@ -109,7 +110,7 @@ def load_sae_set(directory: Path) -> SaeSet:
             raise ValueError(f"format {manifest.get('format')!r}")
         saes = {}
         for layer in manifest["layers"]:
-            tensors = load_file(str(directory / f"layer{layer}.safetensors"))
+            tensors = {name: t.float() for name, t in load_file(str(directory / f"layer{layer}.safetensors")).items()}
             d_in, width = tensors["W_enc"].shape
             sae = TopKSAE(d_in, width, int(manifest["k"]))
             sae.load_state_dict(tensors)

@@ -125,8 +125,8 @@ def _losses(lm: LoadedModel, layer: int, sae: TopKSAE, held: list[Window]) -> tu
     return results[0], results[1], results[2]
 
 
-def train_saes(lm: LoadedModel, layers: list[int] | None = None, *, tokens: int = 160_000, width_factor: int = 4, k: int = 32,
-               steps: int = 1200, batch: int = 2048, lr: float = 1e-3, seed: int = 0,
+def train_saes(lm: LoadedModel, layers: list[int] | None = None, *, tokens: int = 120_000, width_factor: int = 4, k: int = 32,
+               steps: int = 800, batch: int = 2048, lr: float = 1e-3, seed: int = 0,
                progress: Callable[[str, float], None] | None = None, cancel: threading.Event | None = None):
     """Train one SAE per layer; returns (the set, the training windows, their position index,
     the training activations by layer) so the feature index can be built without another pass."""
