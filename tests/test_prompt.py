@@ -145,9 +145,14 @@ def test_repository_snippets_in_the_models_format():
     _spans_match(context, lambda segment: DOCUMENT if segment.path is None else file_text)
     # the prefix keeps the document's offsets, and the prompt keeps its budget
     assert context.prefix_segment().text == context.text and DOCUMENT[context.doc_start : CURSOR] == context.text
-    tight = build_prompt(tokenizer, DOCUMENT, CURSOR, 120, snippets=[snippet])
-    assert len(tight.token_ids) <= 120 and tight.segments[0].text.endswith("\n")
+    tight = build_prompt(tokenizer, DOCUMENT, CURSOR, 120, snippets=[snippet], options=PromptOptions(repository_tokens=40))
+    repository_part = tight.prefix_segment().first_token
+    assert repository_part <= 40 and tight.segments[0].text.endswith("\n")
     assert len(tight.segments[0].text) < len(UTILS)  # cut to whole lines of the budget
+    # the document keeps its own budget; the model's window caps the whole
+    assert len(tight.token_ids) - repository_part <= 120
+    capped = build_prompt(tokenizer, DOCUMENT, CURSOR, 120, snippets=[snippet], ceiling=130)
+    assert len(capped.token_ids) <= 130
 
 
 def test_path_comments_without_repository_tokens():

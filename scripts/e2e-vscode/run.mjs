@@ -494,6 +494,23 @@ async function main() {
       summary.observed.tintedLines = tintedLines;
       softCheck(tintedLines > 0 && tintedLines <= 15, `the context tint covers ${tintedLines} lines (at most 15: the top sources only)`);
       await screenshot('04-hover-attribution', 'hover on the first generated token: probability, entropy, runner-ups, the context spans that drove it');
+      // what the model "saw": the shipped SAE's features of the token, each linked to its page
+      softCheck(/saw: /.test(text), 'the hover has no "saw:" line of SAE features (the embedded model ships its SAEs)');
+      const featureLink = hover.locator('a[data-href^="command:whence.showFeature"], a[href^="command:whence.showFeature"]').first();
+      if ((await featureLink.count()) > 0) {
+        await featureLink.click();
+        const featureFrame = page.frameLocator('iframe.webview').last().frameLocator('#active-frame');
+        const heading = featureFrame.locator('h1', { hasText: /^Feature \d+ of layer \d+/ });
+        await heading.waitFor({ state: 'visible', timeout: 30_000 }).catch((error) => softCheck(false, `the feature page did not open: ${error.message}`));
+        summary.observed.featurePage = await heading.innerText().catch(() => '');
+        const snippets = await featureFrame.locator('table tr').count().catch(() => 0);
+        softCheck(snippets > 0, 'the feature page lists no snippets');
+        await screenshot('04c-feature-page', `the page of the hovered token's strongest SAE feature: ${summary.observed.featurePage}`);
+        // the page opened beside the editor: close it there, so later steps find one webview
+        await runCommand(page, 'View: Focus Second Editor Group', 'Focus Second Editor Group');
+        await runCommand(page, 'View: Close Editor', 'Close Editor');
+        await gotoPosition(page, firstToken.line, firstToken.column);
+      }
       await hideHover(page);
       await screenshot('04b-context-tint', 'cursor on the generated token: the context that drove it tinted (warm: towards, cool: away)');
     });

@@ -104,6 +104,8 @@ def run(args) -> int:
     cursors = pick_cursors(files, args.cursors, args.seed)
     has_fim = fim_template(lm.tokenizer) is not None
     ways = ["whence", "no_repository"] + (["no_fim"] if has_fim else []) + ["no_healing", "plain"]
+    if args.ways:
+        ways = [way for way in ways if way in args.ways or way == "whence"]
     scores: dict[str, list[tuple[bool, float]]] = {way: [] for way in ways}
     confidence: list[tuple[int, dict[str, float]]] = []  # (label, scores) per judged token
     with_snippets = 0
@@ -116,21 +118,27 @@ def run(args) -> int:
                                 repository_name=_package_of(path))
         run_args = dict(language="python", max_new_tokens=args.max_new_tokens, context_tokens=args.context_tokens)
         answers = {"whence": complete_at(lm, document, cursor, prompt=options, snippets=snippets, **run_args)}
-        answers["no_repository"] = complete_at(lm, document, cursor, prompt=options, snippets=None, **run_args)
-        if has_fim:
+        if "no_repository" in ways:
+            answers["no_repository"] = complete_at(lm, document, cursor, prompt=options, snippets=None, **run_args)
+        if "no_fim" in ways:
             no_fim = PromptOptions(fim="off", file_path=options.file_path, repository_tokens=args.repository_tokens,
                                    repository_name=options.repository_name)
             answers["no_fim"] = complete_at(lm, document, cursor, prompt=no_fim, snippets=snippets, **run_args)
         budget = max(1, min(args.context_tokens, lm.max_context - args.max_new_tokens))
-        context = _context_window(lm, document, cursor, budget, None, _PromptShape(options, snippets, "python"))
+        shape = _PromptShape(options, snippets, "python", lm.max_context - args.max_new_tokens)
+        context = _context_window(lm, document, cursor, budget, None, shape)
         line_start = document.rfind("\n", 0, cursor) + 1
         stopper = BlockStopper(document[line_start:cursor], "python", suffix=document[cursor : cursor + 4096])
-        answers["no_healing"] = generate(lm, context, max_new_tokens=args.max_new_tokens, stopper=stopper)
-        with torch.inference_mode():
-            prompt = torch.tensor([context.token_ids], device=lm.device)
-            out = lm.model.generate(prompt, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id,
-                                    stop_strings=["\n"], tokenizer=lm.tokenizer)  # only its first line is compared
-        plain = lm.tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True)
+        if "no_healing" in ways:
+            answers["no_healing"] = generate(lm, context, max_new_tokens=args.max_new_tokens, stopper=stopper)
+        plain = ""
+        if "plain" in ways:
+            with torch.inference_mode():
+                prompt = torch.tensor([context.token_ids], device=lm.device)
+                out = lm.model.generate(prompt, max_new_tokens=args.max_new_tokens, do_sample=False,
+                                        pad_token_id=lm.tokenizer.pad_token_id, stop_strings=["\n"],
+                                        tokenizer=lm.tokenizer)  # only its first line is compared
+            plain = lm.tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True)
         for way in ways:
             text = plain if way == "plain" else answers[way].text
             got = first_line(text)

@@ -17,6 +17,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--context-tokens", type=int, default=1024)
     parser.add_argument("--repository-tokens", type=int, default=384)
+    parser.add_argument("--ways", nargs="+", default=None, choices=["no_repository", "no_fim", "no_healing", "plain"],
+                        help="only these comparisons beside whence-ls (default: all)")
     parser.add_argument("--show", type=int, default=0, help="print this many examples")
     parser.set_defaults(run=run)
 

@@ -47,7 +47,7 @@ def complete_at(
     started = time.perf_counter()
     budget = max(1, min(context_tokens, lm.max_context - max_new_tokens))
     reuse = lm.prefix_cache if reuse_prefix else None
-    shape = _PromptShape(prompt or PromptOptions(), snippets, language)
+    shape = _PromptShape(prompt or PromptOptions(), snippets, language, lm.max_context - max_new_tokens)
     context, heal = heal_context(_context_window(lm, text, cursor, budget, reuse, shape))
     line_start = text.rfind("\n", 0, cursor) + 1
     line_end = text.find("\n", cursor)
@@ -94,7 +94,8 @@ def warm_prefix(
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
     budget = max(1, min(context_tokens, lm.max_context - max_new_tokens))
-    context, _ = heal_context(_context_window(lm, text, cursor, budget, lm.prefix_cache, _PromptShape(prompt or PromptOptions(), snippets, language)))
+    context, _ = heal_context(_context_window(lm, text, cursor, budget, lm.prefix_cache, _PromptShape(prompt or PromptOptions(), snippets, language,
+                                                                                            lm.max_context - max_new_tokens)))
     ids = list(context.token_ids)
     cache, done = lm.prefix_cache.take(ids)
     if cache is None:
@@ -118,9 +119,11 @@ class _PromptShape:
     snippets: list[Snippet] | None
     language: str | None
 
+    ceiling: int | None = None  # the model's window less the tokens to generate
+
     def window(self, lm: LoadedModel, text: str, cursor: int, budget: int, start_floor: int = 0) -> ContextWindow:
         return build_prompt(lm.tokenizer, text, cursor, budget, options=self.options, snippets=self.snippets,
-                            language=self.language, start_floor=start_floor)
+                            language=self.language, start_floor=start_floor, ceiling=self.ceiling)
 
 
 def _context_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse: PrefixCache | None,

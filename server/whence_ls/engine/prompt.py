@@ -143,8 +143,16 @@ class _Builder:
 
 
 def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: PromptOptions = PromptOptions(),
-                 snippets: list[Snippet] | None = None, language: str | None = None, start_floor: int = 0) -> ContextWindow:
-    """The context for a completion at `cursor` in `text`, at most `budget` tokens."""
+                 snippets: list[Snippet] | None = None, language: str | None = None, start_floor: int = 0,
+                 ceiling: int | None = None) -> ContextWindow:
+    """The context for a completion at `cursor` in `text`: at most `budget` tokens of this
+    document (before and after the cursor, with FIM markup), and on top of them at most
+    `options.repository_tokens` of other files' snippets, the whole within `ceiling` (the
+    model's window less the tokens to generate).
+
+    The snippets come on top rather than out of the document's budget: measured with
+    `whence-ls bench quality` on the embedded model, a shared budget cut the prefix and lost
+    more than the snippets gave."""
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"offset {cursor} is outside the document (length {len(text)})")
     template = fim_template(tokenizer, options.fim)
@@ -159,7 +167,7 @@ def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: Pro
     build.offsets.extend([(0, 0)] * len(special))
     formats: list[str] = []
     if snippets:
-        repository_room = min(options.repository_tokens, budget // 2)
+        repository_room = options.repository_tokens if ceiling is None else min(options.repository_tokens, ceiling - budget)
         if _add_repository(build, snippets, repository_room, options, language):
             formats.append("repository")
     suffix_ids: list[int] = []
@@ -169,7 +177,7 @@ def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: Pro
         formats.insert(0, template.family)
         suffix_end, suffix_ids, suffix_offsets = _suffix_tokens(tokenizer, text, cursor, min(options.suffix_tokens, budget // 4))
     markers = 3 if template is not None else 0
-    room = budget - len(build.ids) - len(suffix_ids) - markers
+    room = budget - len(special) - len(suffix_ids) - markers
     if room < 1:
         raise WhenceError("context budget too small for the prompt's repository part and suffix")
     window_start, ids, offsets, truncated = prefix_tokens(tokenizer, text, cursor, room, start_floor=start_floor)
@@ -225,6 +233,9 @@ def _add_repository(build: _Builder, snippets: list[Snippet], room: int, options
     """Other files' snippets in the model's repository format, within `room` tokens; whole
     lines only. Returns whether any snippet fit."""
     form = repository_format(build.tokenizer)
+    current = options.file_path or "current"
+    # the current file's header closes the part: its tokens come out of the same room
+    room -= (1 + build.count(current + "\n")) if form.file_sep else build.count(_path_comment(current, language))
     used = 0
     header_ids = len(build.ids)
     if form.repo_name is not None:
@@ -267,7 +278,6 @@ def _add_repository(build: _Builder, snippets: list[Snippet], room: int, options
         del build.ids[header_ids:], build.offsets[header_ids:]
         return False
     # the current file's header: the model reads the prefix as the next file of the repository
-    current = options.file_path or "current"
     if form.file_sep:
         build.markup_token(form.file_sep)
         build.markup_text(current + "\n")
