@@ -181,3 +181,49 @@ def test_bench_sae_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch, caps
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| 0 |")]
     assert len(rows) == 1 and rows[0].count("|") == 11, out
+
+
+def test_the_server_shows_features_in_the_hover_and_answers_feature_pages(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Over the real server: with an SAE set for the model, the hover on an explained token ends
+    with `saw:` links to its features, and `whence/feature` gives the page of one of them with
+    the lines this token's activation came from."""
+    import re
+    from urllib.parse import unquote
+
+    from raw_rpc import RawServer
+    from whence_ls.cli import main
+
+    monkeypatch.setenv("WHENCE_HOME", str(tmp_path / "home"))
+    with pytest.raises(SystemExit):
+        main(["model", "train-sae", "--model", str(tiny_model_dir), "--device", "cpu", "--layers", "1", "--tokens", "3000",
+              "--steps", "10", "--batch", "128", "--width-factor", "2", "--k", "4"])
+    capsys.readouterr()
+    raw = RawServer(tmp_path)
+    try:
+        raw.initialize(tmp_path, {"model": str(tiny_model_dir), "device": "cpu"})
+        assert raw.wait_ready()["state"] == "ready"
+        path = tmp_path / "files.py"
+        path.write_text(SOURCE)
+        uri = path.as_uri()
+        raw.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": SOURCE}})
+        answer = raw.call("workspace/executeCommand", {"command": "whence.explainLine", "arguments": [{"uri": uri, "line": 11}]})
+        assert "result" in answer, answer
+        column = SOURCE.split("\n")[11].index("len")
+        text = ""
+        for _ in range(20):  # the row (and then the features) may take a hover or two
+            hover = raw.call("textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 11, "character": column + 1}})
+            text = (hover.get("result") or {}).get("contents", {}).get("value", "")
+            if "saw: " in text:
+                break
+        assert "saw: " in text, text
+        link = re.search(r"command:whence\.showFeature\?([^)]+)\)", text)
+        arguments = json.loads(unquote(link.group(1)))[0]
+        assert arguments["layer"] == 1 and arguments["recordId"]
+        page = raw.call("whence/feature", arguments)["result"]
+        assert page["layer"] == 1 and page["label"] and page["examples"]
+        assert page["token"]["activation"] > 0
+        assert all(s["label"].startswith("line ") and 0 < s["share"] <= 1 for s in page["sources"])
+        bad = raw.call("whence/feature", {"layer": 1, "feature": 10**6})
+        assert bad["error"]["code"] == -32602
+    finally:
+        raw.close()

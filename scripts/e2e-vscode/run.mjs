@@ -506,9 +506,12 @@ async function main() {
         const snippets = await featureFrame.locator('table tr').count().catch(() => 0);
         softCheck(snippets > 0, 'the feature page lists no snippets');
         await screenshot('04c-feature-page', `the page of the hovered token's strongest SAE feature: ${summary.observed.featurePage}`);
-        // the page opened beside the editor: close it there, so later steps find one webview
-        await runCommand(page, 'View: Focus Second Editor Group', 'Focus Second Editor Group');
-        await runCommand(page, 'View: Close Editor', 'Close Editor');
+        // the page opened beside the editor: close its tab, so later steps find one webview
+        await hideHover(page);
+        const tab = page.locator('.tabs-container .tab', { hasText: 'whence: feature' }).first();
+        await tab.hover();
+        await tab.locator('.tab-actions .action-label').first().click();
+        await tab.waitFor({ state: 'detached', timeout: 10_000 }).catch((error) => softCheck(false, `the feature page did not close: ${error.message}`));
         await gotoPosition(page, firstToken.line, firstToken.column);
       }
       await hideHover(page);

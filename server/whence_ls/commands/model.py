@@ -39,6 +39,7 @@ def add_parser(subparsers) -> None:
     sae.add_argument("--batch", type=int, default=2048)
     sae.add_argument("--seed", type=int, default=0)
     sae.add_argument("--ship", action="store_true", help="write the set into the package (float16), where a fresh clone finds it")
+    sae.add_argument("--reindex", action="store_true", help="keep the trained set; only rebuild its feature index (top snippets, labels)")
     sae.set_defaults(run=_train_sae)
 
 
@@ -102,12 +103,19 @@ def _train_sae(args) -> int:
         if share >= 1.0:
             print(file=sys.stderr)
 
-    sae_set, found, where, activations = train_saes(
-        lm, args.layers, tokens=args.tokens, width_factor=args.width_factor, k=args.k, steps=args.steps, batch=args.batch,
-        seed=args.seed, progress=progress)
-    print(file=sys.stderr)
     directory = shipped_dir(lm) if args.ship else sae_dir(lm)
-    save_sae_set(sae_set, directory, dtype=torch.float16 if args.ship else torch.float32)
+    if args.reindex:
+        from whence_ls.engine.sae.model import load_sae_set
+        from whence_ls.engine.sae.train import collect
+
+        sae_set = load_sae_set(directory)
+        activations, found, where = collect(lm, sorted(sae_set.saes), args.tokens, seed=args.seed, progress=progress)
+    else:
+        sae_set, found, where, activations = train_saes(
+            lm, args.layers, tokens=args.tokens, width_factor=args.width_factor, k=args.k, steps=args.steps, batch=args.batch,
+            seed=args.seed, progress=progress)
+        print(file=sys.stderr)
+        save_sae_set(sae_set, directory, dtype=torch.float16 if args.ship else torch.float32)
     progress("indexing top snippets", 0.0)
     save_feature_index(build_feature_index(lm, sae_set, found, where, activations), directory)
     progress("indexing top snippets", 1.0)

@@ -4,9 +4,9 @@ features with the context lines their activation came from.
 
 Labels come from the snippets only (no other model): the token the feature fires on when most
 of its top snippets share it (`return`), else the two commonest (`self` / `cls`), and the token
-before it when that is what they share (after `.`). A feature is marked "induction" when at most
-of its top snippets the next token can be copied: the pair (this token, next token) already
-occurred earlier in the window, which is where induction heads act.
+before it when that is what they share (after `.`). A feature is marked "induction" when at
+three quarters of its top snippets the next token can be copied: the pair (this token, next
+token) already occurred earlier in the window, which is where induction heads act.
 
 Where a feature's activation comes from is exact, not estimated: the SAE reads hook_z, each
 head's output is its attention-weighted sum of value vectors, so the pre-activation splits into
@@ -25,6 +25,10 @@ from whence_ls.engine.sae.activations import Window, attention_layers
 from whence_ls.engine.sae.model import SaeSet
 
 TOP_EXAMPLES = 8
+# share of a feature's top snippets that must be copy places for an "induction" mark: about one
+# position in five of standard-library code is one, so a half would mark features that merely
+# live in repetitive code (tables, encodings)
+INDUCTION_SHARE = 0.75
 INDEX_FILE = "features.json.gz"  # ~10x smaller than the JSON: it ships with the package
 
 
@@ -58,12 +62,12 @@ def build_feature_index(lm, sae_set: SaeSet, found: list[Window], where: torch.T
                 window_index, position = (int(v) for v in where[int(best_rows[k, feature])])
                 window = found[window_index]
                 examples.append(_example(tokenizer, window, position, value))
-                tokens.append(examples[-1]["token"].strip() or examples[-1]["token"])
-                befores.append(tokenizer.decode([window.ids[position - 1]]).strip() if position > 0 else "")
+                tokens.append(_visible(examples[-1]["token"]))
+                befores.append(_visible(tokenizer.decode([window.ids[position - 1]])) if position > 0 else "")
                 copies += _copyable(window.ids, position)
             entries.append({
                 "label": _label(tokens, befores),
-                "induction": bool(examples) and copies / len(examples) >= 0.5,
+                "induction": bool(examples) and copies / len(examples) >= INDUCTION_SHARE,
                 "frequency": round(float(fired[feature]) / max(1, x.shape[0]), 6),
                 "examples": examples,
             })
@@ -87,6 +91,11 @@ def _copyable(ids: list[int], position: int) -> int:
         return 0
     pair = (ids[position], ids[position + 1])
     return int(any((ids[j], ids[j + 1]) == pair for j in range(position - 1)))
+
+
+def _visible(text: str) -> str:
+    """Whitespace a reader can see in a label: a newline as ⏎, indentation as ·."""
+    return text.strip() or text.replace("\n", "⏎").replace(" ", "·").replace("\t", "→") or "∅"
 
 
 def _label(tokens: list[str], befores: list[str]) -> str:
