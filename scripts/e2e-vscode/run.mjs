@@ -593,8 +593,9 @@ async function main() {
       const unitIndex = await cell.getAttribute('data-unit');
       const header = frame.locator(`th.unit[data-unit="${unitIndex}"]`);
       const expectedReadout = await cell.getAttribute('data-readout');
-      softCheck(expectedReadout.includes(await header.getAttribute('data-label')) && expectedReadout.includes(await cell.getAttribute('data-share')),
-        `the readout does not name the source and its share: ${expectedReadout}`);
+      const place = (await header.locator('.place').innerText()).trim();
+      softCheck(expectedReadout.includes(`\u2190  ${place} `) && expectedReadout.includes(await cell.getAttribute('data-share')),
+        `the readout does not name the source (${place}) and its share: ${expectedReadout}`);
       await waitFor(`the readout to show the hovered cell ("${expectedReadout}")`, async () => (await readout.innerText()).includes(expectedReadout), { timeout: 5_000 });
       summary.observed.matrixReadout = await readout.innerText();
       log(`  readout: ${summary.observed.matrixReadout}`);
