@@ -89,17 +89,23 @@ def start_server(tmp_path, model_dir) -> RawServer:
     assert "result" in raw.initialize(tmp_path, {"model": str(model_dir), "device": "cpu", "maxNewTokens": 4})
     assert raw.wait_ready()["state"] == "ready"
     raw.notify("textDocument/didOpen", {"textDocument": {"uri": raw.uri, "languageId": "python", "version": 1, "text": PY_SOURCE}})
+    raw.text = PY_SOURCE  # the document as the server has it
     return raw
 
 
 def accept_one(raw: RawServer, version: int) -> tuple[dict, str]:
-    """Ask for a completion at the end of line 10, insert it as an editor does, accept it."""
-    line, character = 10, len(PY_SOURCE.split("\n")[10])
+    """Ask for a completion at the end of line 10 (as the document is now: a completion accepted
+    before may have made it longer; the code after a cursor ends a completion that repeats it),
+    insert it as an editor does, accept it."""
+    lines = raw.text.split("\n")
+    line, character = 10, len(lines[10])
     answer = raw.call("textDocument/inlineCompletion", {"textDocument": {"uri": raw.uri}, "position": {"line": line, "character": character},
                                                         "context": {"triggerKind": 1}})
     item = answer["result"]["items"][0]
     raw.notify("textDocument/didChange", {"textDocument": {"uri": raw.uri, "version": version}, "contentChanges": [
         {"range": {"start": {"line": line, "character": character}, "end": {"line": line, "character": character}}, "text": item["insertText"]}]})
+    lines[10] += item["insertText"]
+    raw.text = "\n".join(lines)
     completion_id = item["command"]["arguments"][0]
     return raw.call("workspace/executeCommand", {"command": item["command"]["command"], "arguments": item["command"]["arguments"]}), completion_id
 
