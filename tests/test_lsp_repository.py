@@ -5,6 +5,8 @@ the prefix cache keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import pytest_lsp
 
@@ -66,8 +68,14 @@ async def _accepted_matrix(client: LanguageClient, name: str):
     result, _, _ = await accept_inline(client, uri, MAIN, 2, line, len("    return size"))
     record_id = result["recordId"]
     position = {"line": line, "character": len("    return size")}
-    return uri, await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id,
-                                                                    "position": position})
+    params = {"textDocument": {"uri": uri}, "recordId": record_id, "position": position}
+    matrix = await request(client, "whence/attributionMatrix", params)
+    for _ in range(120):  # rows are computed in the background after the acceptance
+        if any(row is not None for row in matrix["scores"]):
+            break
+        await asyncio.sleep(0.5)
+        matrix = await request(client, "whence/attributionMatrix", params)
+    return uri, matrix
 
 
 async def test_snippets_of_open_and_imported_files_are_sources_with_their_place(client: LanguageClient):
