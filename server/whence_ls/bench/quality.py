@@ -221,11 +221,11 @@ def repository_snippets(path: Path, document: str, tokens: int):
     """What the server would show for this file in its package: the files it imports and its
     directory's other modules (standing for the editors a user has open), ranked as the server
     ranks them."""
-    from whence_ls.engine.repository import blocks_of, imported_files, rank_blocks
+    from whence_ls.engine.repository import blocks_of, imported_files, is_under, rank_blocks
 
     package_root = _package_root(path)
     search_root = package_root.parent
-    files = [f for f in imported_files(document, path, [search_root], "python") if _inside(f, package_root)]
+    files = [f for f in imported_files(document, path, [search_root], "python") if is_under(f, package_root)]
     siblings = sorted(p for p in path.parent.glob("*.py") if p != path and p.name != "__init__.py")[:6]
     blocks = []
     for file in dict.fromkeys(files + siblings):
@@ -254,10 +254,3 @@ def _shown(path: Path) -> str:
     except ValueError:
         return path.name
 
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False

@@ -121,7 +121,7 @@ def imported_files(text: str, document_path: Path, roots: list[Path], language: 
                 path = _resolve_python(level, name, document_path, roots)
                 if path is not None:
                     found.append(path)
-    inside = [p for p in dict.fromkeys(found) if p != document_path and any(_under(p, root) for root in roots)]
+    inside = [p for p in dict.fromkeys(found) if p != document_path and any(is_under(p, root) for root in roots)]
     return inside
 
 
@@ -138,7 +138,7 @@ def _resolve_python(level: int, name: str, document_path: Path, roots: list[Path
     return None
 
 
-def _under(path: Path, root: Path) -> bool:
+def is_under(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
         return True

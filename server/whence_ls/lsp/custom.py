@@ -145,7 +145,7 @@ class CustomRequestsFeature:
         index = body.get("tokenIndex")
         if record is not None and isinstance(index, int) and 0 <= index < len(record.scored.tokens):
             document = session.documents.get(record.uri)
-            features = await session.features_of(record, index, None) or []
+            features = await session.features_of(record, index) or []
             mine = next((f for f in features if f["layer"] == layer and f["feature"] == feature), None)
             if mine is not None and document is not None and record.units is not None:
                 page["token"] = {"text": record.scored.tokens[index].text, "activation": mine["activation"]}

@@ -4,6 +4,7 @@ lens) in at most ~8 lines of markdown."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from urllib.parse import quote
@@ -51,10 +52,8 @@ class HoverFeature:
         row, note = await self.row(record, index)
         features = None
         if row is not None and session.model_has_sae:
-            import asyncio
-
             try:
-                features = await asyncio.wait_for(session.features_of(record, index, None), HOVER_WAIT_S)
+                features = await asyncio.wait_for(session.features_of(record, index), HOVER_WAIT_S)
             except asyncio.TimeoutError:
                 features = None  # the next hover finds them computed
         start, end = record.spans[index]

@@ -73,12 +73,12 @@ class RepositoryContext:
         key = (document.uri, hash(document.text))
         found = self._blocks.get(key)
         if found is None:
-            found = self._blocks[key] = blocks_of(self._shown_path(document.uri), document.text, document.uri)
+            found = self._blocks[key] = blocks_of(self.shown_path(document.uri), document.text, document.uri)
             if len(self._blocks) > 128:
                 self._blocks.pop(next(iter(self._blocks)))
         return found
 
-    def _shown_path(self, uri: str) -> str:
+    def shown_path(self, uri: str) -> str:
         """The path the model and the user see: relative to the workspace folder holding it."""
         path = uri_to_path(uri)
         if path is None:
@@ -89,9 +89,6 @@ class RepositoryContext:
             except ValueError:
                 continue
         return path.name
-
-    def shown_path(self, uri: str) -> str:
-        return self._shown_path(uri)
 
 
 def repository_name(roots: list[Path]) -> str | None:

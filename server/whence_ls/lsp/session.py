@@ -111,7 +111,7 @@ class Session:
         if self.worker is not None:
             self.worker.wake()
 
-    async def features_of(self, record: Any, index: int, units: Any) -> list | None:
+    async def features_of(self, record: Any, index: int) -> list | None:
         """The token's strongest SAE features (computed on the worker, then kept), or None when
         the model has no SAEs or the model was busy elsewhere."""
         key = (record.id, index)

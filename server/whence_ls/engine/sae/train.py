@@ -4,7 +4,6 @@ fire, and what splicing the reconstruction in costs the model's next-token loss.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import Callable
@@ -165,6 +164,3 @@ def _layers_of(lm: LoadedModel) -> list:
 
     return attention_layers(lm.model)
 
-
-def steps_for(minutes: float, seconds_per_step: float) -> int:
-    return max(50, int(math.floor(minutes * 60 / max(seconds_per_step, 1e-3))))
