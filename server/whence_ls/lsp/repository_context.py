@@ -36,17 +36,19 @@ class RepositoryContext:
         self._blocks: dict[tuple[str, int], list[Block]] = {}
 
     def snippets(self, document: Document, tokens: int) -> list[Snippet]:
-        """Snippets for a completion in `document`, within about `tokens` tokens."""
+        """Snippets for a completion in `document`, within about `tokens` tokens. Asked on every
+        keystroke: the kept choice is checked against the open documents only (cheap); the
+        document's imports are parsed and resolved on disk only when a choice is made."""
         if tokens <= 0:
             return []
-        candidates = self._candidates(document)
-        others = tuple((d.uri, d.version, len(d.text)) for d in candidates)
+        opened = self._opened(document)
+        others = tuple((d.uri, d.version, len(d.text)) for d in opened)
         size = len(document.text)
         chosen = self._choices.get(document.uri)
         if chosen is not None and chosen.others == others and size <= chosen.size * 1.25 + 200:
             return chosen.snippets
         blocks: list[Block] = []
-        for other in candidates:
+        for other in opened + self._imported(document, opened):
             blocks += self._blocks_of(other)
         snippets = rank_blocks(blocks, document.text, tokens * CHARS_PER_TOKEN)
         self._choices[document.uri] = _Choice(others, size, snippets)
@@ -54,20 +56,22 @@ class RepositoryContext:
             self._choices.pop(next(iter(self._choices)))
         return snippets
 
-    def forget(self, uri: str) -> None:
-        self._choices.pop(uri, None)
-
-    def _candidates(self, document: Document) -> list[Document]:
+    def _opened(self, document: Document) -> list[Document]:
+        """Other open documents of the same language, most recent first."""
         opened = [d for d in self._documents.open_documents() if d.uri != document.uri and d.problem is None
                   and d.language == document.language][-MAX_OPEN_DOCUMENTS:]
+        return list(reversed(opened))
+
+    def _imported(self, document: Document, opened: list[Document]) -> list[Document]:
         path = uri_to_path(document.uri)
+        if path is None or not self._documents.roots:
+            return []
         imported: list[Document] = []
-        if path is not None and self._documents.roots:
-            for file in imported_files(document.text, path, self._documents.roots, document.language)[:MAX_OPEN_DOCUMENTS]:
-                found = self._documents.get(file.as_uri())
-                if found is not None and found.problem is None and all(found.uri != d.uri for d in opened):
-                    imported.append(found)
-        return list(reversed(opened)) + imported
+        for file in imported_files(document.text, path, self._documents.roots, document.language)[:MAX_OPEN_DOCUMENTS]:
+            found = self._documents.get(file.as_uri())
+            if found is not None and found.problem is None and all(found.uri != d.uri for d in opened):
+                imported.append(found)
+        return imported
 
     def _blocks_of(self, document: Document) -> list[Block]:
         key = (document.uri, hash(document.text))
