@@ -7,6 +7,7 @@ import dataclasses
 import re
 import threading
 import time
+from typing import Callable
 
 import torch
 
@@ -35,13 +36,16 @@ def complete_at(
     draft_tokens: int | None = None,
     prompt: PromptOptions | None = None,
     snippets: list[Snippet] | None = None,
+    deadline: float | None = None,
+    on_partial: Callable[[ScoredText], None] | None = None,
 ) -> ScoredText:
     """Complete document `text` at character offset `cursor`.
 
     With `reuse_prefix`, the model's prefix cache (see `prefix_cache`) serves the part of the
     context an earlier completion already ran, and the window keeps that completion's start.
     `prompt` chooses fill-in-the-middle and the budgets (`prompt.py`; by default FIM when the
-    tokenizer has a template), `snippets` are other files' code for the model to see."""
+    tokenizer has a template), `snippets` are other files' code for the model to see.
+    `deadline` and `on_partial`: see `generate`."""
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
     started = time.perf_counter()
@@ -57,7 +61,7 @@ def complete_at(
     stopper = BlockStopper(text[line_start:cursor], language, single_line=bool(rest_of_line.strip()),
                            suffix=text[cursor : cursor + 4096])
     result = generate(lm, context, max_new_tokens=max_new_tokens, stopper=stopper, cancel=cancel, heal=heal, prefix_cache=reuse,
-                      draft_tokens=draft_tokens)
+                      draft_tokens=draft_tokens, deadline=deadline, on_partial=on_partial)
     result.timings["context_s"] = (time.perf_counter() - started) - result.timings["total_s"]
     return result
 
@@ -240,6 +244,8 @@ def generate(
     heal: str = "",
     prefix_cache: PrefixCache | None = None,
     draft_tokens: int | None = None,
+    deadline: float | None = None,
+    on_partial: Callable[[ScoredText], None] | None = None,
 ) -> ScoredText:
     """Greedy decoding after `context`; every token scored from the step's own logits.
 
@@ -250,7 +256,12 @@ def generate(
 
     `draft_tokens` (default DRAFT_TOKENS, 0: off) is how many prompt-lookup draft tokens are
     checked per forward (`drafting.py`): the tokens and their scores are those of plain greedy
-    decoding, with fewer forwards when the completion repeats its context."""
+    decoding, with fewer forwards when the completion repeats its context.
+
+    `deadline` (a `time.perf_counter()` value) and `on_partial`: once the deadline has passed,
+    every time a token begins a new line, `on_partial` receives the completion so far, whole
+    lines of whole tokens (never half a token or half a character), and decoding goes on. The
+    caller shows that part at once and offers the rest when it comes (`continuation.py`)."""
     from transformers import DynamicCache
 
     if draft_tokens is None:
@@ -315,6 +326,13 @@ def generate(
                 if token_id in special:
                     stop_reason, stopped = "special_token", True  # markup for the model (<file_sep>, <|im_start|>...), never code
                     break
+                if on_partial is not None and deadline is not None and not pending and token_texts \
+                        and text.strip() and not text[-1].isspace() and time.perf_counter() >= deadline:
+                    following = tokenizer.decode(ids + [token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                    # a single-line completion ends at its newline anyway (and may lose the rest
+                    # of the line it wrote again): nothing to show early
+                    if following[len(heal) + len(text):].startswith("\n") and not (stopper is not None and stopper.single_line):
+                        on_partial(_partial(lm, context, heal, ids, token_texts, rows, text, started))
                 ids.append(token_id)
                 rows.append((logprob, values, indices, entropy))
                 # decode the whole sequence: byte-level BPE may split a character across tokens,
@@ -385,6 +403,17 @@ def generate(
             "drafted_tokens": drafted,
             "accepted_draft_tokens": accepted,
         },
+    )
+
+
+def _partial(lm: LoadedModel, context: ContextWindow, heal: str, ids: list[int], texts: list[str], rows: list, text: str,
+             started: float) -> ScoredText:
+    """The completion so far as its own record: the tokens before the one that starts a line."""
+    tokens = _scored_tokens(lm.tokenizer, list(ids), list(texts), list(rows), len(text))
+    return ScoredText(
+        kind="completion", text="".join(t.text for t in tokens), doc_start=context.doc_start + len(context.text) + len(heal),
+        tokens=tokens, context=context, model=lm.name, device=lm.device_label, stop_reason="deadline",
+        timings={"total_s": time.perf_counter() - started, "generated_tokens": len(ids), "healed_chars": len(heal)},
     )
 
 

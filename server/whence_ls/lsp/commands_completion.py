@@ -46,6 +46,10 @@ class CompletionCommands:
             self.session.placement.wait_for_text(pending)
         line = document.position_at(record.start if record else anchor)[0]
         await self.session.placement.log_acceptance(offer.scored, offer.uri, line, offer.language, "completion")
+        end = record.end if record is not None else None
+        if end is not None:
+            for hook in session.accept_hooks:
+                hook(offer.uri, end)
         return {"recordId": offer.id, "placed": record is not None}
 
     async def regenerate(self, *args: Any) -> dict[str, Any]:

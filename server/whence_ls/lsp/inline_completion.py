@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.errors import WhenceError
+from whence_ls.lsp.kept_completions import Kept, KeptCompletions
 from whence_ls.lsp.offers import Offer
 from whence_ls.lsp.params import as_json, plain
 from whence_ls.lsp.protocol_names import ACCEPT_COMMAND, SHOWN_METHOD
@@ -32,9 +33,12 @@ class InlineCompletionFeature:
     def __init__(self, session: "Session") -> None:
         self.session = session
         self._inflight: dict[tuple, asyncio.Future] = {}
+        self.kept = KeptCompletions()
 
     def register(self, server: "LanguageServer") -> None:
         ls = server
+        self.session.accept_hooks.append(self.after_accept)
+        self.session.document_hooks.append(self.kept.document_changed)
         ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(plain(self.inline_completion))
         ls.feature(SHOWN_METHOD)(plain(self.completion_shown))
         self.session.initialize_hooks.append(lambda params: self.register_fallback(server, params.capabilities))
@@ -91,10 +95,23 @@ class InlineCompletionFeature:
 
             offer.shown_at = time.time()
 
+    def after_accept(self, uri: str, end: int) -> None:
+        """Compute the next completion, at the end of the accepted text, while the user reads
+        (a speculative request: the next Tab finds it cached, or in flight, and a request
+        elsewhere supersedes it). A kept tail that continues there is the next one already."""
+        document = self.session.documents.get(uri)
+        if document is None or not 0 <= end <= len(document.text):
+            return
+        self.session.spawn(self.offer(uri, self.session.position(document, end)))
+
     async def offer(self, uri: str, position: types.Position) -> Offer | None:
         """Generate (or reuse) a completion at `position`; None when there is nothing to offer
-        (not ready, unknown document, bad position, no context, superseded)."""
+        (not ready, unknown document, bad position, no context, superseded).
+
+        The model time before an answer is bounded by the `latencyBudgetMs` setting: past it the
+        completion is shown cut at a line end and its tail generates on (see `kept_completions`)."""
         session = self.session
+        arrived = time.perf_counter()
         settings = await session.current_settings()  # first: the document is read after it
         document = session.documents.get(uri)
         if document is None or document.problem is not None:
@@ -108,52 +125,80 @@ class InlineCompletionFeature:
         if cursor is None or not document.text[:cursor].strip():
             return None
         text, language, mark = document.text, document.language, document.mark()
+        found = self.kept.find(uri, text, cursor)
+        if found is not None:
+            # the user accepted or typed a part of a kept completion: its rest, no model work
+            template = await found[0].rest(found[1])
+            if template is not None:
+                session.status.last_completion_ms = 1000 * (time.perf_counter() - arrived)
+                return self._offer(template, uri, mark, language)
         prompt, snippets = session.prompt_for(document)
         shape = (settings.max_new_tokens, settings.context_tokens, session.model_name, prompt,
                  tuple((s.path, s.start, s.text) for s in snippets))
         key = self.session.completion_cache.key(text, cursor, language, shape)
         template = self.session.completion_cache.get(key)
         if template is None and key in self._inflight:
-            # the same request is generating already (a re-ask, or both completion kinds):
-            # share its answer rather than superseding it
-            template = await asyncio.shield(self._inflight[key])
+            # the same request is generating already (a re-ask, both completion kinds, or the
+            # speculative one after an accept): share its answer rather than superseding it
+            template = await self._inflight[key].first()
         elif template is None:
-            def generate(lm: Any, cancel: threading.Event):
-                from whence_ls.engine.generation import complete_at
+            deadline = arrived + settings.latency_budget_ms / 1000 if settings.latency_budget_ms else None
+            template = await self._generate(uri, text, cursor, language, settings, prompt, snippets, key, deadline)
+            if template is not None:
+                session.status.last_completion_ms = 1000 * (time.perf_counter() - arrived)
+        if template is None or not template.text.strip():
+            return None
+        return self._offer(template, uri, mark, language)
 
-                return complete_at(
-                    lm, text, cursor, language=language,
-                    max_new_tokens=settings.max_new_tokens, context_tokens=settings.context_tokens, cancel=cancel,
-                    reuse_prefix=True,  # the previous keystroke's prompt is most of this one
-                    draft_tokens=settings.draft_tokens, prompt=prompt, snippets=snippets,
-                )
+    def _offer(self, template, uri: str, mark: int, language: str | None) -> Offer:
+        offer = self.session.offers.add(template, uri, mark, language)
+        if self.session.attribution is not None:
+            self.session.attribution.prefetch(offer.scored, language)
+        return offer
 
-            shared = self._inflight[key] = asyncio.get_running_loop().create_future()
-            started = time.perf_counter()
+    async def _generate(self, uri, text, cursor, language, settings, prompt, snippets, key, deadline):
+        """Start the completion's job and answer with its first part: the whole completion, or
+        (past `deadline`) the lines it has so far while the job goes on as a kept tail."""
+        session = self.session
+        loop = asyncio.get_running_loop()
+        kept = self.kept.add(Kept(uri, text[:cursor], text[cursor:]))
+
+        def partial(scored) -> None:  # on the worker thread, between tokens
+            loop.call_soon_threadsafe(kept.update, scored, False)
+
+        def generate(lm: Any, cancel: threading.Event):
+            from whence_ls.engine.generation import complete_at
+
+            kept.cancel = cancel
+            return complete_at(
+                lm, text, cursor, language=language,
+                max_new_tokens=settings.max_new_tokens, context_tokens=settings.context_tokens, cancel=cancel,
+                reuse_prefix=True,  # the previous keystroke's prompt is most of this one
+                draft_tokens=settings.draft_tokens, prompt=prompt, snippets=snippets,
+                deadline=deadline, on_partial=partial if deadline is not None else None,
+            )
+
+        async def run() -> None:
+            template = None
             session.status.set_activity("generating…")
             try:
                 template = await session.run_model(generate, completion=True)
-                if template is not None and template.stop_reason != "cancelled":
-                    session.status.last_completion_ms = 1000 * (time.perf_counter() - started)
             except WhenceError as exc:  # e.g. no context tokens: nothing to offer, say why once
                 session.log_once(f"{uri}: no completion: {exc}")
             finally:
-                if not self._inflight.keys() - {key}:
+                if self._inflight.get(key) is kept:
+                    self._inflight.pop(key, None)
+                if not self._inflight:
                     session.status.set_activity(session.attribution.activity() if session.attribution else None)
-                self._inflight.pop(key, None)
-                if not shared.done():
-                    shared.set_result(template if template is not None and template.stop_reason != "cancelled" else None)
-            if template is None or template.stop_reason == "cancelled":
-                return None  # superseded by a newer request: its answer is the one that counts
-            self.session.completion_cache.put(key, template)
-        if template is None:
-            return None
-        if not template.text.strip():
-            return None
-        offer = self.session.offers.add(template, uri, mark, language)
-        if session.attribution is not None:
-            session.attribution.prefetch(offer.scored, language)
-        return offer
+            usable = template if template is not None and template.stop_reason != "cancelled" else None
+            if usable is not None:
+                self.session.completion_cache.put(key, usable)
+            kept.update(usable, True)
+
+        self._inflight[key] = kept
+        session.spawn(run())  # the job outlives this request when its tail goes on
+        # None: superseded by a newer request (its answer is the one that counts), or failed
+        return await kept.first()
 
 
 def _mean_prob(offer: Offer) -> float:

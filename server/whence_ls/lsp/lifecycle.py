@@ -273,6 +273,8 @@ class LifecycleFeature:
         if touched:
             session.placement.place_pending(uri)
             session.publish_diagnostics(uri)
+            for hook in session.document_hooks:
+                hook(uri, document.text)
 
     def did_close(self, params: types.DidCloseTextDocumentParams) -> None:
         session = self.session
@@ -282,6 +284,8 @@ class LifecycleFeature:
                 session.attribution.forget(record)
         session.documents.close(uri)
         session.clear_diagnostics(uri)
+        for hook in session.document_hooks:
+            hook(uri, None)
 
     def shutdown(self, params: Any) -> None:
         # answers at once: the worker is told to stop, and `exit` waits for it

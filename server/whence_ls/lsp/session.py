@@ -85,6 +85,10 @@ class Session:
         self._background: set[asyncio.Task] = set()
         # hooks the features that own them install when they register
         self.initialize_hooks: list[Callable[[types.InitializeParams], None]] = []
+        # (uri, document offset where the accepted text ends), after an acceptance is recorded
+        self.accept_hooks: list[Callable[[str, int], None]] = []
+        # (uri, its new text, or None when closed), after every change of an open document
+        self.document_hooks: list[Callable[[str, str | None], None]] = []
         self.publish_diagnostics: Callable[[str], None] = lambda uri: None
         self.clear_diagnostics: Callable[[str], None] = lambda uri: None
         self.placement = Placement(self)  # accepted text -> records, their provenance and trace
@@ -98,7 +102,8 @@ class Session:
         loop = asyncio.get_running_loop()
         self.attribution = AttributionQueue(loop, self.attribution_method, self._map_units)
         self.attribution.on_activity = self._attribution_activity
-        self.worker = ModelWorker(idle_source=self._idle_work)
+        self.worker = ModelWorker(idle_source=self._idle_work, pinned_threads=lambda: self.settings.threads,
+                                  on_threads=lambda choice: loop.call_soon_threadsafe(self.status.set_threads, choice.to_json()))
         self.attribution.wake_worker = self.worker.wake
         self.attribution.cancel_background = self.worker.background_cancel.set
 

@@ -32,6 +32,8 @@ _KEYS = {
     "suffixTokens": "suffix_tokens",
     "repositoryContext": "repository_context",
     "repositoryTokens": "repository_tokens",
+    "latencyBudgetMs": "latency_budget_ms",
+    "threads": "threads",
 }
 
 
@@ -49,6 +51,10 @@ class Settings:
     suffix_tokens: int = 128  # code after the cursor shown to a FIM model
     repository_context: bool = True  # snippets of open and imported files in the prompt
     repository_tokens: int = 384
+    # model time before ghost text is shown; past it the completion shows its lines so far and
+    # the rest follows (0: wait for the whole completion). Chosen with `bench lsp --busy-cores`
+    latency_budget_ms: int = 300
+    threads: int | None = None  # torch threads; None: fitted to the cores other processes leave free
 
     def prompt_options(self):
         from whence_ls.engine.prompt import PromptOptions
@@ -103,6 +109,10 @@ def _check(name: str, value: Any) -> str | None:
         return None if value in FIM_CHOICES else f"expected one of {', '.join(FIM_CHOICES)}"
     if name in ("suffix_tokens", "repository_tokens"):
         return None if _is_int(value) and 0 <= value <= 8192 else "expected an integer from 0 to 8192"
+    if name == "latency_budget_ms":
+        return None if _is_int(value) and 0 <= value <= 60000 else "expected an integer from 0 to 60000 (milliseconds)"
+    if name == "threads":
+        return None if value is None or _is_int(value) and 1 <= value <= 256 else "expected an integer from 1 to 256, or null"
     if name == "repository_context":
         return None if isinstance(value, bool) else "expected true or false"
     if name == "diagnostics_share":

@@ -27,6 +27,7 @@ class Status:
         # "explaining 3/8"; None when idle
         self.activity: str | None = None
         self.last_completion_ms: float | None = None
+        self.threads: dict[str, Any] | None = None  # the model's threads and what they were fitted to
 
     @property
     def ready(self) -> bool:
@@ -42,7 +43,14 @@ class Status:
             body["activity"] = self.activity
         if self.last_completion_ms is not None:
             body["lastCompletionMs"] = round(self.last_completion_ms, 1)
+        if self.threads is not None:
+            body["threads"] = dict(self.threads)
         return body
+
+    def set_threads(self, threads: dict[str, Any]) -> None:
+        """Publish a new thread choice (sent only when the count changes, not every job)."""
+        self.threads = threads
+        self.publish()
 
     def set(self, state: str, message: str, *, progress: int | None = None, model: str | None = None, device: str | None = None) -> None:
         self.state, self.message, self.progress = state, message, progress

@@ -48,8 +48,16 @@ class _Job:
 
 
 class ModelWorker:
-    def __init__(self, idle_source: Callable[[], Callable[[Any, threading.Event], None] | None] | None = None) -> None:
+    def __init__(self, idle_source: Callable[[], Callable[[Any, threading.Event], None] | None] | None = None,
+                 pinned_threads: Callable[[], int | None] = lambda: None,
+                 on_threads: Callable[[Any], None] = lambda _choice: None) -> None:
         self.lm: Any = None  # the LoadedModel; only this worker's thread uses it
+        # torch's threads follow the cores other processes leave free, re-measured before each
+        # job (engine/threads.py); `pinned_threads` is the user's fixed count, if any
+        self._pinned_threads = pinned_threads
+        self._on_threads = on_threads
+        self._fitter: Any = None
+        self.threads: Any = None  # the last ThreadChoice
         self._queue: list[_Job] = []
         self._sequence = itertools.count()
         self._wake = threading.Condition()
@@ -159,11 +167,27 @@ class ModelWorker:
                 self._wake.wait(timeout=1.0)
             return None
 
+    def _fit_threads(self) -> None:
+        try:
+            from whence_ls.engine.threads import ThreadFitter
+
+            if self._fitter is None:
+                self._fitter = ThreadFitter()
+            self._fitter.fixed = self._pinned_threads()
+            before = self.threads
+            self.threads = self._fitter.fit()
+            if before is None or before.threads != self.threads.threads:
+                log.info("model threads: %s", self.threads.describe())
+                self._on_threads(self.threads)
+        except Exception:  # a machine where this cannot be measured keeps torch's own choice
+            log.debug("could not fit the thread count", exc_info=True)
+
     def _run(self) -> None:
         while True:
             item = self._next()
             if item is None:
                 return
+            self._fit_threads()
             if isinstance(item, _Job):
                 self._run_job(item)
                 continue
