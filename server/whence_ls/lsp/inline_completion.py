@@ -131,6 +131,7 @@ class InlineCompletionFeature:
             template = await found[0].rest(found[1])
             if template is not None:
                 session.status.last_completion_ms = 1000 * (time.perf_counter() - arrived)
+                session.status.count("restsFromKept")
                 return self._offer(template, uri, mark, language)
         prompt, snippets = session.prompt_for(document)
         shape = (settings.max_new_tokens, settings.context_tokens, session.model_name, prompt,
@@ -196,6 +197,7 @@ class InlineCompletionFeature:
             kept.update(usable, True)
 
         self._inflight[key] = kept
+        session.status.count("completionJobs")
         session.spawn(run())  # the job outlives this request when its tail goes on
         # None: superseded by a newer request (its answer is the one that counts), or failed
         return await kept.first()

@@ -23,6 +23,7 @@ class Status:
         self.message = "starting"
         self.progress: int | None = 0
         self.stats: dict[str, Any] = {}  # counters a client or test may show (cache hits, queue)
+        self.counters: dict[str, int] = {}  # events counted where they happen (rests served from kept completions)
         # what the model is doing right now, shown beside the state: "generating…",
         # "explaining 3/8"; None when idle
         self.activity: str | None = None
@@ -37,8 +38,8 @@ class Status:
         body: dict[str, Any] = {"state": self.state, "model": self.model, "device": self.device, "message": self.message}
         if self.progress is not None:
             body["progress"] = self.progress
-        if self.stats:
-            body["stats"] = dict(self.stats)
+        if self.stats or self.counters:
+            body["stats"] = {**self.stats, **self.counters}
         if self.activity:
             body["activity"] = self.activity
         if self.last_completion_ms is not None:
@@ -46,6 +47,9 @@ class Status:
         if self.threads is not None:
             body["threads"] = dict(self.threads)
         return body
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
 
     def set_threads(self, threads: dict[str, Any]) -> None:
         """Publish a new thread choice (sent only when the count changes, not every job)."""
