@@ -198,9 +198,18 @@ export class ServerSession implements vscode.Disposable {
           }
           return result;
         },
-        executeCommand: (command, args, next) => {
+        executeCommand: async (command, args, next) => {
           const handler = clientSide.get(command);
-          return handler ? handler(...args) : next(command, args);
+          if (handler) {
+            return handler(...args);
+          }
+          const result = await next(command, args);
+          if (command === ServerCommands.acceptCompletion) {
+            // the part accepted may have been the first lines of a longer completion (its time
+            // budget ran out): ask at once, the server answers the rest from what it kept
+            void vscode.commands.executeCommand('editor.action.inlineSuggest.trigger');
+          }
+          return result;
         },
         workspace: {
           configuration: async (params, token, next) => {

@@ -30,6 +30,10 @@ export type ServerSettings = {
   /** Snippets of open and imported workspace files in the prompt. */
   repositoryContext: boolean;
   repositoryTokens: number;
+  /** Model time before ghost text shows; past it the lines so far show and the rest follows (0: wait for all). */
+  latencyBudgetMs: number;
+  /** Model threads; null: fitted to the cores other processes leave free. */
+  threads: number | null;
 };
 
 /** Defaults exactly as the contract documents them; package.json repeats them (a test checks). */
@@ -46,6 +50,8 @@ export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   suffixTokens: 128,
   repositoryContext: true,
   repositoryTokens: 384,
+  latencyBudgetMs: 300,
+  threads: null,
 });
 
 export const SERVER_SETTING_KEYS = Object.keys(SERVER_SETTING_DEFAULTS) as (keyof ServerSettings)[];
@@ -64,7 +70,7 @@ export function serverSettingsFrom(read: (key: string) => unknown): ServerSettin
     const fallback = SERVER_SETTING_DEFAULTS[key];
     if (value === undefined) {
       settings[key] = fallback;
-    } else if ((key === 'model' || key === 'traceIndex' || key === 'attributionMethod' || key === 'draftTokens') && (value === '' || value === null)) {
+    } else if ((key === 'model' || key === 'traceIndex' || key === 'attributionMethod' || key === 'draftTokens' || key === 'threads') && (value === '' || value === null)) {
       settings[key] = null;
     } else {
       settings[key] = value;
