@@ -110,3 +110,31 @@ def test_no_deadline_or_a_single_line_completion_shows_nothing_early(embedded_lm
     cursor = text.index("a + b") + 4  # inside the line: the rest of the line ends the completion
     complete_at(embedded_lm, text, cursor, language="python", max_new_tokens=16, deadline=0.0, on_partial=parts.append)
     assert parts == []
+
+
+def test_rows_read_while_generating_equal_the_rows_of_a_forward_afterwards(embedded_lm):
+    """The calibrated estimator's rows, read from the decoding forwards (drafts included), are
+    the ones a teacher-forced forward gives afterwards; so are the rest's after a cut."""
+    import copy
+
+    from whence_ls.engine.attribution.api import attribute_rows
+
+    source = SOURCE + "totals[entry['account']] = totals.get(entry['account'], 0) + entry['amount']\n    return totals\n\n\ndef total_of(entries, account):\n    for entry in entries:\n        "
+    parts = []
+    final = complete_at(embedded_lm, source, len(source), language="python", max_new_tokens=40, live_rows=True,
+                        deadline=time.perf_counter(), on_partial=parts.append)
+    assert final.timings["accepted_draft_tokens"] > 0, "the case must exercise drafts"
+    assert sorted(final.live_rows) == list(range(len(final.tokens)))
+    heal = source[len(source) - int(final.timings["healed_chars"]):]
+    records = [final, parts[0], rest_of(final, len(parts[0].text), heal)]
+    for record in records:
+        assert sorted(record.live_rows) == list(range(len(record.tokens)))
+        everything = list(range(len(record.tokens)))
+        live = attribute_rows(embedded_lm, record, everything, "calibrated_attention", language="python")
+        forced = copy.deepcopy(record)
+        forced.attribution, forced.live_rows = {}, {}
+        after = attribute_rows(embedded_lm, forced, everything, "calibrated_attention", language="python")
+        for index in everything:
+            assert live[index].scores == pytest.approx(after[index].scores, abs=1e-4)
+            assert live[index].extra.get("copied_from_position") == after[index].extra.get("copied_from_position")
+            assert live[index].extra.get("logit_lens") == after[index].extra.get("logit_lens")

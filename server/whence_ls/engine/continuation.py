@@ -41,6 +41,8 @@ def rest_of(full: ScoredText, consumed: int, heal: str = "") -> ScoredText | Non
     return dataclasses.replace(
         full, id=uuid.uuid4().hex[:12], text=full.text[consumed:], doc_start=cursor + consumed, tokens=tokens, context=context,
         attribution={}, attribution_method=None,
+        # the same positions of the same sequence: the rows generation read stay true
+        live_rows={i - first: row for i, row in full.live_rows.items() if i >= first},
         timings={"generated_tokens": len(after), "healed_chars": healed, "continues": full.id, "continues_after_chars": consumed},
     )
 

@@ -3,6 +3,7 @@ top-k alternatives from the logits the step computes anyway (no extra forward pa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import threading
@@ -38,6 +39,7 @@ def complete_at(
     snippets: list[Snippet] | None = None,
     deadline: float | None = None,
     on_partial: Callable[[ScoredText], None] | None = None,
+    live_rows: bool = False,
 ) -> ScoredText:
     """Complete document `text` at character offset `cursor`.
 
@@ -45,7 +47,7 @@ def complete_at(
     context an earlier completion already ran, and the window keeps that completion's start.
     `prompt` chooses fill-in-the-middle and the budgets (`prompt.py`; by default FIM when the
     tokenizer has a template), `snippets` are other files' code for the model to see.
-    `deadline` and `on_partial`: see `generate`."""
+    `deadline`, `on_partial` and `live_rows`: see `generate`."""
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
     started = time.perf_counter()
@@ -61,7 +63,7 @@ def complete_at(
     stopper = BlockStopper(text[line_start:cursor], language, single_line=bool(rest_of_line.strip()),
                            suffix=text[cursor : cursor + 4096])
     result = generate(lm, context, max_new_tokens=max_new_tokens, stopper=stopper, cancel=cancel, heal=heal, prefix_cache=reuse,
-                      draft_tokens=draft_tokens, deadline=deadline, on_partial=on_partial)
+                      draft_tokens=draft_tokens, deadline=deadline, on_partial=on_partial, live_rows=live_rows)
     result.timings["context_s"] = (time.perf_counter() - started) - result.timings["total_s"]
     return result
 
@@ -246,6 +248,7 @@ def generate(
     draft_tokens: int | None = None,
     deadline: float | None = None,
     on_partial: Callable[[ScoredText], None] | None = None,
+    live_rows: bool = False,
 ) -> ScoredText:
     """Greedy decoding after `context`; every token scored from the step's own logits.
 
@@ -261,7 +264,11 @@ def generate(
     `deadline` (a `time.perf_counter()` value) and `on_partial`: once the deadline has passed,
     every time a token begins a new line, `on_partial` receives the completion so far, whole
     lines of whole tokens (never half a token or half a character), and decoding goes on. The
-    caller shows that part at once and offers the rest when it comes (`continuation.py`)."""
+    caller shows that part at once and offers the rest when it comes (`continuation.py`).
+
+    `live_rows`: read every token's calibrated attention row from the decoding forwards
+    themselves (`attribution/live_rows.py`, for a calibrated model), kept in `live_rows` of the
+    result, so its attribution needs no forward afterwards."""
     from transformers import DynamicCache
 
     if draft_tokens is None:
@@ -287,7 +294,9 @@ def generate(
     pending = heal
     forwards = drafted = accepted = 0
     closed = healing_closure(context.text, heal)
-    with torch.inference_mode():
+    live = _live_attention(lm) if live_rows else None
+    kept_rows: list = []
+    with torch.inference_mode(), live if live is not None else contextlib.nullcontext():
         # a long prefill runs in chunks, so a cancel (a newer keystroke's request) frees the
         # model within one chunk; the chunks that ran stay in the prefix cache for that request
         while len(step_ids) > PREFILL_CHUNK_TOKENS:
@@ -302,8 +311,12 @@ def generate(
         feed, draft = step_ids, []  # tokens to run now; the draft is the tail of `feed` to check
         stopped = stop_reason == "cancelled"
         while not stopped and len(ids) < max_new_tokens:
+            if live is not None:
+                live.cache, live.trailing = cache, len(draft) + 1
             out = model(input_ids=torch.tensor([feed], device=lm.device), use_cache=True,
-                        logits_to_keep=len(draft) + 1, **{lm.cache_argument: cache})
+                        logits_to_keep=len(draft) + 1, output_hidden_states=live is not None, **{lm.cache_argument: cache})
+            # row i of this forward predicts the token after its i-th trailing position
+            forward_rows = live.take(list(range(len(draft) + 1)), out.hidden_states) if live is not None else []
             cached_ids.extend(feed)
             if forwards == 0:
                 prefill_s = time.perf_counter() - started
@@ -332,9 +345,11 @@ def generate(
                     # a single-line completion ends at its newline anyway (and may lose the rest
                     # of the line it wrote again): nothing to show early
                     if following[len(heal) + len(text):].startswith("\n") and not (stopper is not None and stopper.single_line):
-                        on_partial(_partial(lm, context, heal, ids, token_texts, rows, text, started))
+                        on_partial(_partial(lm, context, heal, ids, token_texts, rows, text, started, kept_rows))
                 ids.append(token_id)
                 rows.append((logprob, values, indices, entropy))
+                if i < len(forward_rows):
+                    kept_rows.append(forward_rows[i])
                 # decode the whole sequence: byte-level BPE may split a character across tokens,
                 # so a token's text is what it adds to the decoded string
                 decoded = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -383,6 +398,7 @@ def generate(
     completion = "".join(t.text for t in tokens)
     cursor = context.doc_start + len(context.text) + len(heal)
     return ScoredText(
+        live_rows=_rows_of(kept_rows, len(tokens)),
         kind="completion",
         text=completion,
         doc_start=cursor,
@@ -406,11 +422,24 @@ def generate(
     )
 
 
+def _live_attention(lm: LoadedModel):
+    from whence_ls.engine.attribution.live_rows import LiveAttention
+
+    return LiveAttention.for_model(lm)
+
+
+def _rows_of(kept_rows: list, count: int) -> dict:
+    """Live rows by token index, for the first `count` tokens (those the completion kept);
+    none when a forward could not give its rows (they are then computed afterwards)."""
+    return dict(enumerate(kept_rows[:count])) if len(kept_rows) >= count else {}
+
+
 def _partial(lm: LoadedModel, context: ContextWindow, heal: str, ids: list[int], texts: list[str], rows: list, text: str,
-             started: float) -> ScoredText:
+             started: float, kept_rows: list) -> ScoredText:
     """The completion so far as its own record: the tokens before the one that starts a line."""
     tokens = _scored_tokens(lm.tokenizer, list(ids), list(texts), list(rows), len(text))
     return ScoredText(
+        live_rows=_rows_of(kept_rows, len(tokens)),
         kind="completion", text="".join(t.text for t in tokens), doc_start=context.doc_start + len(context.text) + len(heal),
         tokens=tokens, context=context, model=lm.name, device=lm.device_label, stop_reason="deadline",
         timings={"total_s": time.perf_counter() - started, "generated_tokens": len(ids), "healed_chars": len(heal)},

@@ -107,6 +107,9 @@ class ScoredText:
     # attribution rows by token index, filled lazily by the attribution engine
     attribution: dict[int, Any] = field(default_factory=dict)
     attribution_method: str | None = None
+    # per token index, what generation read for the calibrated estimator (`live_rows.py`); empty
+    # when it did not: rows are then computed by a forward afterwards
+    live_rows: dict[int, Any] = field(default_factory=dict, repr=False)
 
     @property
     def doc_end(self) -> int:

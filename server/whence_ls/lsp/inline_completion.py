@@ -163,6 +163,7 @@ class InlineCompletionFeature:
         session = self.session
         loop = asyncio.get_running_loop()
         kept = self.kept.add(Kept(uri, text[:cursor], text[cursor:]))
+        live_rows = session.attribution_method() == "calibrated_attention"
 
         def partial(scored) -> None:  # on the worker thread, between tokens
             loop.call_soon_threadsafe(kept.update, scored, False)
@@ -177,6 +178,7 @@ class InlineCompletionFeature:
                 reuse_prefix=True,  # the previous keystroke's prompt is most of this one
                 draft_tokens=settings.draft_tokens, prompt=prompt, snippets=snippets,
                 deadline=deadline, on_partial=partial if deadline is not None else None,
+                live_rows=live_rows,  # the whole matrix comes with the completion
             )
 
         async def run() -> None:

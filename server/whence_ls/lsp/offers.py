@@ -33,7 +33,8 @@ class OfferBook:
         self._offers: OrderedDict[str, Offer] = OrderedDict()
 
     def add(self, template: ScoredText, uri: str, mark: int, language: str | None) -> Offer:
-        scored = copy.deepcopy(template)
+        # the live rows are read-only tensors (megabytes for a long completion): shared, not copied
+        scored = copy.deepcopy(template, memo={id(template.live_rows): template.live_rows})
         scored.id = uuid.uuid4().hex[:12]
         scored.attribution = {}
         scored.attribution_method = None

@@ -39,6 +39,9 @@ class CalibratedAttention:
             raise WhenceError(
                 f"model {job.lm.name} is not calibrated for attribution: run `whence-ls model calibrate`"
             )
+        live = job.record.live_rows
+        if live and all(index in live for index in indices):
+            return self._from_live(job, indices, unit_map)  # read while generating: no forward
         try:
             rows = attention_rows(job, indices, hidden_states=self.logit_lens)
         except Preempted:
@@ -48,11 +51,24 @@ class CalibratedAttention:
         head_weights = torch.tensor(calibration.weights, dtype=torch.float32)
         scores = torch.einsum("nhp,h->np", rows.weights, head_weights)  # [rows, end]
         lens = logit_lens(job, indices, rows.hidden) if rows.hidden is not None else {}
+        induction = calibration.induction_heads
+        copies = [rows.weights[k][torch.tensor(induction)].mean(0) if induction else None for k in range(len(indices))]
+        return self._rows(job, indices, unit_map, [scores[k, : rows.positions[k] + 1] for k in range(len(indices))], copies, lens)
+
+    def _from_live(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
+        live = [job.record.live_rows[index] for index in indices]
+        hidden = [row.hidden for row in live]
+        lens = logit_lens(job, indices, torch.stack(hidden)) if self.logit_lens and all(h is not None for h in hidden) else {}
+        return self._rows(job, indices, unit_map, [row.scores for row in live], [row.copy_attention for row in live], lens)
+
+    def _rows(self, job: TeacherForced, indices: list[int], unit_map, scores: list, copies: list, lens: dict) -> dict[int, RawRow]:
+        """Rows from each token's calibrated attention over positions [0, its position] and
+        the copy heads' mean attention there."""
         result = {}
         for k, index in enumerate(indices):
-            position = rows.positions[k]
+            position = job.target_position(index)
             extra = {}
-            copied = copied_position(job, index, rows.weights[k], calibration.induction_heads)
+            copied = copied_position(job, index, copies[k])
             if copied is not None:
                 extra["copied_from_position"] = copied
                 if copied < job.context_len and float(unit_map.weights[copied].sum()) > 0:
@@ -61,18 +77,19 @@ class CalibratedAttention:
                     extra["copied_from_completion"] = True
             if index in lens:
                 extra["logit_lens"] = lens[index]
-            result[index] = RawRow(position_scores=scores[k, : position + 1].double(), extra=extra)
+            result[index] = RawRow(position_scores=scores[k][: position + 1].double(), extra=extra)
         return result
 
 
-def copied_position(job: TeacherForced, index: int, weights: torch.Tensor, induction_heads: list[int]) -> int | None:
+def copied_position(job: TeacherForced, index: int, copy_attention: torch.Tensor | None) -> int | None:
     """The earlier position the copy heads read this token from, when they agree on one that
     holds the same token id (an induction head attends to the token after the earlier occurrence
-    of the current one: that token is what gets copied)."""
-    if not induction_heads:
+    of the current one: that token is what gets copied). `copy_attention` is the copy heads'
+    mean attention from the token's position (None: the model has no copy heads)."""
+    if copy_attention is None:
         return None
     position = job.target_position(index)
-    attention = weights[torch.tensor(induction_heads), : position + 1].mean(0)
+    attention = copy_attention[: position + 1].clone()
     attention[0] = 0.0  # the sink
     best = int(attention.argmax())
     if float(attention[best]) < COPY_ATTENTION or best >= len(job.ids):

@@ -1,0 +1,135 @@
+"""The calibrated estimator's rows read while the completion is generated.
+
+Each decoding forward already has, per layer, the fed positions' hidden states and every key of
+the context in the KV cache. A forward hook on each attention module recomputes the fed
+positions' queries and their softmax over those keys (n x L per head, the same scores the
+attention computed, as `attention_probe._rows_from_queries` does after the fact) and keeps, per
+generated token, only what the row needs: the attention summed with the calibrated head weights,
+the copy heads' mean attention, and each layer's hidden state for the logit lens. So the whole
+matrix of a completion comes with it: no forward after the fact, and a hover on any token,
+the healed first one included, finds its row ready.
+
+Used only where `attention_probe` has checked that this recomputation reproduces the model's own
+attention weights, and only for a calibrated model; otherwise generation runs without it and
+rows are computed afterwards as before.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class LiveRow:
+    """What generation kept for one generated token (positions up to the one predicting it)."""
+
+    scores: torch.Tensor  # [position + 1] calibrated attention over the sequence, float32
+    copy_attention: torch.Tensor | None  # [position + 1] the copy heads' mean attention
+    hidden: torch.Tensor | None  # [layers, hidden] the residual stream after each layer
+
+
+class LiveAttention:
+    """Hooks on the attention modules for the length of a generation (a context manager)."""
+
+    def __init__(self, lm, head_weights: torch.Tensor, induction_heads: list[int]) -> None:
+        from whence_ls.engine.attribution.value_norm import _attention_modules
+
+        self.lm = lm
+        self.modules = _attention_modules(lm.model)
+        self.head_weights = head_weights
+        self.induction = torch.tensor(induction_heads, dtype=torch.long) if induction_heads else None
+        self.cache = None  # the generation's KV cache, set before the first forward
+        # how many of a forward's last fed positions to read (the token that ends the context or
+        # was just chosen, and the draft tokens after it): the prefill before them needs no row
+        self.trailing = 1
+        self._per_layer: list[torch.Tensor | None] = [None] * len(self.modules)
+        self._hooks: list = []
+
+    @classmethod
+    def for_model(cls, lm) -> "LiveAttention | None":
+        """A capture for `lm`, or None when its rows cannot be read this way (no calibration, or
+        a family whose attention the recomputation does not reproduce)."""
+        from whence_ls.engine.attribution.attention_probe import _rows_recomputable
+        from whence_ls.engine.attribution.calibration import load_calibration
+
+        calibration = load_calibration(lm)
+        if calibration is None or not _rows_recomputable(lm):
+            return None
+        weights = torch.tensor(calibration.weights, dtype=torch.float32)
+        layers = len(cls._modules(lm))
+        if layers == 0 or weights.numel() % layers:
+            return None
+        return cls(lm, weights, list(calibration.induction_heads))
+
+    @staticmethod
+    def _modules(lm):
+        from whence_ls.engine.attribution.value_norm import _attention_modules
+
+        return _attention_modules(lm.model)
+
+    def __enter__(self) -> "LiveAttention":
+        for layer, module in enumerate(self.modules):
+            self._hooks.append(module.register_forward_hook(self._hook(layer), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+
+    def _hook(self, layer: int):
+        def hook(module, args, kwargs, output):
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            embeddings = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)
+            if self.cache is None or hidden is None or embeddings is None:
+                return
+            keys = self.cache.layers[getattr(module, "layer_idx", layer)].keys
+            cos, sin = embeddings
+            n = min(self.trailing, hidden.shape[1])
+            self._per_layer[layer] = _rows_over_keys(module, hidden[:, -n:], cos[:, -n:], sin[:, -n:], keys)
+
+        return hook
+
+    def take(self, rows: list[int], hidden_states=None) -> list[LiveRow]:
+        """The kept rows of the last forward: `rows` index its last `trailing` fed positions
+        (0: the first of them) whose next token was generated; `hidden_states` the forward's own."""
+        if any(t is None for t in self._per_layer):
+            return []
+        weights = torch.cat(self._per_layer, dim=1)  # [n, layers * heads, L]
+        self._per_layer = [None] * len(self.modules)
+        if weights.shape[1] != self.head_weights.numel():
+            return []
+        length, fed = weights.shape[2], weights.shape[0]
+        kept = []
+        for row in rows:
+            end = length - fed + row + 1  # the row's own position + 1: later keys are masked
+            scores = torch.einsum("hp,h->p", weights[row, :, :end], self.head_weights)
+            copy = weights[row, self.induction, :end].mean(0) if self.induction is not None else None
+            hidden = None
+            if hidden_states is not None:
+                at = row - fed  # the same position counted from the forward's end
+                hidden = torch.stack([h[0, at] for h in hidden_states[1:]]).float().cpu()
+            kept.append(LiveRow(scores.cpu(), copy.cpu() if copy is not None else None, hidden))
+        return kept
+
+
+def _rows_over_keys(module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T * scaling) of the fed positions over every cached key (causal): [n, H, L]."""
+    rotary = sys.modules[type(module).__module__].apply_rotary_pos_emb  # the family's own rotation
+    head_dim = module.head_dim
+    fed = hidden.shape[1]
+    query = module.q_proj(hidden).view(1, fed, -1, head_dim)
+    if getattr(module, "q_norm", None) is not None:  # qk-norm families (Qwen3, Gemma 3)
+        query = module.q_norm(query)
+    query = query.transpose(1, 2)  # [1, heads, n, d]
+    query, _ = rotary(query, query, cos, sin)
+    keys = keys.repeat_interleave(query.shape[1] // keys.shape[1], dim=1)  # [1, heads, L, d]
+    length = keys.shape[2]
+    scores = (query.float() @ keys.float().transpose(-1, -2)) * module.scaling  # [1, H, n, L]
+    positions = torch.arange(length - fed, length, device=hidden.device)
+    future = torch.arange(length, device=hidden.device)[None, :] > positions[:, None]  # [n, L]
+    scores = scores.masked_fill(future[None, None], float("-inf"))
+    return torch.softmax(scores, dim=-1)[0].transpose(0, 1)  # [n, H, L]
