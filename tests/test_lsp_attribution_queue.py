@@ -12,7 +12,7 @@ def test_a_one_forward_method_takes_all_rows_of_a_record_and_gradients_a_few():
     loop = asyncio.new_event_loop()
     try:
         queue = AttributionQueue(loop, lambda: "value_norm", lambda record, units: units)
-        record = SimpleNamespace(id="r1")
+        record = SimpleNamespace(id="r1", units=None, scored=SimpleNamespace(attribution={}))  # no row computed yet
         queue._records["r1"] = record
         queue._pending["r1"] = [4, 1, 3, 0, 2]
         queue._urgent.append(("r1", 3))

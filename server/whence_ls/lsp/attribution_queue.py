@@ -2,8 +2,12 @@
 
 After a completion is accepted (or a line explained) its tokens are queued here; the model
 worker pulls one small batch whenever it has nothing interactive to do. A hover on a token whose
-row is missing moves that token to the front and waits for it. Results are handed back to the
-event loop, which owns the records, and wake whoever waits on them.
+row is missing moves that token to the front and waits for it, stopping the background batch
+only when that batch is not already computing the row (a one-forward method computes every row
+of a record at once: stopping it for each hover, tint or matrix request would start it over
+and over, and on a busy machine it would never finish). Results are handed back to the event
+loop, which owns the records, wake whoever waits on them, and are announced (`on_rows`) so that
+clients need not poll.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class AttributionQueue:
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, list[int]] = OrderedDict()  # record id -> token order
         self._urgent: list[tuple[str, int]] = []
+        # what the worker computes now: (record id, token indexes; None: every row of it)
+        self._running: tuple[str, frozenset[int] | None] | None = None
         self._records: dict[str, Record] = {}
         self._events: dict[str, asyncio.Event] = {}
         self.errors: dict[str, str] = {}  # record id -> why its rows failed
@@ -65,12 +71,15 @@ class AttributionQueue:
         self._prefetch: tuple[Any, str | None] | None = None
         self._prefetch_running = False
         self.wake_worker: Callable[[], None] = lambda: None
-        # "explaining n/N" for the status bar: rows computed of those asked since the queue was
-        # last empty; `on_activity` publishes it (set by the session)
-        self._asked = 0
-        self._done = 0
+        # "explaining n/N" for the status bar: of the rows missing when their records were
+        # queued (record id -> token indexes), how many are there now; read from the records
+        # rather than counted, so rows that arrive by another way (a prefetch) count once
+        self._asked: dict[str, set[int]] = {}
         self.on_activity: Callable[[str | None], None] = lambda _activity: None
         self.cancel_background: Callable[[], None] = lambda: None
+        # rows of a record arrived (its token indexes) or failed (the error): set by whoever
+        # tells the client (the `whence/rowsReady` notification)
+        self.on_rows: Callable[[Record, list[int], str | None], None] = lambda _record, _indexes, _error: None
 
     # -- event loop side -------------------------------------------------------------------------
 
@@ -82,7 +91,8 @@ class AttributionQueue:
         with self._lock:
             self._records[record.id] = record
             self._pending[record.id] = order
-            self._asked += len(missing)
+            if missing:
+                self._asked.setdefault(record.id, set()).update(missing)
         self.on_activity(self.activity())
         self.wake_worker()
 
@@ -101,6 +111,7 @@ class AttributionQueue:
         with self._lock:
             self._pending.pop(record.id, None)
             self._records.pop(record.id, None)
+            self._asked.pop(record.id, None)
             self._urgent = [(r, i) for r, i in self._urgent if r != record.id]
 
     def reset(self, records: list[Record]) -> None:
@@ -109,6 +120,7 @@ class AttributionQueue:
             self._pending.clear()
             self._urgent.clear()
             self._records.clear()
+            self._asked.clear()
         for record in records:
             record.scored.attribution.clear()
             record.scored.attribution_method = None
@@ -125,34 +137,37 @@ class AttributionQueue:
         row = self.row(record, index)
         if row is not None or self._method() == "none" or attribution_engine() is None:
             return row
-        with self._lock:
-            self._records.setdefault(record.id, record)
-            if (record.id, index) not in self._urgent:
-                self._urgent.insert(0, (record.id, index))
-        self.cancel_background()
-        self.wake_worker()
+        self._to_front(record, index)
         deadline = time.monotonic() + timeout
         while (row := self.row(record, index)) is None and record.id not in self.errors:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None
+                break
             event = self._events.setdefault(record.id, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), remaining)
             except asyncio.TimeoutError:
-                return None
-        return row
+                break
+        return self.row(record, index)
+
+    def _to_front(self, record: Record, index: int) -> None:
+        """Put token `index` (-1: the record's units) first, and stop the background batch
+        unless that batch is computing it already."""
+        with self._lock:
+            self._records.setdefault(record.id, record)
+            if (record.id, index) not in self._urgent:
+                self._urgent.insert(0, (record.id, index))
+            running = self._running
+            computing = running is not None and running[0] == record.id and (index < 0 or running[1] is None or index in running[1])
+        if not computing:
+            self.cancel_background()
+        self.wake_worker()
 
     async def wait_units(self, record: Record, timeout: float) -> list[Unit] | None:
         """The record's context units, computing them first if needed."""
         if record.units is not None or attribution_engine() is None:
             return record.units
-        with self._lock:
-            self._records.setdefault(record.id, record)
-            if (record.id, -1) not in self._urgent:
-                self._urgent.insert(0, (record.id, -1))  # -1: units only
-        self.cancel_background()
-        self.wake_worker()
+        self._to_front(record, -1)  # -1: units only (any batch of the record computes them first)
         deadline = time.monotonic() + timeout
         while record.units is None and record.id not in self.errors:
             remaining = deadline - time.monotonic()
@@ -179,9 +194,20 @@ class AttributionQueue:
     def activity(self) -> str | None:
         """"explaining n/N" while accepted records' rows are being computed, else None."""
         with self._lock:
-            if not self._pending_rows_locked() or not self._asked:
-                return None
-            return f"explaining {min(self._done, self._asked)}/{self._asked}"
+            asked = [(self._records.get(r), indexes) for r, indexes in self._asked.items() if r not in self.errors]
+            working = self._pending_rows_locked() or self._running is not None
+        total = sum(len(indexes) for record, indexes in asked if record is not None)
+        done = sum(1 for record, indexes in asked if record is not None for i in indexes if self.row(record, i) is not None)
+        if done >= total or not working:
+            with self._lock:
+                self._asked.clear()
+            return None
+        return f"explaining {done}/{total}"
+
+    def progress(self, record: Record) -> tuple[int, int]:
+        """(rows there, rows there will be) over the record's unedited tokens."""
+        live = record.live_tokens()
+        return sum(1 for i in live if self.row(record, i) is not None), len(live)
 
     def _deliver(self, record: Record, units: list[Any] | None, rows: dict[int, Any], method: str, error: str | None) -> None:
         if units is not None and record.units is None:
@@ -191,19 +217,18 @@ class AttributionQueue:
             record.units = mapped
         if error:
             self.errors[record.id] = error
-        if method == self._method() and rows:
+        fresh = rows if method == self._method() else {}
+        if fresh:
             if record.scored.attribution_method != method:
                 record.scored.attribution.clear()
                 record.scored.attribution_method = method
-            record.scored.attribution.update(rows)
-        with self._lock:
-            self._done += len(rows)
-            if not self._pending_rows_locked():
-                self._asked = self._done = 0
+            record.scored.attribution.update(fresh)
         self.on_activity(self.activity())
         event = self._events.pop(record.id, None)
         if event is not None:
             event.set()
+        if (fresh or error) and self._records.get(record.id) is record:
+            self.on_rows(record, sorted(fresh), error)
 
     # -- worker side -----------------------------------------------------------------------------
 
@@ -227,6 +252,8 @@ class AttributionQueue:
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
             units = rows = None
             error = None
+            with self._lock:
+                self._running = (record.id, frozenset(indices))
             try:
                 if record.units is None:
                     units = engine.context_units(lm, record.scored, language)
@@ -238,6 +265,9 @@ class AttributionQueue:
                     # a failing method must not loop on the same tokens forever
                     log.exception("attribution failed for record %s", record.id)
                     error = f"{type(exc).__name__}: {exc}"
+            finally:
+                with self._lock:
+                    self._running = None
             missing = [i for i in indices if i >= 0 and not (rows and i in rows) and i not in record.scored.attribution]
             log.debug("record %s: asked %s, got %s, requeued %s, cancelled %s, error %s",
                       record.id, indices, sorted(rows or {}), missing, cancel is not None and cancel.is_set(), error)
@@ -252,20 +282,34 @@ class AttributionQueue:
 
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
             self._prefetch_running = True
+            with self._lock:  # an accepted offer's record shares `scored`: these are its rows
+                self._running = (scored.id, None)
+            missing = [i for i in range(len(scored.tokens)) if i not in scored.attribution]
             try:
-                engine.context_units(lm, scored, language)
+                units = engine.context_units(lm, scored, language)
                 rows = engine.attribute_rows(lm, scored, list(range(len(scored.tokens))), method=method, cancel=cancel, language=language)
             except Exception:
                 log.exception("attribution of an offered completion failed")
                 return
             finally:
                 self._prefetch_running = False
+                with self._lock:
+                    self._running = None
             if cancel is not None and cancel.is_set() and len(rows) < len(scored.tokens):
                 with self._lock:  # cut short by interactive work: try again unless a newer offer came
                     if self._prefetch is None:
                         self._prefetch = (scored, language)
+            new = {i: rows[i] for i in missing if i in rows}
+            if new:
+                self._loop.call_soon_threadsafe(self._prefetched, scored, units, new, method)
 
         return work
+
+    def _prefetched(self, scored: Any, units: list[Any], rows: dict[int, Any], method: str) -> None:
+        """An offer's rows came in; when it was accepted meanwhile, they are its record's."""
+        record = self._records.get(scored.id)
+        if record is not None and record.scored is scored:
+            self._deliver(record, units, rows, method, None)
 
     def _pick(self, batch: int | None) -> tuple[Record | None, list[int]]:
         """The next record and token indices to compute; `batch` None: all of the record's."""
@@ -274,6 +318,8 @@ class AttributionQueue:
             record = self._records.get(record_id)
             if record is None or record.id in self.errors:
                 continue
+            if (record.units is not None) if index < 0 else (index in record.scored.attribution):
+                continue  # asked for again while a batch that computed it ran
             pending = self._pending.get(record_id, [])
             if index in pending:
                 pending.remove(index)

@@ -1,5 +1,7 @@
 """The `whence/...` requests: status, attribution matrix, token attribution (editor tinting),
-traced source. Positions and ranges are LSP ones, like everywhere else."""
+traced source; and the `whence/rowsReady` notification, which tells the client that rows it may
+be showing as pending have arrived (so a client refreshes when there is something new, rather
+than polling). Positions and ranges are LSP ones, like everywhere else."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from lsprotocol import types
 from whence_ls.errors import WhenceError
 from whence_ls.lsp.attribution_queue import attribution_engine
 from whence_ls.lsp.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
-from whence_ls.lsp.protocol_names import FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, STATUS_METHOD, TOKEN_METHOD, TRACED_SOURCE_METHOD
+from whence_ls.lsp.protocol_names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, ROWS_READY_METHOD, STATUS_METHOD,
+                                          TOKEN_METHOD, TRACED_SOURCE_METHOD)
 from whence_ls.lsp.records import Record
 from whence_ls.lsp.trace_search import NoIndex
 
@@ -44,6 +47,25 @@ class CustomRequestsFeature:
         ls.feature(FEATURE_METHOD)(plain(self.feature_page))
         ls.feature(TOKEN_METHOD)(plain(self.token_attribution))
         ls.feature(TRACED_SOURCE_METHOD)(plain(self.traced_source))
+        # the attribution queue exists once the worker is started (at initialize)
+        self.session.initialize_hooks.append(lambda _params: self._announce_rows())
+
+    def _announce_rows(self) -> None:
+        if self.session.attribution is not None:
+            self.session.attribution.on_rows = self.rows_ready
+
+    def rows_ready(self, record: Record, indexes: list[int], error: str | None) -> None:
+        """Tell the client which rows of `record` arrived, and how far the record is."""
+        session = self.session
+        done, total = session.attribution.progress(record) if session.attribution is not None else (0, 0)
+        body: dict[str, Any] = {"recordId": record.id, "uri": record.uri, "tokenIndexes": indexes, "done": done, "total": total}
+        if error:
+            body["error"] = error
+        try:
+            if session.client.protocol.writer is not None:
+                session.client.protocol.notify(ROWS_READY_METHOD, body)
+        except Exception:  # the client went away: rows stay on the record for the next request
+            log.debug("could not send %s", ROWS_READY_METHOD, exc_info=True)
 
     def status(self, params: Any) -> dict[str, Any]:
         session = self.session
@@ -199,6 +221,9 @@ class CustomRequestsFeature:
             "token": {"text": token.text, "range": session.range_json(document, *record.spans[index]), "prob": token.prob},
             "units": units,
             "method": method,
+            # with `pending`, a client waits for the whence/rowsReady that names this token
+            "recordId": record.id,
+            "tokenIndex": index,
         }
         if row is None:
             answer["pending"] = True

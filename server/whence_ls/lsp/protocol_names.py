@@ -23,3 +23,4 @@ FEATURE_METHOD = "whence/feature"
 TOKEN_METHOD = "whence/tokenAttribution"
 TRACED_SOURCE_METHOD = "whence/tracedSource"
 SHOWN_METHOD = "whence/completionShown"
+ROWS_READY_METHOD = "whence/rowsReady"  # server -> client: rows of a record arrived (no polling)
