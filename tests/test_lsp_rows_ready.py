@@ -90,3 +90,5 @@ async def test_an_explained_line_announces_its_rows(client: LanguageClient):
     notes = await all_rows(client, answer["recordId"])
     matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": answer["recordId"]})
     assert sorted(i for n in notes for i in n["tokenIndexes"]) == list(range(len(matrix["tokens"])))
+    # the matrix labels the line as it reads in the editor
+    assert matrix["lines"] == [{"line": 6, "text": PY_SOURCE.split("\n")[6]}]

@@ -135,6 +135,7 @@ class CustomRequestsFeature:
             ],
             "units": [_unit_json(session, document, u) for u in units or []],
             "scores": rows,
+            "lines": completion_lines(document, record),
             "docs": _DOCS.as_uri() if _DOCS.is_file() else None,
         }
 
@@ -189,7 +190,8 @@ class CustomRequestsFeature:
             return None
         found = self._find(object_params(params, "{textDocument: {uri}, position | recordId}"))
         title = found[0].uri.rsplit("/", 1)[-1] if found is not None else "completion"
-        return {"html": render_matrix_html(matrix, title=title)}
+        code_lines = {entry["line"]: entry["text"] for entry in matrix["lines"]}
+        return {"html": render_matrix_html(matrix, title=title, code_lines=code_lines)}
 
     async def token_attribution(self, params: Any) -> dict[str, Any] | None:
         session = self.session
@@ -218,7 +220,7 @@ class CustomRequestsFeature:
                 if u < len(record.units) and record.units[u].path is None
             ]
         answer = {
-            "token": {"text": token.text, "range": session.range_json(document, *record.spans[index]), "prob": token.prob},
+            "token": {"text": token.text, "range": session.range_json(document, *record.hover_span(index)), "prob": token.prob},
             "units": units,
             "method": method,
             # with `pending`, a client waits for the whence/rowsReady that names this token
@@ -273,6 +275,20 @@ def tint_sources(scores: list[float], *, rank_by_abs: bool) -> list[tuple[int, f
         if held >= TINT_SHARE:
             break
     return chosen
+
+
+def completion_lines(document: "Document", record: Record) -> list[dict[str, Any]]:
+    """Each document line the record is on, as it reads in the editor up to the record's end:
+    the first one with the code before the cursor (`total = ...`, where the completion's own
+    text is `al = ...` after a typed `tot`). {line: 0-based, text}."""
+    first, last = document.position_at(record.start)[0], document.position_at(record.end)[0]
+    lines = []
+    for line in range(first, last + 1):
+        start, end = document.line_span(line)
+        text = document.text[start : min(end, record.end)]
+        if text.strip():
+            lines.append({"line": line, "text": text})
+    return lines
 
 
 def _unit_json(session, document, unit) -> dict[str, Any]:

@@ -56,7 +56,7 @@ class HoverFeature:
                 features = await asyncio.wait_for(session.features_of(record, index), HOVER_WAIT_S)
             except asyncio.TimeoutError:
                 features = None  # the next hover finds them computed
-        start, end = record.spans[index]
+        start, end = record.hover_span(index)
         return types.Hover(
             contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
                                          value=self.markdown(document, record, index, row, note, features)),
@@ -90,7 +90,10 @@ class HoverFeature:
         strongest sources with bars and their strongest identifiers, the logit lens, one note."""
         token = record.scored.tokens[index]
         alternatives = [a for a in token.alternatives if a.token_id != token.token_id]
-        head = f"**`{_code(token.text)}`** p = **{token.prob:.2f}** · entropy {token.entropy:.1f}"
+        # the first token of a healed completion wrote the typed part of its word too (`tot` +
+        # `al`): the reader sees, and the probability is of, the whole word
+        written = (record.lead if index == 0 else "") + token.text
+        head = f"**`{_code(written)}`** p = **{token.prob:.2f}** · entropy {token.entropy:.1f}"
         if alternatives:
             runner = alternatives[0]
             head += f" · runner-up `{_code(runner.text)}` {math.exp(runner.logprob):.2f}"
@@ -128,7 +131,7 @@ class HoverFeature:
         why = ""
         if alternatives:
             arguments = quote(json.dumps([{"recordId": record.id, "tokenIndex": index}]))
-            why = f"[why `{_code(token.text)}` and not `{_code(alternatives[0].text)}`?](command:{CONTRAST_COMMAND}?{arguments})"
+            why = f"[why `{_code(written)}` and not `{_code(alternatives[0].text)}`?](command:{CONTRAST_COMMAND}?{arguments})"
         if features:
             # what the model "saw": its strongest SAE features, each a link to its page
             shown = []

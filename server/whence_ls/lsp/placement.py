@@ -88,6 +88,9 @@ class Placement:
 
     def adopt(self, record: Record) -> None:
         session = self.session
+        document = session.documents.get(record.uri)
+        if document is not None:
+            record.lead = healed_word(record, document.text)
         session.records.add(record)
         if session.attribution is not None:
             session.attribution.enqueue(record)
@@ -177,6 +180,30 @@ class Placement:
             if record.kind == "completion":
                 record.trace_hits = None
                 self._trace_tasks[record.id] = self.session.spawn(self._trace(record))
+
+
+def healed_word(record: Record, text: str) -> str:
+    """The typed part of the word a completion's first token finished (token healing backs off
+    the last typed token, and the first generated one re-produces it: `tot` typed, the token is
+    `total`, its visible text `al`), as it reads before the record in `text`; "" when the first
+    token does not continue a typed word.
+
+    Only the first token's own visible text is sure to come from the token that finished the
+    healed text; when it has none (the healed text ended on a token boundary, or took two
+    tokens), which token wrote the typed word is not known here, so no token claims it."""
+    healed = int(record.scored.timings.get("healed_chars", 0) or 0) if record.kind == "completion" else 0
+    first = record.scored.tokens[0].text if record.scored.tokens else ""
+    if healed <= 0 or not first or not _word_char(first[0]) or record.start < healed:
+        return ""
+    before = text[record.start - healed : record.start]
+    word = len(before)
+    while word > 0 and _word_char(before[word - 1]):
+        word -= 1
+    return before[word:]
+
+
+def _word_char(character: str) -> bool:
+    return character.isalnum() or character == "_"
 
 
 def _locate(text: str, wanted: str, anchor: int, fresh: list[tuple[int, int]] | None = None) -> int | None:

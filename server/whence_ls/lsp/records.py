@@ -64,6 +64,10 @@ class Record:
     unit_mark: int | None = None  # document edit mark the units' offsets belong to
     trace_hits: list[dict[str, Any]] | None = None  # None: not searched (yet)
     trace_note: str = ""  # why there are no hits: no index, error, ...
+    # the typed part of the word the first token wrote (token healing: `tot` typed, the token
+    # is `total`, its text `al`): a person reads and hovers `total` as one word, so a hover on
+    # `tot` answers with that token. Empty when none, or once an edit touches it.
+    lead: str = ""
 
     @property
     def id(self) -> str:
@@ -80,13 +84,20 @@ class Record:
         spans = [[start + t.start, start + t.end] for t in scored.tokens]
         return cls(scored=scored, uri=uri, start=start, end=start + len(scored.text), spans=spans, language=language, mark=mark)
 
+    def hover_span(self, index: int) -> tuple[int, int]:
+        """Where token `index` reads in the document: its span, and for the first token the
+        typed part of its word before it (`lead`)."""
+        start, end = self.spans[index]
+        return (start - len(self.lead), end) if index == 0 and self.lead else (start, end)
+
     def token_at(self, offset: int) -> int | None:
         """The unedited token under `offset` (a cursor just after a token's last character
         still counts, as editors report hovers at the end of words)."""
-        if not self.start <= offset <= self.end:
+        if not self.start - len(self.lead) <= offset <= self.end:
             return None
         fallback = None
-        for index, (start, end) in enumerate(self.spans):
+        for index in range(len(self.spans)):
+            start, end = self.hover_span(index)
             if index in self.edited or start == end:
                 continue
             if start <= offset < end:
@@ -100,6 +111,8 @@ class Record:
 
     def apply(self, edit: Edit) -> bool:
         """Follow one edit; False when the record's text is gone."""
+        if self.lead and edit.start <= self.start and edit.end >= self.start - len(self.lead):
+            self.lead = ""  # the typed word changed (or was split from the token): no longer its text
         if edit.end <= self.start and not (edit.start == edit.end == self.start == self.end):
             if edit.delta:
                 self._shift(edit)
