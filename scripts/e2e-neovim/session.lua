@@ -72,6 +72,22 @@ vim.api.nvim_buf_set_text(bufnr, start.line, start.character, finish_pos.line, f
 local accepted = request("workspace/executeCommand", { command = item.command.command, arguments = item.command.arguments })
 check("accept recorded", accepted.err == nil and accepted.result ~= nil and accepted.result.recordId ~= nil, accepted.result or accepted.err)
 
+-- a completion cut at the server's time budget shows its first lines; the rest is the next
+-- ghost text at the end of the accepted part, answered from what the server kept: accept it too
+local line_after, col_after = start.line + #new_lines - 1, (#new_lines == 1 and start.character or 0) + #new_lines[#new_lines]
+for _ = 1, 3 do
+  local more = request("textDocument/inlineCompletion", {
+    textDocument = { uri = uri }, position = { line = line_after, character = col_after }, context = { triggerKind = 2 },
+  }, 60000)
+  local more_items = more.result and (more.result.items or more.result) or {}
+  if #more_items == 0 or not tostring(more_items[1].insertText):find("^\n") then break end
+  local rest = vim.split(more_items[1].insertText, "\n", { plain = true })
+  vim.api.nvim_buf_set_text(bufnr, line_after, col_after, line_after, col_after, rest)
+  request("workspace/executeCommand", { command = more_items[1].command.command, arguments = more_items[1].command.arguments })
+  report.rests = (report.rests or 0) + 1
+  line_after, col_after = line_after + #rest - 1, (#rest == 1 and col_after or 0) + #rest[#rest]
+end
+
 -- hover the first visible character of the completion
 local hover_position = { line = start.line, character = start.character + (item.insertText:find("%S") or 1) - 1 }
 local hover
@@ -85,6 +101,14 @@ report.hover = hover_text
 check("hover shows probability and attribution", hover_text:find("p%s*=") ~= nil or hover_text:find("probability") ~= nil, hover_text)
 -- the attribution part: source lines with bars and links, from the calibrated estimator
 check("hover shows the driving source lines", hover_text:find("%[line %d+%]%(") ~= nil and hover_text:find("calibrated attention") ~= nil, hover_text)
+
+-- the first generated token (often the healed one, re-producing the text before the cursor)
+-- has its row as every other token does
+local first_hover = request("textDocument/hover", { textDocument = { uri = uri }, position = start }, 30000)
+local first_text = first_hover.result and first_hover.result.contents and first_hover.result.contents.value or ""
+report.first_token_hover = first_text
+check("hover on the first generated token shows its attribution",
+  first_text:find("token 1/", 1, true) ~= nil and first_text:find("%[line %d+%]%(") ~= nil, first_text)
 
 -- diagnostics arrive as publishDiagnostics into Neovim's own diagnostic store
 vim.wait(30000, function() return #vim.diagnostic.get(bufnr) > 0 end, 200)
