@@ -1,18 +1,18 @@
 // Tints the context tokens that drove the generated token under the cursor, in proportion to
 // their scores (whence/tokenAttribution). Requests follow the cursor with a short debounce, and
-// an answer that arrives after the cursor moved on is dropped.
+// an answer that arrives after the cursor moved on is dropped. A token whose row is still being
+// computed is asked about again when the server announces its row (whence/rowsReady), not on a
+// timer: every ask used to reach the server's queue, which is busy with that very row.
 
 import * as vscode from 'vscode';
 import { toLspPosition, toVsRange } from './lspRange';
-import { Methods, TokenAttribution } from './protocol';
+import { Methods, RowsReady, TokenAttribution } from './protocol';
+import { rowsConcern } from './rowsReady';
 import type { ServerSession } from './serverSession';
 import { SERVED_LANGUAGES } from './serverSession';
 import { DEFAULT_TINT_OPTIONS, tintBuckets, tintColor } from './tintBuckets';
 
 const DEBOUNCE_MS = 150;
-const PENDING_RETRY_MS = 2_000;
-/** Five minutes of asking; a token whose row never arrives stops costing requests. */
-const MAX_PENDING_RETRIES = 150;
 export const TINT_SETTING = 'client.tintContext';
 
 export class ContextTint implements vscode.Disposable {
@@ -26,7 +26,10 @@ export class ContextTint implements vscode.Disposable {
   private generation = 0;
   private inFlight: vscode.CancellationTokenSource | undefined;
   private tintedEditor: vscode.TextEditor | undefined;
-  private pendingRetries = 0;
+  /** The pending token under the cursor, tinted once the server announces its row. */
+  private waiting: { editor: vscode.TextEditor; position: vscode.Position; generation: number; recordId: string; tokenIndex: number } | undefined;
+  /** rowsReady notifications that came while a request was out: one is not lost to the answer's trip. */
+  private arrivals: RowsReady[] = [];
 
   constructor(private readonly session: ServerSession, private readonly log: vscode.LogOutputChannel) {
     for (const sign of ['positive', 'negative'] as const) {
@@ -42,6 +45,7 @@ export class ContextTint implements vscode.Disposable {
       }
     }
     this.disposables.push(
+      session.onRowsReady((rows) => this.onRowsReady(rows)),
       vscode.window.onDidChangeTextEditorSelection((event) => this.schedule(event.textEditor)),
       vscode.window.onDidChangeActiveTextEditor(() => this.clear()),
       vscode.workspace.onDidChangeTextDocument((event) => {
@@ -66,7 +70,7 @@ export class ContextTint implements vscode.Disposable {
     if (this.timer) {
       clearTimeout(this.timer);
     }
-    this.pendingRetries = 0;
+    this.waiting = undefined;
     if (!this.enabled || !SERVED_LANGUAGES.includes(editor.document.languageId) || editor.document.uri.scheme !== 'file') {
       return;
     }
@@ -81,6 +85,8 @@ export class ContextTint implements vscode.Disposable {
     this.inFlight?.cancel();
     const cancellation = new vscode.CancellationTokenSource();
     this.inFlight = cancellation;
+    this.waiting = undefined;
+    this.arrivals = [];
     let answer: TokenAttribution | null;
     try {
       answer = await this.session.sendRequest<TokenAttribution | null>(
@@ -95,6 +101,9 @@ export class ContextTint implements vscode.Disposable {
       return;
     } finally {
       cancellation.dispose();
+      if (this.inFlight === cancellation) {
+        this.inFlight = undefined;
+      }
     }
     if (generation !== this.generation) {
       return;
@@ -104,9 +113,15 @@ export class ContextTint implements vscode.Disposable {
       return;
     }
     if (answer.pending) {
-      // A generated token whose row is still being computed in the background: look again
-      // while the cursor stays where it is.
-      this.retryWhileStill(editor, generation);
+      // A generated token whose row is still being computed in the background: look again when
+      // the server says it is there, while the cursor stays where it is.
+      if (typeof answer.recordId === 'string' && typeof answer.tokenIndex === 'number') {
+        const waiting = { editor, position: editor.selection.active, generation, recordId: answer.recordId, tokenIndex: answer.tokenIndex };
+        this.waiting = waiting;
+        if (this.arrivals.some((rows) => rowsConcern(rows, waiting.recordId, waiting.tokenIndex))) {
+          this.onRowsReady(undefined); // announced while the answer was on its way
+        }
+      }
       return;
     }
     const buckets = tintBuckets(answer.units);
@@ -118,21 +133,21 @@ export class ContextTint implements vscode.Disposable {
     this.tintedEditor = editor;
   }
 
-  private retryWhileStill(editor: vscode.TextEditor, generation: number): void {
-    const position = editor.selection.active;
-    if (++this.pendingRetries > MAX_PENDING_RETRIES) {
+  private onRowsReady(rows: RowsReady | undefined): void {
+    if (rows && this.inFlight) {
+      this.arrivals.push(rows); // kept only while a request is out, for the answer to check
+    }
+    const waiting = this.waiting;
+    if (!waiting || (rows && !rowsConcern(rows, waiting.recordId, waiting.tokenIndex))) {
       return;
     }
-    if (this.timer) {
-      clearTimeout(this.timer);
+    this.waiting = undefined;
+    const { editor, position, generation } = waiting;
+    const unchanged =
+      generation === this.generation && vscode.window.activeTextEditor === editor && editor.selection.active.isEqual(position);
+    if (unchanged && this.enabled) {
+      void this.update(editor);
     }
-    this.timer = setTimeout(() => {
-      const unchanged =
-        generation === this.generation && vscode.window.activeTextEditor === editor && editor.selection.active.isEqual(position);
-      if (unchanged && this.enabled) {
-        void this.update(editor);
-      }
-    }, PENDING_RETRY_MS);
   }
 
   clear(): void {

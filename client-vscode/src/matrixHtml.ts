@@ -45,7 +45,10 @@ export function visibleText(text: string): string {
 export interface CompletionLine {
   /** 0-based document line. */
   line: number;
-  /** The line's generated code, whitespace collapsed. */
+  /**
+   * The line as it reads in the editor (the code before the cursor, then the completion's), or
+   * its generated code when the server does not say; whitespace collapsed.
+   */
   text: string;
   tokens: number[];
   /** Mean of its computed token rows (each row's |values| sum to 1); null while none is computed. */
@@ -66,8 +69,10 @@ export function completionLines(matrix: AttributionMatrix): CompletionLine[] {
     entry.text += token.text;
     entry.tokens.push(index);
   });
+  const asRead = new Map((matrix.lines ?? []).map((line) => [line.line, line.text]));
   for (const entry of lines.values()) {
-    entry.text = entry.text.replace(/\s+/g, ' ').trim();
+    // `total = …` where the user typed `tot` and the completion's own text is `al = …`
+    entry.text = (asRead.get(entry.line) ?? entry.text).replace(/\s+/g, ' ').trim();
     const computed = entry.tokens.map((index) => matrix.scores[index] ?? null).filter((row): row is number[] => row !== null);
     entry.pending = entry.tokens.filter(
       (index) => (matrix.scores[index] ?? null) === null && !neverScored(matrix.tokens[index]),
@@ -345,7 +350,7 @@ export function hasPendingRows(matrix: AttributionMatrix): boolean {
   return matrix.tokens.some((token, index) => (matrix.scores[index] ?? null) === null && !neverScored(token));
 }
 
-/** True when two answers would render the same page (polling skips re-rendering then). */
+/** True when two answers would render the same page (a refresh on rowsReady skips re-rendering then). */
 export function sameMatrixContent(a: AttributionMatrix, b: AttributionMatrix | undefined): boolean {
   return (
     b !== undefined &&

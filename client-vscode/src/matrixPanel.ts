@@ -1,17 +1,16 @@
 // The "Show attribution matrix" webview. It asks the server for the matrix of the record under
-// the cursor (or a given record), renders it with matrixHtml, keeps asking while rows are still
-// being computed, and reveals units and tokens in the editor when the page asks.
+// the cursor (or a given record), renders it with matrixHtml, asks again when the server pushes
+// `whence/rowsReady` for that record (rows still computing fill in as they arrive, with no
+// polling), and reveals units and tokens in the editor when the page asks.
 
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { toLspPosition, toVsRange } from './lspRange';
 import { hasPendingRows, parseMatrixPageMessage, renderMatrixHtml, sameMatrixContent } from './matrixHtml';
-import { AttributionMatrix, AttributionMatrixParams, Methods } from './protocol';
+import { AttributionMatrix, AttributionMatrixParams, Methods, RowsReady } from './protocol';
+import { rowsConcern } from './rowsReady';
 import type { ServerSession } from './serverSession';
-
-const POLL_INTERVAL_MS = 1_000;
-const MAX_POLLS = 120;
 
 interface MatrixTarget {
   documentUri: vscode.Uri;
@@ -25,10 +24,15 @@ export class AttributionMatrixPanel implements vscode.Disposable {
   private panel: vscode.WebviewPanel | undefined;
   private matrix: AttributionMatrix | undefined;
   private target: MatrixTarget | undefined;
-  private pollTimer: NodeJS.Timeout | undefined;
-  private polls = 0;
+  /** rowsReady notifications seen, of any record: one that came while a fetch was answered is not lost. */
+  private arrivals = 0;
+  private refreshing: Promise<void> | undefined;
+  private refreshAgain = false;
+  private readonly subscription: vscode.Disposable;
 
-  constructor(private readonly session: ServerSession, private readonly log: vscode.LogOutputChannel) {}
+  constructor(private readonly session: ServerSession, private readonly log: vscode.LogOutputChannel) {
+    this.subscription = session.onRowsReady((rows) => this.onRowsReady(rows));
+  }
 
   /**
    * Entry point for the palette command and for `whence.showAttributionMatrix` from the server.
@@ -41,6 +45,7 @@ export class AttributionMatrixPanel implements vscode.Disposable {
       void vscode.window.showWarningMessage('whence: open a file and put the cursor on a completion or explained line first.');
       return;
     }
+    const arrivalsBefore = this.arrivals;
     const matrix = await this.fetch(target.params);
     if (!matrix) {
       void vscode.window.showInformationMessage(
@@ -52,12 +57,47 @@ export class AttributionMatrixPanel implements vscode.Disposable {
     this.matrix = matrix;
     this.ensurePanel(target.editorColumn);
     this.render();
-    this.schedulePoll();
+    if (this.arrivals !== arrivalsBefore && hasPendingRows(matrix)) {
+      void this.refresh(); // rows were announced while the first answer was on its way
+    }
   }
 
   dispose(): void {
-    this.stopPolling();
+    this.subscription.dispose();
     this.panel?.dispose();
+  }
+
+  private onRowsReady(rows: RowsReady): void {
+    this.arrivals += 1;
+    if (this.panel && this.matrix && rowsConcern(rows, this.matrix.recordId)) {
+      void this.refresh();
+    }
+  }
+
+  /** Ask for the shown record's matrix again; rows announced meanwhile get one more ask, not one each. */
+  private async refresh(): Promise<void> {
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return this.refreshing;
+    }
+    this.refreshing = (async () => {
+      do {
+        this.refreshAgain = false;
+        if (!this.panel || !this.matrix || !this.target) {
+          return;
+        }
+        const matrix = await this.fetch(this.target.params, true);
+        // Re-rendering replaces the page (and resets its scroll and hover), so only do it when
+        // the server has actually filled in something new.
+        if (matrix && this.panel && !sameMatrixContent(matrix, this.matrix)) {
+          this.matrix = matrix;
+          this.render();
+        }
+      } while (this.refreshAgain);
+    })().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
   }
 
   private targetFrom(arg: unknown): MatrixTarget | undefined {
@@ -85,15 +125,15 @@ export class AttributionMatrixPanel implements vscode.Disposable {
     };
   }
 
-  /** `polling`: a background refresh, whose failure is logged but not shown every second. */
-  private async fetch(params: AttributionMatrixParams, polling = false): Promise<AttributionMatrix | undefined> {
+  /** `background`: a refresh on rowsReady, whose failure is logged but not shown each time. */
+  private async fetch(params: AttributionMatrixParams, background = false): Promise<AttributionMatrix | undefined> {
     try {
       const matrix = await this.session.sendRequest<AttributionMatrix | null>(Methods.attributionMatrix, params);
       return matrix && Array.isArray(matrix.tokens) && matrix.tokens.length > 0 ? matrix : undefined;
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       this.log.error(`whence/attributionMatrix failed: ${message}`);
-      if (!polling) {
+      if (!background) {
         void vscode.window.showErrorMessage(`whence: could not get the attribution matrix: ${message}`);
       }
       return undefined;
@@ -160,7 +200,6 @@ export class AttributionMatrixPanel implements vscode.Disposable {
     this.panel.webview.onDidReceiveMessage((message) => void this.onPageMessage(message));
     this.panel.onDidDispose(() => {
       this.panel = undefined;
-      this.stopPolling();
     });
   }
 
@@ -174,33 +213,6 @@ export class AttributionMatrixPanel implements vscode.Disposable {
       nonce: randomBytes(16).toString('base64'),
       documentLabel: vscode.workspace.asRelativePath(this.target.documentUri),
     });
-  }
-
-  private schedulePoll(): void {
-    this.stopPolling();
-    this.polls = 0;
-    const tick = async () => {
-      if (!this.panel || !this.matrix || !this.target || !hasPendingRows(this.matrix) || this.polls >= MAX_POLLS) {
-        return;
-      }
-      this.polls += 1;
-      const matrix = await this.fetch(this.target.params, true);
-      // Re-rendering replaces the page (and resets its scroll and hover), so only do it when
-      // the server has actually filled in something new.
-      if (matrix && this.panel && !sameMatrixContent(matrix, this.matrix)) {
-        this.matrix = matrix;
-        this.render();
-      }
-      this.pollTimer = setTimeout(() => void tick(), POLL_INTERVAL_MS);
-    };
-    this.pollTimer = setTimeout(() => void tick(), POLL_INTERVAL_MS);
-  }
-
-  private stopPolling(): void {
-    if (this.pollTimer) {
-      clearTimeout(this.pollTimer);
-      this.pollTimer = undefined;
-    }
   }
 
   private async onPageMessage(raw: unknown): Promise<void> {

@@ -62,6 +62,24 @@ export interface AttributionMatrix {
   docs?: string | null;
   /** Signed; each computed row's absolute values sum to 1; null rows are not computed yet. */
   scores: (number[] | null)[];
+  /**
+   * The record's document lines as they read in the editor (the code before the cursor
+   * included): what a completion line is labelled with. Absent from older servers.
+   */
+  lines?: { line: number; text: string }[];
+}
+
+/** `whence/rowsReady` notification: rows of a record arrived (or failed); sent instead of being polled for. */
+export interface RowsReady {
+  recordId: string;
+  uri: string;
+  /** The tokens whose rows just arrived. */
+  tokenIndexes: number[];
+  /** Rows there now, of the rows the record will have. */
+  done: number;
+  total: number;
+  /** The record's rows failed; no more will come. */
+  error?: string;
 }
 
 export interface AttributionMatrixParams {
@@ -83,6 +101,9 @@ export interface TokenAttribution {
   method: string;
   /** The row was not ready within the server's wait; `units` is empty then. */
   pending?: boolean;
+  /** Which record and token this is: a pending row is announced by a `whence/rowsReady` naming them. */
+  recordId?: string;
+  tokenIndex?: number;
 }
 
 export interface TokenAttributionParams {
@@ -116,6 +137,7 @@ export const Methods = {
   tokenAttribution: 'whence/tokenAttribution',
   tracedSource: 'whence/tracedSource',
   completionShown: 'whence/completionShown',
+  rowsReady: 'whence/rowsReady',
 } as const;
 
 /** Commands the server executes (workspace/executeCommand). */

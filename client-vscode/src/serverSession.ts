@@ -14,10 +14,11 @@ import {
   State,
   TransportKind,
 } from 'vscode-languageclient/node';
-import { ClientSideServerCommands, Methods, ServerCommands, SHOW_FEATURE_COMMAND, WhenceStatus } from './protocol';
+import { ClientSideServerCommands, Methods, RowsReady, ServerCommands, SHOW_FEATURE_COMMAND, WhenceStatus } from './protocol';
 import { locateServer, ServerLaunch } from './serverLocator';
 import { serverSectionOnly, serverSettingsFrom, SERVER_SETTING_KEYS } from './settings';
 import { ServerStatusBar } from './statusBar';
+import { parseRowsReady } from './rowsReady';
 import { parseStatus } from './statusPresentation';
 
 /** Languages the server has grammars for (its tree-sitter set). */
@@ -51,6 +52,9 @@ export class ServerSession implements vscode.Disposable {
   private readonly readyEmitter = new vscode.EventEmitter<void>();
   /** Fires whenever the server reports `ready`, e.g. to refresh views that were empty while loading. */
   readonly onDidBecomeReady = this.readyEmitter.event;
+  private readonly rowsReadyEmitter = new vscode.EventEmitter<RowsReady>();
+  /** Fires when the server pushes `whence/rowsReady`: views showing pending rows refresh then, never on a timer. */
+  readonly onRowsReady = this.rowsReadyEmitter.event;
 
   /** LSP message trace, filled when `whence.trace.server` is not "off". */
   private readonly traceLog = vscode.window.createOutputChannel('whence (LSP trace)', { log: true });
@@ -62,6 +66,7 @@ export class ServerSession implements vscode.Disposable {
   ) {
     this.disposables.push(
       this.readyEmitter,
+      this.rowsReadyEmitter,
       this.traceLog,
       vscode.workspace.onDidChangeConfiguration((event) => this.onConfigurationChanged(event)),
     );
@@ -118,6 +123,12 @@ export class ServerSession implements vscode.Disposable {
     const client = new LanguageClient('whence', 'whence', serverOptions, this.clientOptions());
     this.client = client;
     client.onNotification(Methods.status, (payload: unknown) => this.onServerStatus(parseStatus(payload)));
+    client.onNotification(Methods.rowsReady, (payload: unknown) => {
+      const rows = parseRowsReady(payload);
+      if (rows) {
+        this.rowsReadyEmitter.fire(rows);
+      }
+    });
     client.onDidChangeState((event) => {
       if (event.newState === State.Stopped && !this.stopping && this.client === client) {
         this.statusBar.update({

@@ -149,7 +149,7 @@ test('whitespace tokens are visible and text escaping covers quotes', () => {
   assert.equal(escapeHtml(`'"<>&`), '&#39;&quot;&lt;&gt;&amp;');
 });
 
-test('polling re-renders only when a row or unit changed', () => {
+test('a refresh re-renders only when a row or unit changed', () => {
   const matrix = sampleMatrix();
   assert.equal(sameMatrixContent(sampleMatrix(), matrix), true);
   assert.equal(sameMatrixContent({ ...sampleMatrix(), scores: [[0.5, -0.3, 0.2], [0.1, 0.8, -0.1], [0, 1, 0]] }, matrix), false);
@@ -175,4 +175,21 @@ test('zero-width and edited tokens never get a row: said so, and not waited for'
   matrix.tokens[2] = { ...matrix.tokens[2], range: range(3, 12, 13), edited: true };
   assert.match(renderMatrixHtml(matrix, options), /no attribution: edited since it was generated/);
   assert.equal(hasPendingRows(matrix), false);
+});
+
+test('a completion line is labelled as it reads in the editor, the code before the cursor included', () => {
+  // typed `tot`, the completion's first token is `total` (its text `al`), the line reads `total = 1`
+  const matrix: AttributionMatrix = {
+    ...sampleMatrix(),
+    tokens: [
+      { text: 'al', range: range(3, 11, 13), prob: 0.2 },
+      { text: ' = 1', range: range(3, 13, 17), prob: 0.9 },
+    ],
+    scores: [[0.5, -0.3, 0.2], null],
+    lines: [{ line: 3, text: '        total = 1' }],
+  };
+  assert.equal(completionLines(matrix)[0].text, 'total = 1');
+  assert.match(renderMatrixHtml(matrix, options), />total = 1</);
+  // a server that does not say: the generated code, as before
+  assert.equal(completionLines({ ...matrix, lines: undefined })[0].text, 'al = 1');
 });

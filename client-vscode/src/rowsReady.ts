@@ -1,0 +1,41 @@
+// `whence/rowsReady`: the server announces rows of a record as they arrive, so views that show
+// pending rows (the matrix panel, the context tint) refresh when there is something new instead
+// of asking on a timer. Pure, so it is tested without VS Code.
+
+import type { RowsReady } from './protocol';
+
+/** The notification's payload, or undefined when it is not one (an unknown server, a bad message). */
+export function parseRowsReady(payload: unknown): RowsReady | undefined {
+  if (typeof payload !== 'object' || payload === null) {
+    return undefined;
+  }
+  const body = payload as Record<string, unknown>;
+  const indexes = body.tokenIndexes;
+  if (
+    typeof body.recordId !== 'string' ||
+    typeof body.uri !== 'string' ||
+    !Array.isArray(indexes) ||
+    !indexes.every((index) => Number.isInteger(index)) ||
+    typeof body.done !== 'number' ||
+    typeof body.total !== 'number'
+  ) {
+    return undefined;
+  }
+  return {
+    recordId: body.recordId,
+    uri: body.uri,
+    tokenIndexes: indexes as number[],
+    done: body.done,
+    total: body.total,
+    ...(typeof body.error === 'string' ? { error: body.error } : {}),
+  };
+}
+
+/** Whether `rows` can change what a view of `recordId` shows (token `tokenIndex`, or any token). */
+export function rowsConcern(rows: RowsReady, recordId: string, tokenIndex?: number): boolean {
+  if (rows.recordId !== recordId) {
+    return false;
+  }
+  // an error ends the wait for every row of the record
+  return tokenIndex === undefined || rows.error !== undefined || rows.tokenIndexes.includes(tokenIndex);
+}
