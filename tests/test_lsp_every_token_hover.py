@@ -83,6 +83,8 @@ async def test_the_healed_first_token_answers_over_the_whole_word_it_wrote(clien
     labels = {entry["line"]: entry["text"] for entry in matrix["lines"]}
     assert labels[line].strip().startswith("total = "), labels
     assert labels[line] == (LEDGER.split("\n")[-1] + inserted).split("\n")[0]
+    page = await request(client, "whence/matrixHtml", {"textDocument": {"uri": uri}, "recordId": result["recordId"]})
+    assert '<th class="code">total = ' in page["html"]
 
 
 FULL = LEDGER[: -len("tot")] + '''amount = float(entry["amount"])
