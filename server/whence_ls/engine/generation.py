@@ -316,7 +316,7 @@ def generate(
             out = model(input_ids=torch.tensor([feed], device=lm.device), use_cache=True,
                         logits_to_keep=len(draft) + 1, output_hidden_states=live is not None, **{lm.cache_argument: cache})
             # row i of this forward predicts the token after its i-th trailing position
-            forward_rows = live.take(list(range(len(draft) + 1)), out.hidden_states) if live is not None else []
+            forward_rows = live.take(list(range(len(draft) + 1)), out.hidden_states, out.logits[0]) if live is not None else []
             cached_ids.extend(feed)
             if forwards == 0:
                 prefill_s = time.perf_counter() - started

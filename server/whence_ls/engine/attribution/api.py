@@ -156,6 +156,8 @@ def attribute_rows(
             record.attribution[index] = row
             result[index] = row
     record.attribution_method = chosen.name
+    if record.live_rows and len(record.attribution) == len(record.tokens):
+        record.live_rows = {}  # every row is made: what generation read is no longer needed here
     return result
 
 

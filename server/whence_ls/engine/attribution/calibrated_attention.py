@@ -57,8 +57,8 @@ class CalibratedAttention:
 
     def _from_live(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
         live = [job.record.live_rows[index] for index in indices]
-        hidden = [row.hidden for row in live]
-        lens = logit_lens(job, indices, torch.stack(hidden)) if self.logit_lens and all(h is not None for h in hidden) else {}
+        tops = [row.lens_top for row in live]
+        lens = lens_rows(job, indices, torch.stack(tops)) if self.logit_lens and all(t is not None for t in tops) else {}
         return self._rows(job, indices, unit_map, [row.scores for row in live], [row.copy_attention for row in live], lens)
 
     def _rows(self, job: TeacherForced, indices: list[int], unit_map, scores: list, copies: list, lens: dict) -> dict[int, RawRow]:
@@ -106,21 +106,52 @@ def logit_lens(job: TeacherForced, indices: list[int], hidden: torch.Tensor) -> 
     """Per row: the first layer from which the token stays the top prediction, and what a few
     earlier layers preferred (the final norm and the output head applied to each layer's residual
     stream, over the final layer's top LENS_CANDIDATES tokens)."""
-    model = job.lm.model
+    top = lens_top_ids(job.lm, hidden)
+    return lens_rows(job, indices, top) if top is not None else {}
+
+
+def lens_top_ids(lm, hidden: torch.Tensor, final_logits: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Each layer's top token among the final layer's LENS_CANDIDATES strongest, [rows, layers]
+    (None: the model has no final norm or output head to read layers with). `final_logits`:
+    the model's own logits at those rows, when the caller has them (generation does), instead
+    of projecting the last layer again."""
+    model = lm.model
     norm = getattr(getattr(model, "model", model), "norm", None)
     head = model.get_output_embeddings()
     if norm is None or head is None:
-        return {}
+        return None
     with torch.inference_mode():
         device = head.weight.device
-        states = norm(hidden.to(device=device, dtype=head.weight.dtype))  # [rows, layers, hidden]
-        final = head(states[:, -1]).float()  # [rows, vocab]
+        hidden = hidden.to(device=device, dtype=head.weight.dtype)
+        states = norm(hidden)  # [rows, layers, hidden]
+        if _last_layer_normed(lm):  # the model's own output already went through the final norm
+            states[:, -1] = hidden[:, -1]
+        final = final_logits.float() if final_logits is not None else head(states[:, -1]).float()  # [rows, vocab]
         candidates = final.topk(min(LENS_CANDIDATES, final.shape[-1]), dim=-1).indices  # [rows, C]
         weights = head.weight[candidates]  # [rows, C, hidden]
         scores = torch.einsum("rld,rcd->rlc", states.float(), weights.float())  # [rows, layers, C]
         if head.bias is not None:
             scores = scores + head.bias[candidates].float().unsqueeze(1)
-        top = candidates.gather(1, scores.argmax(-1)).cpu()  # [rows, layers] token ids
+        return candidates.gather(1, scores.argmax(-1)).cpu()  # [rows, layers] token ids
+
+
+def _last_layer_normed(lm) -> bool:
+    """Whether the model's last `hidden_states` entry has the final norm applied already (so the
+    output head alone gives the logits), as transformers 5 Llama's has; decided once per model."""
+    known = getattr(lm, "_whence_last_hidden_normed", None)
+    if known is None:
+        model = lm.model
+        ids = torch.tensor([[1, 2, 3, 4]], device=lm.device)
+        with torch.inference_mode():
+            out = model(input_ids=ids, output_hidden_states=True)
+            head = model.get_output_embeddings()
+            known = bool(torch.allclose(head(out.hidden_states[-1]).float(), out.logits.float(), atol=1e-3))
+        lm._whence_last_hidden_normed = known
+    return known
+
+
+def lens_rows(job: TeacherForced, indices: list[int], top: torch.Tensor) -> dict[int, dict]:
+    """The logit lens finding of each row from its layers' top tokens."""
     layers = top.shape[1]
     result = {}
     decode = job.lm.tokenizer.decode

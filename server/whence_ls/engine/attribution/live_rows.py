@@ -28,7 +28,8 @@ class LiveRow:
 
     scores: torch.Tensor  # [position + 1] calibrated attention over the sequence, float32
     copy_attention: torch.Tensor | None  # [position + 1] the copy heads' mean attention
-    hidden: torch.Tensor | None  # [layers, hidden] the residual stream after each layer
+    lens_top: torch.Tensor | None  # [layers] each layer's top token (the logit lens), not the
+    # layers' hidden states: a row stays ~9 KB at 1k positions, not ~80 KB
 
 
 class LiveAttention:
@@ -93,9 +94,12 @@ class LiveAttention:
 
         return hook
 
-    def take(self, rows: list[int], hidden_states=None) -> list[LiveRow]:
+    def take(self, rows: list[int], hidden_states=None, logits: torch.Tensor | None = None) -> list[LiveRow]:
         """The kept rows of the last forward: `rows` index its last `trailing` fed positions
-        (0: the first of them) whose next token was generated; `hidden_states` the forward's own."""
+        (0: the first of them) whose next token was generated; `hidden_states` and `logits`
+        ([trailing, vocab]) the forward's own."""
+        from whence_ls.engine.attribution.calibrated_attention import lens_top_ids
+
         if any(t is None for t in self._per_layer):
             return []
         weights = torch.cat(self._per_layer, dim=1)  # [n, layers * heads, L]
@@ -103,16 +107,17 @@ class LiveAttention:
         if weights.shape[1] != self.head_weights.numel():
             return []
         length, fed = weights.shape[2], weights.shape[0]
+        tops = None
+        if hidden_states is not None and logits is not None and rows:
+            at = torch.tensor([row - fed for row in rows])  # the rows counted from the forward's end
+            hidden = torch.stack([h[0, at] for h in hidden_states[1:]], dim=1)  # [rows, layers, hidden]
+            tops = lens_top_ids(self.lm, hidden, logits[at])
         kept = []
-        for row in rows:
+        for k, row in enumerate(rows):
             end = length - fed + row + 1  # the row's own position + 1: later keys are masked
             scores = torch.einsum("hp,h->p", weights[row, :, :end], self.head_weights)
             copy = weights[row, self.induction, :end].mean(0) if self.induction is not None else None
-            hidden = None
-            if hidden_states is not None:
-                at = row - fed  # the same position counted from the forward's end
-                hidden = torch.stack([h[0, at] for h in hidden_states[1:]]).float().cpu()
-            kept.append(LiveRow(scores.cpu(), copy.cpu() if copy is not None else None, hidden))
+            kept.append(LiveRow(scores.cpu(), copy.cpu() if copy is not None else None, tops[k] if tops is not None else None))
         return kept
 
 
