@@ -89,6 +89,8 @@ async def test_accepting_the_shown_lines_offers_the_rest_without_model_work(clie
     other = await _open(client, "same.py")
     whole = _text((await inline(client, other, line, column)).items[0])
     assert whole.startswith(shown + rest) or (shown + rest).startswith(whole)
+    # the shown part's rows were read while it was generated: made without a model forward
+    assert await _stat(client, "rowsFromGeneration") >= 1
     # the rest accepted is a record of its own, whose context holds the shown line
     change(client, uri, 3, after, after, rest)
     placed = await execute(client, second.command.command, *second.command.arguments)

@@ -13,6 +13,7 @@ clients need not poll.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -80,6 +81,13 @@ class AttributionQueue:
         # rows of a record arrived (its token indexes) or failed (the error): set by whoever
         # tells the client (the `whence/rowsReady` notification)
         self.on_rows: Callable[[Record, list[int], str | None], None] = lambda _record, _indexes, _error: None
+        # rows that generation read already (`live_rows`) need no forward, only units and a sum:
+        # they are made on this lane's own thread at once, not behind the model worker's queue
+        # (where a completion's tail or a long prefill may hold the model for seconds)
+        self.model: Callable[[], Any] = lambda: None  # the loaded model (set by the session)
+        self._light = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="whence-rows")
+        self._light_ids: set[str] = set()
+        self.on_light: Callable[[], None] = lambda: None  # a record's rows were made on the light lane
 
     # -- event loop side -------------------------------------------------------------------------
 
@@ -94,7 +102,8 @@ class AttributionQueue:
             if missing:
                 self._asked.setdefault(record.id, set()).update(missing)
         self.on_activity(self.activity())
-        self.wake_worker()
+        if not self._light_record(record):
+            self.wake_worker()
 
     def prefetch(self, scored: Any, language: str | None) -> None:
         """Compute the rows of an offered completion in the background, when the method's one
@@ -102,6 +111,9 @@ class AttributionQueue:
         engine = attribution_engine()
         method = self._method()
         if engine is None or method == "none" or engine.make_method(method).rows_per_batch != engine.ALL_ROWS:
+            return
+        if self._light_ready(scored):
+            self._start_light(scored.id, self._prefetch_work(engine, method, (scored, language), on_worker=False))
             return
         with self._lock:
             self._prefetch = (scored, language)
@@ -153,6 +165,8 @@ class AttributionQueue:
     def _to_front(self, record: Record, index: int) -> None:
         """Put token `index` (-1: the record's units) first, and stop the background batch
         unless that batch is computing it already."""
+        if self._light_record(record):
+            return
         with self._lock:
             self._records.setdefault(record.id, record)
             if (record.id, index) not in self._urgent:
@@ -247,13 +261,18 @@ class AttributionQueue:
             self._prefetch = None if record is None else self._prefetch
         if record is None:
             return self._prefetch_work(engine, method, prefetch) if prefetch is not None else None
+        return self._record_work(engine, method, record, indices)
+
+    def _record_work(self, engine: Any, method: str, record: Record, indices: list[int],
+                     on_worker: bool = True) -> Callable[[Any, threading.Event | None], None]:
         language = record.language
 
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
             units = rows = None
             error = None
             with self._lock:
-                self._running = (record.id, frozenset(indices))
+                if on_worker:  # what the model worker computes now (the light lane is not it)
+                    self._running = (record.id, frozenset(indices))
             try:
                 if record.units is None:
                     units = engine.context_units(lm, record.scored, language)
@@ -266,8 +285,9 @@ class AttributionQueue:
                     log.exception("attribution failed for record %s", record.id)
                     error = f"{type(exc).__name__}: {exc}"
             finally:
-                with self._lock:
-                    self._running = None
+                if on_worker:
+                    with self._lock:
+                        self._running = None
             missing = [i for i in indices if i >= 0 and not (rows and i in rows) and i not in record.scored.attribution]
             log.debug("record %s: asked %s, got %s, requeued %s, cancelled %s, error %s",
                       record.id, indices, sorted(rows or {}), missing, cancel is not None and cancel.is_set(), error)
@@ -277,13 +297,15 @@ class AttributionQueue:
 
         return work
 
-    def _prefetch_work(self, engine: Any, method: str, prefetch: tuple[Any, str | None]) -> Callable[[Any, threading.Event], None]:
+    def _prefetch_work(self, engine: Any, method: str, prefetch: tuple[Any, str | None],
+                       on_worker: bool = True) -> Callable[[Any, threading.Event], None]:
         scored, language = prefetch
 
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
             self._prefetch_running = True
-            with self._lock:  # an accepted offer's record shares `scored`: these are its rows
-                self._running = (scored.id, None)
+            if on_worker:
+                with self._lock:  # an accepted offer's record shares `scored`: these are its rows
+                    self._running = (scored.id, None)
             missing = [i for i in range(len(scored.tokens)) if i not in scored.attribution]
             try:
                 units = engine.context_units(lm, scored, language)
@@ -293,8 +315,9 @@ class AttributionQueue:
                 return
             finally:
                 self._prefetch_running = False
-                with self._lock:
-                    self._running = None
+                if on_worker:
+                    with self._lock:
+                        self._running = None
             if cancel is not None and cancel.is_set() and len(rows) < len(scored.tokens):
                 with self._lock:  # cut short by interactive work: try again unless a newer offer came
                     if self._prefetch is None:
@@ -310,6 +333,48 @@ class AttributionQueue:
         record = self._records.get(scored.id)
         if record is not None and record.scored is scored:
             self._deliver(record, units, rows, method, None)
+
+    # -- the light lane --------------------------------------------------------------------------
+
+    def _light_ready(self, scored: Any) -> bool:
+        """Whether every row of `scored` can be made from what generation read (no forward)."""
+        live = getattr(scored, "live_rows", None)
+        return (bool(live) and len(live) >= len(scored.tokens) and self._method() == "calibrated_attention"
+                and self.model() is not None and attribution_engine() is not None)
+
+    def _light_record(self, record: Record) -> bool:
+        """Make `record`'s rows (and units) on the light lane when generation read them; False
+        when they need the model worker."""
+        if not self._light_ready(record.scored):
+            return False
+        engine = attribution_engine()
+        with self._lock:
+            self._records.setdefault(record.id, record)
+            indices = [i for i in range(len(record.scored.tokens)) if i not in record.scored.attribution]
+            self._pending.pop(record.id, None)  # the worker has nothing left to do for it
+            self._urgent = [(r, i) for r, i in self._urgent if r != record.id]
+        self._start_light(record.id, self._record_work(engine, self._method(), record, indices or [-1], on_worker=False))
+        return True
+
+    def _start_light(self, key: str, work: Callable[[Any, threading.Event | None], None]) -> None:
+        if key in self._light_ids:
+            return  # already on its way: whoever waits is woken by its delivery
+        self._light_ids.add(key)
+        lm = self.model()
+
+        def run() -> None:
+            try:
+                work(lm, None)
+                self._loop.call_soon_threadsafe(self.on_light)
+            except Exception:  # the lane must survive a failing record (the work logs its own)
+                log.exception("attribution (light lane) failed")
+            finally:
+                self._loop.call_soon_threadsafe(self._light_ids.discard, key)
+
+        self._light.submit(run)
+
+    def close(self) -> None:
+        self._light.shutdown(wait=False, cancel_futures=True)
 
     def _pick(self, batch: int | None) -> tuple[Record | None, list[int]]:
         """The next record and token indices to compute; `batch` None: all of the record's."""

@@ -292,6 +292,8 @@ class LifecycleFeature:
         session = self.session
         if session.worker is not None:
             session.worker.stop()
+        if session.attribution is not None:
+            session.attribution.close()
         session.trace.shutdown()
         if session.provenance is not None:
             session.provenance.close()

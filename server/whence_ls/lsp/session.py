@@ -105,6 +105,8 @@ class Session:
         self.worker = ModelWorker(idle_source=self._idle_work, pinned_threads=lambda: self.settings.threads,
                                   on_threads=lambda choice: loop.call_soon_threadsafe(self.status.set_threads, choice.to_json()))
         self.attribution.wake_worker = self.worker.wake
+        self.attribution.model = lambda: self.worker.lm if self.worker is not None else None
+        self.attribution.on_light = lambda: self.status.count("rowsFromGeneration")
         self.attribution.cancel_background = self.worker.background_cancel.set
 
     def warm(self, uri: str) -> None:
