@@ -1,8 +1,11 @@
 """`whence-ls bench lsp`: the language server as an editor meets it, over stdio.
 
 Starts `python -m whence_ls serve` as a subprocess (the real server, the real transport) and
-measures, round trip from this client:
+measures, round trip from this client, once per `--busy-cores` count (a fresh server each
+pass, with that many other processes spinning on the machine for the pass; see `busy_cores`):
 
+- ghost text at jump-to-line and typing cursors, p50/p95/max, with the completions' lengths,
+  and the time from an accept to the attribution of a hovered token (see `lsp_ghost`);
 - completion latency (inline completion at distinct positions, so no answer-cache hits; the
   prefix cache serves them as it does while a user types down a file) p50/p95;
 - time to a cold token's row: right after an acceptance, hover the token the background queue
@@ -15,20 +18,43 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 
+from whence_ls.bench import lsp_ghost
+from whence_ls.bench.busy_cores import parse_counts, spinning
+from whence_ls.bench.lsp_ghost import percentile as _percentile
+from whence_ls.bench.lsp_table import print_passes
+from whence_ls.errors import WhenceError
+
 
 def run(args) -> int:
-    result = asyncio.run(_bench(args))
+    try:
+        counts = parse_counts(args.busy_cores)
+    except ValueError as exc:
+        raise WhenceError(str(exc)) from None
+    passes = []
+    for count in counts:
+        _say(f"pass with {count} busy core(s) of {os.cpu_count()}")
+        with spinning(count, args.busy_max_s) as spinners:
+            load_start = _load()
+            result = asyncio.run(_bench(args))
+            result["load_average"] = {"start": load_start, "end": _load()}
+        result["busy_cores"] = count
+        result["spinners"] = spinners.summary()
+        passes.append(result)
+    output = {"busy_cores": counts, "cpus": os.cpu_count(), "passes": passes}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(_finite(output), indent=2))
     else:
-        _print(result)
+        print_passes(output)
     return 0
 
 
@@ -53,60 +79,124 @@ def _positions(text: str, count: int) -> list[tuple[int, int]]:
     return found[::step][:count]
 
 
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, int(round(share * (len(ordered) - 1)))))
-    return ordered[index]
-
-
 async def _bench(args) -> dict[str, Any]:
+    """One pass: a fresh server, the measures, a clean shutdown (or the server killed, on an
+    error or Ctrl-C, so no pass leaves it running)."""
     from pygls.lsp.client import LanguageClient
 
     from whence_ls import __version__
 
-    client = LanguageClient("whence-bench", __version__)
-    statuses: list[dict] = []
+    client = LanguageClient("whence-bench", __version__, protocol_cls=lsp_ghost.RecordingProtocol)
+    lsp_ghost.quiet_unknown_notifications()
 
     @client.feature("whence/status")
     def _status(params: Any) -> None:
-        statuses.append(_plain(params))
+        """Pushed on every change; the bench asks for the status when it needs it."""
 
     @client.feature(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
     def _diagnostics(params: Any) -> None:
         """Accepted and dropped: an editor shows them, the benchmark only times requests (a
         client without this handler logs every publication as an unknown notification)."""
 
-    options = {"device": args.device, "maxNewTokens": args.max_new_tokens}
+    options: dict[str, Any] = {"device": args.device}
+    if args.max_new_tokens is not None:
+        options["maxNewTokens"] = args.max_new_tokens
     if args.draft_tokens is not None:
         options["draftTokens"] = args.draft_tokens
+    if args.latency_budget_ms is not None:
+        options["latencyBudgetMs"] = args.latency_budget_ms  # a server without the setting ignores it
     if args.model:
         options["model"] = args.model
+    workspace = tempfile.mkdtemp(prefix="whence-bench-lsp-")
     started = time.perf_counter()
     extra = ["--log-file", args.server_log, "--verbose"] if args.server_log else []
-    await client.start_io(sys.executable, "-m", "whence_ls", "serve", *extra)
-    import tempfile
+    clean = False
+    try:
+        await client.start_io(sys.executable, "-m", "whence_ls", "serve", *extra)
+        await client.initialize_async(types.InitializeParams(
+            capabilities=types.ClientCapabilities(), root_uri=Path(workspace).as_uri(), initialization_options=options))
+        initialize_ms = (time.perf_counter() - started) * 1000
+        client.initialized(types.InitializedParams())
 
-    workspace = tempfile.mkdtemp(prefix="whence-bench-lsp-")
+        async def call(method: str, params: Any) -> Any:
+            return _plain(await client.protocol.send_request_async(method, params))
 
-    await client.initialize_async(types.InitializeParams(
-        capabilities=types.ClientCapabilities(), root_uri=Path(workspace).as_uri(), initialization_options=options))
-    initialize_ms = (time.perf_counter() - started) * 1000
-    client.initialized(types.InitializedParams())
+        while True:
+            status = await call("whence/status", {})
+            if status["state"] == "ready":
+                break
+            if status["state"] == "error":
+                raise SystemExit(f"whence-ls bench lsp: the server could not load the model: {status['message']}")
+            await asyncio.sleep(0.05)
+        ready_s = time.perf_counter() - started
+        _say(f"model ready after {ready_s:.1f}s")
 
-    async def call(method: str, params: Any) -> Any:
-        return _plain(await client.protocol.send_request_async(method, params))
+        result: dict[str, Any] = {"server": "python -m whence_ls serve (stdio)", "options": options,
+                                  "initialize_ms": round(initialize_ms, 1), "model_ready_s": round(ready_s, 2)}
+        if not args.ghost_only:
+            result.update(await _older_measures(args, client, call, workspace))
+        result.update(await _ghost_measures(args, client, call, workspace))
+        final = await asyncio.wait_for(call("whence/status", {}), 60)
+        server = getattr(client, "_server", None)  # the process start_io made
+        result.update({"model": final.get("model"), "device": final.get("device"), "server_status": final,
+                       "server_pid": server.pid if server is not None else None,
+                       "server_notifications": dict(client.protocol.notifications)})
+        result["shutdown"] = await _shut_down(client, server)
+        clean = True
+    finally:
+        server = getattr(client, "_server", None)
+        if not clean and server is not None and server.returncode is None:
+            server.kill()
+        await client.stop()
+        shutil.rmtree(workspace, ignore_errors=True)
+    return result
 
-    while True:
-        status = await call("whence/status", {})
-        if status["state"] == "ready":
-            break
-        if status["state"] == "error":
-            raise SystemExit(f"whence-ls bench lsp: the server could not load the model: {status['message']}")
-        await asyncio.sleep(0.05)
-    ready_s = time.perf_counter() - started
 
+async def _shut_down(client, server) -> str:
+    """shutdown, exit, and the process gone; a server that does not go in time is killed (and
+    the result says so: a server that outlives its editor is a finding)."""
+    t0 = time.perf_counter()
+    try:
+        await asyncio.wait_for(client.shutdown_async(None), 30)
+    except asyncio.TimeoutError:
+        _say("the server did not answer shutdown within 30 s; killing it")
+        server.kill()
+        return "no answer to shutdown within 30 s: killed"
+    client.exit(None)
+    if server is None:
+        return "clean"
+    try:
+        await asyncio.wait_for(server.wait(), 20)
+    except asyncio.TimeoutError:
+        _say("the server was still running 20 s after exit; killing it")
+        server.kill()
+        return "still running 20 s after exit: killed"
+    return f"clean (exited {time.perf_counter() - t0:.1f} s after shutdown, code {server.returncode})"
+
+
+async def _ghost_measures(args, client, call, workspace: str) -> dict[str, Any]:
+    settled = await lsp_ghost.wait_idle(call, args.settle_s)
+    jump, ledger = await lsp_ghost.jumps(client, workspace, args.jumps, args.request_timeout_s)
+    typing = await lsp_ghost.typing(client, workspace, args.typing_asks, args.char_ms / 1000, args.pause_ms / 1000,
+                                    args.request_timeout_s)
+    _say(f"accepting {min(args.accepts, sum(1 for s in jump if s['chars']))} jump offers; hovering their first and middle tokens")
+    accepts = await lsp_ghost.accept_to_row(client, ledger, jump, args.accepts, args.row_timeout_s)
+    after_enter = [s for s in typing if s["kind"] == "typing after Enter"]
+    in_line = [s for s in typing if s["kind"] == "typing in a line"]
+    return {
+        "idle_before_ghost_text": settled,
+        "typing_pace": {"char_ms": args.char_ms, "pause_ms": args.pause_ms},
+        "ghost_text": {"jump": lsp_ghost.summary(jump), "typing": lsp_ghost.summary(typing),
+                       "typing_after_enter": lsp_ghost.summary(after_enter), "typing_in_a_line": lsp_ghost.summary(in_line)},
+        "accept_to_row_s": {"first_token": lsp_ghost.row_summary(accepts, "first"),
+                            "middle_token": lsp_ghost.row_summary(accepts, "middle"), "timeout_s": args.row_timeout_s},
+        "answer_fields": lsp_ghost.answer_fields(jump + typing),
+        "accepts": accepts,
+        "samples": jump + typing,
+    }
+
+
+async def _older_measures(args, client, call, workspace: str) -> dict[str, Any]:
     source_path, text = bench_document()
     uri = (Path(workspace) / "bench_shlex.py").as_uri()
     version = 1
@@ -119,7 +209,7 @@ async def _bench(args) -> dict[str, Any]:
             text_document=doc, position=types.Position(line, character),
             context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
 
-    _say(f"model ready after {ready_s:.1f}s; timing completions")
+    _say("timing completions")
     # completion latency: distinct positions, sequential, as a user moving through the file
     completion_ms, offers = [], []
     for line, character in _positions(text, args.completions):
@@ -217,17 +307,8 @@ async def _bench(args) -> dict[str, Any]:
         await client.text_document_hover_async(types.HoverParams(text_document=doc, position=position))
         hover_ms.append((time.perf_counter() - t0) * 1000)
 
-    final = await call("whence/status", {})
-    await client.shutdown_async(None)
-    client.exit(None)
-    await client.stop()
     return {
-        "server": "python -m whence_ls serve (stdio)",
-        "model": final.get("model"),
-        "device": final.get("device"),
         "document": f"{source_path} (first 140 lines)",
-        "initialize_ms": round(initialize_ms, 1),
-        "model_ready_s": round(ready_s, 2),
         "completion_ms": {"n": len(completion_ms), "p50": _r(_percentile(completion_ms, 0.5)), "p95": _r(_percentile(completion_ms, 0.95))},
         "completion_cached_ms": _r(cached_ms),
         "first_completion_ms": {k: _r(v) for k, v in first_ms.items()},
@@ -260,12 +341,7 @@ async def _during_background(client, call, workspace: str, text: str, count: int
             context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
 
     async def idle() -> None:
-        while True:
-            status = await call("whence/status", {})
-            stats = status.get("stats", {})
-            if not status.get("activity") and not stats.get("attributionPending") and not stats.get("attributionPrefetch"):
-                return
-            await asyncio.sleep(0.05)
+        await lsp_ghost.wait_idle(call, float("inf"))
 
     positions = _positions(text, 2 * count)
     timings: dict[str, list[float]] = {"busy": [], "idle": []}
@@ -326,6 +402,13 @@ async def _long_document(client, workspace: str, text: str, filler_lines: int, c
             "ratio": round(long / short, 2) if short else None}
 
 
+def _load() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def _say(message: str) -> None:
     print(f"bench lsp: {message}", file=sys.stderr, flush=True)
 
@@ -334,42 +417,20 @@ def _r(value: float) -> float:
     return round(value, 1)
 
 
+def _finite(value: Any) -> Any:
+    """NaN (a percentile of nothing) as null, so the output is standard JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _plain(value: Any) -> Any:
     if hasattr(value, "_asdict"):
         return {k: _plain(v) for k, v in value._asdict().items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _print(result: dict[str, Any]) -> None:
-    hover = result["hover_ready_ms"]
-    completion = result["completion_ms"]
-    cold = result["cold_row_ms"]
-    verdict = "meets" if hover["p95"] <= hover["goal_p95"] else "misses"
-    rows = [
-        ("server", result["server"]),
-        ("attribution method", str(result["attribution_method"])),
-        ("model / device", f"{result['model']} / {result['device']}"),
-        ("document", result["document"]),
-        ("initialize answered", f"{result['initialize_ms']:.0f} ms"),
-        ("model ready after", f"{result['model_ready_s']:.1f} s"),
-        ("completion latency", f"p50 {completion['p50']:.0f} ms, p95 {completion['p95']:.0f} ms (n={completion['n']})"),
-        ("completion, identical request", f"{result['completion_cached_ms']:.1f} ms (LRU)"),
-        ("first completion after didOpen", f"at once {result['first_completion_ms']['cold']:.0f} ms; "
-                                           f"after the idle warm-up {result['first_completion_ms']['warmed']:.0f} ms"),
-        ("cold token's row after accept", f"p50 {cold['p50']:.0f} ms, max {cold['max']:.0f} ms (n={cold['n']})"),
-        ("all rows of the accepted", f"{result['all_rows_after_accepts_s']:.1f} s more"),
-        ("hover, row ready", f"p50 {hover['p50']:.1f} ms, p95 {hover['p95']:.1f} ms (n={hover['n']}; goal p95 <= 25 ms: {verdict})"),
-    ]
-    if result.get("during_background"):
-        bg = result["during_background"]
-        rows.append(("completion during background rows", f"p50 {bg['busy_p50_ms']:.0f} ms vs {bg['idle_p50_ms']:.0f} ms idle "
-                     f"(added p50 {bg['added_p50_ms']:.0f} ms, max {bg['added_max_ms']:.0f} ms; rows were running for {bg['background_running_share']:.0%} of them; n={bg['n']})"))
-    if result.get("long_document"):
-        long = result["long_document"]
-        rows.append((f"keystroke + completion, +{long['filler_lines']} lines",
-                     f"p50 {long['long_p50_ms']:.0f} ms vs {long['short_p50_ms']:.0f} ms short ({long['ratio']}x, n={long['n']})"))
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key.ljust(width)}  {value}")
