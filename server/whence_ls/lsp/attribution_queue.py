@@ -336,24 +336,31 @@ class AttributionQueue:
 
     # -- the light lane --------------------------------------------------------------------------
 
-    def _light_ready(self, scored: Any) -> bool:
-        """Whether every row of `scored` can be made from what generation read (no forward)."""
-        live = getattr(scored, "live_rows", None)
-        return (bool(live) and len(live) >= len(scored.tokens) and self._method() == "calibrated_attention"
-                and self.model() is not None and attribution_engine() is not None)
+    def _light_ready(self, scored: Any, missing: list[int] | None = None) -> bool:
+        """Whether the `missing` rows of `scored` (default: all) can be made from what generation
+        read (no forward); with no row missing, only the units are left, which need no model."""
+        if self.model() is None or attribution_engine() is None:
+            return False
+        missing = list(range(len(scored.tokens))) if missing is None else missing
+        if not missing:
+            return True
+        live = getattr(scored, "live_rows", None) or {}
+        return self._method() == "calibrated_attention" and all(i in live for i in missing)
 
     def _light_record(self, record: Record) -> bool:
-        """Make `record`'s rows (and units) on the light lane when generation read them; False
-        when they need the model worker."""
-        if not self._light_ready(record.scored):
+        """Make `record`'s missing rows and its units on the light lane when that needs no
+        forward; False when the rows need the model worker."""
+        scored = record.scored
+        method = self._method()
+        missing = [i for i in range(len(scored.tokens)) if i not in scored.attribution or scored.attribution_method != method]
+        if method == "none" or (not missing and record.units is not None) or not self._light_ready(scored, missing):
             return False
         engine = attribution_engine()
         with self._lock:
             self._records.setdefault(record.id, record)
-            indices = [i for i in range(len(record.scored.tokens)) if i not in record.scored.attribution]
             self._pending.pop(record.id, None)  # the worker has nothing left to do for it
             self._urgent = [(r, i) for r, i in self._urgent if r != record.id]
-        self._start_light(record.id, self._record_work(engine, self._method(), record, indices or [-1], on_worker=False))
+        self._start_light(record.id, self._record_work(engine, method, record, missing or [-1], on_worker=False))
         return True
 
     def _start_light(self, key: str, work: Callable[[Any, threading.Event | None], None]) -> None:

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 # a hover on a token whose row is not ready waits this long for it, then answers without it
 HOVER_WAIT_S = 2.0
+# the "saw:" line's features need a forward of their own: the hover shows what it has after this
+# long, and they go on computing for the next hover (yielding to completions)
+FEATURES_WAIT_S = 0.5
 TOP_SOURCES = 3
 BAR_WIDTH = 12
 
@@ -53,7 +56,7 @@ class HoverFeature:
         features = None
         if row is not None and session.model_has_sae:
             try:
-                features = await asyncio.wait_for(session.features_of(record, index), HOVER_WAIT_S)
+                features = await asyncio.wait_for(session.features_of(record, index), FEATURES_WAIT_S)
             except asyncio.TimeoutError:
                 features = None  # the next hover finds them computed
         start, end = record.hover_span(index)

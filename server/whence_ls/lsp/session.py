@@ -29,7 +29,7 @@ from whence_ls.lsp.records import Record, RecordStore, Unit
 from whence_ls.lsp.settings import Settings
 from whence_ls.lsp.status import Status
 from whence_ls.lsp.trace_search import TraceSearch
-from whence_ls.lsp.worker import JobCancelled, ModelNotReady, ModelWorker
+from whence_ls.lsp.worker import URGENT, JobCancelled, ModelNotReady, ModelWorker
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Session:
         self._logged: set[str] = set()
         self._warm: list[str] = []  # documents whose first completion should find a warm cache
         self._background: set[asyncio.Task] = set()
+        self._feature_tasks: dict[tuple[str, int], asyncio.Task] = {}
         # hooks the features that own them install when they register
         self.initialize_hooks: list[Callable[[types.InitializeParams], None]] = []
         # (uri, document offset where the accepted text ends), after an acceptance is recorded
@@ -120,10 +121,22 @@ class Session:
 
     async def features_of(self, record: Any, index: int) -> list | None:
         """The token's strongest SAE features (computed on the worker, then kept), or None when
-        the model has no SAEs or the model was busy elsewhere."""
+        the model has no SAEs or the model was busy elsewhere.
+
+        Their forward yields to completions (it is cancelled between layers when one arrives),
+        and it goes on while the asker stops waiting: a later hover finds them. Nobody waits
+        twice for the same token's features."""
         key = (record.id, index)
         if key in self.token_features or not self.model_has_sae:
             return self.token_features.get(key)
+        task = self._feature_tasks.get(key)
+        if task is None:
+            task = self._feature_tasks[key] = self.spawn(self._compute_features(record, index))
+            task.add_done_callback(lambda _t: self._feature_tasks.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _compute_features(self, record: Any, index: int) -> list | None:
+        key = (record.id, index)
 
         def work(lm: Any, cancel: threading.Event):
             from whence_ls.engine.attribution.units import unit_map
@@ -133,9 +146,10 @@ class Session:
             sae_set, feature_index = load_for(lm)
             if sae_set is None:
                 return []
-            return token_features(lm, sae_set, feature_index, record.scored, index, unit_map(record.scored, record.language))
+            return token_features(lm, sae_set, feature_index, record.scored, index, unit_map(record.scored, record.language),
+                                  cancel=cancel)
 
-        found = await self.run_model(work)
+        found = await self.run_model(work, priority=URGENT, preemptible=True)
         if found is not None:
             self.token_features[key] = found
             while len(self.token_features) > 512:
@@ -216,14 +230,15 @@ class Session:
 
     # -- model work ------------------------------------------------------------------------------
 
-    async def run_model(self, fn: Callable[[Any, threading.Event], Any], *, completion: bool = False, priority: int = 1) -> Any:
+    async def run_model(self, fn: Callable[[Any, threading.Event], Any], *, completion: bool = False, priority: int = 1,
+                        preemptible: bool = False) -> Any:
         """Run `fn(lm, cancel)` on the model worker; None (plus a status notification) when no
         model is ready or the job was superseded before it ran."""
         if self.worker is None or not self.status.ready:
             self.status.not_ready()
             return None
         try:
-            return await self.worker.run(fn, priority, completion=completion)
+            return await self.worker.run(fn, priority, completion=completion, preemptible=preemptible)
         except ModelNotReady:
             self.status.not_ready()
             return None

@@ -64,6 +64,7 @@ class ModelWorker:
         self._idle_source = idle_source
         self._stopped = False
         self._completion_cancel: threading.Event | None = None
+        self._preemptible: set[threading.Event] = set()
         # set when interactive work arrives, so a long background batch yields to it
         self.background_cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="whence-model", daemon=True)
@@ -78,10 +79,16 @@ class ModelWorker:
         *,
         cancel: threading.Event | None = None,
         needs_model: bool = True,
+        preemptible: bool = False,
     ) -> tuple[concurrent.futures.Future, threading.Event]:
-        """Queue `fn(lm, cancel)`; returns its future and its cancel event."""
+        """Queue `fn(lm, cancel)`; returns its future and its cancel event. A `preemptible` job
+        (a hover's extras) is cancelled, queued or running, when a completion is submitted: a
+        person waiting for ghost text comes first."""
         cancel = cancel or threading.Event()
         job = _Job(priority, next(self._sequence), fn, concurrent.futures.Future(), cancel, needs_model)
+        if preemptible:
+            self._preemptible.add(cancel)
+            job.future.add_done_callback(lambda _f: self._preemptible.discard(cancel))
         with self._wake:
             heapq.heappush(self._queue, job)
             if priority < BACKGROUND:
@@ -105,14 +112,17 @@ class ModelWorker:
         with self._wake:
             if self._completion_cancel is not None:
                 self._completion_cancel.set()
+            for preempted in list(self._preemptible):
+                preempted.set()
             future, cancel = self.submit(fn, INTERACTIVE)
             self._completion_cancel = cancel
         return future, cancel
 
-    async def run(self, fn: Callable[[Any, threading.Event], Any], priority: int = INTERACTIVE, *, completion: bool = False) -> Any:
+    async def run(self, fn: Callable[[Any, threading.Event], Any], priority: int = INTERACTIVE, *, completion: bool = False,
+                  preemptible: bool = False) -> Any:
         """Await `fn(lm, cancel)` on the worker; cancelling the awaiting task cancels the job
         (between tokens for generation)."""
-        future, cancel = self.submit_completion(fn) if completion else self.submit(fn, priority)
+        future, cancel = self.submit_completion(fn) if completion else self.submit(fn, priority, preemptible=preemptible)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:

@@ -131,28 +131,33 @@ def load_feature_index(directory: Path) -> dict | None:
         return None
 
 
-def token_features(lm, sae_set: SaeSet, index: dict | None, record, token_index: int, units, top: int = 3) -> list[dict]:
+def token_features(lm, sae_set: SaeSet, index: dict | None, record, token_index: int, units, top: int = 3,
+                   cancel=None) -> list[dict] | None:
     """The strongest features at the position that predicted token `token_index` of `record`,
-    each with its label, one top snippet and the context lines its activation came from."""
-    from whence_ls.engine.attribution.attention_probe import attention_rows
+    each with its label, one top snippet and the context lines its activation came from; None
+    when `cancel` was set during its forwards (they stop at the next layer)."""
+    from whence_ls.engine.attribution.attention_probe import Preempted, _stopper, attention_rows
     from whence_ls.engine.attribution.base import TeacherForced
 
-    job = TeacherForced.of(lm, record)
+    job = TeacherForced.of(lm, record, cancel)
     position = job.target_position(token_index)
     layers = sorted(sae_set.saes)
     modules = attention_layers(lm.model)
     values: dict[int, torch.Tensor] = {}
     hooks = [modules[layer].v_proj.register_forward_hook(lambda _m, _a, out, layer=layer: values.__setitem__(layer, out.detach()))
              for layer in layers]
+    hooks += [module.register_forward_pre_hook(_stopper(job)) for module in modules]
     from whence_ls.engine.sae.activations import captured_z
 
     try:
         with torch.inference_mode(), captured_z(lm.model, layers) as store:
             lm.model(input_ids=job.ids[: position + 1].unsqueeze(0), use_cache=False, logits_to_keep=1)
+        weights = attention_rows(job, [token_index]).weights[0]  # [layers * heads, end]
+    except Preempted:
+        return None
     finally:
         for hook in hooks:
             hook.remove()
-    weights = attention_rows(job, [token_index]).weights[0]  # [layers * heads, end]
     candidates = []
     for layer in layers:
         sae = sae_set.saes[layer]
