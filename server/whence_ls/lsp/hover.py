@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 HOVER_WAIT_S = 2.0
 # the "saw:" line's features need a forward of their own: the hover shows what it has after this
 # long, and they go on computing for the next hover (yielding to completions)
-FEATURES_WAIT_S = 0.5
+FEATURES_WAIT_S = 0.25
 TOP_SOURCES = 3
 BAR_WIDTH = 12
 

@@ -193,6 +193,11 @@ class InlineCompletionFeature:
                     self._inflight.pop(key, None)
                 if not self._inflight:
                     session.status.set_activity(session.attribution.activity() if session.attribution else None)
+            if template is not None and log.isEnabledFor(logging.DEBUG):
+                t = template.timings
+                log.debug("completion at %d: %s after %d context tokens (%d reused), prefill %.0f ms, %d tokens in %.0f ms",
+                          cursor, template.stop_reason, len(template.context.token_ids), t.get("reused_tokens", 0),
+                          1000 * t.get("prefill_s", 0), t.get("generated_tokens", 0), 1000 * t.get("total_s", 0))
             usable = template if template is not None and template.stop_reason != "cancelled" else None
             if usable is not None:
                 self.session.completion_cache.put(key, usable)

@@ -131,9 +131,11 @@ def _rows_over_keys(module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.
         query = module.q_norm(query)
     query = query.transpose(1, 2)  # [1, heads, n, d]
     query, _ = rotary(query, query, cos, sin)
-    keys = keys.repeat_interleave(query.shape[1] // keys.shape[1], dim=1)  # [1, heads, L, d]
-    length = keys.shape[2]
-    scores = (query.float() @ keys.float().transpose(-1, -2)) * module.scaling  # [1, H, n, L]
+    heads, kv_heads, length = query.shape[1], keys.shape[1], keys.shape[2]
+    # query heads come in groups that share one key head (head h reads key head h // group): a
+    # grouped product reads each key once instead of copying the keys per head every step
+    grouped = query.float().reshape(1, kv_heads, (heads // kv_heads) * fed, head_dim)
+    scores = (grouped @ keys.float().transpose(-1, -2)).view(1, heads, fed, length) * module.scaling  # [1, H, n, L]
     positions = torch.arange(length - fed, length, device=hidden.device)
     future = torch.arange(length, device=hidden.device)[None, :] > positions[:, None]  # [n, L]
     scores = scores.masked_fill(future[None, None], float("-inf"))
