@@ -255,6 +255,7 @@ class LifecycleFeature:
         if document is None or document.from_disk:
             return  # never opened: nothing to follow (requests read the file from disk)
         touched = False
+        edited_at = None
         for change in params.content_changes:
             if isinstance(change, types.TextDocumentContentChangePartial):
                 start = session.offset(document, change.range.start)
@@ -263,6 +264,7 @@ class LifecycleFeature:
                     log.warning("%s: change range %s outside the document; resyncing is up to the client", uri, change.range)
                     continue
                 edit = document.apply(start, end, change.text)
+                edited_at = start + len(change.text)
             else:
                 edit = document.replace_all(change.text)
             for dropped in session.records.apply(uri, edit):
@@ -273,6 +275,8 @@ class LifecycleFeature:
         if touched:
             session.placement.place_pending(uri)
             session.publish_diagnostics(uri)
+            if edited_at is not None:
+                session.warm(uri, edited_at)  # the next completion is most likely asked here
             for hook in session.document_hooks:
                 hook(uri, document.text)
 

@@ -81,7 +81,7 @@ class Session:
         self.model_has_sae = False  # sparse autoencoders trained for the loaded model (features in hovers)
         self.token_features: dict[tuple[str, int], list] = {}  # (record id, token) -> its SAE features
         self._logged: set[str] = set()
-        self._warm: list[str] = []  # documents whose first completion should find a warm cache
+        self._warm: list[tuple[str, int | None]] = []  # (uri, cursor or None: the end) whose next completion should find a warm cache
         self._background: set[asyncio.Task] = set()
         self._feature_tasks: dict[tuple[str, int], asyncio.Task] = {}
         # hooks the features that own them install when they register
@@ -110,12 +110,12 @@ class Session:
         self.attribution.on_light = lambda: self.status.count("rowsFromGeneration")
         self.attribution.cancel_background = self.worker.background_cancel.set
 
-    def warm(self, uri: str) -> None:
-        """Prefill the window of `uri`'s next completion when the model is idle (a file just
-        opened: without it the first completion pays the whole prefill)."""
-        if uri in self._warm:
-            self._warm.remove(uri)
-        self._warm.append(uri)
+    def warm(self, uri: str, cursor: int | None = None) -> None:
+        """Prefill the window of `uri`'s next completion when the model is idle: at the end of a
+        file just opened (without it the first completion pays the whole prefill), or at
+        `cursor`, where the user is editing (a jump elsewhere in a long file starts a new window)."""
+        self._warm = [(u, c) for u, c in self._warm if u != uri]
+        self._warm.append((uri, cursor))
         if self.worker is not None:
             self.worker.wake()
 
@@ -170,21 +170,23 @@ class Session:
         """Background work for the model worker (its thread): warm-ups first, they make the next
         completion faster; then attribution rows."""
         while self._warm:
-            uri = self._warm.pop()
+            uri, cursor = self._warm.pop()
             document = self.documents.get(uri)
             settings = self.settings
-            # only a file whose start fits the window: a completion anywhere in it then shares
-            # the warmed prefix (a longer file's window depends on the cursor, unknown here)
-            if document is None or document.problem or len(document.text) > WARM_CHARS_PER_TOKEN * settings.context_tokens:
+            # at open, only a file whose start fits the window: a completion anywhere in it then
+            # shares the warmed prefix (a longer file's window depends on the cursor, unknown then)
+            if document is None or document.problem or not document.text.strip() or (
+                    cursor is None and len(document.text) > WARM_CHARS_PER_TOKEN * settings.context_tokens):
                 continue
             text = document.text
+            at = len(text) if cursor is None else min(cursor, len(text))
             prompt, snippets = self.prompt_for(document)
             language = document.language
 
             def warm(lm: Any, cancel: threading.Event) -> None:
                 from whence_ls.engine.generation import warm_prefix
 
-                warm_prefix(lm, text, len(text), max_new_tokens=settings.max_new_tokens,
+                warm_prefix(lm, text, at, max_new_tokens=settings.max_new_tokens,
                             context_tokens=settings.context_tokens, cancel=cancel, prompt=prompt, snippets=snippets,
                             language=language)
 
