@@ -304,7 +304,12 @@ class LifecycleFeature:
 
     def exit(self, params: Any) -> None:
         session = self.session
-        if session.worker is None or session.worker.stop(timeout=EXIT_WAIT_S):
+        stopped = session.worker is None or session.worker.stop(timeout=EXIT_WAIT_S)
+        # a thread that is not a daemon (the rows' light lane, a library's pool) would hold the
+        # interpreter's teardown until its work ends: an editor waits for the exit meanwhile
+        lingering = [t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.main_thread()
+                     and t is not threading.current_thread()]
+        if stopped and not lingering:
             return
         # torch is still inside a batch on the worker thread, and a process that exits under it
         # aborts (SIGABRT, "terminate called without an active exception"); everything worth
