@@ -52,7 +52,7 @@ def templates(uri: str) -> list[tuple[str, dict | list | None]]:
         ("textDocument/completion", pos),
         ("textDocument/codeLens", {"textDocument": {"uri": uri}}),
         ("textDocument/codeAction", {"textDocument": {"uri": uri}, "range": rng, "context": {"diagnostics": []}}),
-        ("codeAction/resolve", {"title": "Explain", "data": {"uri": uri, "line": 10}}),
+        ("codeAction/resolve", {"title": "Explain", "data": {"action": "explain", "uri": uri, "line": 10}}),
         ("whence/attributionMatrix", pos),
         ("whence/tokenAttribution", pos),
         ("whence/status", {}),

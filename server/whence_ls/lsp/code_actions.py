@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.lsp.protocol_names import EXPLAIN_COMMAND, MATRIX_COMMAND, OPEN_COMMAND, REGENERATE_COMMAND
-from whence_ls.lsp.params import as_json, plain
+from whence_ls.lsp.params import as_json, invalid_params, plain, require, uinteger
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer
@@ -29,6 +29,27 @@ _C_LIKE_COMMENTS = ("//", "/*", "*/", "* ")  # "* " continues a block comment; `
 
 def _comment_only(line: str, language: str | None) -> bool:
     return line == "*" or line.startswith(_COMMENT_STARTS.get(language or "", _C_LIKE_COMMENTS))
+
+
+# what each action's data holds besides its action and uri (see `code_actions`)
+_DATA_FIELDS = {"explain": "line", "regenerate": "recordId", "matrix": "recordId", "open": "recordId"}
+_DATA_SHAPE = "data made by textDocument/codeAction ({action, uri, line or recordId})"
+
+
+def _our_data(data: Any) -> dict[str, Any]:
+    """The data of an action `code_actions` made, or invalid params: a client may send back
+    anything, and a field missing here is the client's error, not the server's."""
+    body = as_json(data)
+    action = require(body, "action", str, _DATA_SHAPE)
+    field = _DATA_FIELDS.get(action)
+    if field is None:
+        raise invalid_params(f"expected {_DATA_SHAPE}; no action {action!r}")
+    require(body, "uri", str, _DATA_SHAPE)
+    if field == "line":
+        uinteger(body, "line", f"{_DATA_SHAPE} with a 0-based integer line")
+    else:
+        require(body, field, str, _DATA_SHAPE)
+    return body
 
 
 class CodeActionsFeature:
@@ -75,8 +96,7 @@ class CodeActionsFeature:
 
     def resolve(self, action: types.CodeAction) -> types.CodeAction:
         if action.command is None:
-            data = as_json(action.data)
-            action.command = self._command(data) if isinstance(data, dict) else None
+            action.command = self._command(_our_data(action.data))
         return action
 
     def _action(self, title: str, kind: str, data: dict[str, Any]) -> types.CodeAction:
@@ -100,7 +120,7 @@ class CodeActionsFeature:
         if action == "matrix":
             return types.Command(title="Show attribution matrix", command=MATRIX_COMMAND, arguments=[{"uri": data["uri"], "recordId": data["recordId"]}])
         if action == "open":
-            record = self.session.records.get(str(data.get("recordId")))
+            record = self.session.records.get(data["recordId"])
             if record is not None and record.trace_hits:
                 return types.Command(title="Open traced source", command=OPEN_COMMAND, arguments=[record.trace_hits[0]])
         return None

@@ -8,6 +8,9 @@ with the error JSON-RPC and LSP name:
 - -32700 parse error: not JSON (framing problems too; the id is null unless it could be read);
 - -32600 invalid request: not a request object, a wrong `jsonrpc`, a second `initialize`,
   anything but `exit` after `shutdown`;
+- -32601 method not found: a notification's method (`initialized`, `textDocument/didOpen`,
+  `$/cancelRequest`, ...) sent with an id, which makes it a request no one handles (pygls would
+  run it as the notification and never answer);
 - -32602 invalid params: params that are not an object or array, or do not fit the method;
 - -32002 server not initialized: a request before `initialize`.
 
@@ -19,6 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import attrs
+from lsprotocol import types
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -27,6 +33,9 @@ SERVER_NOT_INITIALIZED = -32002
 
 # requests and notifications allowed whatever the lifecycle state
 _ALWAYS = {"exit", "$/cancelRequest", "$/setTrace"}
+# LSP's notifications (either direction): their message types carry no id
+NOTIFICATION_METHODS = frozenset(method for method, (message, *_) in types.METHOD_TO_TYPES.items()
+                                 if "id" not in attrs.fields_dict(message))
 
 
 @dataclass
@@ -76,6 +85,8 @@ class RequestGate:
         # null params are not JSON-RPC, but clients send them for shutdown and exit: as if absent
         if value.get("params") is not None and not isinstance(value["params"], (dict, list)):
             return Rejection(msg_id, INVALID_PARAMS, "params must be an object or an array", answer=is_request)
+        if is_request and method in NOTIFICATION_METHODS:
+            return Rejection(msg_id, METHOD_NOT_FOUND, f"{method} is a notification: send it without an id")
         if method in _ALWAYS:
             return None
         if self.shutdown_seen:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
@@ -55,6 +56,16 @@ class WhenceProtocol(LanguageServerProtocol):
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
         yield from self._user(types.TEXT_DOCUMENT_DID_CLOSE, params)
+
+    def _send_handler_result(self, future, *, msg_id):
+        """Params a handler rejects (`params.invalid_params`) are the client's error, answered
+        with one log line; pygls logs each with its traceback, as if the server had failed."""
+        error = None if future.cancelled() else future.exception()
+        if not isinstance(error, JsonRpcInvalidParams):
+            return super()._send_handler_result(future, msg_id=msg_id)
+        self._request_futures.pop(msg_id, None)
+        log.warning("answered %s to request %r: %s", error.code, msg_id, error.message)
+        self._send_response(msg_id, error=error.to_response_error())
 
 
 class WhenceServer(LanguageServer):

@@ -47,6 +47,23 @@ def error_frame(msg_id: Any, code: int, message: str) -> bytes:
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
+class _QuietStructuring(logging.Filter):
+    """pygls logs every message it cannot structure with cattrs' whole exception group (pages
+    for one missing field); the loop logs one line per such message instead (`dispatch`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable to deserialize message")
+
+
+_QUIET_STRUCTURING = _QuietStructuring()
+
+
+def _is_validation_error(exc: BaseException) -> bool:
+    from cattrs.errors import BaseValidationError
+
+    return isinstance(exc.__cause__ or exc, BaseValidationError)
+
+
 def _validation_reason(exc: BaseException) -> str:
     """The first place a value did not fit its LSP type, from cattrs' error tree."""
     cause = exc.__cause__ or exc
@@ -67,6 +84,9 @@ class MessageLoop:
         self.writer = writer
         self.gate = RequestGate()
         self.max_body_bytes = max_body_bytes
+        pygls_log = logging.getLogger("pygls.protocol.json_rpc")
+        if _QUIET_STRUCTURING not in pygls_log.filters:
+            pygls_log.addFilter(_QUIET_STRUCTURING)
 
     def answer_error(self, msg_id: Any, code: int, message: str) -> None:
         log.warning("answered %s to request %r: %s", code, msg_id, message)
@@ -119,6 +139,8 @@ class MessageLoop:
             message = self.protocol.structure_message(envelope)
         except Exception as exc:
             reason = _validation_reason(exc)
+            if not _is_validation_error(exc):  # a bug, not the client's input: keep the traceback
+                log.error("could not structure %s", value.get("method", "a response"), exc_info=exc)
             if is_request:
                 self.answer_error(value["id"], INVALID_PARAMS, f"params do not fit {value['method']}: {reason}")
             else:
