@@ -275,7 +275,7 @@ def test_verbose_logs_every_model_job(tiny_model_dir, tmp_path):
         raw.close()
     text = log_file.read_text()
     assert "model job ModelWorker.load.job (load): waited" in text
-    assert "model job InlineCompletionFeature.offer.generate (interactive): waited" in text and ", done" in text
+    assert "model job InlineCompletionFeature._generate.generate (interactive): waited" in text and ", done" in text
 
 
 def rss_kb(pid: int) -> int:

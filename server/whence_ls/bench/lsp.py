@@ -147,7 +147,10 @@ async def _bench(args) -> dict[str, Any]:
         server = getattr(client, "_server", None)
         if not clean and server is not None and server.returncode is None:
             server.kill()
-        await client.stop()
+        try:  # pygls' client can wait forever on the pipes of a server that was killed
+            await asyncio.wait_for(client.stop(), 10)
+        except asyncio.TimeoutError:
+            _say("the client did not stop within 10 s; leaving it")
         shutil.rmtree(workspace, ignore_errors=True)
     return result
 
