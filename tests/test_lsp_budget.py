@@ -52,7 +52,7 @@ async def _stat(client, name: str) -> int:
 
 async def _idle(client, seconds: float = 60.0) -> None:
     for _ in range(int(seconds * 10)):
-        if (await request(client, "whence/status", {})).get("activity") != "generating…":
+        if "generating…" not in ((await request(client, "whence/status", {})).get("activity") or ""):
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the model is still generating")

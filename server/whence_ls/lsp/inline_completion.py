@@ -183,7 +183,7 @@ class InlineCompletionFeature:
 
         async def run() -> None:
             template = None
-            session.status.set_activity("generating…")
+            session.status.show(generating=True)
             try:
                 template = await session.run_model(generate, completion=True)
             except WhenceError as exc:  # e.g. no context tokens: nothing to offer, say why once
@@ -192,7 +192,7 @@ class InlineCompletionFeature:
                 if self._inflight.get(key) is kept:
                     self._inflight.pop(key, None)
                 if not self._inflight:
-                    session.status.set_activity(session.attribution.activity() if session.attribution else None)
+                    session.status.show(generating=False)
             if template is not None and log.isEnabledFor(logging.DEBUG):
                 t = template.timings
                 log.debug("completion at %d: %s after %d context tokens (%d reused), prefill %.0f ms, %d tokens in %.0f ms",

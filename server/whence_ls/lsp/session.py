@@ -194,8 +194,7 @@ class Session:
         return self.attribution.next_work() if self.attribution is not None else None
 
     def _attribution_activity(self, activity: str | None) -> None:
-        if self.status.activity != "generating…":  # a running completion says so until it ends
-            self.status.set_activity(activity)
+        self.status.show(explaining=activity)
 
     def open_provenance(self, root: Path | None) -> None:
         base = root if root is not None else Path.home()

@@ -28,6 +28,8 @@ class Status:
         # "explaining 3/8"; None when idle
         self.activity: str | None = None
         self.last_completion_ms: float | None = None
+        self._generating = False  # the two parts of `activity` (see `show`)
+        self._explaining: str | None = None
         self.threads: dict[str, Any] | None = None  # the model's threads and what they were fitted to
 
     @property
@@ -76,6 +78,17 @@ class Status:
         if activity != self.activity:
             self.activity = activity
             self.publish()
+
+    def show(self, *, generating: bool | None = None, explaining: str | None | bool = False) -> None:
+        """The activity from its two parts: a completion generating, and background rows'
+        progress ("explaining 3/8"); both show when both run (a completion's tail or the
+        speculative next one must not hide the rows' progress). `explaining=False` keeps it."""
+        if generating is not None:
+            self._generating = generating
+        if explaining is not False:
+            self._explaining = explaining
+        parts = ["generating…" if self._generating else None, self._explaining]
+        self.set_activity(" · ".join(p for p in parts if p) or None)
 
     def not_ready(self) -> None:
         """Tell the client why a request got an empty answer."""
