@@ -136,9 +136,3 @@ class KeptCompletions:
             self._by_uri[uri] = alive
         else:
             self._by_uri.pop(uri, None)
-
-    def drop_all(self) -> None:
-        for kept_here in self._by_uri.values():
-            for kept in kept_here:
-                kept.drop()
-        self._by_uri.clear()

@@ -36,10 +36,8 @@ class LiveAttention:
     """Hooks on the attention modules for the length of a generation (a context manager)."""
 
     def __init__(self, lm, head_weights: torch.Tensor, induction_heads: list[int]) -> None:
-        from whence_ls.engine.attribution.value_norm import _attention_modules
-
         self.lm = lm
-        self.modules = _attention_modules(lm.model)
+        self.modules = self._modules(lm)
         self.head_weights = head_weights
         self.induction = torch.tensor(induction_heads, dtype=torch.long) if induction_heads else None
         self.cache = None  # the generation's KV cache, set before the first forward
