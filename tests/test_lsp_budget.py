@@ -10,30 +10,19 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 
-from test_lsp_support import SERVER, LanguageClient, change, end_of, execute, hover, inline, open_doc, request, start, wait_ready
+from test_continuation import SOURCE as BUDGET_SOURCE
+from test_lsp_support import SERVER, LanguageClient, change, end_of, execute, hover, inline, open_doc, request, start_ready
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SOURCE = '''import json
-
-
-def load_ledger(path):
-    """Read a ledger file and return the total of each account."""
-    with open(path) as handle:
-        entries = json.load(handle)
-    totals = {}
-    for entry in entries:
-        '''
+SOURCE = BUDGET_SOURCE  # the completion the engine test cuts, now through the server
 
 
 @pytest_lsp.fixture(config=SERVER, scope="module")
 async def client(lsp_client: LanguageClient, tmp_path_factory):
-    root = tmp_path_factory.mktemp("budget")
-    lsp_client.root = root
     # a budget of 1 ms: every completion is cut at its first line end, whatever the machine
-    await start(lsp_client, root, {"device": "cpu", "maxNewTokens": 40, "latencyBudgetMs": 1}, inline_completion=True)
-    status = await wait_ready(lsp_client, timeout=240)
-    assert status["state"] == "ready", status
+    await start_ready(lsp_client, tmp_path_factory.mktemp("budget"), {"device": "cpu", "maxNewTokens": 40, "latencyBudgetMs": 1},
+                      inline_completion=True)
     yield
     await lsp_client.shutdown_session()
 

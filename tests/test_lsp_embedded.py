@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import pytest_lsp
 
-from test_lsp_support import SERVER, LanguageClient, accept_inline, execute, hover, open_doc, request, start, wait_ready
+from test_lsp_support import LanguageClient, SERVER, accept_inline, execute, hover, open_doc, request, start_ready
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -24,11 +24,7 @@ def list_python_files(directory):
 
 @pytest_lsp.fixture(config=SERVER, scope="module")
 async def client(lsp_client: LanguageClient, tmp_path_factory):
-    root = tmp_path_factory.mktemp("embedded")
-    lsp_client.root = root
-    await start(lsp_client, root, {"device": "cpu", "maxNewTokens": 12})
-    status = await wait_ready(lsp_client, timeout=240)
-    assert status["state"] == "ready", status
+    await start_ready(lsp_client, tmp_path_factory.mktemp("embedded"), {"device": "cpu", "maxNewTokens": 12})
     yield
     await lsp_client.shutdown_session()
 

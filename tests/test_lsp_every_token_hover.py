@@ -11,7 +11,7 @@ import time
 import pytest
 import pytest_lsp
 
-from test_lsp_support import SERVER, LanguageClient, accept_inline, execute, hover, open_doc, request, start, wait_ready
+from test_lsp_support import LanguageClient, SERVER, accept_inline, execute, hover, open_doc, request, start_ready
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -32,11 +32,7 @@ def summarize(entries):
 
 @pytest_lsp.fixture(config=SERVER, scope="module")
 async def client(lsp_client: LanguageClient, tmp_path_factory):
-    root = tmp_path_factory.mktemp("every-token")
-    lsp_client.root = root
-    await start(lsp_client, root, {"device": "cpu", "maxNewTokens": 12})
-    status = await wait_ready(lsp_client, timeout=240)
-    assert status["state"] == "ready", status
+    await start_ready(lsp_client, tmp_path_factory.mktemp("every-token"), {"device": "cpu", "maxNewTokens": 12})
     yield
     await lsp_client.shutdown_session()
 

@@ -10,18 +10,14 @@ import time
 import pytest
 import pytest_lsp
 
-from test_lsp_support import SERVER, LanguageClient, execute, hover, open_doc, request, start, wait_ready
+from test_lsp_support import LanguageClient, SERVER, execute, hover, open_doc, request, start_ready
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_lsp.fixture(config=SERVER, scope="module")
 async def client(lsp_client: LanguageClient, tmp_path_factory):
-    root = tmp_path_factory.mktemp("hovered-row")
-    lsp_client.root = root
-    await start(lsp_client, root, {"device": "cpu", "maxNewTokens": 12})
-    status = await wait_ready(lsp_client, timeout=240)
-    assert status["state"] == "ready", status
+    await start_ready(lsp_client, tmp_path_factory.mktemp("hovered-row"), {"device": "cpu", "maxNewTokens": 12})
     yield
     await lsp_client.shutdown_session()
 

@@ -81,6 +81,14 @@ async def start(client: LanguageClient, root: Path, options: dict[str, Any], cap
     )
 
 
+async def start_ready(client: LanguageClient, root: Path, options: dict[str, Any], **start_options: Any) -> None:
+    """`start`, then wait until the model is loaded (the embedded model's sessions)."""
+    client.root = root
+    await start(client, root, options, **start_options)
+    status = await wait_ready(client, timeout=240)
+    assert status["state"] == "ready", status
+
+
 async def request(client: LanguageClient, method: str, params: Any) -> Any:
     return plain(await client.protocol.send_request_async(method, params))
 
