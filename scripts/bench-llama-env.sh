@@ -2,7 +2,7 @@
 # The bench-only environment for the llama.cpp row of `whence-ls bench generate`: builds
 # llama-cpp-python from source (PyPI sdist, CPU, native instructions; ~10-20 min on 2 cores),
 # converts the embedded model to an F32 GGUF with the converter in that same sdist, and
-# quantises it to F16 and Q4_K_M with llama.cpp's own quantiser. Nothing of this is needed to
+# quantises it to F16, Q8_0 and Q4_K_M with llama.cpp's own quantiser. Nothing of this is needed to
 # use or test whence-ls; it is only the speed anchor.
 #
 #   scripts/bench-llama-env.sh [DIR]        (default DIR: bench-llama/ beside the repository)
@@ -35,7 +35,7 @@ if [ ! -f "$F32" ]; then
   "$PY" "$DIR/sdist/llama_cpp_python-$VERSION/vendor/llama.cpp/convert_hf_to_gguf.py" "$MODEL" --outtype f32 --outfile "$F32"
 fi
 
-for kind in F16 Q4_K_M; do
+for kind in F16 Q8_0 Q4_K_M; do
   out="$DIR/smollm2-135m-instruct-$(echo "$kind" | tr 'A-Z' 'a-z').gguf"
   if [ ! -f "$out" ]; then
     say "quantising to $out"
@@ -45,7 +45,7 @@ import llama_cpp
 
 source, target, kind = sys.argv[1:4]
 params = llama_cpp.llama_model_quantize_default_params()
-params.ftype = {"F16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[kind]
+params.ftype = {"F16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[kind]
 rc = llama_cpp.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params))
 sys.exit(rc)
 PY
