@@ -5,6 +5,8 @@
 export type ServerSettings = {
   model: string | null;
   device: 'auto' | 'cpu' | 'cuda';
+  /** Decoding arithmetic on a CPU: fp32 (the model's own) or int8 weights (faster). */
+  precision: 'fp32' | 'int8';
   maxNewTokens: number;
   contextTokens: number;
   /** null: the engine's benchmarked default. */
@@ -40,6 +42,7 @@ export type ServerSettings = {
 export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   model: null,
   device: 'auto',
+  precision: 'fp32',
   maxNewTokens: 64,
   contextTokens: 1024,
   attributionMethod: null,

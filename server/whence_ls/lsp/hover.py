@@ -147,6 +147,9 @@ class HoverFeature:
         elif why:
             lines.append(why + "  ")
         lines.append(f"_{self.method_sentence(method)}_")
+        if getattr(record.scored, "precision", "fp32") != "fp32":
+            lines.append(f"_probabilities and this row come from the {record.scored.precision} decode (setting "
+                         "`whence.precision`), not the fp32 model: `whence-ls bench generate` measures the difference_")
         return "\n".join(lines)
 
     def method_sentence(self, method: str) -> str:
