@@ -5,8 +5,8 @@
 export type ServerSettings = {
   model: string | null;
   device: 'auto' | 'cpu' | 'cuda';
-  /** Decoding arithmetic on a CPU: fp32 (the model's own) or int8 weights (faster). */
-  precision: 'fp32' | 'int8';
+  /** Decoding weights on a CPU: fp32 (the model's own), fp16 or int8 (faster; measured by bench generate). */
+  precision: 'fp32' | 'fp16' | 'int8';
   maxNewTokens: number;
   contextTokens: number;
   /** null: the engine's benchmarked default. */
