@@ -42,7 +42,7 @@ export type ServerSettings = {
 export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   model: null,
   device: 'auto',
-  precision: 'fp32',
+  precision: 'fp16',
   maxNewTokens: 64,
   contextTokens: 1024,
   attributionMethod: null,

@@ -106,8 +106,8 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
     already in the local cache (whence-ls never downloads at run time).
 
     `decoder`: "fast" decodes with `fast_decode.FastDecoder` where it runs the model (a Llama on
-    a CPU), in `precision` ("fp32" or "int8"); "transformers" always with the model's own forward
-    (the bench's baseline)."""
+    a CPU), in `precision` ("fp32", "fp16" or "int8"; elsewhere the model's own, fp32 on a CPU);
+    "transformers" always with the model's own forward (the bench's baseline)."""
     from whence_ls.engine import fast_decode
 
     if decoder not in DECODERS:
@@ -189,8 +189,11 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
         else:
             log.info("decoding with transformers' forward: %s", reason)
     if precision != "fp32" and fast is None:
-        raise WhenceError(f"precision {precision} needs the fast decoder, which does not run {name} here "
-                          f"({fast_decode.supports(model) or 'not a CPU'})")
+        # the faster precisions are the fast decoder's; a model it does not run decodes in its
+        # own arithmetic (and every record then says fp32), rather than not at all
+        log.info("%s decodes in the model's own precision: the fast decoder does not run it here (%s)", name,
+                 fast_decode.supports(model) or f"device {target.type}" if decoder == "fast" else "decoder transformers")
+        precision = "fp32"
     return LoadedModel(
         decoder=fast,
         precision=precision,
