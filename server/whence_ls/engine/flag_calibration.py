@@ -96,10 +96,22 @@ class WorkspaceCalibration:
         z = float(_features(facts) @ self.weights)
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
-    def like(self, facts: TokenFacts) -> tuple[int, int]:
-        """(rewritten, seen) among this workspace's tokens of the same kind and score fifth."""
-        edited, seen = self.counts.get((facts.kind, score_bin(facts.flag)), (0, 0))
-        return edited, seen
+    def like(self, facts: TokenFacts) -> tuple[int, int, str]:
+        """(rewritten, seen, what "like this" meant) among this workspace's tokens: of the same
+        kind and score fifth; failing any, of the same score fifth; failing any, of the same kind."""
+        fifth = score_bin(facts.flag)
+        for key, what in (((facts.kind, fifth), "tokens like this"),
+                          (lambda k: k[1] == fifth, "tokens this unsure"),
+                          (lambda k: k[0] == facts.kind, KIND_WORDS.get(facts.kind, "tokens of this kind"))):
+            cells = [self.counts[key]] if isinstance(key, tuple) and key in self.counts else \
+                [v for k, v in self.counts.items() if callable(key) and key(k)]
+            seen = sum(c[1] for c in cells)
+            if seen:
+                return sum(c[0] for c in cells), seen, what
+        return 0, 0, ""
+
+
+KIND_WORDS = {"name": "names", "keyword": "keywords", "number": "numbers", "string": "strings", "operator": "operators"}
 
 
 def fit(examples: Iterable[Example], ridge: float = RIDGE) -> WorkspaceCalibration:
@@ -130,8 +142,8 @@ def fit(examples: Iterable[Example], ridge: float = RIDGE) -> WorkspaceCalibrati
 
 def describe(calibration: WorkspaceCalibration, facts: TokenFacts) -> str:
     """The evidence in words: "tokens like this were rewritten 3 times in 4 here"."""
-    edited, seen = calibration.like(facts)
+    edited, seen, what = calibration.like(facts)
     if seen == 0:
         return f"this workspace's edits put its chance of a rewrite at {calibration.edit_chance(facts):.0%}"
     times = "once" if edited == 1 else "twice" if edited == 2 else f"{edited} times"
-    return f"tokens like this were rewritten {times} in {seen} here"
+    return f"{what} were rewritten {times} in {seen} here"
