@@ -143,6 +143,12 @@ def test_save_and_close_checkpoints_export_and_stats(tiny_model_dir, tmp_path):
         raw.notify("textDocument/didSave", {"textDocument": {"uri": raw.uri}})
         saved1, saved2 = wait_retention(raw, first, "save"), wait_retention(raw, second, "save")
         assert saved1["keptChars"] == 0 and saved2["keptChars"] == saved2["totalChars"] == len(text2)
+        report = raw.call("whence/retentionReport", {})["result"]  # the view's data and plots
+        assert report["summary"]["acceptance"]["acceptedOfShown"] == 2
+        assert report["summary"]["mostRewritten"][0]["id"] == first and report["summary"]["mostRewritten"][0]["keptShare"] == 0.0
+        plotted_tokens = any(c["tokens"] for c in report["summary"]["reliability"])  # readable kept tokens
+        assert report["body"].count("<svg") == 2 + plotted_tokens and "2 of 2 shown completions accepted (100%)" in report["body"]
+        assert f'data-line="{first_line}"' in report["body"] and report["page"].startswith("<!DOCTYPE html>")
         raw.notify("textDocument/didClose", {"textDocument": {"uri": raw.uri}})
         closed = wait_retention(raw, second, "close")
         assert closed["keptShare"] == 1.0
