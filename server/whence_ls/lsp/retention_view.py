@@ -33,11 +33,11 @@ class RetentionReportFeature:
         def build() -> dict[str, Any]:
             from whence_ls.lsp.provenance import read_rows, read_shown
             from whence_ls.lsp.retention_stats import summarize
-            from whence_ls.report.retention_html import render_body, render_page
+            from whence_ls.report.retention_html import STYLE, render_body, render_page
 
             rows, shown = (read_rows(path), read_shown(path)) if path.is_file() else ([], [])
             summary = summarize(rows, shown)
-            return {"log": str(path), "summary": summary, "body": render_body(summary, str(path)),
+            return {"log": str(path), "summary": summary, "body": render_body(summary, str(path)), "style": STYLE,
                     "page": render_page(summary, str(path))}
 
         try:
