@@ -279,3 +279,16 @@ def test_the_diagnostic_says_what_this_workspace_rewrote(tiny_model_dir, tmp_pat
             assert not here, messages
     finally:
         raw.close()
+
+
+def test_retention_settings_are_checked():
+    from whence_ls.lsp.settings import Settings
+
+    settings, problems = Settings().merged({"retentionCheckpointsS": [5, 60], "workspaceFlags": True})
+    assert problems == [] and settings.retention_checkpoints_s == (5.0, 60.0) and settings.workspace_flags is True
+    assert settings.to_json()["retentionCheckpointsS"] == [5.0, 60.0]
+    for bad in ([], [0], ["30"], [True], 30, [1] * 9):
+        kept, problems = Settings().merged({"retentionCheckpointsS": bad})
+        assert kept.retention_checkpoints_s == (30.0, 120.0, 600.0) and "retentionCheckpointsS" in problems[0]
+    kept, problems = Settings().merged({"workspaceFlags": "yes"})
+    assert kept.workspace_flags is False and problems
