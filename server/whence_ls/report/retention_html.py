@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 W, H = 520, 200
-PAD_L, PAD_R, PAD_T, PAD_B = 44, 44, 14, 36
+PAD_L, PAD_R, PAD_T, PAD_B = 44, 44, 22, 36
 STYLE = """
 body { font-family: var(--vscode-font-family, sans-serif); color: var(--vscode-foreground, #222);
        background: var(--vscode-editor-background, #fff); margin: 12px 18px; }
@@ -37,9 +37,9 @@ def _pct(value: float | None) -> str:
 def _frame(y_label: str, right_label: str = "") -> list[str]:
     parts = [f'<line class="axis" x1="{PAD_L}" y1="{H - PAD_B}" x2="{W - PAD_R}" y2="{H - PAD_B}"/>',
              f'<line class="axis" x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{H - PAD_B}"/>',
-             f'<text x="4" y="{PAD_T + 4}">{escape(y_label)}</text>']
-    if right_label:
-        parts.append(f'<text x="{W - PAD_R + 4}" y="{PAD_T + 4}">{escape(right_label)}</text>')
+             f'<text x="4" y="12">{escape(y_label)}</text>']
+    if right_label:  # above the axis's own 100% mark
+        parts.append(f'<text x="{W - PAD_R + 4}" y="12">{escape(right_label)}</text>')
     for k in range(5):
         y = PAD_T + (H - PAD_T - PAD_B) * k / 4
         parts.append(f'<line class="grid" x1="{PAD_L}" y1="{y:.1f}" x2="{W - PAD_R}" y2="{y:.1f}"/>')
