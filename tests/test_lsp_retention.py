@@ -292,3 +292,59 @@ def test_retention_settings_are_checked():
         assert kept.retention_checkpoints_s == (30.0, 120.0, 600.0) and "retentionCheckpointsS" in problems[0]
     kept, problems = Settings().merged({"workspaceFlags": "yes"})
     assert kept.workspace_flags is False and problems
+
+
+def test_a_log_from_before_retention_gets_its_tables_and_keeps_its_rows(tmp_path):
+    import sqlite3
+
+    from whence_ls.lsp.provenance import COLUMNS, SCHEMA, ProvenanceLog
+
+    path = tmp_path / "provenance.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(SCHEMA)
+    db.execute(f"INSERT INTO accepted ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+               ["old", time.time(), "file:///x.py", 1, "python", "m", "cpu", "x = 1", 3, 0.5, 0.1, "[]", None, None, "completion"])
+    db.commit()
+    db.close()
+    log = ProvenanceLog(path)
+    log.checkpoint("old", "save", time.time(), 3, 5, [True, False, True])
+    log.close()
+    assert log.moved_aside == []
+    (row,) = read_rows(path)
+    assert row["id"] == "old" and row["kept_share"] == 0.6 and row["kept_tokens"] == []  # no token facts for an old row
+
+
+def test_a_foreign_retention_table_is_moved_aside_like_any_broken_log(tmp_path):
+    import sqlite3
+
+    from whence_ls.lsp.provenance import ProvenanceLog
+
+    path = tmp_path / "provenance.sqlite"
+    sqlite3.connect(path).executescript("CREATE TABLE retention (who TEXT, what TEXT);")
+    log = ProvenanceLog(path)
+    log.checkpoint("r", "30s", time.time(), 1, 1, [True])
+    log.close()
+    assert len(log.moved_aside) == 1 and log.moved_aside[0].exists()
+    assert read_rows(path) == []  # the new log holds the checkpoint, and no accepted rows
+
+
+def test_a_checkpoint_that_cannot_be_written_is_never_announced(tiny_model_dir, tmp_path):
+    import sqlite3
+
+    raw = start_server(tmp_path, tiny_model_dir, retentionCheckpointsS=[3600])
+    holder = None
+    try:
+        record_id, *_ = accept_at(raw, 10)
+        holder = sqlite3.connect(tmp_path / ".whence" / "provenance.sqlite", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        raw.notify("textDocument/didSave", {"textDocument": {"uri": raw.uri}})
+        time.sleep(8)  # past the log's bounded retries (3 x 1.5 s)
+        assert not [m for m in raw.notifications if m["method"] == "whence/retention"]
+        assert raw.call("whence/status", {})["result"]["state"] == "ready"  # still serving
+        holder.rollback()
+        raw.notify("textDocument/didSave", {"textDocument": {"uri": raw.uri}})
+        assert wait_retention(raw, record_id, "save")["totalChars"] > 0  # the lock is gone: recorded and announced
+    finally:
+        if holder is not None:
+            holder.close()
+        raw.close()
