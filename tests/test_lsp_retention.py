@@ -348,3 +348,25 @@ def test_a_checkpoint_that_cannot_be_written_is_never_announced(tiny_model_dir, 
         if holder is not None:
             holder.close()
         raw.close()
+
+
+def test_the_fit_never_diverges_on_extreme_scores():
+    """Flag scores at 0.0001 and 0.9999 and cells rewritten every time (what real completions
+    give) once sent a plain Newton fit to weights of -200, ranking tokens backwards (AUROC 0.38
+    on `bench retention`'s tokens). The fit must at least keep the flag's own ranking."""
+    import random
+
+    from whence_ls.bench.quality import auroc
+    from whence_ls.engine.flag_calibration import Example, TokenFacts, fit
+
+    rng = random.Random(5)
+    examples = []
+    for _ in range(600):
+        kind = rng.choice(["name", "operator", "number", "keyword", "string"])
+        flag = rng.choice([0.0001, 0.9999, rng.random()])
+        edited = kind == "string" or rng.random() < flag * (0.9 if kind == "name" else 0.4)
+        examples.append(Example(TokenFacts(kind, flag, flag * 5 * rng.random(), rng.random() < 0.1), edited))
+    calibration = fit(examples)
+    labels = [int(e.edited) for e in examples]
+    assert abs(calibration.weights).max() < 20
+    assert auroc([calibration.edit_chance(e.facts) for e in examples], labels) >= auroc([e.facts.flag for e in examples], labels)

@@ -126,15 +126,29 @@ def fit(examples: Iterable[Example], ridge: float = RIDGE) -> WorkspaceCalibrati
         return calibration
     x = np.stack([_features(e.facts) for e in examples])
     y = np.array([float(e.edited) for e in examples])
+    penalty = ridge * np.eye(len(_PRIOR))
+
+    def loss(w: np.ndarray) -> float:
+        z = x @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * (w - _PRIOR) @ penalty @ (w - _PRIOR))
+
     w = _PRIOR.copy()
-    penalty = ridge * np.eye(len(w))
-    for _ in range(25):
+    current = loss(w)
+    for _ in range(50):
         p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
         gradient = x.T @ (p - y) + penalty @ (w - _PRIOR)
         hessian = (x * (p * (1 - p))[:, None]).T @ x + penalty
         step = np.linalg.solve(hessian, gradient)
-        w -= step
-        if float(np.abs(step).max()) < 1e-6:
+        # a full Newton step overshoots on separable cells (all of a kind rewritten): halve it
+        # until the penalised loss goes down, so the fit never diverges
+        scale = 1.0
+        while scale > 1e-4 and loss(w - scale * step) > current:
+            scale /= 2
+        if scale <= 1e-4:
+            break
+        w = w - scale * step
+        previous, current = current, loss(w)
+        if previous - current < 1e-9:
             break
     calibration.weights = w
     return calibration
