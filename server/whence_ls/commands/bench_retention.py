@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--packages", nargs="+", default=list(DEFAULT_PACKAGES), metavar="PACKAGE")
-    parser.add_argument("--cursors", type=int, default=80, help="cursors per package")
+    parser.add_argument("--cursors", type=int, default=60, help="cursors per package")
     parser.add_argument("--seed", type=int, default=24)
     parser.add_argument("--splits", type=int, default=20, help="random halvings of each package's cursors")
     parser.add_argument("--max-new-tokens", type=int, default=24)
