@@ -8,6 +8,7 @@ import { ContextTint } from './contextTint';
 import { toVsRange } from './lspRange';
 import { FeaturePanel, SHOW_FEATURE_COMMAND } from './featurePanel';
 import { AttributionMatrixPanel } from './matrixPanel';
+import { RetentionPanel } from './retentionPanel';
 import { ClientSideServerCommands, ExplainLineResult, ServerCommands } from './protocol';
 import { ClientSideCommandHandler, SERVED_LANGUAGES, ServerSession } from './serverSession';
 import { ServerStatusBar, SHOW_LOG_COMMAND } from './statusBar';
@@ -19,6 +20,8 @@ export const ClientCommands = {
   showAttributionMatrix: 'whence.client.showAttributionMatrix',
   restartServer: 'whence.client.restartServer',
   showServerLog: SHOW_LOG_COMMAND,
+  showRetention: 'whence.client.showRetention',
+  exportRetention: 'whence.client.exportRetention',
 } as const;
 
 let session: ServerSession | undefined;
@@ -33,6 +36,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const tracedSources = new TracedSourceView(session, log);
   const tint = new ContextTint(session, log);
   const featurePanel = new FeaturePanel(session, log);
+  const retentionPanel = new RetentionPanel(session, log);
   clientSideCommands.set(ClientSideServerCommands.showAttributionMatrix, (...args) => matrixPanel.show(...args));
   clientSideCommands.set(ClientSideServerCommands.openTracedSource, (...args) => tracedSources.open(...args));
 
@@ -45,6 +49,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     tracedSources,
     tint,
     featurePanel,
+    retentionPanel,
+    vscode.commands.registerCommand(ClientCommands.showRetention, () => retentionPanel.show()),
+    vscode.commands.registerCommand(ClientCommands.exportRetention, () => retentionPanel.exportHtml()),
     // opened from the "saw:" links of a hover (the server's markdown names it)
     vscode.commands.registerCommand(SHOW_FEATURE_COMMAND, (arg: unknown) => featurePanel.show(arg)),
     vscode.commands.registerCommand(ClientCommands.showServerLog, () => log.show(true)),

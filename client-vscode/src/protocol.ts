@@ -138,6 +138,9 @@ export const Methods = {
   tracedSource: 'whence/tracedSource',
   completionShown: 'whence/completionShown',
   rowsReady: 'whence/rowsReady',
+  /** server -> client: a retention checkpoint was committed to the provenance log. */
+  retention: 'whence/retention',
+  retentionReport: 'whence/retentionReport',
 } as const;
 
 /** Commands the server executes (workspace/executeCommand). */

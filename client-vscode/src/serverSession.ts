@@ -55,6 +55,9 @@ export class ServerSession implements vscode.Disposable {
   private readonly rowsReadyEmitter = new vscode.EventEmitter<RowsReady>();
   /** Fires when the server pushes `whence/rowsReady`: views showing pending rows refresh then, never on a timer. */
   readonly onRowsReady = this.rowsReadyEmitter.event;
+  private readonly retentionEmitter = new vscode.EventEmitter<void>();
+  /** Fires when the server pushes `whence/retention` (a checkpoint is committed): the retention view refreshes. */
+  readonly onRetention = this.retentionEmitter.event;
 
   /** LSP message trace, filled when `whence.trace.server` is not "off". */
   private readonly traceLog = vscode.window.createOutputChannel('whence (LSP trace)', { log: true });
@@ -67,6 +70,7 @@ export class ServerSession implements vscode.Disposable {
     this.disposables.push(
       this.readyEmitter,
       this.rowsReadyEmitter,
+      this.retentionEmitter,
       this.traceLog,
       vscode.workspace.onDidChangeConfiguration((event) => this.onConfigurationChanged(event)),
     );
@@ -129,6 +133,7 @@ export class ServerSession implements vscode.Disposable {
         this.rowsReadyEmitter.fire(rows);
       }
     });
+    client.onNotification(Methods.retention, () => this.retentionEmitter.fire());
     client.onDidChangeState((event) => {
       if (event.newState === State.Stopped && !this.stopping && this.client === client) {
         this.statusBar.update({

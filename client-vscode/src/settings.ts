@@ -36,6 +36,10 @@ export type ServerSettings = {
   latencyBudgetMs: number;
   /** Model threads; null: fitted to the cores other processes leave free. */
   threads: number | null;
+  /** Seconds after an accept at which its retention is recorded (besides each save and close). */
+  retentionCheckpointsS: number[];
+  /** Flag by this workspace's own edits once it has enough of them (off: the benchmark did not show a gain). */
+  workspaceFlags: boolean;
 };
 
 /** Defaults exactly as the contract documents them; package.json repeats them (a test checks). */
@@ -55,6 +59,8 @@ export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   repositoryTokens: 384,
   latencyBudgetMs: 300,
   threads: null,
+  retentionCheckpointsS: [30, 120, 600],
+  workspaceFlags: false,
 });
 
 export const SERVER_SETTING_KEYS = Object.keys(SERVER_SETTING_DEFAULTS) as (keyof ServerSettings)[];

@@ -686,6 +686,53 @@ async function main() {
       await screenshot('10-traced-source', 'traced source as a read-only whence-trace document: license in the tab title, matched lines highlighted');
     });
 
+    await step('"whence: Show what I kept" plots the retention of the accepted completion', async () => {
+      // rewrite the end of the accepted completion's first line as a person would, and save: the
+      // save checkpoint then sees those characters gone
+      await openFile(page, 'sample.py');
+      await gotoPosition(page, firstToken.line, firstToken.column);
+      await page.keyboard.press('End');
+      for (let k = 0; k < 3; k += 1) {
+        await page.keyboard.press('Backspace');
+      }
+      await page.keyboard.type('zz', { delay: 30 });
+      await page.keyboard.press('Escape'); // no ghost text accepted by what follows
+      await runCommand(page, 'File: Save', 'File: Save');
+      await runCommand(page, 'whence: Show what I kept');
+      const frame = page.frameLocator('iframe.webview').frameLocator('#active-frame');
+      await frame.locator('h1', { hasText: 'What the programmer kept' }).waitFor({ state: 'visible', timeout: 30_000 });
+      // the save checkpoint is committed before the view is told; wait for it to show
+      const saved = await waitFor('the "at save" retention bar below 100%', async () => {
+        const labels = await frame.locator('svg[aria-label="retention at each checkpoint"] text').allTextContents();
+        const bars = labels.map((label) => /^(\d+)% \(n=\d+\)$/.exec(label.trim())).filter(Boolean).map((match) => Number(match[1]));
+        summary.observed.retentionBars = labels;
+        return bars.some((share) => share < 100) ? labels.join(' ') : undefined;
+      }, { timeout: 30_000 }).catch((error) => (softCheck(false, `the retention view never showed a rewritten completion: ${error.message}`), undefined));
+      const body = saved ?? (await frame.locator('body').innerText());
+      summary.observed.retentionLead = (await frame.locator('p.lead').innerText()).trim();
+      summary.observed.retentionPlots = await frame.locator('svg').count();
+      log(`  retention view: ${summary.observed.retentionLead} (${summary.observed.retentionPlots} plots)`);
+      softCheck(/\d+ of \d+ shown completions accepted/.test(summary.observed.retentionLead), `the view does not state the shown-to-accepted rate: ${summary.observed.retentionLead}`);
+      softCheck(summary.observed.retentionPlots >= 2, `only ${summary.observed.retentionPlots} plots in the retention view`);
+      const rewritten = frame.locator('table a[data-uri]');
+      summary.observed.retentionRewritten = await rewritten.allInnerTexts();
+      softCheck(summary.observed.retentionRewritten.some((text) => text.startsWith('sample.py:')), `no rewritten completion of sample.py listed: ${body.slice(0, 400)}`);
+      await screenshot('10b-retention-view', 'whence: Show what I kept: acceptance and retention over time, retention per checkpoint, edit rate by flag score, the rewritten completion');
+      await frame.locator('#export').click();
+      const exported = path.join(dirs.workspace, '.whence', 'retention-report.html');
+      await waitFor('the exported retention report', () => existsSync(exported), { timeout: 15_000 })
+        .catch((error) => softCheck(false, `export wrote nothing: ${error.message}`));
+      if (existsSync(exported)) {
+        cpSync(exported, path.join(config.artifacts, 'retention-report.html'));
+        softCheck(readFileSync(exported, 'utf8').includes('<svg'), 'the exported report has no plot');
+      }
+      if (summary.observed.retentionRewritten.length > 0) {
+        await rewritten.first().click();
+        await waitFor('the editor at the rewritten completion', async () => (await cursorPosition(page))?.line === firstToken.line, { timeout: 10_000 })
+          .catch((error) => softCheck(false, `the link did not reveal the completion: ${error.message}`));
+      }
+    });
+
     await step('clicking the status bar item opens the server log', async () => {
       await whenceStatusItem(page).click();
       const output = page.locator('.part.panel').first();

@@ -31,18 +31,20 @@ def readable(text: str) -> bool:
     return any(c.isalnum() for c in text)
 
 
-def flagged_tokens(record: ScoredText, skip: set[int] | None = None, threshold: float = FLAG_THRESHOLD) -> list[int]:
+def flagged_tokens(record: ScoredText, skip: set[int] | None = None, threshold: float = FLAG_THRESHOLD,
+                   score=flag_score) -> list[int]:
     """The token to flag on each completion line (at most one), in order: the line's highest
-    flag score, when it is at least `threshold`, among readable tokens not in `skip`."""
+    flag score, when it is at least `threshold`, among readable tokens not in `skip`. `score`
+    (record, index) -> float may be another score (a workspace's calibrated chance of a rewrite)."""
     best: dict[int, tuple[float, int]] = {}
     line = 0
     for index, token in enumerate(record.tokens):
         visible = len(token.text) - len(token.text.lstrip())
         here = line + token.text[:visible].count("\n")  # the line of its first visible character
         if index not in (skip or ()) and readable(token.text):
-            score = flag_score(record, index)
-            if score >= threshold and score > best.get(here, (-1.0, -1))[0]:
-                best[here] = (score, index)
+            value = score(record, index)
+            if value >= threshold and value > best.get(here, (-1.0, -1))[0]:
+                best[here] = (value, index)
         line += token.text.count("\n")
     return [index for _, (_, index) in sorted(best.items())]
 

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 
 from whence_ls.engine.confidence import FLAG_THRESHOLD, flag_score, flagged_tokens, instead
+from whence_ls.engine.flag_calibration import WorkspaceCalibration, describe, facts_of
 from whence_ls.lsp.records import Record
+from whence_ls.lsp.workspace_flags import WORKSPACE_FLAG_CHANCE
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer
@@ -21,15 +23,20 @@ SOURCE = "whence"
 CODE = "low-confidence"
 
 
-def low_confidence_tokens(record: Record, share: float) -> list[int]:
-    """Indexes of the record's flagged tokens, least confident first."""
+def low_confidence_tokens(record: Record, share: float, calibration: WorkspaceCalibration | None = None) -> list[int]:
+    """Indexes of the record's flagged tokens, least confident first: by the global flag, or by
+    the workspace's calibrated chance of a rewrite when it has one (`workspace_flags.py`)."""
     if share <= 0:
         return []
     scored = record.scored
     skip = set(record.edited) | {i for i, (start, end) in enumerate(record.spans) if end <= start}
-    flagged = flagged_tokens(scored, skip, FLAG_THRESHOLD)
+    if calibration is None:
+        score, threshold = flag_score, FLAG_THRESHOLD
+    else:
+        score, threshold = (lambda s, i: calibration.edit_chance(facts_of(s, i))), WORKSPACE_FLAG_CHANCE
+    flagged = flagged_tokens(scored, skip, threshold, score)
     limit = max(1, int(len(scored.tokens) * share))
-    return sorted(flagged, key=lambda i: -flag_score(scored, i))[:limit]
+    return sorted(flagged, key=lambda i: -score(scored, i))[:limit]
 
 
 class DiagnosticsFeature:
@@ -49,14 +56,17 @@ class DiagnosticsFeature:
         if document is None:
             return []
         found = []
+        calibration = session.workspace_flags.active(session.settings.workspace_flags)
         for record in session.records.for_uri(uri):
-            for index in low_confidence_tokens(record, session.settings.diagnostics_share):
+            for index in low_confidence_tokens(record, session.settings.diagnostics_share, calibration):
                 token = record.scored.tokens[index]
                 start, end = record.spans[index]
                 other = instead(record.scored, index)
                 other_p = next((a.logprob for a in token.alternatives if a.text == other), None) if other is not None else None
                 best = f"; the model would have written `{other.strip() or other!r}` (p={_p(other_p)}) instead" if other is not None else ""
                 what = "completion" if record.kind == "completion" else "explained line"
+                if calibration is not None:  # the person reads why: their own edits, in counts
+                    best += f"; {describe(calibration, facts_of(record.scored, index))} (a flag learned from this workspace's edits)"
                 found.append(
                     types.Diagnostic(
                         range=session.range(document, start, end),

@@ -91,9 +91,15 @@ class InlineCompletionFeature:
         body = as_json(params)
         offer = self.session.offers.get(str(body.get("completionId", "")))
         if offer is not None and offer.shown_at is None:
-            import time
-
             offer.shown_at = time.time()
+            if self.session.provenance is not None:  # the shown-to-accepted rate of `provenance stats`
+                self.session.spawn(self._log_shown(offer))
+
+    async def _log_shown(self, offer: Offer) -> None:
+        try:
+            await asyncio.to_thread(self.session.provenance.shown, offer.id, offer.shown_at, offer.uri)
+        except Exception as exc:  # a count for the stats, never worth an error to the user
+            log.warning("shown completion %s not logged: %s", offer.id, exc)
 
     def after_accept(self, uri: str, end: int) -> None:
         """Compute the next completion, at the end of the accepted text, while the user reads

@@ -49,6 +49,7 @@ class LifecycleFeature:
         ls.feature(types.TEXT_DOCUMENT_DID_OPEN)(plain(self.did_open))
         ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)(plain(self.did_change))
         ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)(plain(self.did_close))
+        ls.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))(plain(self.did_save))
         ls.feature(types.SHUTDOWN)(plain(self.shutdown))
         ls.feature(types.EXIT)(plain(self.exit))
 
@@ -245,6 +246,7 @@ class LifecycleFeature:
         item = params.text_document
         session = self.session
         session.records.drop_uri(item.uri)
+        session.retention.reopened(item.uri)
         session.documents.open(item.uri, item.text, item.version, item.language_id)
         session.warm(item.uri)
 
@@ -267,6 +269,7 @@ class LifecycleFeature:
                 edited_at = start + len(change.text)
             else:
                 edit = document.replace_all(change.text)
+            session.retention.apply(uri, edit)
             for dropped in session.records.apply(uri, edit):
                 if session.attribution is not None:
                     session.attribution.forget(dropped)
@@ -286,10 +289,14 @@ class LifecycleFeature:
         for record in session.records.drop_uri(uri):
             if session.attribution is not None:
                 session.attribution.forget(record)
+        session.retention.closed(uri)  # its last checkpoint, from the text as it was at the close
         session.documents.close(uri)
         session.clear_diagnostics(uri)
         for hook in session.document_hooks:
             hook(uri, None)
+
+    def did_save(self, params: types.DidSaveTextDocumentParams) -> None:
+        self.session.retention.saved(params.text_document.uri)
 
     def shutdown(self, params: Any) -> None:
         # answers at once: the worker is told to stop, and `exit` waits for it

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 
 from whence_ls.errors import WhenceError
 from whence_ls.engine.confidence import flagged_tokens
+from whence_ls.engine.flag_calibration import facts_of
 from whence_ls.lsp.provenance import ProvenanceError
 from whence_ls.lsp.records import Record
 from whence_ls.lsp.trace_search import NoIndex, hits_note
+from whence_ls.lsp.workspace_flags import facts_json
 
 if TYPE_CHECKING:
     from whence_ls.engine.records import ScoredText
@@ -84,6 +86,8 @@ class Placement:
         mark = document.mark() if pending.mark_at_placement else pending.generation_mark
         record = Record.place(pending.scored, pending.uri, start, pending.language, mark)
         self.adopt(record)
+        # an accepted text: from here on, what of it stays is recorded (retention)
+        self.session.retention.follow(record, pending.expires - PENDING_SECONDS)
         return record
 
     def adopt(self, record: Record) -> None:
@@ -127,15 +131,18 @@ class Placement:
             "low_confidence": [{"index": i, "text": scored.tokens[i].text, "prob": round(scored.tokens[i].prob, 4)} for i in flagged] if probs else [],
             "kind": kind,
         }
+        marked = set(flagged)
+        facts = [facts_json(facts_of(scored, i), t.text, i in marked) for i, t in enumerate(scored.tokens)]
         moved = len(session.provenance.moved_aside)
         try:
-            await asyncio.to_thread(session.provenance.record, row)
+            await asyncio.to_thread(session.provenance.record, row, facts)
         except ProvenanceError as exc:
             # the contract: the row is committed before the command answers, so no row, no
             # acknowledgement (the completion is in the editor; the client shows this error)
             raise WhenceError(f"the acceptance was not recorded: {exc}") from None
         for path in session.provenance.moved_aside[moved:]:
             session.log_once(f"the provenance log was unreadable; it was moved to {path} and a new one started")
+        session.workspace_flags.accepted(scored.id, facts)
 
     async def _trace(self, record: Record) -> None:
         session = self.session

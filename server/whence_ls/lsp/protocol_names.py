@@ -23,4 +23,6 @@ FEATURE_METHOD = "whence/feature"
 TOKEN_METHOD = "whence/tokenAttribution"
 TRACED_SOURCE_METHOD = "whence/tracedSource"
 SHOWN_METHOD = "whence/completionShown"
+RETENTION_METHOD = "whence/retention"  # server -> client: a retention checkpoint was committed
+RETENTION_REPORT_METHOD = "whence/retentionReport"  # the view: stats and plots of the provenance log
 ROWS_READY_METHOD = "whence/rowsReady"  # server -> client: rows of a record arrived (no polling)

@@ -25,6 +25,7 @@ from whence_ls.lsp.diagnostics import DiagnosticsFeature
 from whence_ls.lsp.hover import HoverFeature
 from whence_ls.lsp.inline_completion import InlineCompletionFeature
 from whence_ls.lsp.lifecycle import LifecycleFeature
+from whence_ls.lsp.retention_view import RetentionReportFeature
 from whence_ls.lsp.session import Session
 from whence_ls.lsp.transport import serve_stdio_loop
 from whence_ls.lsp.wire import DEFAULT_MAX_BODY_BYTES
@@ -32,7 +33,8 @@ from whence_ls.lsp.wire import DEFAULT_MAX_BODY_BYTES
 log = logging.getLogger(__name__)
 
 FEATURES = (LifecycleFeature, InlineCompletionFeature, HoverFeature, DiagnosticsFeature, CodeLensFeature,
-            CodeActionsFeature, CompletionCommands, ExplainCommands, IndexCommands, CustomRequestsFeature)
+            CodeActionsFeature, CompletionCommands, ExplainCommands, IndexCommands, CustomRequestsFeature,
+            RetentionReportFeature)
 
 
 class WhenceProtocol(LanguageServerProtocol):

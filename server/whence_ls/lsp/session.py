@@ -26,10 +26,12 @@ from whence_ls.lsp import positions
 from whence_ls.lsp.placement import Placement
 from whence_ls.lsp.provenance import ProvenanceLog, log_path
 from whence_ls.lsp.records import Record, RecordStore, Unit
+from whence_ls.lsp.retention import Retention
 from whence_ls.lsp.settings import Settings
 from whence_ls.lsp.status import Status
 from whence_ls.lsp.trace_search import TraceSearch
 from whence_ls.lsp.worker import URGENT, JobCancelled, ModelNotReady, ModelWorker
+from whence_ls.lsp.workspace_flags import WorkspaceFlags
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,9 @@ class Session:
         self.publish_diagnostics: Callable[[str], None] = lambda uri: None
         self.clear_diagnostics: Callable[[str], None] = lambda uri: None
         self.placement = Placement(self)  # accepted text -> records, their provenance and trace
+        self.retention = Retention(self)  # what of each acceptance is still as written
+        self.workspace_flags = WorkspaceFlags()  # the flag learned from this workspace's edits
+        self.retention.on_checkpoint.append(self.workspace_flags.observed)
 
     # -- start-up --------------------------------------------------------------------------------
 
@@ -199,6 +204,8 @@ class Session:
     def open_provenance(self, root: Path | None) -> None:
         base = root if root is not None else Path.home()
         self.provenance = ProvenanceLog(log_path(base))
+        # what this workspace's earlier edits teach the flags, read off the event loop
+        self.spawn(asyncio.to_thread(self.workspace_flags.load, log_path(base)))
 
     def spawn(self, coroutine) -> asyncio.Task:
         """A background task that is kept alive and whose failure is logged, not lost."""
@@ -286,6 +293,10 @@ class Session:
         return mapped
 
     # -- messages --------------------------------------------------------------------------------
+
+    def notify(self, method: str, params: Any) -> None:
+        """A notification to the client (none before it is connected)."""
+        self._notify(method, params)
 
     def _notify(self, method: str, params: Any) -> None:
         if self.client.protocol.writer is not None:

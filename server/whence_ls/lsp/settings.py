@@ -35,6 +35,8 @@ _KEYS = {
     "repositoryTokens": "repository_tokens",
     "latencyBudgetMs": "latency_budget_ms",
     "threads": "threads",
+    "retentionCheckpointsS": "retention_checkpoints_s",
+    "workspaceFlags": "workspace_flags",
 }
 
 
@@ -60,6 +62,11 @@ class Settings:
     # the rest follows (0: wait for the whole completion). Chosen with `bench lsp --busy-cores`
     latency_budget_ms: int = 300
     threads: int | None = None  # torch threads; None: fitted to the cores other processes leave free
+    # seconds after an accept at which its retention is recorded (besides each save and close)
+    retention_checkpoints_s: tuple[float, ...] = (30.0, 120.0, 600.0)
+    # flag by this workspace's calibration once it has enough rewritten tokens; off by default:
+    # `whence-ls bench retention` did not show it beating the global flag (docs/benchmarks.md)
+    workspace_flags: bool = False
 
     def prompt_options(self):
         from whence_ls.engine.prompt import PromptOptions
@@ -88,11 +95,11 @@ class Settings:
             if problem:
                 problems.append(f"whence.{key}: {problem}; keeping {getattr(self, name)!r}")
                 continue
-            changes[name] = value
+            changes[name] = tuple(float(v) for v in value) if name == "retention_checkpoints_s" else value
         return replace(self, **changes), problems
 
     def to_json(self) -> dict[str, Any]:
-        return {key: getattr(self, name) for key, name in _KEYS.items()}
+        return {key: list(v) if isinstance(v := getattr(self, name), tuple) else v for key, name in _KEYS.items()}
 
 
 def _check(name: str, value: Any) -> str | None:
@@ -120,8 +127,12 @@ def _check(name: str, value: Any) -> str | None:
         return None if _is_int(value) and 0 <= value <= 60000 else "expected an integer from 0 to 60000 (milliseconds)"
     if name == "threads":
         return None if value is None or _is_int(value) and 1 <= value <= 256 else "expected an integer from 1 to 256, or null"
-    if name == "repository_context":
+    if name in ("repository_context", "workspace_flags"):
         return None if isinstance(value, bool) else "expected true or false"
+    if name == "retention_checkpoints_s":
+        ok = isinstance(value, list) and 0 < len(value) <= 8 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 86400 for v in value)
+        return None if ok else "expected a list of 1 to 8 numbers of seconds, each from 0 to 86400"
     if name == "diagnostics_share":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
         return None if ok else "expected a number from 0 to 1"
