@@ -115,7 +115,8 @@ class BenchResult:
 
 
 def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_per_target: int, truth_masks: int,
-              drop_rows: int, ig_targets: int, log: Callable[[str], None], offset: int = 0, limit: int | None = None) -> BenchResult:
+              drop_rows: int, ig_targets: int, log: Callable[[str], None], offset: int = 0, limit: int | None = None,
+              methods: tuple[str, ...] | None = None, verified: bool = True, dump: str | None = None) -> BenchResult:
     """Targets `offset` .. `offset + limit` of the `count` held-out targets (a run can be split
     over processes and merged with `merge`)."""
     import torch
@@ -126,7 +127,9 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
     )
     from whence_ls.engine.attribution.base import TeacherForced
     from whence_ls.engine.attribution.units import build_unit_map
+    from whence_ls.engine.attribution.verification import Verification, advance
     from whence_ls.engine.generation import complete_at
+    from whence_ls.bench.attribution_verified import verified_scores
 
     result = BenchResult()
     targets = heldout_targets(count)
@@ -158,6 +161,8 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
             return value
 
         for name in (*ONE_FORWARD_METHODS, *GRADIENT_METHODS):
+            if methods is not None and name not in methods:
+                continue
             try:
                 rows = timed(name, lambda: attribute_rows(lm, _fresh(record), indices, name, language="python"))
             except Exception as exc:  # a method that cannot run on this model is reported, not fatal
@@ -176,15 +181,26 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
                         boosted[r, column[copied]] = np.abs(boosted[r]).max() + 1.0
                 scores["calibrated_attention+copy_heads"] = boosted
                 by_abs["calibrated_attention+copy_heads"] = False
-        if number < ig_targets:
+        if number < ig_targets and (methods is None or "integrated_gradients" in methods):
             ig = make_method("integrated_gradients", steps=16)
             rows = timed("integrated_gradients", lambda: attribute_rows(lm, _fresh(record), indices[:1], ig, language="python"))
             scores["integrated_gradients"] = np.array([[rows[indices[0]].scores[s] for s in sources]])
             by_abs["integrated_gradients"] = rows[indices[0]].rank_by_abs
         masks = random_masks(max(ABLATION_KS), len(sources), number)
         began = time.perf_counter()
-        ablated = masked_log_odds(job, indices, units, sources, masks)
+        # the exact mode of verified rows: the plain masked forwards' outcomes, restarted at each
+        # batch's first removed source over the cached prefix
+        exact = Verification(indices=list(indices), sources=list(sources), masks=masks)
+        advance(lm, record, exact, units)
+        ablated = np.stack([exact.outcomes[m] for m in range(len(masks))])
         per_mask = (time.perf_counter() - began) / len(masks)
+        raw = {}
+        if verified:
+            prior = scores.get("calibrated_attention")
+            extra, spent, raw = verified_scores(lm, record, units, sources, indices, masks, ablated, per_mask, prior)
+            for name, matrix in extra.items():
+                scores[name], by_abs[name] = matrix, False
+                result.seconds.setdefault(name, []).append(spent[name])
         for k in ABLATION_KS:
             began = time.perf_counter()
             scores[f"ablation_{k}"] = fit_effects(masks[:k], ablated[:k])
@@ -194,6 +210,13 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
             scores[name] = baseline_scores(name, record, units, sources, indices, seed=number)
             by_abs[name] = False
         copies = [copy_sources(record, index, units, sources) for index in indices]
+        if dump is not None:  # every outcome, so fits and estimators can be tried again without forwards
+            copy_columns = np.zeros((len(indices), len(sources)), dtype=bool)
+            for r, columns in enumerate(copies):
+                copy_columns[r, list(columns)] = True
+            np.savez_compressed(Path(dump) / f"target{number:03d}.npz", truth_masks=truth, truth_outcomes=outcomes,
+                                masks=masks, exact_outcomes=ablated, copy_columns=copy_columns,
+                                **(raw if verified else {}), **{f"scores_{k}": v for k, v in scores.items()})
         drop_indices = set(range(min(drop_rows, len(indices))))
         for name, matrix in scores.items():
             for r in range(matrix.shape[0]):
@@ -421,6 +444,11 @@ def run(args) -> int:
         print(render(summary))
         for cost in costs:
             _print_cost(cost)
+        from whence_ls.bench.attribution_verified import print_cost
+
+        for part in parts:
+            if "verify_cost" in part:
+                print_cost(part["verify_cost"])
         return 0
     from whence_ls.engine.loading import load_model
 
@@ -437,13 +465,20 @@ def run(args) -> int:
     if not args.skip_suite:
         result = run_suite(lm, args.targets, context_tokens=args.context_tokens, max_new_tokens=args.max_new_tokens,
                            rows_per_target=args.rows, truth_masks=args.truth_masks, drop_rows=args.drop_rows,
-                           ig_targets=args.ig_targets, log=log, offset=args.offset, limit=args.limit)
+                           ig_targets=args.ig_targets, log=log, offset=args.offset, limit=args.limit,
+                           methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
+                           verified=not args.no_verified, dump=args.dump)
         saved["suite"] = to_json(result)
         print(render(summarise(result)))
     if args.cost:
         methods = tuple(m for m in args.cost_methods.split(",") if m) if args.cost_methods else COST_METHODS
         saved["cost"] = cost_of_matrix(lm, context_tokens=1024, new_tokens=32, log=log, methods=methods)
         _print_cost(saved["cost"])
+    if args.verify_cost:
+        from whence_ls.bench.attribution_verified import print_cost, verification_cost
+
+        saved["verify_cost"] = verification_cost(lm, log=log)
+        print_cost(saved["verify_cost"])
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(saved, handle, indent=1)

@@ -34,6 +34,7 @@ _KEYS = {
     "repositoryTokens": "repository_tokens",
     "latencyBudgetMs": "latency_budget_ms",
     "threads": "threads",
+    "verifyRows": "verify_rows",
 }
 
 
@@ -55,6 +56,8 @@ class Settings:
     # the rest follows (0: wait for the whole completion). Chosen with `bench lsp --busy-cores`
     latency_budget_ms: int = 300
     threads: int | None = None  # torch threads; None: fitted to the cores other processes leave free
+    # random-subset ablation of accepted and hovered records in the background, after the estimate
+    verify_rows: bool = True
 
     def prompt_options(self):
         from whence_ls.engine.prompt import PromptOptions
@@ -113,7 +116,7 @@ def _check(name: str, value: Any) -> str | None:
         return None if _is_int(value) and 0 <= value <= 60000 else "expected an integer from 0 to 60000 (milliseconds)"
     if name == "threads":
         return None if value is None or _is_int(value) and 1 <= value <= 256 else "expected an integer from 1 to 256, or null"
-    if name == "repository_context":
+    if name in ("repository_context", "verify_rows"):
         return None if isinstance(value, bool) else "expected true or false"
     if name == "diagnostics_share":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
