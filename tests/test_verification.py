@@ -128,3 +128,35 @@ def test_a_record_is_verified_with_its_estimate_as_prior_and_says_how_far_it_was
         assert check["estimate_top"] == estimates[index].ranking()[0]
         assert check["same_top"] == (check["verified_top"] == check["estimate_top"])
         assert check["verified_top"] is None or check["rank_in_estimate"] == estimates[index].ranking().index(check["verified_top"]) + 1
+
+
+def test_on_the_embedded_model_exact_equals_plain_ablation_and_a_copy_is_verified_to_its_definition(embedded_lm):
+    """The claim the benchmark leans on (its exact variants reuse plain masked forwards) holds on
+    the real model; and a copied rare identifier's verified top line is the line defining it."""
+    source = (
+        "import math\n"
+        "\n"
+        "\n"
+        "def frobnicate_widget_total(values):\n"
+        "    return sum(values) * 3\n"
+        "\n"
+        "\n"
+        "scale = math.sqrt(2)\n"
+        "numbers = [1, 2, 3]\n"
+        "label = 'numbers'\n"
+        "result = frobnicate_widget_total(numbers)\n"
+    )
+    record = explain_line(embedded_lm, source, 10, "python")
+    units = build_unit_map(record.context, "python")
+    indices = list(range(len(record.tokens)))
+    state = start(embedded_lm, record, indices, units, masks=16, seed=0, tail=None)
+    advance(embedded_lm, record, state, units)
+    plain = log_odds(masked_logprobs(TeacherForced.of(embedded_lm, record), indices, units, state.sources, state.masks))
+    np.testing.assert_allclose(outcomes_of(state), plain, atol=2e-3)
+    begin = record.text.index("frobnicate")
+    pieces = [i for i, t in enumerate(record.tokens) if begin < t.start < begin + len("frobnicate_widget_total")]
+    assert pieces, [t.text for t in record.tokens]
+    estimates = attribute_rows(embedded_lm, record, indices, language="python")
+    rows, _ = verify_rows(embedded_lm, record, indices, units, estimates, masks=16, tail=None)
+    tops = [units.units[rows[i].top(1)[0][0]].text for i in pieces]
+    assert all(text.startswith("def frobnicate_widget_total") for text in tops), tops
