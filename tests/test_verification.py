@@ -98,6 +98,35 @@ def test_work_cut_short_resumes_where_it_stopped(tiny_lm, record):
     assert sorted(rows) == indices and all(row.extra["verified_masks"] == 8 for row in rows.values())
 
 
+def test_a_forward_under_way_stops_at_the_next_layer_and_the_work_resumes(tiny_lm, record):
+    from whence_ls.engine.attribution.value_norm import _attention_modules
+
+    units = build_unit_map(record.context, "python")
+    indices = list(range(len(record.tokens)))
+    cancel = threading.Event()
+    calls = []
+
+    def interactive_request_arrives(_module, _args, _output):
+        calls.append(1)
+        if len(calls) == 3:  # after the prefix forward and one batch of 4 masks, in the second batch's first layer
+            cancel.set()
+
+    first = _attention_modules(tiny_lm.model)[0]
+    hook = first.register_forward_hook(interactive_request_arrives)
+    try:
+        state = start(tiny_lm, record, indices, units, masks=8, seed=5, tail=None)
+        assert not advance(tiny_lm, record, state, units, cancel)
+    finally:
+        hook.remove()
+    # the batch done is kept; the one cut short at its second layer left nothing half done
+    assert len(calls) == 3 and sorted(state.outcomes) == sorted(state.outcomes)[:4] and len(state.outcomes) == 4
+    assert state.prefix is not None  # the prefix's keys and values are kept for the next step
+    assert advance(tiny_lm, record, state, units)
+    reference = start(tiny_lm, record, indices, units, masks=8, seed=5, tail=None)
+    advance(tiny_lm, record, reference, units)
+    np.testing.assert_allclose(outcomes_of(state), outcomes_of(reference), atol=1e-5)
+
+
 def test_the_prior_is_followed_where_the_masks_agree_and_dropped_where_they_contradict_it():
     generator = np.random.default_rng(0)
     masks = generator.random((10, 30)) < 0.5

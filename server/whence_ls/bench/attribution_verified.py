@@ -100,3 +100,41 @@ def print_cost(results: list[dict]) -> None:
               f"(one forward {entry['forward_s']:.2f} s, {entry['torch_threads']} threads):")
         for label, mode in entry["modes"].items():
             print(f"  {label}, {mode['masks']} masks: {mode['seconds']:.1f} s = {mode['fe']:.1f} FE")
+
+
+def rescore(dump_dir: str, extra: Callable[[dict], dict[str, np.ndarray]] | None = None) -> dict[str, dict]:
+    """LDS, top-1, top-3 and copy cases of every saved method (and of `extra(target)`'s
+    matrices: refits and estimators tried on the saved outcomes), from `--dump` files, with the
+    suite's own definitions; no forwards."""
+    from pathlib import Path
+
+    from whence_ls.bench.attribution import MIN_EFFECT, _spearman, rank
+    from whence_ls.engine.attribution.ablation import fit_effects
+
+    totals: dict[str, dict[str, list]] = {}
+    for path in sorted(Path(dump_dir).glob("target*.npz")):
+        target = dict(np.load(path))
+        truth, outcomes = target["truth_masks"], target["truth_outcomes"]
+        effects = fit_effects(truth, outcomes)
+        matrices = {k[len("scores_"):]: v for k, v in target.items() if k.startswith("scores_")}
+        if extra is not None:
+            matrices.update(extra(target))
+        for name, matrix in matrices.items():
+            entry = totals.setdefault(name, {"lds": [], "top1": [], "top3": [], "copy": []})
+            for r in range(matrix.shape[0]):
+                ranking = rank(matrix[r], False)
+                lds = _spearman(truth.astype(np.float64) @ matrix[r], outcomes[:, r])
+                if lds is not None:
+                    entry["lds"].append(lds)
+                if effects[r].max() >= MIN_EFFECT:
+                    best = int(effects[r].argmax())
+                    entry["top1"].append(ranking[0] == best)
+                    entry["top3"].append(best in ranking[:3])
+                copies = target["copy_columns"][r]
+                if copies.any():
+                    entry["copy"].append(bool(copies[ranking[0]]))
+    return {name: {"rows": len(e["lds"]), "lds": float(np.mean(e["lds"])) if e["lds"] else None,
+                   "top1": float(np.mean(e["top1"])) if e["top1"] else None,
+                   "top3": float(np.mean(e["top3"])) if e["top3"] else None,
+                   "copy": float(np.mean(e["copy"])) if e["copy"] else None, "copy_cases": len(e["copy"])}
+            for name, e in totals.items()}

@@ -20,6 +20,7 @@ Three things make it cheap:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ import torch
 from whence_ls.engine.attribution.ablation import (
     KEEP_PROBABILITY, LASSO_ALPHA, ablatable_sources, log_odds, position_owner,
 )
+from whence_ls.engine.attribution.attention_probe import Preempted
 from whence_ls.engine.attribution.base import AttributionRow, TeacherForced, normalise
 
 VERIFY_MASKS = 16
@@ -82,23 +84,48 @@ def advance(lm, record, state: Verification, unit_map, cancel: threading.Event |
     columns = np.array([column_of.get(u, -1) if u >= 0 else -1 for u in owner])
     first_removed = [_first_removed(columns, state.masks[m]) for m in range(len(state.masks))]
     todo = sorted((m for m in range(len(state.masks)) if m not in state.outcomes), key=lambda m: first_removed[m])
-    if state.prefix is None:
-        state.prefix = _prefix_cache(job, job.context_len)
-    for start_at in range(0, len(todo), VERIFY_BATCH):
-        if cancel is not None and cancel.is_set():
-            return False
-        batch = todo[start_at : start_at + VERIFY_BATCH]
-        if state.tail is None:
-            split = min(first_removed[m] for m in batch)
-        else:
-            split = max(1, job.context_len - state.tail)
-        split = max(1, min(split, job.target_position(min(state.indices))))
-        logp = _masked_from(job, state, batch, columns, split, end)
-        for k, m in enumerate(batch):
-            state.outcomes[m] = log_odds(logp[k])
-        state.forwards_tokens += len(batch) * (end - split)
+    with _stops_at_a_layer(lm, cancel):
+        try:
+            if state.prefix is None:
+                state.prefix = _prefix_cache(job, job.context_len)
+            for start_at in range(0, len(todo), VERIFY_BATCH):
+                if cancel is not None and cancel.is_set():
+                    return False
+                batch = todo[start_at : start_at + VERIFY_BATCH]
+                if state.tail is None:
+                    split = min(first_removed[m] for m in batch)
+                else:
+                    split = max(1, job.context_len - state.tail)
+                split = max(1, min(split, job.target_position(min(state.indices))))
+                logp = _masked_from(job, state, batch, columns, split, end)
+                for k, m in enumerate(batch):
+                    state.outcomes[m] = log_odds(logp[k])
+                state.forwards_tokens += len(batch) * (end - split)
+        except Preempted:
+            return False  # the batch under way is lost, the ones done are kept
     state.prefix = None  # the keys and values are large; a finished verification needs none
     return True
+
+
+@contextlib.contextmanager
+def _stops_at_a_layer(lm, cancel: threading.Event | None):
+    """While inside, a forward stops at the next layer once `cancel` is set (`Preempted`): an
+    interactive request waits for one layer of a masked batch, not the whole batch."""
+    if cancel is None:
+        yield
+        return
+    from whence_ls.engine.attribution.value_norm import _attention_modules
+
+    def stop(_module, *_args):
+        if cancel.is_set():
+            raise Preempted()
+
+    hooks = [module.register_forward_pre_hook(stop) for module in _attention_modules(lm.model)]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _first_removed(columns: np.ndarray, keep: np.ndarray) -> int:
