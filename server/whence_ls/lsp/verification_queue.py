@@ -109,6 +109,9 @@ class VerificationQueue:
             else:
                 return None
             self._running = record_id
+            for other, state in self._states.items():
+                if other != record_id:
+                    state.prefix = None  # one record's keys and values held at a time (~50 MB at 1k tokens)
         language = record.language
 
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
