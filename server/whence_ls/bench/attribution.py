@@ -240,6 +240,11 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
         result.targets.append({"package": target.package, "version": target.version, "path": target.path,
                                "line": target.line + 1, "rows": len(indices), "sources": len(sources),
                                "context_tokens": len(record.context.token_ids), "completion": record.text})
+        if dump is not None:  # this target's rows alone, for `--render` of a run stopped early
+            rows_before = len(result.rows) - len(scores) * len(indices)
+            alone = BenchResult(rows=result.rows[rows_before:], seconds={k: v[-1:] for k, v in result.seconds.items()},
+                                forward_seconds=result.forward_seconds[-1:], targets=result.targets[-1:])
+            Path(dump, f"target{number:03d}.json").write_text(json.dumps({"suite": to_json(alone)}))
         log(f"target {number + 1}/{len(targets)} {target.package} {target.path}:{target.line + 1}: "
             f"{len(indices)} rows, {len(sources)} sources, {len(record.context.token_ids)} context tokens")
     return result
