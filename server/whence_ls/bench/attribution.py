@@ -129,6 +129,7 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
     from whence_ls.engine.attribution.units import build_unit_map
     from whence_ls.engine.attribution.verification import Verification, advance
     from whence_ls.engine.generation import complete_at
+    from whence_ls.bench.attribution_baselines import baseline_scores, copy_sources
     from whence_ls.bench.attribution_verified import verified_scores
 
     result = BenchResult()
@@ -270,100 +271,6 @@ def _fresh(record):
     return clone
 
 
-def _word_at(text: str, start: int, end: int) -> str:
-    left = start
-    while left < end and not (text[left].isalnum() or text[left] == "_"):
-        left += 1
-    if left >= end:
-        return ""
-    right = left
-    while left > 0 and (text[left - 1].isalnum() or text[left - 1] == "_"):
-        left -= 1
-    while right < len(text) and (text[right].isalnum() or text[right] == "_"):
-        right += 1
-    return text[left:right]
-
-
-def copy_sources(record, index: int, units, sources: list[int]) -> set[int]:
-    """Columns of `sources` holding an earlier occurrence of the identifier this token is part of."""
-    from whence_ls.engine.attribution.units import COMMON_WORDS
-
-    token = record.tokens[index]
-    word = _word_at(record.text, token.start, token.end)
-    if len(word) < 2 or word in COMMON_WORDS or word.isdigit():
-        return set()
-    return {c for c, s in enumerate(sources) if any(i.text == word for i in units.units[s].identifiers)}
-
-
-def baseline_scores(name: str, record, units, sources: list[int], indices: list[int], *, seed: int) -> np.ndarray:
-    count = len(sources)
-    if name == "recency":
-        row = np.array([(c + 1) / count for c in range(count)])  # later source, higher score
-        return np.tile(row, (len(indices), 1))
-    if name == "random":
-        generator = np.random.default_rng(seed)
-        return generator.random((len(indices), count))
-    # lexical overlap: identifiers the source shares with the generated line of the token (and
-    # the context line it continues), ties to the nearer source
-    rows = []
-    line_start_of = record.text.rfind
-    context_tail = record.context.text[record.context.text.rfind("\n") + 1 :]
-    for index in indices:
-        token = record.tokens[index]
-        start = line_start_of("\n", 0, token.start) + 1
-        end = record.text.find("\n", token.end)
-        line = (context_tail if start == 0 else "") + record.text[start : len(record.text) if end == -1 else end]
-        words = {w for w in _identifiers(line)}
-        rows.append([len(words & {i.text for i in units.units[s].identifiers}) + 1e-3 * (c + 1) / count
-                     for c, s in enumerate(sources)])
-    return np.array(rows)
-
-
-def _identifiers(text: str) -> list[str]:
-    import re
-
-    from whence_ls.engine.attribution.units import COMMON_WORDS
-
-    return [w for w in re.findall(r"[^\W\d]\w*", text) if w not in COMMON_WORDS]
-
-
-COST_METHODS = ("calibrated_attention", "value_norm", "gradient_norm", "ablation")
-
-
-def cost_of_matrix(lm, *, context_tokens: int, new_tokens: int, log: Callable[[str], None],
-                   methods: tuple[str, ...] = COST_METHODS) -> dict:
-    """Seconds and forward-equivalents for the whole matrix of a `new_tokens` completion after
-    about `context_tokens` of context (a held-out file), for every method."""
-    import torch
-
-    from whence_ls.engine.attribution import attribute_rows
-    from whence_ls.engine.attribution.base import TeacherForced
-    from whence_ls.engine.context import build_context
-    from whence_ls.engine.generation import generate
-
-    target = max(heldout_targets(40), key=lambda t: t.cursor)
-    # exactly `new_tokens` generated tokens: no block-end stop, the matrix size the goal names
-    context = build_context(lm.tokenizer, target.text, target.cursor, context_tokens)
-    record = generate(lm, context, max_new_tokens=new_tokens)
-    job = TeacherForced.of(lm, record)
-    with torch.inference_mode():
-        times = []
-        for _ in range(3):
-            began = time.perf_counter()
-            lm.model(input_ids=job.ids.unsqueeze(0), use_cache=False, logits_to_keep=1)
-            times.append(time.perf_counter() - began)
-    forward = min(times)
-    indices = list(range(len(record.tokens)))
-    costs = {"context_tokens": len(record.context.token_ids), "tokens": len(indices), "forward_s": forward, "methods": {}}
-    for name in methods:
-        began = time.perf_counter()
-        attribute_rows(lm, _fresh(record), indices, name, language="python")
-        seconds = time.perf_counter() - began
-        costs["methods"][name] = {"seconds": seconds, "fe": seconds / forward}
-        log(f"cost {name}: {seconds:.1f} s = {seconds / forward:.1f} FE")
-    return costs
-
-
 def to_json(result: BenchResult) -> dict:
     return {"rows": [vars(r) for r in result.rows], "seconds": result.seconds,
             "forward_seconds": result.forward_seconds, "targets": result.targets}
@@ -447,8 +354,10 @@ def run(args) -> int:
         summary = summarise(merge([p["suite"] for p in parts if "suite" in p]))
         costs = [p["cost"] for p in parts if "cost" in p]
         print(render(summary))
+        from whence_ls.bench.attribution_cost import print_cost as print_matrix_cost
+
         for cost in costs:
-            _print_cost(cost)
+            print_matrix_cost(cost)
         from whence_ls.bench.attribution_verified import print_cost
 
         for part in parts:
@@ -476,9 +385,11 @@ def run(args) -> int:
         saved["suite"] = to_json(result)
         print(render(summarise(result)))
     if args.cost:
+        from whence_ls.bench.attribution_cost import COST_METHODS, cost_of_matrix, print_cost as print_matrix_cost
+
         methods = tuple(m for m in args.cost_methods.split(",") if m) if args.cost_methods else COST_METHODS
         saved["cost"] = cost_of_matrix(lm, context_tokens=1024, new_tokens=32, log=log, methods=methods)
-        _print_cost(saved["cost"])
+        print_matrix_cost(saved["cost"])
     if args.verify_cost:
         from whence_ls.bench.attribution_verified import print_cost, verification_cost
 
@@ -488,10 +399,3 @@ def run(args) -> int:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(saved, handle, indent=1)
     return 0
-
-
-def _print_cost(cost: dict) -> None:
-    print(f"\nwhole matrix of {cost['tokens']} tokens after {cost['context_tokens']} context tokens "
-          f"(one forward {cost['forward_s']:.2f} s):")
-    for name, entry in cost["methods"].items():
-        print(f"  {name}: {entry['seconds']:.1f} s = {entry['fe']:.1f} FE")
