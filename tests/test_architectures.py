@@ -89,6 +89,21 @@ def family_model(request, tmp_path_factory):
     return request.param, target, load_model(str(target), "cpu")
 
 
+def test_a_faster_precision_is_the_fast_decoders_and_others_keep_their_own(family_model):
+    """fp16 (the server's default) runs where the fast decoder does (Llama); another family
+    loads and decodes in its own fp32, and its records say so."""
+    from whence_ls.engine.context import build_context
+    from whence_ls.engine.generation import generate
+    from whence_ls.engine.loading import load_model
+
+    family, target, _ = family_model
+    lm = load_model(str(target), "cpu", precision="fp16")
+    expected = "fp16" if family == "llama" else "fp32"
+    assert lm.precision == expected and (lm.decoder is not None) == (family == "llama")
+    context = build_context(lm.tokenizer, SOURCE, len(SOURCE), 200)
+    assert generate(lm, context, max_new_tokens=2).precision == expected
+
+
 def test_generation_matches_a_teacher_forced_forward(family_model):
     from whence_ls.engine.context import build_context
     from whence_ls.engine.generation import generate

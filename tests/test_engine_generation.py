@@ -116,10 +116,11 @@ def test_a_cancel_during_the_prefill_frees_the_model_within_one_chunk(tiny_lm):
     forwards = []
 
     def count(_module, args, kwargs):
-        forwards.append(kwargs["input_ids"].shape[1] if "input_ids" in kwargs else args[0].shape[1])
+        forwards.append((kwargs["input"] if "input" in kwargs else args[0]).shape[-1])
         cancel.set()
 
-    handle = tiny_lm.model.register_forward_pre_hook(count, with_kwargs=True)
+    # every forward, the fast decoder's or transformers', starts by embedding what it is fed
+    handle = tiny_lm.model.get_input_embeddings().register_forward_pre_hook(count, with_kwargs=True)
     cache = PrefixCache()
     try:
         result = generate(tiny_lm, context, max_new_tokens=50, cancel=cancel, prefix_cache=cache)

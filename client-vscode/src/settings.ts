@@ -5,6 +5,8 @@
 export type ServerSettings = {
   model: string | null;
   device: 'auto' | 'cpu' | 'cuda';
+  /** Decoding weights on a CPU: fp32 (the model's own), fp16 or int8 (faster; measured by bench generate). */
+  precision: 'fp32' | 'fp16' | 'int8';
   maxNewTokens: number;
   contextTokens: number;
   /** null: the engine's benchmarked default. */
@@ -41,6 +43,7 @@ export type ServerSettings = {
 export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   model: null,
   device: 'auto',
+  precision: 'fp16',
   maxNewTokens: 64,
   contextTokens: 1024,
   attributionMethod: null,

@@ -2,11 +2,14 @@
 
 import os as _os
 
-# Idle OpenMP threads sleep instead of spinning: a spinning team burns the core another process
-# (a browser, a build) needs, and a decode step then waited for it (2 cores, one busy elsewhere:
-# 247-277 ms a step with spinning threads, 74-81 ms with sleeping ones; see engine/threads.py).
-# It must be set before torch loads OpenMP, so here, before anything imports torch; a user's own
-# value wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP threads spin only briefly (GOMP_SPINCOUNT, ~tens of microseconds) before they
+# sleep. A forward is ~150 short parallel operations a token, and threads that sleep at once
+# (OMP_WAIT_POLICY=PASSIVE) must be woken for each: measured, decode ran at 22-23 tokens/s with
+# PASSIVE, 40-44 with a spin count of 10,000, 27-28 with 1,000 (2 quiet cores, int8). Threads
+# that spin without end burn the core another process (a browser, a build) needs; when one is
+# busy, `engine/threads.py` leaves torch a single thread, so no team spins at all. It must be
+# set before torch loads OpenMP, so here, before anything imports torch; a user's own value
+# (or an OMP_WAIT_POLICY, which overrides it) wins.
+_os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 __version__ = "0.1.0"

@@ -2,17 +2,26 @@
 
 Every engine decodes greedily from the same prompt (real code the tests never use) at each
 context size; runs alternate so that machine noise hits all alike, and medians are compared.
-Rows: whence-ls without drafts, with prompt-lookup drafts (the default), transformers'
-`model.generate`, and llama.cpp (llama-cpp-python, in a bench-only environment) on a GGUF of
-the same model when `--gguf` is given and `llama_cpp` imports. Greedy tokens are compared with
-`model.generate`'s: the speed-ups must not change the output.
+Rows: whence-ls's fast decoder (`engine/fast_decode.py`) in fp32, fp16 and int8, each without
+and with prompt-lookup drafts; transformers' `model.generate` on the model as transformers loads it
+(the baseline: nothing of the fast decoder touches it); and llama.cpp (llama-cpp-python, in a
+bench-only environment) on each GGUF of the same model given with `--gguf`.
+
+Columns: decode tokens/s, prefill ms, the speed-up over `model.generate`, the share of the
+memory's bandwidth the fp32 weights were read at (weights' bytes x tokens/s over a measured
+streaming read), the mean KL divergence per token of the engine's next-token distributions from
+the fp32 model's (teacher-forced on the fp32 greedy continuation), and whether the greedy tokens
+are `model.generate`'s.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from typing import Callable
+
+from whence_ls.bench.divergence import Divergence, fp32_logprobs, kl_of_engine, read_bandwidth
+from whence_ls.bench.llama_client import Llama
 
 
 def bench_prompt() -> tuple[str, str]:
@@ -29,42 +38,56 @@ def run(args) -> int:
     from whence_ls.engine.generation import DRAFT_TOKENS
     from whence_ls.engine.loading import load_model
 
-    lm = load_model(args.model, args.device)
+    baseline = load_model(args.model, args.device, decoder="transformers")
+    engines = {"fp32": load_model(args.model, args.device)}
+    if engines["fp32"].decoder is not None:
+        for precision in ("fp16", "int8"):
+            engines[precision] = load_model(args.model, args.device, precision=precision)
     source_path, source = bench_prompt()
     draft = DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens
-    llama = _llama(args.llama_python, args.gguf, args.threads) if args.gguf else None
-    print(f"model: {lm.name} on {lm.device_label} ({str(lm.dtype).removeprefix('torch.')}), torch threads: {torch.get_num_threads()}")
-    if args.gguf and llama is None:
+    llamas = [Llama(args.llama_python, gguf, args.threads or torch.get_num_threads()) for gguf in args.gguf or []] \
+        if args.llama_python else []
+    weights_mb = sum(p.numel() * p.element_size() for p in baseline.model.parameters()) / 1e6
+    bandwidth = read_bandwidth(int(weights_mb * 1e6))
+    fast = engines["fp32"].decoder is not None
+    print(f"model: {baseline.name} on {baseline.device_label}, torch threads: {torch.get_num_threads()}; "
+          f"decoder: {'fast (engine/fast_decode.py)' if fast else 'transformers (the fast decoder does not run this model)'}")
+    print(f"weights: {weights_mb:.0f} MB in fp32 (an output head tied to the embedding counted once); a streaming read "
+          f"of that size here: {bandwidth:.1f} GB/s, so at most {1000 * bandwidth / weights_mb:.1f} fp32 tokens/s")
+    if args.gguf and not llamas:
         print("llama.cpp: not measured (give --llama-python, the Python of an environment with llama-cpp-python; see docs/benchmarks.md)")
-    elif llama is not None:
-        print(f"llama.cpp: {llama.label}")
     print(f"prompt: {source_path}; {args.new_tokens} new tokens, greedy; {args.repeats} alternating runs after a warm-up; medians")
     print()
-    print("| context | engine | decode tokens/s | prefill ms | same greedy tokens as model.generate |")
-    print("|---|---|---|---|---|")
-    for context_tokens in args.context_tokens:
-        _one_context(lm, source, context_tokens, args, draft, llama)
+    print("| context | engine | decode tokens/s | prefill ms | x model.generate | fp32 bandwidth used | mean KL per token (nats) | greedy token differs | same greedy tokens as model.generate |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    try:
+        for context_tokens in args.context_tokens:
+            _one_context(baseline, engines, llamas, source, context_tokens, args, draft, weights_mb, bandwidth)
+    finally:
+        for llama in llamas:
+            llama.close()
     return 0
 
 
-def _one_context(lm, source: str, context_tokens: int, args, draft: int, llama) -> None:
+def _one_context(baseline, engines: dict, llamas: list, source: str, context_tokens: int, args, draft: int,
+                 weights_mb: float, bandwidth: float) -> None:
     import torch
 
     from whence_ls.engine.context import build_context
     from whence_ls.engine.generation import generate
 
-    ids = lm.tokenizer(source, add_special_tokens=False, return_offsets_mapping=True)
+    ids = baseline.tokenizer(source, add_special_tokens=False, return_offsets_mapping=True)
     end = ids["offset_mapping"][min(context_tokens, len(ids["input_ids"]) - 1)][0]
-    context = build_context(lm.tokenizer, source, end, context_tokens)
+    context = build_context(baseline.tokenizer, source, end, context_tokens)
     n = args.new_tokens
-    prompt = torch.tensor([context.token_ids], device=lm.device)
-    eos_free = {"eos_token_id": None, "pad_token_id": lm.tokenizer.pad_token_id}
+    prompt = torch.tensor([context.token_ids], device=baseline.device)
+    eos_free = {"eos_token_id": None, "pad_token_id": baseline.tokenizer.pad_token_id}
     outputs: dict[str, list[int]] = {}
 
-    def ours(draft_tokens: int, label: str) -> Callable[[], tuple[float, float]]:
+    def ours(lm, draft_tokens: int, key: str) -> Callable[[], tuple[float, float]]:
         def once() -> tuple[float, float]:
             result = generate(lm, context, max_new_tokens=n, draft_tokens=draft_tokens)
-            outputs[label] = [t.token_id for t in result.tokens]
+            outputs[key] = [t.token_id for t in result.tokens]
             t = result.timings
             return t["decode_tokens_per_s"], 1000 * t["prefill_s"]
         return once
@@ -72,72 +95,46 @@ def _one_context(lm, source: str, context_tokens: int, args, draft: int, llama) 
     def plain() -> tuple[float, float]:
         with torch.inference_mode():
             started = time.perf_counter()
-            lm.model.generate(prompt, max_new_tokens=1, min_new_tokens=1, do_sample=False, **eos_free)
+            baseline.model.generate(prompt, max_new_tokens=1, min_new_tokens=1, do_sample=False, **eos_free)
             prefill = time.perf_counter() - started
             started = time.perf_counter()
-            out = lm.model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, **eos_free)
+            out = baseline.model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, **eos_free)
             total = time.perf_counter() - started
         outputs["plain"] = out[0, prompt.shape[1]:].tolist()
         return (n - 1) / max(total - prefill, 1e-9), 1000 * prefill
 
-    engines: list[tuple[str, Callable[[], tuple[float, float]]]] = [
-        ("whence-ls generate, no drafts", ours(0, "none")),
-        (f"whence-ls generate, prompt-lookup drafts ({draft})", ours(draft, "drafts")),
-        ("transformers model.generate (plain greedy)", plain),
-    ]
-    if llama is not None:
-        engines.append((f"llama.cpp ({llama.label})", lambda: llama.run(context.token_ids, n, outputs)))
-    for _, fn in engines:  # warm-up: first calls pay for lazy initialisation
+    rows: list[tuple[str, str, Callable[[], tuple[float, float]]]] = []
+    for precision, lm in engines.items():
+        rows.append((f"whence-ls {precision}, no drafts", f"{precision}-none", ours(lm, 0, f"{precision}-none")))
+        rows.append((f"whence-ls {precision}, prompt-lookup drafts ({draft})", f"{precision}-drafts", ours(lm, draft, f"{precision}-drafts")))
+    rows.append(("transformers model.generate (plain greedy)", "plain", plain))
+    for k, llama in enumerate(llamas):
+        rows.append((f"llama.cpp ({llama.label})", f"llama{k}", lambda llama=llama, k=k: llama.run(context.token_ids, n, outputs, f"llama{k}")))
+    for _, _, fn in rows:  # warm-up: first calls pay for lazy initialisation
         fn()
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in engines}
+    runs: dict[str, list[tuple[float, float]]] = {key: [] for _, key, _ in rows}
     for _ in range(args.repeats):
-        for name, fn in engines:
-            runs[name].append(fn())
+        for _, key, fn in rows:
+            runs[key].append(fn())
     reference = outputs.get("plain", [])
-    keys = {engines[0][0]: "none", engines[1][0]: "drafts", engines[2][0]: "plain"}
-    if llama is not None:
-        keys[engines[3][0]] = "llama"
-    for name, _ in engines:
-        decode = statistics.median(r[0] for r in runs[name])
-        prefill = statistics.median(r[1] for r in runs[name])
-        produced = outputs.get(keys[name], [])
+    # the divergence from fp32 is a property of an engine's arithmetic, not of drafts (which
+    # check their tokens against the same logits): measured once per engine, teacher-forced on
+    # the fp32 greedy continuation
+    truth = fp32_logprobs(baseline, list(context.token_ids), reference)
+    divergence: dict[str, Divergence | None] = {f"{p}-{d}": kl_of_engine(lm, list(context.token_ids), reference, truth)
+                                                for p, lm in engines.items() for d in ("none", "drafts")}
+    for k, llama in enumerate(llamas):
+        divergence[f"llama{k}"] = llama.divergence(list(context.token_ids), reference, truth)
+    plain_speed = statistics.median(r[0] for r in runs["plain"])
+    for name, key, _ in rows:
+        decode = statistics.median(r[0] for r in runs[key])
+        prefill = statistics.median(r[1] for r in runs[key])
+        produced = outputs.get(key, [])
         shared = next((i for i, (a, b) in enumerate(zip(produced, reference)) if a != b), min(len(produced), len(reference)))
-        same = "reference" if keys[name] == "plain" else ("yes" if shared == len(produced) else f"first {shared} of {len(produced)}")
-        print(f"| {len(context.token_ids)} | {name} | {decode:.1f} | {prefill:.0f} | {same} |")
-
-
-class _Llama:
-    """llama.cpp in its own environment's Python (`llama_driver.py`), fed the same token ids."""
-
-    def __init__(self, python: str, gguf: str, threads: int) -> None:
-        import json
-        import os
-        import subprocess
-        from pathlib import Path
-
-        driver = Path(__file__).with_name("llama_driver.py")
-        # -I: the driver sits beside bench modules (typing.py) that must not shadow the stdlib
-        self.process = subprocess.Popen([python, "-I", str(driver), gguf, str(threads)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        ready = self.process.stdout.readline()
-        if not ready:
-            raise SystemExit(f"whence-ls bench generate: llama.cpp did not start ({python} {driver})")
-        self.threads = json.loads(ready)["n_threads"]
-        self.label = f"{os.path.basename(gguf)}, {self.threads} threads"
-
-    def run(self, token_ids: list[int], n: int, outputs: dict) -> tuple[float, float]:
-        import json
-
-        self.process.stdin.write(json.dumps({"ids": list(token_ids), "n": n}) + "\n")
-        self.process.stdin.flush()
-        answer = json.loads(self.process.stdout.readline())
-        outputs["llama"] = answer["tokens"]
-        return answer["decode_tokens_per_s"], answer["prefill_ms"]
-
-
-def _llama(python: str | None, gguf: str, threads: int | None) -> _Llama | None:
-    import torch
-
-    if not python:
-        return None
-    return _Llama(python, gguf, threads or torch.get_num_threads())
+        same = "reference" if key == "plain" else ("yes" if shared == len(produced) else f"first {shared} of {len(produced)}")
+        used = f"{100 * decode * weights_mb / 1000 / bandwidth:.0f}%" if key in ("fp32-none", "plain") else "—"
+        kl = divergence.get(key)
+        kl_text = "0 (reference)" if key == "plain" else (f"{kl.mean_kl:.2g}" if kl is not None else "—")
+        differs = "—" if kl is None else f"{kl.argmax_changed} of {kl.positions}"
+        print(f"| {len(context.token_ids)} | {name} | {decode:.1f} | {prefill:.0f} | {decode / plain_speed:.2f} | {used} | "
+              f"{kl_text} | {differs} | {same} |")

@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--draft-tokens", type=int, default=None, metavar="N",
                         help="prompt-lookup draft tokens per forward for the drafted row (default: the engine's)")
-    parser.add_argument("--gguf", default=None, metavar="FILE", help="a GGUF of the same model, for the llama.cpp row")
+    parser.add_argument("--gguf", action="append", default=None, metavar="FILE",
+                        help="a GGUF of the same model, for a llama.cpp row (repeat for F32, Q8_0, Q4_K_M...)")
     parser.add_argument("--llama-python", default=None, metavar="PYTHON",
                         help="the Python of a bench-only environment with llama-cpp-python (scripts/bench-llama-env.sh)")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: torch's)")

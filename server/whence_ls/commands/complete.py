@@ -13,6 +13,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--context-tokens", type=int, default=1024, help="token budget of the context (default 1024)")
     parser.add_argument("--model", default=None, help="model directory, .gguf file or cached hub id (default: embedded)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
+                        help="the decoding forward's weights on a CPU (default fp16, within rounding of fp32; see README)")
     parser.add_argument("--fim", default="auto", metavar="TEMPLATE",
                         help="fill-in-the-middle: auto (the model's family, if its tokenizer has one), off, starcoder, "
                         "qwen2.5-coder, deepseek-coder, codellama or codestral")
@@ -82,7 +84,7 @@ def run(args) -> int:
     if not text[:cursor].strip():
         raise WhenceError(f"nothing before {line}:{col} in {path}: there is no context to complete from")
     prompt, snippets = repository_prompt(args, path, text, language_for_path(path))
-    lm = load_model(args.model, args.device)
+    lm = load_model(args.model, args.device, precision=args.precision)
     result = complete_at(
         lm,
         text,
@@ -348,6 +350,7 @@ def completion_json(result) -> dict:
         "completion": result.text,
         "model": result.model,
         "device": result.device,
+        "precision": result.precision,
         "stop_reason": result.stop_reason,
         "context": {"tokens": len(result.context.token_ids), "truncated": result.context.truncated,
                     "format": result.context.prompt_format,

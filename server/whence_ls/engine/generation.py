@@ -95,8 +95,6 @@ def warm_prefix(
     from, so that the completion itself runs only the tail (the first completion after a file
     opens, say). Runs in chunks and stops between them when `cancel` is set, keeping what it ran:
     a later warm-up or completion goes on from there. Returns the tokens now cached."""
-    from transformers import DynamicCache
-
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
     budget = max(1, min(context_tokens, lm.max_context - max_new_tokens))
@@ -105,14 +103,13 @@ def warm_prefix(
     ids = list(context.token_ids)
     cache, done = lm.prefix_cache.take(ids)
     if cache is None:
-        cache, done = DynamicCache(config=lm.model.config), 0
+        cache, done = new_cache(lm, len(ids) + max_new_tokens), 0
     with torch.inference_mode():
         while done < len(ids) - 1:  # the last token is the completion's own first step
             if cancel is not None and cancel.is_set():
                 break
             step = ids[done : min(len(ids) - 1, done + WARM_CHUNK_TOKENS)]
-            lm.model(input_ids=torch.tensor([step], device=lm.device), use_cache=True, logits_to_keep=1,
-                     **{lm.cache_argument: cache})
+            forward(lm, step, cache)
             done += len(step)
     if done:
         lm.prefix_cache.put(ids[:done], cache, window_anchor(context.doc_start, context.text))
@@ -269,13 +266,11 @@ def generate(
     `live_rows`: read every token's calibrated attention row from the decoding forwards
     themselves (`attribution/live_rows.py`, for a calibrated model), kept in `live_rows` of the
     result, so its attribution needs no forward afterwards."""
-    from transformers import DynamicCache
-
     if draft_tokens is None:
         draft_tokens = DRAFT_TOKENS
     if not context.token_ids:
         raise WhenceError("nothing to complete from: the context is empty")
-    model, tokenizer = lm.model, lm.tokenizer
+    tokenizer = lm.tokenizer
     eos = set(lm.eos_token_ids) | set(context.stop_token_ids)
     special = lm.special_token_ids()
     started = time.perf_counter()
@@ -287,7 +282,7 @@ def generate(
     cut: int | None = None
     cache, reused = prefix_cache.take(context.token_ids) if prefix_cache is not None else (None, 0)
     if cache is None:
-        cache = DynamicCache(config=model.config)
+        cache = new_cache(lm, len(context.token_ids) + max_new_tokens + draft_tokens + 1)
     cached_ids = list(context.token_ids[:reused])  # what `cache` holds keys and values of
     step_ids = list(context.token_ids[reused:])
     prefill_s = 0.0
@@ -304,8 +299,7 @@ def generate(
                 stop_reason = "cancelled"
                 break
             chunk, step_ids = step_ids[:PREFILL_CHUNK_TOKENS], step_ids[PREFILL_CHUNK_TOKENS:]
-            model(input_ids=torch.tensor([chunk], device=lm.device), use_cache=True, logits_to_keep=1,
-                  **{lm.cache_argument: cache})
+            forward(lm, chunk, cache)
             cached_ids.extend(chunk)
         drafter = NgramDrafter(list(context.token_ids)) if draft_tokens > 0 and _croppable(cache) else None
         feed, draft = step_ids, []  # tokens to run now; the draft is the tail of `feed` to check
@@ -313,10 +307,10 @@ def generate(
         while not stopped and len(ids) < max_new_tokens:
             if live is not None:
                 live.cache, live.trailing = cache, len(draft) + 1
-            out = model(input_ids=torch.tensor([feed], device=lm.device), use_cache=True,
-                        logits_to_keep=len(draft) + 1, output_hidden_states=live is not None, **{lm.cache_argument: cache})
+            step_logits, hidden_states = forward(lm, feed, cache, logits_to_keep=len(draft) + 1,
+                                                 hidden_states=live is not None, live=live)
             # row i of this forward predicts the token after its i-th trailing position
-            forward_rows = live.take(list(range(len(draft) + 1)), out.hidden_states, out.logits[0]) if live is not None else []
+            forward_rows = live.take(list(range(len(draft) + 1)), hidden_states, step_logits) if live is not None else []
             cached_ids.extend(feed)
             if forwards == 0:
                 prefill_s = time.perf_counter() - started
@@ -324,7 +318,7 @@ def generate(
             # row i predicts the token after draft[i - 1] (after feed's first token for i = 0):
             # each draft token the model would have chosen itself lets the next row count
             for i in range(len(draft) + 1):
-                logits = out.logits[0, i - len(draft) - 1]
+                logits = step_logits[i - len(draft) - 1]
                 values, indices, entropy = _token_row(logits, top_k)
                 if pending:
                     constrained = logits.float() + _healing_mask(lm, pending, closed)
@@ -406,6 +400,7 @@ def generate(
         context=context,
         model=lm.name,
         device=lm.device_label,
+        precision=lm.precision,
         stop_reason=stop_reason,
         timings={
             "prefill_s": prefill_s,
@@ -420,6 +415,27 @@ def generate(
             "accepted_draft_tokens": accepted,
         },
     )
+
+
+def new_cache(lm: LoadedModel, capacity: int):
+    """An empty KV cache for `forward`, with room for `capacity` tokens (it grows past them)."""
+    if lm.decoder is not None:
+        return lm.decoder.new_cache(capacity)
+    from transformers import DynamicCache
+
+    return DynamicCache(config=lm.model.config)
+
+
+def forward(lm: LoadedModel, ids: list[int], cache, *, logits_to_keep: int = 1, hidden_states: bool = False,
+            live=None) -> tuple[torch.Tensor, tuple | None]:
+    """Run `ids` after what `cache` holds, with the fast decoder where the model has one
+    (`fast_decode.py`), else with the model's own forward: the last `logits_to_keep` positions'
+    logits [keep, vocab], and the hidden states when asked. `live` receives the attention."""
+    if lm.decoder is not None:
+        return lm.decoder.forward(ids, cache, logits_to_keep=logits_to_keep, hidden_states=hidden_states, live=live)
+    out = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=True, logits_to_keep=logits_to_keep,
+                   output_hidden_states=hidden_states, **{lm.cache_argument: cache})
+    return out.logits[0], out.hidden_states
 
 
 def _live_attention(lm: LoadedModel):
@@ -441,7 +457,7 @@ def _partial(lm: LoadedModel, context: ContextWindow, heal: str, ids: list[int],
     return ScoredText(
         live_rows=_rows_of(kept_rows, len(tokens)),
         kind="completion", text="".join(t.text for t in tokens), doc_start=context.doc_start + len(context.text) + len(heal),
-        tokens=tokens, context=context, model=lm.name, device=lm.device_label, stop_reason="deadline",
+        tokens=tokens, context=context, model=lm.name, device=lm.device_label, precision=lm.precision, stop_reason="deadline",
         timings={"total_s": time.perf_counter() - started, "generated_tokens": len(ids), "healed_chars": len(heal)},
     )
 
@@ -449,6 +465,10 @@ def _partial(lm: LoadedModel, context: ContextWindow, heal: str, ids: list[int],
 def _croppable(cache) -> bool:
     """Whether dropping the newest entries is exact for this cache: a plain KV cache, not a
     sliding window (which forgets) nor a recurrent state."""
+    from whence_ls.engine.fast_decode import KVCache
+
+    if isinstance(cache, KVCache):
+        return True
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
 

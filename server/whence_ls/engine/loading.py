@@ -33,6 +33,9 @@ class LoadedModel:
     _token_texts: list[str] | None = None
     _special_ids: frozenset[int] | None = None
     cache_argument: str = "cache"
+    # the fast forward (`fast_decode.py`) that generation uses, None where it does not run
+    decoder: object | None = None
+    precision: str = "fp32"  # of the decoding forward; the model's own forward stays fp32 on a CPU
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)  # for callers that opt in
 
     def token_texts(self) -> list[str]:
@@ -94,9 +97,23 @@ def _has_fim_tokens(tokenizer) -> bool:
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def load_model(spec: str | None = None, device: str = "auto", *, attn_implementation: str = "sdpa") -> LoadedModel:
+DECODERS = ("fast", "transformers")
+
+
+def load_model(spec: str | None = None, device: str = "auto", *, attn_implementation: str = "sdpa",
+               decoder: str = "fast", precision: str = "fp32") -> LoadedModel:
     """Load `spec`: None (embedded default), a model directory, a .gguf file, or a hub id
-    already in the local cache (whence-ls never downloads at run time)."""
+    already in the local cache (whence-ls never downloads at run time).
+
+    `decoder`: "fast" decodes with `fast_decode.FastDecoder` where it runs the model (a Llama on
+    a CPU), in `precision` ("fp32", "fp16" or "int8"; elsewhere the model's own, fp32 on a CPU);
+    "transformers" always with the model's own forward (the bench's baseline)."""
+    from whence_ls.engine import fast_decode
+
+    if decoder not in DECODERS:
+        raise WhenceError(f"unknown decoder {decoder!r}: use {' or '.join(DECODERS)}")
+    if precision not in fast_decode.PRECISIONS:
+        raise WhenceError(f"unknown precision {precision!r}: use {' or '.join(fast_decode.PRECISIONS)}")
     import inspect
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -164,7 +181,22 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
     forward_parameters = inspect.signature(model.forward).parameters
     cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
     max_context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    fast = None
+    if decoder == "fast" and target.type == "cpu":
+        reason = fast_decode.supports(model)
+        if reason is None:
+            fast = fast_decode.FastDecoder(model, precision, _calibration_ids(tokenizer) if precision == "int8" else None)
+        else:
+            log.info("decoding with transformers' forward: %s", reason)
+    if precision != "fp32" and fast is None:
+        # the faster precisions are the fast decoder's; a model it does not run decodes in its
+        # own arithmetic (and every record then says fp32), rather than not at all
+        log.info("%s decodes in the model's own precision: the fast decoder does not run it here (%s)", name,
+                 fast_decode.supports(model) or f"device {target.type}" if decoder == "fast" else "decoder transformers")
+        precision = "fp32"
     return LoadedModel(
+        decoder=fast,
+        precision=precision,
         model=model,
         tokenizer=tokenizer,
         name=name,
@@ -176,6 +208,15 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
         load_seconds=time.perf_counter() - started,
         cache_argument=cache_argument,
     )
+
+
+def _calibration_ids(tokenizer) -> list[int]:
+    """The text whose activations set int8's smoothing scales: code of this package (not a
+    benchmark's prompt), the same tokens every start."""
+    from whence_ls.engine import fast_decode, stopping
+
+    text = Path(stopping.__file__).read_text(encoding="utf-8")
+    return tokenizer(text, add_special_tokens=False).input_ids[: fast_decode.CALIBRATION_TOKENS]
 
 
 def gguf_conversion_dir(path: Path) -> Path:
@@ -207,7 +248,10 @@ def _keep_conversion(model, tokenizer, target: Path) -> None:
             pass
     try:
         shutil.rmtree(temporary, ignore_errors=True)
-        model.save_pretrained(temporary, safe_serialization=True)
+        # contiguous: a model the fast decoder has rearranged holds its weights as views
+        # (`fast_decode.py`), which safetensors cannot write as they are
+        state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+        model.save_pretrained(temporary, safe_serialization=True, state_dict=state)
         tokenizer.save_pretrained(temporary)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(temporary, target)

@@ -102,6 +102,8 @@ class ScoredText:
     model: str
     device: str
     stop_reason: str = ""
+    # the decoding forward's arithmetic: "fp32" (the model's own) or "int8" (`fast_decode.py`)
+    precision: str = "fp32"
     timings: dict[str, float] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     # attribution rows by token index, filled lazily by the attribution engine

@@ -7,9 +7,10 @@ model at 300 context tokens: 247-277 ms with 2 threads, 79-81 ms with 1). So the
 follows what the other processes leave free, measured from /proc/stat between model jobs:
 the machine's busy time over the last interval less this process's own.
 
-The spinning itself is switched off in `whence_ls/__init__.py` (OMP_WAIT_POLICY=PASSIVE, set
-before torch loads OpenMP): idle OpenMP threads then sleep instead of burning the core that the
-other process needs (the same measurement: 74-81 ms with 2 threads once they sleep).
+Idle OpenMP threads spin only briefly before they sleep (`whence_ls/__init__.py`,
+GOMP_SPINCOUNT): sleeping at once made every one of a forward's ~150 parallel operations wait
+for a wake-up (decode at half speed on a quiet machine), spinning without end burned the busy
+core. With one core busy elsewhere this module leaves a single thread, and no team spins.
 """
 
 from __future__ import annotations

@@ -161,6 +161,12 @@ class HoverFeature:
         elif why:
             lines.append(why + "  ")
         lines.append(f"_{self.truth_sentence(record, method, verified)}_")
+        precision = getattr(record.scored, "precision", "fp32")
+        if precision == "fp16":
+            lines.append("_decoded with fp16 weights (`whence.precision`): within rounding of the fp32 model's numbers_")
+        elif precision != "fp32":
+            lines.append(f"_decoded with {precision} weights (`whence.precision`): these probabilities and this row are "
+                         "that decode's, not the fp32 model's; `whence-ls bench generate` measures the difference_")
         return "\n".join(lines)
 
     def truth_sentence(self, record: Record, method: str, verified: Any | None) -> str:

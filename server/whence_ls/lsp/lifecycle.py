@@ -179,7 +179,7 @@ class LifecycleFeature:
                 from whence_ls.engine.loading import load_model
 
                 begin(30, 70, f"reading weights of {name}")
-                lm = load_model(settings.model, settings.device)
+                lm = load_model(settings.model, settings.device, precision=settings.precision)
                 begin(70, 90, "preparing the vocabulary table")
                 lm.token_texts()  # token healing needs it; building it here keeps the first completion fast
                 begin(90, 100, "reading the attribution calibration")

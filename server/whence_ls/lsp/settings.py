@@ -22,6 +22,7 @@ ATTRIBUTION_CHOICES = (
 _KEYS = {
     "model": "model",
     "device": "device",
+    "precision": "precision",
     "maxNewTokens": "max_new_tokens",
     "contextTokens": "context_tokens",
     "attributionMethod": "attribution_method",
@@ -42,6 +43,10 @@ _KEYS = {
 class Settings:
     model: str | None = None
     device: str = "auto"
+    # weights of the decoding forward on a CPU (`engine/fast_decode.py`): "fp16" (the default:
+    # 2.7-2.9x model.generate, mean KL 2e-6 from fp32, the same greedy tokens in `bench
+    # generate`), "fp32" (the model's own arithmetic, 1.2-1.5x) or "int8" (KL 0.005)
+    precision: str = "fp16"
     max_new_tokens: int = 64
     context_tokens: int = 1024
     attribution_method: str | None = None  # None: the engine's default (set by its benchmark)
@@ -65,9 +70,9 @@ class Settings:
         return PromptOptions(fim=self.fim, suffix_tokens=self.suffix_tokens,
                              repository_tokens=self.repository_tokens if self.repository_context else 0)
 
-    def model_key(self) -> tuple[str | None, str]:
+    def model_key(self) -> tuple[str | None, str, str]:
         """What identifies the loaded model: a change here means a reload."""
-        return self.model, self.device
+        return self.model, self.device, self.precision
 
     def merged(self, raw: Any) -> tuple["Settings", list[str]]:
         """These settings with the known keys of `raw` applied; bad values are skipped and
@@ -98,6 +103,8 @@ def _check(name: str, value: Any) -> str | None:
         return None if value is None or (isinstance(value, str) and value.strip()) else "expected a path or null"
     if name == "device":
         return None if value in ("auto", "cpu", "cuda") else "expected auto, cpu or cuda"
+    if name == "precision":
+        return None if value in ("fp32", "fp16", "int8") else "expected fp32, fp16 or int8"
     if name == "max_new_tokens":
         return None if _is_int(value) and 1 <= value <= 1024 else "expected an integer from 1 to 1024"
     if name == "context_tokens":

@@ -69,7 +69,14 @@ class LiveAttention:
 
         return _attention_modules(lm.model)
 
+    def observe(self, layer: int, probs: torch.Tensor) -> None:
+        """The softmax of the trailing fed positions over every key, [n, heads, L], from a
+        forward that computes it itself (`fast_decode.py`): no hook, nothing recomputed."""
+        self._per_layer[layer] = probs.float()
+
     def __enter__(self) -> "LiveAttention":
+        if getattr(self.lm, "decoder", None) is not None:
+            return self  # the fast decoder hands its attention to `observe`
         for layer, module in enumerate(self.modules):
             self._hooks.append(module.register_forward_hook(self._hook(layer), with_kwargs=True))
         return self

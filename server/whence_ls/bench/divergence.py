@@ -1,0 +1,63 @@
+"""How far an engine's next-token distributions are from the fp32 model's, and how fast this
+machine reads memory: the KL and bandwidth columns of `whence-ls bench generate`."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Divergence:
+    mean_kl: float  # mean over positions of KL(fp32 || engine), nats
+    argmax_changed: int  # positions whose most likely token is not fp32's
+    positions: int
+
+
+def read_bandwidth(nbytes: int, repeats: int = 5) -> float:
+    """GB/s of a streaming read of `nbytes` of fp32 (a sum, with torch's threads), the best of
+    `repeats`: the ceiling for a forward that must read that many bytes of weights."""
+    import torch
+
+    buffer = torch.ones(max(1, nbytes // 4), dtype=torch.float32)
+    buffer.sum()  # touch every page once before timing
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        buffer.sum()
+        times.append(time.perf_counter() - started)
+    return nbytes / min(times) / 1e9
+
+
+def fp32_logprobs(lm, context: list[int], continuation: list[int]):
+    """The model's own (transformers, fp32) log-probabilities at each position that predicts a
+    token of `continuation`: [len(continuation), vocab]."""
+    import torch
+
+    ids = torch.tensor([context + continuation[:-1]], device=lm.device)
+    with torch.inference_mode():
+        logits = lm.model(input_ids=ids, use_cache=False, logits_to_keep=len(continuation)).logits[0]
+    return torch.log_softmax(logits.double(), dim=-1).cpu()
+
+
+def kl_of_engine(lm, context: list[int], continuation: list[int], truth) -> Divergence | None:
+    """`lm`'s decoding forward (fast decoder, either precision), teacher-forced the same way."""
+    import torch
+
+    from whence_ls.engine.generation import forward, new_cache
+
+    if not continuation:
+        return None
+    ids = context + continuation[:-1]
+    with torch.inference_mode():
+        logits, _ = forward(lm, ids, new_cache(lm, len(ids)), logits_to_keep=len(continuation))
+    return compare(truth, torch.log_softmax(logits.double(), dim=-1).cpu())
+
+
+def compare(truth, logprobs) -> Divergence:
+    """KL(truth || logprobs) per row, both [positions, vocab] log-probabilities."""
+    truth, logprobs = truth.double(), logprobs.double()  # float32 sums of near-equal terms go below 0
+    kl = (truth.exp() * (truth - logprobs)).sum(-1)
+    changed = int((truth.argmax(-1) != logprobs.argmax(-1)).sum())
+    return Divergence(float(statistics.fmean(kl.tolist())), changed, truth.shape[0])
