@@ -141,6 +141,8 @@ const STYLE = `
   td.cell:hover { outline: 2px solid var(--vscode-focusBorder); }
   td.pending { color: var(--vscode-descriptionForeground); font-style: italic; padding: 0 6px; white-space: nowrap; }
   .prob { color: var(--vscode-descriptionForeground); }
+  .truth.verified { color: var(--vscode-testing-iconPassed, green); }
+  .truth.estimated { color: var(--vscode-descriptionForeground); }
   .edited { font-style: italic; text-decoration: line-through; }
   .legend span.swatch { display: inline-block; width: 1.2em; height: 0.9em; vertical-align: middle; margin: 0 4px 0 10px; }
   .spinner { display: inline-block; width: 0.8em; height: 0.8em; border: 2px solid var(--vscode-descriptionForeground); border-top-color: transparent; border-radius: 50%; animation: spin 0.9s linear infinite; vertical-align: middle; margin-right: 4px; }
@@ -242,14 +244,15 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
           const token = matrix.tokens[index];
           const label = visibleText(token.text);
           const edited = token.edited === true;
+          const scores = matrix.scores[index] ?? null;
+          const truth = scores === null ? null : rowTruth(matrix, index);
           const header = `<th class="row" data-token="${index}" data-label="${escapeHtml(label)}" title="${escapeHtml(
             `p = ${token.prob.toFixed(3)}, ${positionLabel(token.range.start.line, token.range.start.character)}${
               edited ? ', edited since it was generated' : ''
-            }`,
+            }${truth ? `; ${truth.sentence}` : ''}`,
           )}"><span class="${edited ? 'edited' : ''}">${escapeHtml(label)}</span> <span class="prob">${
             edited ? 'edited' : token.prob.toFixed(2)
-          }</span></th>`;
-          const scores = matrix.scores[index] ?? null;
+          }</span>${truth ? ` <span class="truth ${truth.mark === '✓' ? 'verified' : 'estimated'}">${truth.mark}</span>` : ''}</th>`;
           if (scores === null) {
             const never = neverScored(token);
             const why = never
@@ -284,6 +287,7 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
   ].join('');
   const hidden = columns.length - shown.length;
   const pendingNote = pendingCount > 0 ? ` · <span class="spinner"></span>${pendingCount} token rows computing…` : '';
+  const truthNote = verificationSummary(matrix) ? ` · ${escapeHtml(verificationSummary(matrix))} (✓ verified, ~ estimated)` : '';
   const csp = ["default-src 'none'", `style-src ${options.cspSource} 'unsafe-inline'`, `script-src 'nonce-${options.nonce}'`].join('; ');
   const caveat = matrix.note ? `${escapeHtml(matrix.note.replace(/\.?\s*$/, '.'))} ` : '';
 
@@ -300,7 +304,7 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
 <h1>Attribution matrix</h1>
 <p class="meta">${escapeHtml(options.documentLabel)} · ${lines.length} completion line${lines.length === 1 ? '' : 's'} × ${
     columns.length
-  } source${columns.length === 1 ? '' : 's'} with weight (of ${matrix.units.length}) · ${escapeHtml(matrix.method.replace(/_/g, ' '))}${pendingNote}</p>
+  } source${columns.length === 1 ? '' : 's'} with weight (of ${matrix.units.length}) · ${escapeHtml(matrix.method.replace(/_/g, ' '))}${truthNote}${pendingNote}</p>
 <p class="note">${caveat}<a id="docs" href="#">How this is measured</a> · <a id="export" href="#">Export as HTML</a></p>
 ${legend ? `<p class="legend">${legend} · number: % of the row's attribution</p>` : ''}
 <div id="readout">Hover a cell for its share; click a line to show its tokens, a source to reveal it.</div>
@@ -316,6 +320,48 @@ ${hidden > 0 ? `<button id="more">show ${Math.min(hidden, visible)} more sources
 <script nonce="${options.nonce}">${SCRIPT}</script>
 </body>
 </html>`;
+}
+
+/**
+ * Whether a token's row is verified by ablation or estimated, as a short mark for its header and
+ * a sentence for its tooltip (how far the estimate was from the verification).
+ */
+export function rowTruth(matrix: AttributionMatrix, index: number): { mark: string; sentence: string } | null {
+  if (matrix.verified === undefined) {
+    return null; // an older server: it does not say
+  }
+  const check = matrix.verified?.[index] ?? null;
+  if (check === null) {
+    return { mark: '~', sentence: matrix.verifying ? 'estimated; verifying by ablation…' : 'estimated' };
+  }
+  let sentence = `verified by ${check.masks} ablations`;
+  if (check.sameTop === true) {
+    sentence += '; the estimate had the same top line';
+  } else if (typeof check.rankInEstimate === 'number') {
+    sentence += `; the estimate ranked this top line #${check.rankInEstimate}`;
+  }
+  if (typeof check.estimateLds === 'number') {
+    sentence += ` (estimate's LDS on these ablations ${check.estimateLds.toFixed(2)})`;
+  }
+  return { mark: '✓', sentence };
+}
+
+/** "5 of 8 rows verified by 16 ablations, the rest estimated", for the page's heading. */
+export function verificationSummary(matrix: AttributionMatrix): string {
+  const scored = matrix.tokens.map((_, index) => index).filter((index) => (matrix.scores[index] ?? null) !== null);
+  const checks = scored.map((index) => matrix.verified?.[index] ?? null).filter((c): c is NonNullable<typeof c> => c !== null);
+  if (scored.length === 0 || matrix.verified === undefined) {
+    return '';
+  }
+  const verifying = matrix.verifying ? ' (verifying by ablation…)' : '';
+  if (checks.length === 0) {
+    return `rows estimated${verifying}`;
+  }
+  const masks = [...new Set(checks.map((c) => c.masks))].join('/');
+  if (checks.length === scored.length) {
+    return `every row verified by ${masks} ablations`;
+  }
+  return `${checks.length} of ${scored.length} rows verified by ${masks} ablations, the rest estimated${verifying}`;
 }
 
 /** Parses a message from the page, rejecting anything that is not one of ours. */
@@ -345,9 +391,10 @@ export function neverScored(token: MatrixToken): boolean {
   return token.edited === true || (start.line === end.line && start.character === end.character);
 }
 
-/** True while some rows are still being computed by the server, i.e. worth asking again. */
+/** True while some rows are still being computed (or verified) by the server, i.e. worth asking again. */
 export function hasPendingRows(matrix: AttributionMatrix): boolean {
-  return matrix.tokens.some((token, index) => (matrix.scores[index] ?? null) === null && !neverScored(token));
+  // an estimated row that verification will replace counts too: its refresh is still to come
+  return matrix.verifying === true || matrix.tokens.some((token, index) => (matrix.scores[index] ?? null) === null && !neverScored(token));
 }
 
 /** True when two answers would render the same page (a refresh on rowsReady skips re-rendering then). */
@@ -357,6 +404,7 @@ export function sameMatrixContent(a: AttributionMatrix, b: AttributionMatrix | u
     a.recordId === b.recordId &&
     a.method === b.method &&
     a.note === b.note &&
-    JSON.stringify([a.tokens, a.units, a.scores]) === JSON.stringify([b.tokens, b.units, b.scores])
+    a.verifying === b.verifying &&
+    JSON.stringify([a.tokens, a.units, a.scores, a.verified]) === JSON.stringify([b.tokens, b.units, b.scores, b.verified])
   );
 }

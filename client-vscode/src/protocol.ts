@@ -63,10 +63,31 @@ export interface AttributionMatrix {
   /** Signed; each computed row's absolute values sum to 1; null rows are not computed yet. */
   scores: (number[] | null)[];
   /**
+   * Per row: how random-subset ablation verified it (the row in `scores` is then the ablation's),
+   * or null while the row is the cheap estimate. Absent from older servers.
+   */
+  verified?: (RowVerification | null)[];
+  /** Verification of this record is queued or running: estimated rows will be replaced. */
+  verifying?: boolean;
+  /**
    * The record's document lines as they read in the editor (the code before the cursor
    * included): what a completion line is labelled with. Absent from older servers.
    */
   lines?: { line: number; text: string }[];
+}
+
+/** How a verified row was measured, and how far the estimate it replaced was from it. */
+export interface RowVerification {
+  /** Random masks (lines removed at random halves) the row was fitted on. */
+  masks: number;
+  /** `exact`, or `tail N`: only the context's last N tokens and the completion were run again under each mask. */
+  mode?: string | null;
+  /** The estimate's strongest line was the verified strongest line. */
+  sameTop?: boolean | null;
+  /** Where the verified strongest line stood in the estimate's ranking (1: first). */
+  rankInEstimate?: number | null;
+  /** Spearman of the estimate's predicted against the measured outcomes of these masks. */
+  estimateLds?: number | null;
 }
 
 /** `whence/rowsReady` notification: rows of a record arrived (or failed); sent instead of being polled for. */
@@ -78,6 +99,8 @@ export interface RowsReady {
   /** Rows there now, of the rows the record will have. */
   done: number;
   total: number;
+  /** The rows named are verified ones (ablation), replacing their estimates. */
+  verified?: boolean;
   /** The record's rows failed; no more will come. */
   error?: string;
 }
@@ -101,6 +124,8 @@ export interface TokenAttribution {
   method: string;
   /** The row was not ready within the server's wait; `units` is empty then. */
   pending?: boolean;
+  /** The tint is the verified row's (null or absent: the estimate's). */
+  verified?: RowVerification | null;
   /** Which record and token this is: a pending row is announced by a `whence/rowsReady` naming them. */
   recordId?: string;
   tokenIndex?: number;

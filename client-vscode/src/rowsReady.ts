@@ -27,6 +27,7 @@ export function parseRowsReady(payload: unknown): RowsReady | undefined {
     tokenIndexes: indexes as number[],
     done: body.done,
     total: body.total,
+    ...(body.verified === true ? { verified: true } : {}),
     ...(typeof body.error === 'string' ? { error: body.error } : {}),
   };
 }

@@ -32,6 +32,7 @@ export type ServerSettings = {
   /** Snippets of open and imported workspace files in the prompt. */
   repositoryContext: boolean;
   repositoryTokens: number;
+  verifyRows: boolean;
   /** Model time before ghost text shows; past it the lines so far show and the rest follows (0: wait for all). */
   latencyBudgetMs: number;
   /** Model threads; null: fitted to the cores other processes leave free. */
@@ -57,6 +58,7 @@ export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   suffixTokens: 128,
   repositoryContext: true,
   repositoryTokens: 384,
+  verifyRows: true,
   latencyBudgetMs: 300,
   threads: null,
   retentionCheckpointsS: [30, 120, 600],

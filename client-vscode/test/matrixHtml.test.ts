@@ -193,3 +193,32 @@ test('a completion line is labelled as it reads in the editor, the code before t
   // a server that does not say: the generated code, as before
   assert.equal(completionLines({ ...matrix, lines: undefined })[0].text, 'al = 1');
 });
+
+test('each token row says whether it is verified by ablation or estimated, and how far the estimate was', () => {
+  const matrix = sampleMatrix();
+  matrix.verified = [{ masks: 16, mode: 'tail 128', sameTop: true, rankInEstimate: 1, estimateLds: 0.41 }, { masks: 16, sameTop: false, rankInEstimate: 3 }, null];
+  const html = renderMatrixHtml(matrix, options);
+  assert.match(html, /<th class="row" data-token="0"[^>]*title="[^"]*verified by 16 ablations; the estimate had the same top line \(estimate&#39;s LDS on these ablations 0\.41\)"[^>]*>.*<span class="truth verified">✓<\/span><\/th>/);
+  assert.match(html, /<th class="row" data-token="1"[^>]*title="[^"]*the estimate ranked this top line #3"[^>]*>.*<span class="truth verified">✓<\/span>/);
+  // the third row is not computed: no mark at all
+  assert.doesNotMatch(html, /data-token="2"[^>]*>[^\n]*class="truth/);
+  assert.match(html, /every row verified by 16 ablations \(✓ verified, ~ estimated\)/);
+});
+
+test('estimated rows are marked as such, with verification still to come when the server says so', () => {
+  const matrix = sampleMatrix();
+  matrix.verified = [null, { masks: 16, sameTop: true }, null];
+  matrix.verifying = true;
+  const html = renderMatrixHtml(matrix, options);
+  assert.match(html, /<th class="row" data-token="0"[^>]*title="[^"]*; estimated; verifying by ablation…"[^>]*>.*<span class="truth estimated">~<\/span>/);
+  assert.match(html, /1 of 2 rows verified by 16 ablations, the rest estimated \(verifying by ablation…\)/);
+  assert.equal(hasPendingRows({ ...matrix, scores: [[1, 0, 0], [1, 0, 0], [1, 0, 0]] }), true);
+  assert.equal(hasPendingRows({ ...matrix, scores: [[1, 0, 0], [1, 0, 0], [1, 0, 0]], verifying: false }), false);
+  // an older server sends neither field: no marks, no summary
+  const older = sampleMatrix();
+  assert.doesNotMatch(renderMatrixHtml(older, options), /class="truth|rows verified|rows estimated/);
+  // a verification arriving changes the page
+  const before = sampleMatrix();
+  const after = { ...sampleMatrix(), verified: [{ masks: 16 }, null, null] };
+  assert.equal(sameMatrixContent(after, before), false);
+});

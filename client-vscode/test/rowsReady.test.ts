@@ -22,3 +22,12 @@ test('rows concern a view of their record: any token for the matrix, the named t
   // a failure ends the wait of every token of the record
   assert.equal(rowsConcern({ ...rows, tokenIndexes: [], error: 'boom' }, 'rec-1', 1), true);
 });
+
+test('verified rows are announced as such, and concern the views of their record like any rows', () => {
+  const verified = parseRowsReady({ ...sample, verified: true });
+  assert.deepEqual(verified, { ...sample, verified: true });
+  assert.equal(parseRowsReady({ ...sample, verified: 'yes' })?.verified, undefined);
+  assert.equal(rowsConcern(verified!, 'rec-1'), true);
+  assert.equal(rowsConcern(verified!, 'rec-1', 3), true);
+  assert.equal(rowsConcern(verified!, 'rec-1', 1), false);
+});

@@ -115,7 +115,8 @@ class BenchResult:
 
 
 def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_per_target: int, truth_masks: int,
-              drop_rows: int, ig_targets: int, log: Callable[[str], None], offset: int = 0, limit: int | None = None) -> BenchResult:
+              drop_rows: int, ig_targets: int, log: Callable[[str], None], offset: int = 0, limit: int | None = None,
+              methods: tuple[str, ...] | None = None, verified: bool = True, dump: str | None = None) -> BenchResult:
     """Targets `offset` .. `offset + limit` of the `count` held-out targets (a run can be split
     over processes and merged with `merge`)."""
     import torch
@@ -126,7 +127,10 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
     )
     from whence_ls.engine.attribution.base import TeacherForced
     from whence_ls.engine.attribution.units import build_unit_map
+    from whence_ls.engine.attribution.verification import Verification, advance
     from whence_ls.engine.generation import complete_at
+    from whence_ls.bench.attribution_baselines import baseline_scores, copy_sources
+    from whence_ls.bench.attribution_verified import verified_scores
 
     result = BenchResult()
     targets = heldout_targets(count)
@@ -158,6 +162,8 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
             return value
 
         for name in (*ONE_FORWARD_METHODS, *GRADIENT_METHODS):
+            if methods is not None and name not in methods:
+                continue
             try:
                 rows = timed(name, lambda: attribute_rows(lm, _fresh(record), indices, name, language="python"))
             except Exception as exc:  # a method that cannot run on this model is reported, not fatal
@@ -176,15 +182,26 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
                         boosted[r, column[copied]] = np.abs(boosted[r]).max() + 1.0
                 scores["calibrated_attention+copy_heads"] = boosted
                 by_abs["calibrated_attention+copy_heads"] = False
-        if number < ig_targets:
+        if number < ig_targets and (methods is None or "integrated_gradients" in methods):
             ig = make_method("integrated_gradients", steps=16)
             rows = timed("integrated_gradients", lambda: attribute_rows(lm, _fresh(record), indices[:1], ig, language="python"))
             scores["integrated_gradients"] = np.array([[rows[indices[0]].scores[s] for s in sources]])
             by_abs["integrated_gradients"] = rows[indices[0]].rank_by_abs
         masks = random_masks(max(ABLATION_KS), len(sources), number)
         began = time.perf_counter()
-        ablated = masked_log_odds(job, indices, units, sources, masks)
+        # the exact mode of verified rows: the plain masked forwards' outcomes, restarted at each
+        # batch's first removed source over the cached prefix
+        exact = Verification(indices=list(indices), sources=list(sources), masks=masks)
+        advance(lm, record, exact, units)
+        ablated = np.stack([exact.outcomes[m] for m in range(len(masks))])
         per_mask = (time.perf_counter() - began) / len(masks)
+        raw = {}
+        if verified:
+            prior = scores.get("calibrated_attention")
+            extra, spent, raw = verified_scores(lm, record, units, sources, indices, masks, ablated, per_mask, prior)
+            for name, matrix in extra.items():
+                scores[name], by_abs[name] = matrix, False
+                result.seconds.setdefault(name, []).append(spent[name])
         for k in ABLATION_KS:
             began = time.perf_counter()
             scores[f"ablation_{k}"] = fit_effects(masks[:k], ablated[:k])
@@ -194,6 +211,13 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
             scores[name] = baseline_scores(name, record, units, sources, indices, seed=number)
             by_abs[name] = False
         copies = [copy_sources(record, index, units, sources) for index in indices]
+        if dump is not None:  # every outcome, so fits and estimators can be tried again without forwards
+            copy_columns = np.zeros((len(indices), len(sources)), dtype=bool)
+            for r, columns in enumerate(copies):
+                copy_columns[r, list(columns)] = True
+            np.savez_compressed(Path(dump) / f"target{number:03d}.npz", truth_masks=truth, truth_outcomes=outcomes,
+                                masks=masks, exact_outcomes=ablated, copy_columns=copy_columns,
+                                **(raw if verified else {}), **{f"scores_{k}": v for k, v in scores.items()})
         drop_indices = set(range(min(drop_rows, len(indices))))
         for name, matrix in scores.items():
             for r in range(matrix.shape[0]):
@@ -217,6 +241,11 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
         result.targets.append({"package": target.package, "version": target.version, "path": target.path,
                                "line": target.line + 1, "rows": len(indices), "sources": len(sources),
                                "context_tokens": len(record.context.token_ids), "completion": record.text})
+        if dump is not None:  # this target's rows alone, for `--render` of a run stopped early
+            rows_before = len(result.rows) - len(scores) * len(indices)
+            alone = BenchResult(rows=result.rows[rows_before:], seconds={k: v[-1:] for k, v in result.seconds.items()},
+                                forward_seconds=result.forward_seconds[-1:], targets=result.targets[-1:])
+            Path(dump, f"target{number:03d}.json").write_text(json.dumps({"suite": to_json(alone)}))
         log(f"target {number + 1}/{len(targets)} {target.package} {target.path}:{target.line + 1}: "
             f"{len(indices)} rows, {len(sources)} sources, {len(record.context.token_ids)} context tokens")
     return result
@@ -240,100 +269,6 @@ def _fresh(record):
     clone.attribution = {}
     clone.id = f"{record.id}-{time.perf_counter_ns()}"
     return clone
-
-
-def _word_at(text: str, start: int, end: int) -> str:
-    left = start
-    while left < end and not (text[left].isalnum() or text[left] == "_"):
-        left += 1
-    if left >= end:
-        return ""
-    right = left
-    while left > 0 and (text[left - 1].isalnum() or text[left - 1] == "_"):
-        left -= 1
-    while right < len(text) and (text[right].isalnum() or text[right] == "_"):
-        right += 1
-    return text[left:right]
-
-
-def copy_sources(record, index: int, units, sources: list[int]) -> set[int]:
-    """Columns of `sources` holding an earlier occurrence of the identifier this token is part of."""
-    from whence_ls.engine.attribution.units import COMMON_WORDS
-
-    token = record.tokens[index]
-    word = _word_at(record.text, token.start, token.end)
-    if len(word) < 2 or word in COMMON_WORDS or word.isdigit():
-        return set()
-    return {c for c, s in enumerate(sources) if any(i.text == word for i in units.units[s].identifiers)}
-
-
-def baseline_scores(name: str, record, units, sources: list[int], indices: list[int], *, seed: int) -> np.ndarray:
-    count = len(sources)
-    if name == "recency":
-        row = np.array([(c + 1) / count for c in range(count)])  # later source, higher score
-        return np.tile(row, (len(indices), 1))
-    if name == "random":
-        generator = np.random.default_rng(seed)
-        return generator.random((len(indices), count))
-    # lexical overlap: identifiers the source shares with the generated line of the token (and
-    # the context line it continues), ties to the nearer source
-    rows = []
-    line_start_of = record.text.rfind
-    context_tail = record.context.text[record.context.text.rfind("\n") + 1 :]
-    for index in indices:
-        token = record.tokens[index]
-        start = line_start_of("\n", 0, token.start) + 1
-        end = record.text.find("\n", token.end)
-        line = (context_tail if start == 0 else "") + record.text[start : len(record.text) if end == -1 else end]
-        words = {w for w in _identifiers(line)}
-        rows.append([len(words & {i.text for i in units.units[s].identifiers}) + 1e-3 * (c + 1) / count
-                     for c, s in enumerate(sources)])
-    return np.array(rows)
-
-
-def _identifiers(text: str) -> list[str]:
-    import re
-
-    from whence_ls.engine.attribution.units import COMMON_WORDS
-
-    return [w for w in re.findall(r"[^\W\d]\w*", text) if w not in COMMON_WORDS]
-
-
-COST_METHODS = ("calibrated_attention", "value_norm", "gradient_norm", "ablation")
-
-
-def cost_of_matrix(lm, *, context_tokens: int, new_tokens: int, log: Callable[[str], None],
-                   methods: tuple[str, ...] = COST_METHODS) -> dict:
-    """Seconds and forward-equivalents for the whole matrix of a `new_tokens` completion after
-    about `context_tokens` of context (a held-out file), for every method."""
-    import torch
-
-    from whence_ls.engine.attribution import attribute_rows
-    from whence_ls.engine.attribution.base import TeacherForced
-    from whence_ls.engine.context import build_context
-    from whence_ls.engine.generation import generate
-
-    target = max(heldout_targets(40), key=lambda t: t.cursor)
-    # exactly `new_tokens` generated tokens: no block-end stop, the matrix size the goal names
-    context = build_context(lm.tokenizer, target.text, target.cursor, context_tokens)
-    record = generate(lm, context, max_new_tokens=new_tokens)
-    job = TeacherForced.of(lm, record)
-    with torch.inference_mode():
-        times = []
-        for _ in range(3):
-            began = time.perf_counter()
-            lm.model(input_ids=job.ids.unsqueeze(0), use_cache=False, logits_to_keep=1)
-            times.append(time.perf_counter() - began)
-    forward = min(times)
-    indices = list(range(len(record.tokens)))
-    costs = {"context_tokens": len(record.context.token_ids), "tokens": len(indices), "forward_s": forward, "methods": {}}
-    for name in methods:
-        began = time.perf_counter()
-        attribute_rows(lm, _fresh(record), indices, name, language="python")
-        seconds = time.perf_counter() - began
-        costs["methods"][name] = {"seconds": seconds, "fe": seconds / forward}
-        log(f"cost {name}: {seconds:.1f} s = {seconds / forward:.1f} FE")
-    return costs
 
 
 def to_json(result: BenchResult) -> dict:
@@ -419,8 +354,15 @@ def run(args) -> int:
         summary = summarise(merge([p["suite"] for p in parts if "suite" in p]))
         costs = [p["cost"] for p in parts if "cost" in p]
         print(render(summary))
+        from whence_ls.bench.attribution_cost import print_cost as print_matrix_cost
+
         for cost in costs:
-            _print_cost(cost)
+            print_matrix_cost(cost)
+        from whence_ls.bench.attribution_verified import print_cost
+
+        for part in parts:
+            if "verify_cost" in part:
+                print_cost(part["verify_cost"])
         return 0
     from whence_ls.engine.loading import load_model
 
@@ -437,21 +379,23 @@ def run(args) -> int:
     if not args.skip_suite:
         result = run_suite(lm, args.targets, context_tokens=args.context_tokens, max_new_tokens=args.max_new_tokens,
                            rows_per_target=args.rows, truth_masks=args.truth_masks, drop_rows=args.drop_rows,
-                           ig_targets=args.ig_targets, log=log, offset=args.offset, limit=args.limit)
+                           ig_targets=args.ig_targets, log=log, offset=args.offset, limit=args.limit,
+                           methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
+                           verified=not args.no_verified, dump=args.dump)
         saved["suite"] = to_json(result)
         print(render(summarise(result)))
     if args.cost:
+        from whence_ls.bench.attribution_cost import COST_METHODS, cost_of_matrix, print_cost as print_matrix_cost
+
         methods = tuple(m for m in args.cost_methods.split(",") if m) if args.cost_methods else COST_METHODS
         saved["cost"] = cost_of_matrix(lm, context_tokens=1024, new_tokens=32, log=log, methods=methods)
-        _print_cost(saved["cost"])
+        print_matrix_cost(saved["cost"])
+    if args.verify_cost:
+        from whence_ls.bench.attribution_verified import print_cost, verification_cost
+
+        saved["verify_cost"] = verification_cost(lm, log=log)
+        print_cost(saved["verify_cost"])
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(saved, handle, indent=1)
     return 0
-
-
-def _print_cost(cost: dict) -> None:
-    print(f"\nwhole matrix of {cost['tokens']} tokens after {cost['context_tokens']} context tokens "
-          f"(one forward {cost['forward_s']:.2f} s):")
-    for name, entry in cost["methods"].items():
-        print(f"  {name}: {entry['seconds']:.1f} s = {entry['fe']:.1f} FE")

@@ -112,6 +112,9 @@ class ScoredText:
     # per token index, what generation read for the calibrated estimator (`live_rows.py`); empty
     # when it did not: rows are then computed by a forward afterwards
     live_rows: dict[int, Any] = field(default_factory=dict, repr=False)
+    # per token index, the row random-subset ablation gave after the estimate (`verification.py`),
+    # with how far the estimate was from it in the row's `extra`
+    verified: dict[int, Any] = field(default_factory=dict, repr=False)
 
     @property
     def doc_end(self) -> int:

@@ -88,6 +88,8 @@ class AttributionQueue:
         self._light = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="whence-rows")
         self._light_ids: set[str] = set()
         self.on_light: Callable[[], None] = lambda: None  # a record's rows were made on the light lane
+        # verified rows follow every record queued here (lsp/verification_queue.py)
+        self.verification: Any = None
 
     # -- event loop side -------------------------------------------------------------------------
 
@@ -102,6 +104,8 @@ class AttributionQueue:
             if missing:
                 self._asked.setdefault(record.id, set()).update(missing)
         self.on_activity(self.activity())
+        if self.verification is not None:
+            self.verification.enqueue(record)
         if not self._light_record(record):
             self.wake_worker()
 
@@ -125,6 +129,8 @@ class AttributionQueue:
             self._records.pop(record.id, None)
             self._asked.pop(record.id, None)
             self._urgent = [(r, i) for r, i in self._urgent if r != record.id]
+        if self.verification is not None:
+            self.verification.forget(record)
 
     def reset(self, records: list[Record]) -> None:
         """The method changed: every row is recomputed with the new one."""
@@ -133,9 +139,12 @@ class AttributionQueue:
             self._urgent.clear()
             self._records.clear()
             self._asked.clear()
+        if self.verification is not None:
+            self.verification.reset([])  # the records come back with `enqueue`, their rows cleared
         for record in records:
             record.scored.attribution.clear()
             record.scored.attribution_method = None
+            record.scored.verified.clear()
             self.enqueue(record)
 
     def row(self, record: Record, index: int) -> Any | None:

@@ -53,12 +53,17 @@ class CustomRequestsFeature:
     def _announce_rows(self) -> None:
         if self.session.attribution is not None:
             self.session.attribution.on_rows = self.rows_ready
+        if self.session.verification is not None:
+            self.session.verification.on_verified = lambda record, indexes: self.rows_ready(record, indexes, None, verified=True)
 
-    def rows_ready(self, record: Record, indexes: list[int], error: str | None) -> None:
-        """Tell the client which rows of `record` arrived, and how far the record is."""
+    def rows_ready(self, record: Record, indexes: list[int], error: str | None, *, verified: bool = False) -> None:
+        """Tell the client which rows of `record` arrived (estimated, or `verified` by
+        ablation), and how far the record is."""
         session = self.session
         done, total = session.attribution.progress(record) if session.attribution is not None else (0, 0)
         body: dict[str, Any] = {"recordId": record.id, "uri": record.uri, "tokenIndexes": indexes, "done": done, "total": total}
+        if verified:
+            body["verified"] = True
         if error:
             body["error"] = error
         try:
@@ -114,10 +119,14 @@ class CustomRequestsFeature:
         units = record.units
         if units is None and queue is not None and method != "none":
             units = await queue.wait_units(record, WAIT_S)
-        rows = []
+        rows, checks = [], []
+        verification = session.verification
         for index in range(len(record.scored.tokens)):
             row = queue.row(record, index) if queue is not None else None
-            rows.append([round(s, 6) for s in row.scores] if row is not None and units is not None else None)
+            verified = verification.verified(record, index) if verification is not None and row is not None else None
+            shown = verified if verified is not None else row
+            rows.append([round(s, 6) for s in shown.scores] if shown is not None and units is not None else None)
+            checks.append(verification_json(verified) if verified is not None and units is not None else None)
         engine = attribution_engine()
         notes = getattr(engine, "METHOD_SHORT_NOTES", {}) if engine is not None else {}
         note = notes.get(method, "") if method != "none" else "attribution is off"
@@ -135,6 +144,10 @@ class CustomRequestsFeature:
             ],
             "units": [_unit_json(session, document, u) for u in units or []],
             "scores": rows,
+            # per row: null while it is the estimate; how the ablation that replaced it was run
+            # and how far the estimate was from it
+            "verified": checks,
+            "verifying": verification is not None and verification.verifying(record),
             "lines": completion_lines(document, record),
             "docs": _DOCS.as_uri() if _DOCS.is_file() else None,
         }
@@ -211,6 +224,9 @@ class CustomRequestsFeature:
             row = await queue.wait_row(record, index, WAIT_S)
             if row is not None and record.units is None:
                 await queue.wait_units(record, WAIT_S)
+        verification = session.verification
+        verified = verification.verified(record, index) if verification is not None and row is not None else None
+        row = verified if verified is not None else row  # the ablation's row, once there, tints
         units = []
         if row is not None and record.units is not None:
             # only this document's lines can be tinted in its editor
@@ -229,6 +245,8 @@ class CustomRequestsFeature:
         }
         if row is None:
             answer["pending"] = True
+        elif verified is not None:
+            answer["verified"] = verification_json(verified)
         return answer
 
     async def traced_source(self, params: Any) -> dict[str, Any]:
@@ -260,6 +278,14 @@ class CustomRequestsFeature:
 # the tint shows only the sources that explain most of a token, never the whole file
 TINT_SHARE = 0.6
 TINT_MAX = 5
+
+
+def verification_json(row: Any) -> dict[str, Any]:
+    """A verified row's check of its estimate, as the wire carries it."""
+    extra = getattr(row, "extra", {}) or {}
+    check = extra.get("estimate_agreement") or {}
+    return {"masks": extra.get("verified_masks"), "mode": extra.get("verification"), "sameTop": check.get("same_top"),
+            "rankInEstimate": check.get("rank_in_estimate"), "estimateLds": check.get("lds")}
 
 
 def tint_sources(scores: list[float], *, rank_by_abs: bool) -> list[tuple[int, float]]:

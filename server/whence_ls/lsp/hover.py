@@ -53,6 +53,7 @@ class HoverFeature:
             return None
         record, index = found
         row, note = await self.row(record, index)
+        verified = self.verified(record, index) if row is not None else None
         features = None
         if row is not None and session.model_has_sae:
             try:
@@ -62,7 +63,7 @@ class HoverFeature:
         start, end = record.hover_span(index)
         return types.Hover(
             contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
-                                         value=self.markdown(document, record, index, row, note, features)),
+                                         value=self.markdown(document, record, index, row, note, features, verified)),
             range=session.range(document, start, end),
         )
 
@@ -87,10 +88,22 @@ class HoverFeature:
             return None, f"attribution failed: {error}" if error else "attribution computing… (hover again in a moment)"
         return row, ""
 
+    def verified(self, record: Record, index: int) -> Any | None:
+        """The token's verified row when the background ablation has made it; otherwise its
+        record moves to the front of verification (a person is reading it) and None."""
+        queue = self.session.verification
+        if queue is None:
+            return None
+        row = queue.verified(record, index)
+        if row is None:
+            queue.to_front(record)
+        return row
+
     def markdown(self, document: "Document", record: Record, index: int, row: Any | None, note: str,
-                 features: list | None = None) -> str:
+                 features: list | None = None, verified: Any | None = None) -> str:
         """At most ~8 lines: the token and its runner-up, a copy when that is the finding, the 3
-        strongest sources with bars and their strongest identifiers, the logit lens, one note."""
+        strongest sources with bars and their strongest identifiers, the logit lens, one note
+        that says whether the sources are verified by ablation or estimated."""
         token = record.scored.tokens[index]
         alternatives = [a for a in token.alternatives if a.token_id != token.token_id]
         # the first token of a healed completion wrote the typed part of its word too (`tot` +
@@ -114,7 +127,8 @@ class HoverFeature:
             lines.append(f"**copied from [{label}]({link})**: `{_code(_trim(units[copied].text))}`  ")
         elif extra.get("copied_from_completion"):
             lines.append("**copied from earlier in this completion**  ")
-        top = [(u, sc) for u, sc in row.top(TOP_SOURCES) if u < len(units) and (sc > 0 or row.rank_by_abs)]
+        shown = verified if verified is not None else row  # the sources: the ablation's once it is there
+        top = [(u, sc) for u, sc in shown.top(TOP_SOURCES) if u < len(units) and (sc > 0 or shown.rank_by_abs)]
         if not top:
             lines.append("_no line of the context stood out for this token_  ")
         strongest = max((abs(sc) for _, sc in top), default=1.0) or 1.0
@@ -146,7 +160,7 @@ class HoverFeature:
             lines.append("saw: " + " · ".join(shown) + (f" · {why}" if why else "") + "  ")
         elif why:
             lines.append(why + "  ")
-        lines.append(f"_{self.method_sentence(method)}_")
+        lines.append(f"_{self.truth_sentence(record, method, verified)}_")
         precision = getattr(record.scored, "precision", "fp32")
         if precision == "fp16":
             lines.append("_decoded with fp16 weights (`whence.precision`): within rounding of the fp32 model's numbers_")
@@ -154,6 +168,26 @@ class HoverFeature:
             lines.append(f"_decoded with {precision} weights (`whence.precision`): these probabilities and this row are "
                          "that decode's, not the fp32 model's; `whence-ls bench generate` measures the difference_")
         return "\n".join(lines)
+
+    def truth_sentence(self, record: Record, method: str, verified: Any | None) -> str:
+        """Whether the sources above are verified or estimated, how far the estimate was from
+        the verification, and how true either is on the benchmark."""
+        if verified is None:
+            queue = self.session.verification
+            pending = queue is not None and queue.verifying(record)
+            return f"estimated, {'verifying by ablation… · ' if pending else ''}{self.method_sentence(method)}"
+        extra = getattr(verified, "extra", {}) or {}
+        check = extra.get("estimate_agreement") or {}
+        sentence = f"verified by {extra.get('verified_masks', '?')} ablations"
+        if check.get("same_top"):
+            sentence += "; the estimate had the same top line"
+        elif check.get("rank_in_estimate"):
+            sentence += f"; the estimate ranked this top line {_ordinal(check['rank_in_estimate'])}"
+        if check.get("lds") is not None:
+            sentence += f" (estimate's LDS on these ablations {check['lds']:.2f})"
+        engine = attribution_engine()
+        short = getattr(engine, "METHOD_SHORT_NOTES", {}).get("verified") if engine is not None else None
+        return f"{sentence} · {short}" if short else sentence
 
     def method_sentence(self, method: str) -> str:
         engine = attribution_engine()
@@ -163,6 +197,11 @@ class HoverFeature:
         if self.session.model_calibrated is False and method == getattr(engine, "FALLBACK_METHOD", None):
             sentence += " (this model is not calibrated: run `whence-ls model calibrate` for the calibrated estimator)"
         return sentence
+
+
+def _ordinal(rank: int) -> str:
+    suffix = "th" if 10 <= rank % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(rank % 10, "th")
+    return f"{rank}{suffix}"
 
 
 def _strongest_identifiers(unit, identifier_scores: list[float] | None, limit: int = 2) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol
 from lsprotocol import types
 
 from whence_ls.lsp.attribution_queue import AttributionQueue, attribution_engine
+from whence_ls.lsp.verification_queue import VerificationQueue
 from whence_ls.lsp.documents import Document, DocumentStore
 from whence_ls.lsp.repository_context import RepositoryContext, repository_name
 from whence_ls.lsp.offers import CompletionCache, OfferBook
@@ -74,6 +75,7 @@ class Session:
         self.repository = RepositoryContext(self.documents)
         self.worker: ModelWorker | None = None
         self.attribution: AttributionQueue | None = None
+        self.verification: VerificationQueue | None = None
         self.provenance: ProvenanceLog | None = None
         self.model_name: str | None = None
         # the engine's default for the loaded model: the calibrated estimator when the model has
@@ -114,6 +116,9 @@ class Session:
         self.attribution.model = lambda: self.worker.lm if self.worker is not None else None
         self.attribution.on_light = lambda: self.status.count("rowsFromGeneration")
         self.attribution.cancel_background = self.worker.background_cancel.set
+        self.verification = VerificationQueue(loop, lambda: self.settings.verify_rows and self.attribution_method() != "none")
+        self.verification.wake_worker = self.worker.wake
+        self.attribution.verification = self.verification
 
     def warm(self, uri: str, cursor: int | None = None) -> None:
         """Prefill the window of `uri`'s next completion when the model is idle: at the end of a
@@ -196,7 +201,11 @@ class Session:
                             language=language)
 
             return warm
-        return self.attribution.next_work() if self.attribution is not None else None
+        if self.attribution is None:
+            return None
+        # verified rows come last: after every estimate row (and prefetch) that is waiting
+        work = self.attribution.next_work()
+        return work if work is not None or self.verification is None else self.verification.next_work()
 
     def _attribution_activity(self, activity: str | None) -> None:
         self.status.show(explaining=activity)

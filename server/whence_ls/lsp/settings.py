@@ -37,6 +37,7 @@ _KEYS = {
     "threads": "threads",
     "retentionCheckpointsS": "retention_checkpoints_s",
     "workspaceFlags": "workspace_flags",
+    "verifyRows": "verify_rows",
 }
 
 
@@ -67,6 +68,8 @@ class Settings:
     # flag by this workspace's calibration once it has enough rewritten tokens; off by default:
     # `whence-ls bench retention` did not show it beating the global flag (docs/benchmarks.md)
     workspace_flags: bool = False
+    # random-subset ablation of accepted and hovered records in the background, after the estimate
+    verify_rows: bool = True
 
     def prompt_options(self):
         from whence_ls.engine.prompt import PromptOptions
@@ -127,7 +130,7 @@ def _check(name: str, value: Any) -> str | None:
         return None if _is_int(value) and 0 <= value <= 60000 else "expected an integer from 0 to 60000 (milliseconds)"
     if name == "threads":
         return None if value is None or _is_int(value) and 1 <= value <= 256 else "expected an integer from 1 to 256, or null"
-    if name in ("repository_context", "workspace_flags"):
+    if name in ("repository_context", "workspace_flags", "verify_rows"):
         return None if isinstance(value, bool) else "expected true or false"
     if name == "retention_checkpoints_s":
         ok = isinstance(value, list) and 0 < len(value) <= 8 and all(

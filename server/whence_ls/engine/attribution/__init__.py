@@ -26,9 +26,12 @@ from whence_ls.engine.attribution.api import (
 from whence_ls.engine.attribution.base import ALL_ROWS, AttributionRow
 from whence_ls.engine.attribution.gradients import release_graph
 from whence_ls.engine.attribution.units import ContextUnit, context_units
+from whence_ls.engine.attribution.verification import VERIFY_MASKS, Verification, verify_record
 
 __all__ = [
     "ALL_ROWS",
+    "VERIFY_MASKS",
+    "Verification",
     "DEFAULT_METHOD",
     "FALLBACK_METHOD",
     "METHOD_NOTES",
@@ -45,4 +48,5 @@ __all__ = [
     "make_method",
     "prepare_rows",
     "release_graph",
+    "verify_record",
 ]

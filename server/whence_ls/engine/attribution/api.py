@@ -83,6 +83,8 @@ METHOD_SHORT_NOTES: dict[str, str] = {
     "attention_rollout": "not faithful (2% top-line agreement); shown for comparison",
     "value_norm": "its top line is the one that matters most for 44% of tokens on unseen code",
     "occlusion": "the drop when one line is blanked",
+    # verified rows (`verification.py`), whatever the estimate's method
+    "verified": "lines removed at random halves, the effects fitted with the estimate as prior",
 }
 
 

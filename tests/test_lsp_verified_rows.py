@@ -1,0 +1,115 @@
+"""Verified rows, end to end: the real server (tiny model, over stdio) runs random-subset
+ablation after the estimate of an accepted completion or an explained line, announces it
+(`whence/rowsReady` with `verified: true`), and the hover, the matrix and the tint say which one
+a person is reading: "verified by N ablations" (with how far the estimate was) or "estimated"."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+import pytest
+import pytest_lsp
+from pytest_lsp import ClientServerConfig
+
+from test_lsp_support import (PY_SOURCE, LanguageClient, accept_inline, execute, execute_settings, hover, open_doc, plain,
+                              request, start, wait_ready, whence_client)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def rows_client() -> LanguageClient:
+    client = whence_client()
+    client.rows_ready = []
+
+    @client.feature("whence/rowsReady")
+    def on_rows_ready(ls: LanguageClient, params: Any) -> None:
+        ls.rows_ready.append(plain(params))
+
+    return client
+
+
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "whence_ls", "serve"], client_factory=rows_client)
+
+
+@pytest_lsp.fixture(config=SERVER, scope="module")
+async def client(lsp_client: LanguageClient, tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("verified-rows")
+    lsp_client.root = root
+    await start(lsp_client, root, {"model": str(tiny_model_dir), "device": "cpu", "maxNewTokens": 8})
+    assert (await wait_ready(lsp_client))["state"] == "ready"
+    yield
+    await lsp_client.shutdown_session()
+
+
+def fresh(client: LanguageClient, name: str) -> str:
+    path = client.root / name
+    path.write_text(PY_SOURCE)
+    uri = path.as_uri()
+    open_doc(client, uri, PY_SOURCE)
+    return uri
+
+
+async def verified_note(client: LanguageClient, record_id: str, seconds: float = 90.0) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for note in client.rows_ready:
+            if note["recordId"] == record_id and note.get("verified"):
+                return note
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no verified rowsReady for {record_id}: {client.rows_ready}")
+
+
+def hover_text(answer) -> str:
+    assert answer is not None
+    return answer.contents.value
+
+
+async def test_an_explained_line_is_verified_and_the_hover_and_matrix_say_so(client: LanguageClient):
+    uri = fresh(client, "explained.py")
+    line = 6
+    answer = await execute(client, "whence.explainLine", {"uri": uri, "line": line})
+    record_id = answer["recordId"]
+    note = await verified_note(client, record_id)
+    matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
+    # every token's row was verified at once (the masks' forwards serve every row)
+    assert sorted(note["tokenIndexes"]) == list(range(len(matrix["tokens"])))
+    assert matrix["verifying"] is False
+    checks = matrix["verified"]
+    assert len(checks) == len(matrix["tokens"]) and all(c is not None for c in checks)
+    assert all(c["masks"] == 16 and c["mode"] and isinstance(c["sameTop"], bool) for c in checks)
+    assert all(row is not None for row in matrix["scores"])
+    assert all(abs(sum(abs(s) for s in row) - 1) < 1e-5 or not any(row) for row in matrix["scores"])
+    # the hover on a token of the line reads the verified row and says how far the estimate was
+    text = PY_SOURCE.split("\n")[line]
+    column = len(text) - len(text.lstrip()) + 1
+    shown = hover_text(await hover(client, uri, line, column))
+    assert "verified by 16 ablations" in shown and "estimated" not in shown
+    assert "the estimate had the same top line" in shown or "the estimate ranked this top line" in shown or \
+        "no line of the context stood out" in shown
+    tint = await request(client, "whence/tokenAttribution", {"textDocument": {"uri": uri}, "position": {"line": line, "character": column}})
+    assert tint["verified"]["masks"] == 16
+
+
+async def test_with_verification_off_the_hover_says_estimated(client: LanguageClient):
+    await execute_settings(client, {"verifyRows": False})
+    try:
+        uri = fresh(client, "estimated.py")
+        result, inserted, _ = await accept_inline(client, uri, PY_SOURCE, 1, 10, 20)
+        record_id = result["recordId"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the estimate's rows, every one
+            mine = [n for n in client.rows_ready if n["recordId"] == record_id and not n.get("verified")]
+            if mine and mine[-1]["done"] == mine[-1]["total"]:
+                break
+            await asyncio.sleep(0.05)
+        shown = hover_text(await hover(client, uri, 10, 20))
+        assert shown.split("\n")[-1].startswith("_estimated, ") and "verified by" not in shown and "verifying" not in shown
+        matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
+        assert matrix["verifying"] is False and all(c is None for c in matrix["verified"])
+        await asyncio.sleep(1.0)
+        assert not any(n.get("verified") for n in client.rows_ready if n["recordId"] == record_id), inserted
+    finally:
+        await execute_settings(client, {"verifyRows": True})
