@@ -362,6 +362,10 @@ async def test_explain_line_gives_hovers_and_diagnostics_on_it(client: LanguageC
     column = line_text.index("handle")
     shown = await hover(client, uri, 6, column + 1)
     assert "explained line" in shown.contents.value and "p = **" in shown.contents.value
+    # the person wrote this token: the hover compares it with what the model would have written
+    # (its first choice), never calls another token the "runner-up" of one the model did not choose
+    assert "runner-up" not in shown.contents.value
+    assert "the model expected `" in shown.contents.value or "the model's own first choice" in shown.contents.value
     # the sources are lines above the explained one, linked; an uncalibrated model says so once
     links = [int(part.split(")")[0]) for part in shown.contents.value.split(f"{uri}#L")[1:]]
     assert links and all(1 <= n <= 6 for n in links)

@@ -153,6 +153,16 @@ def test_train_sae_then_explain_features_from_the_cli(tiny_model_dir, tmp_path, 
     out = capsys.readouterr().out
     assert "-- features (sparse autoencoders on attention outputs)" in out
     assert "L1#" in out and "e.g. " in out and " from " in out
+    # --json carries the same features the text prints (it carried none)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", f"{path}:12", "--model", str(tiny_model_dir), "--device", "cpu", "--features", "--json"])
+    assert exit_info.value.code == 0
+    data = json.loads(capsys.readouterr().out)
+    shown = data["features"]
+    assert shown and all(0 <= t["token_index"] < len(data["tokens"]) for t in shown)
+    features = [f for t in shown for f in t["features"]]
+    assert features and all(f["layer"] == 1 and f["label"] and f["sources"] for f in features)
+    assert any(f"L1#{f['feature']} " in out for f in features)  # the same features as the text above
 
 
 def test_explain_features_without_an_sae_says_how_to_get_one(tiny_model_dir, tmp_path, monkeypatch, capsys):

@@ -107,6 +107,8 @@ def run(args) -> int:
             add_attribution_json(data, lm, result, text, language_for_path(path), args.attribution, args.attribution_top)
         data["trace_index"] = index_path
         data["trace"] = hits
+        if args.features and result.tokens:
+            data["features"] = features_json(lm, result, text, language_for_path(path))
         print(json.dumps(data, ensure_ascii=False))
     else:
         print_coloured(result, _use_colour(args.color))
@@ -154,8 +156,9 @@ def repository_prompt(args, path, text: str, language: str | None):
     return options, rank_blocks(blocks, text, options.repository_tokens * 4)
 
 
-def print_features(lm, record, text: str, language: str | None, *, share: float = 0.25) -> None:
-    """What the model "saw" at the least confident tokens: their strongest SAE features."""
+def features_json(lm, record, text: str, language: str | None, *, share: float = 0.25) -> list[dict]:
+    """What the model "saw" at the least confident tokens: their strongest SAE features, each with
+    its sources (place, share, code), as `--features` prints them and `--json` carries them."""
     from whence_ls.engine.attribution.units import unit_map
     from whence_ls.engine.sae import load_for
     from whence_ls.errors import WhenceError
@@ -169,21 +172,37 @@ def print_features(lm, record, text: str, language: str | None, *, share: float 
     units = unit_map(record, language)
     starts = line_starts(text)
     indices = [i for i in record.least_confident(share) if record.tokens[i].text.strip()][:_SHOWN_TOKENS]
-    print("-- features (sparse autoencoders on attention outputs) of the least confident tokens")
+    shown = []
     for index_ in indices:
         token = record.tokens[index_]
-        print(f"   {token.text!r} p={token.prob:.2f}")
+        features = []
         for feature in token_features(lm, sae_set, index, record, index_, units):
-            mark = " [induction]" if feature["induction"] else ""
-            print(f"      L{feature['layer']}#{feature['feature']} {feature['activation']:.2f} {feature['label']}{mark}")
-            example = feature.get("example")
-            if example:
-                print(f"          e.g. {example['path']}:{example['line']}  {example['code'][:70]}")
+            sources = []
             for source in feature["sources"]:
                 unit = units.units[source["unit"]]
                 place = (f"{unit.path}:{unit.line + 1}" if unit.path is not None
                          else f"line {line_col_of(text, unit.start, starts)[0]}")
-                print(f"          from {place:>10} {source['share']:4.0%}  {unit.text.splitlines()[0][:60]}")
+                sources.append({"place": place, "share": round(float(source["share"]), 4), "code": unit.text.splitlines()[0][:60]})
+            example = feature.get("example")
+            features.append({"layer": feature["layer"], "feature": feature["feature"], "activation": round(float(feature["activation"]), 4),
+                             "label": feature["label"], "induction": bool(feature["induction"]), "sources": sources,
+                             "example": {"path": example["path"], "line": example["line"], "code": example["code"][:70]} if example else None})
+        shown.append({"token_index": index_, "text": token.text, "prob": round(token.prob, 4), "features": features})
+    return shown
+
+
+def print_features(lm, record, text: str, language: str | None, *, share: float = 0.25) -> None:
+    """`features_json`, printed."""
+    print("-- features (sparse autoencoders on attention outputs) of the least confident tokens")
+    for token in features_json(lm, record, text, language, share=share):
+        print(f"   {token['text']!r} p={token['prob']:.2f}")
+        for feature in token["features"]:
+            mark = " [induction]" if feature["induction"] else ""
+            print(f"      L{feature['layer']}#{feature['feature']} {feature['activation']:.2f} {feature['label']}{mark}")
+            if feature["example"]:
+                print(f"          e.g. {feature['example']['path']}:{feature['example']['line']}  {feature['example']['code']}")
+            for source in feature["sources"]:
+                print(f"          from {source['place']:>10} {source['share']:4.0%}  {source['code']}")
 
 
 def write_matrix_html(target: str, lm, record, text: str, language: str | None, method: str | None, title: str,

@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from whence_ls.commands.complete import (
         _use_colour,
+        features_json,
         print_features,
         write_matrix_html,
         add_attribution_json,
@@ -61,6 +62,8 @@ def run(args) -> int:
         }
         if args.attribution != "none":
             add_attribution_json(data, lm, record, text, language, args.attribution, args.attribution_top)
+        if args.features and record.tokens:
+            data["features"] = features_json(lm, record, text, language)
         print(json.dumps(data, ensure_ascii=False))
         return 0
     print_coloured(record, _use_colour(args.color))

@@ -110,7 +110,10 @@ class HoverFeature:
         # `al`): the reader sees, and the probability is of, the whole word
         written = (record.lead if index == 0 else "") + token.text
         head = f"**`{_code(written)}`** p = **{token.prob:.2f}** · entropy {token.entropy:.1f}"
-        if alternatives:
+        if record.kind == "explanation":
+            # the person wrote this token, not the model: say what the model would have written
+            head += _expected(token, alternatives)
+        elif alternatives:
             runner = alternatives[0]
             head += f" · runner-up `{_code(runner.text)}` {math.exp(runner.logprob):.2f}"
         what = "completion" if record.kind == "completion" else "explained line"
@@ -160,13 +163,13 @@ class HoverFeature:
             lines.append("saw: " + " · ".join(shown) + (f" · {why}" if why else "") + "  ")
         elif why:
             lines.append(why + "  ")
-        lines.append(f"_{self.truth_sentence(record, method, verified)}_")
         precision = getattr(record.scored, "precision", "fp32")
         if precision == "fp16":
-            lines.append("_decoded with fp16 weights (`whence.precision`): within rounding of the fp32 model's numbers_")
+            lines.append("_decoded with fp16 weights: within rounding of the fp32 model's numbers_")
         elif precision != "fp32":
             lines.append(f"_decoded with {precision} weights (`whence.precision`): these probabilities and this row are "
                          "that decode's, not the fp32 model's; `whence-ls bench generate` measures the difference_")
+        lines.append(f"_{self.truth_sentence(record, method, verified)}_")
         return "\n".join(lines)
 
     def truth_sentence(self, record: Record, method: str, verified: Any | None) -> str:
@@ -202,6 +205,17 @@ class HoverFeature:
 def _ordinal(rank: int) -> str:
     suffix = "th" if 10 <= rank % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(rank % 10, "th")
     return f"{rank}{suffix}"
+
+
+def _expected(token, alternatives: list) -> str:
+    """An explained token's comparison: the model's own first choice when it is another token,
+    else that it is the model's choice too (with the next one)."""
+    first = token.alternatives[0] if token.alternatives else None
+    if first is not None and first.token_id != token.token_id:
+        return f" · the model expected `{_code(first.text)}` {math.exp(first.logprob):.2f}"
+    if alternatives:
+        return f" · the model's own first choice (next: `{_code(alternatives[0].text)}` {math.exp(alternatives[0].logprob):.2f})"
+    return " · the model's own first choice"
 
 
 def _strongest_identifiers(unit, identifier_scores: list[float] | None, limit: int = 2) -> list[str]:
