@@ -165,10 +165,10 @@ class HoverFeature:
             lines.append(why + "  ")
         precision = getattr(record.scored, "precision", "fp32")
         if precision == "fp16":
-            lines.append("_decoded with fp16 weights: within rounding of the fp32 model's numbers_")
+            lines.append("_decoded with fp16 weights: within rounding of the fp32 model's numbers_  ")
         elif precision != "fp32":
             lines.append(f"_decoded with {precision} weights (`whence.precision`): these probabilities and this row are "
-                         "that decode's, not the fp32 model's; `whence-ls bench generate` measures the difference_")
+                         "that decode's, not the fp32 model's; `whence-ls bench generate` measures the difference_  ")
         lines.append(f"_{self.truth_sentence(record, method, verified)}_")
         return "\n".join(lines)
 
