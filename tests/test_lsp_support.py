@@ -109,6 +109,27 @@ def open_doc(client: LanguageClient, uri: str, text: str, language: str = "pytho
     )
 
 
+def open_file(client: LanguageClient, name: str, text: str) -> str:
+    """Write `name` under the client's root with `text` and open it; its uri."""
+    path = client.root / name
+    path.write_text(text)
+    uri = path.as_uri()
+    open_doc(client, uri, text)
+    return uri
+
+
+def rows_client() -> LanguageClient:
+    """A whence client that keeps every whence/rowsReady, in order (`client.rows_ready`)."""
+    client = whence_client()
+    client.rows_ready = []
+
+    @client.feature("whence/rowsReady")
+    def on_rows_ready(ls: LanguageClient, params: Any) -> None:
+        ls.rows_ready.append(plain(params))
+
+    return client
+
+
 def change(client: LanguageClient, uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str) -> None:
     client.text_document_did_change(
         types.DidChangeTextDocumentParams(

@@ -8,27 +8,16 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import Any
 
 import pytest
 import pytest_lsp
 from pytest_lsp import ClientServerConfig
 
-from test_lsp_support import (PY_SOURCE, LanguageClient, accept_inline, execute, execute_settings, hover, open_doc, plain,
-                              request, start, wait_ready, whence_client)
+from test_lsp_support import (PY_SOURCE, open_file, rows_client, LanguageClient, accept_inline, execute, execute_settings, hover,
+                              request, start, wait_ready)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-
-def rows_client() -> LanguageClient:
-    client = whence_client()
-    client.rows_ready = []
-
-    @client.feature("whence/rowsReady")
-    def on_rows_ready(ls: LanguageClient, params: Any) -> None:
-        ls.rows_ready.append(plain(params))
-
-    return client
 
 
 SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "whence_ls", "serve"], client_factory=rows_client)
@@ -45,11 +34,7 @@ async def client(lsp_client: LanguageClient, tiny_model_dir, tmp_path_factory):
 
 
 def fresh(client: LanguageClient, name: str) -> str:
-    path = client.root / name
-    path.write_text(PY_SOURCE)
-    uri = path.as_uri()
-    open_doc(client, uri, PY_SOURCE)
-    return uri
+    return open_file(client, name, PY_SOURCE)
 
 
 async def verified_note(client: LanguageClient, record_id: str, seconds: float = 90.0) -> dict:

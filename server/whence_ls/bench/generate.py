@@ -121,8 +121,9 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
     # check their tokens against the same logits): measured once per engine, teacher-forced on
     # the fp32 greedy continuation
     truth = fp32_logprobs(baseline, list(context.token_ids), reference)
-    divergence: dict[str, Divergence | None] = {f"{p}-{d}": kl_of_engine(lm, list(context.token_ids), reference, truth)
-                                                for p, lm in engines.items() for d in ("none", "drafts")}
+    divergence: dict[str, Divergence | None] = {}
+    for precision, lm in engines.items():
+        divergence[f"{precision}-none"] = divergence[f"{precision}-drafts"] = kl_of_engine(lm, list(context.token_ids), reference, truth)
     for k, llama in enumerate(llamas):
         divergence[f"llama{k}"] = llama.divergence(list(context.token_ids), reference, truth)
     plain_speed = statistics.median(r[0] for r in runs["plain"])

@@ -28,8 +28,6 @@ transformers' forward: `supports` says which.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 # forwards feeding more tokens than this (prefill chunks) use the fused attention kernel; the
