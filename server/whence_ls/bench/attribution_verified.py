@@ -52,7 +52,7 @@ def verified_scores(lm, record, units, sources: list[int], indices: list[int], m
 
 
 def verification_cost(lm, *, contexts: tuple[int, ...] = (512, 1024), new_tokens: int = 16, masks: int = 16,
-                      tails: tuple[int | None, ...] = (128, None), log: Callable[[str], None]) -> list[dict]:
+                      tails: tuple[int | None, ...] = (64, None), log: Callable[[str], None]) -> list[dict]:
     """Seconds for every row of a `new_tokens` completion (the rows an accept verifies) after
     about each of `contexts` tokens, per verification mode, with one plain forward beside it."""
     import torch
