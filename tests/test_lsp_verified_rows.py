@@ -13,6 +13,8 @@ import pytest
 import pytest_lsp
 from pytest_lsp import ClientServerConfig
 
+from whence_ls.engine.attribution.verification import VERIFY_MASKS
+
 from test_lsp_support import (PY_SOURCE, open_file, rows_client, LanguageClient, accept_inline, execute, execute_settings, hover,
                               request, start, wait_ready)
 
@@ -64,18 +66,18 @@ async def test_an_explained_line_is_verified_and_the_hover_and_matrix_say_so(cli
     assert matrix["verifying"] is False
     checks = matrix["verified"]
     assert len(checks) == len(matrix["tokens"]) and all(c is not None for c in checks)
-    assert all(c["masks"] == 16 and c["mode"] and isinstance(c["sameTop"], bool) for c in checks)
+    assert all(c["masks"] == VERIFY_MASKS and c["mode"] and isinstance(c["sameTop"], bool) for c in checks)
     assert all(row is not None for row in matrix["scores"])
     assert all(abs(sum(abs(s) for s in row) - 1) < 1e-5 or not any(row) for row in matrix["scores"])
     # the hover on a token of the line reads the verified row and says how far the estimate was
     text = PY_SOURCE.split("\n")[line]
     column = len(text) - len(text.lstrip()) + 1
     shown = hover_text(await hover(client, uri, line, column))
-    assert "verified by 16 ablations" in shown and "estimated" not in shown
+    assert f"verified by {VERIFY_MASKS} ablations" in shown and "estimated" not in shown
     assert "the estimate had the same top line" in shown or "the estimate ranked this top line" in shown or \
         "no line of the context stood out" in shown
     tint = await request(client, "whence/tokenAttribution", {"textDocument": {"uri": uri}, "position": {"line": line, "character": column}})
-    assert tint["verified"]["masks"] == 16
+    assert tint["verified"]["masks"] == VERIFY_MASKS
 
 
 async def test_with_verification_off_the_hover_says_estimated(client: LanguageClient):

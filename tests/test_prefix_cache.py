@@ -139,3 +139,18 @@ def test_warming_a_file_lets_its_first_completion_run_only_the_tail(lm):
     result = complete_at(lm, text, cursor, language="python", max_new_tokens=8, context_tokens=1024, reuse_prefix=True)
     assert result.timings["reused_tokens"] >= len(result.context.token_ids) - 3
     assert_same_generation(result, fresh_equivalent(lm, text, cursor, result, 8))
+
+
+def test_a_copy_of_a_cached_prefix_leaves_the_entry_and_outlives_what_the_next_completion_writes(lm):
+    first = complete_at(lm, SOURCE, 2000, language="python", max_new_tokens=4, context_tokens=200, reuse_prefix=True)
+    ids = list(first.context.token_ids)
+    copied = lm.prefix_cache.copy_of_prefix(ids, len(ids) - 10)
+    assert copied is not None and copied[0][0].shape[2] == len(ids) - 10
+    snapshot = [k.clone() for k, _ in copied]
+    # another prefix of the same ids: not held, so nothing comes back
+    assert lm.prefix_cache.copy_of_prefix([ids[0] + 1] + ids[1:], len(ids) - 10) is None
+    assert lm.prefix_cache.copy_of_prefix(ids + [0] * 500, len(ids) + 500) is None
+    # an edit inside the window: the next completion takes the entry and writes over most of it
+    edited = SOURCE[:1700] + "# edited\n" + SOURCE[1700:]
+    complete_at(lm, edited, 2009, language="python", max_new_tokens=4, context_tokens=200, reuse_prefix=True)
+    assert all((k == s).all() for (k, _), s in zip(copied, snapshot))

@@ -14,7 +14,7 @@ from whence_ls.engine.attribution.ablation import ablatable_sources, log_odds, m
 from whence_ls.engine.attribution.base import TeacherForced
 from whence_ls.engine.attribution.units import build_unit_map
 from whence_ls.engine.attribution.verification import (
-    Verification, advance, fit_with_prior, start, verify_record, verify_rows,
+    VERIFY_BATCH, Verification, advance, fit_with_prior, start, verify_record, verify_rows,
 )
 from whence_ls.engine.explain import explain_line
 
@@ -108,23 +108,50 @@ def test_a_forward_under_way_stops_at_the_next_layer_and_the_work_resumes(tiny_l
 
     def interactive_request_arrives(_module, _args, _output):
         calls.append(1)
-        if len(calls) == 3:  # after the prefix forward and one batch of 4 masks, in the second batch's first layer
+        if len(calls) == 3:  # after the prefix forward and one batch of masks, in the second batch's first layer
             cancel.set()
 
+    tiny_lm.prefix_cache.clear()  # the prefix forward runs (no completion left its keys behind)
     first = _attention_modules(tiny_lm.model)[0]
     hook = first.register_forward_hook(interactive_request_arrives)
     try:
-        state = start(tiny_lm, record, indices, units, masks=8, seed=5, tail=None)
+        state = start(tiny_lm, record, indices, units, masks=2 * VERIFY_BATCH, seed=5, tail=None)
         assert not advance(tiny_lm, record, state, units, cancel)
     finally:
         hook.remove()
     # the batch done is kept; the one cut short at its second layer left nothing half done
-    assert len(calls) == 3 and sorted(state.outcomes) == sorted(state.outcomes)[:4] and len(state.outcomes) == 4
+    assert len(calls) == 3 and len(state.outcomes) == VERIFY_BATCH
     assert state.prefix is not None  # the prefix's keys and values are kept for the next step
     assert advance(tiny_lm, record, state, units)
-    reference = start(tiny_lm, record, indices, units, masks=8, seed=5, tail=None)
+    reference = start(tiny_lm, record, indices, units, masks=2 * VERIFY_BATCH, seed=5, tail=None)
     advance(tiny_lm, record, reference, units)
     np.testing.assert_allclose(outcomes_of(state), outcomes_of(reference), atol=1e-5)
+
+
+def test_the_context_keys_come_from_the_completions_prefix_cache_when_it_holds_them(tiny_lm, record):
+    from whence_ls.engine.attribution.value_norm import _attention_modules
+    from whence_ls.engine.generation import generate
+
+    units = build_unit_map(record.context, "python")
+    indices = list(range(len(record.tokens)))
+    forwards = []
+    hook = _attention_modules(tiny_lm.model)[0].register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        tiny_lm.prefix_cache.clear()
+        cold = start(tiny_lm, record, indices, units, masks=8, seed=2, tail=16)
+        assert advance(tiny_lm, record, cold, units)
+        cold_forwards = len(forwards)
+        # a completion after the same context, as the server runs it, leaves its keys and values behind
+        generate(tiny_lm, record.context, max_new_tokens=2, draft_tokens=0, prefix_cache=tiny_lm.prefix_cache)
+        forwards.clear()
+        warm = start(tiny_lm, record, indices, units, masks=8, seed=2, tail=16)
+        assert advance(tiny_lm, record, warm, units)
+    finally:
+        hook.remove()
+        tiny_lm.prefix_cache.clear()
+    # the same outcomes, without the forward over the context (the fast decoder is not a transformers module)
+    np.testing.assert_allclose(outcomes_of(warm), outcomes_of(cold), atol=1e-4)
+    assert len(forwards) == cold_forwards - 1
 
 
 def test_the_prior_is_followed_where_the_masks_agree_and_dropped_where_they_contradict_it():

@@ -395,7 +395,22 @@ def run(args) -> int:
 
         saved["verify_cost"] = verification_cost(lm, log=log)
         print_cost(saved["verify_cost"])
+    if args.reverify:
+        from whence_ls.bench.attribution_reverify import print_reverify, reverify
+
+        saved["reverify"] = reverify(lm, args.reverify, tails=_tails(args.reverify_tails), mask_counts=_counts(args.reverify_masks),
+                                     context_tokens=args.context_tokens, max_new_tokens=args.max_new_tokens,
+                                     rows_per_target=args.rows, log=log)
+        print_reverify(saved["reverify"])
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(saved, handle, indent=1)
     return 0
+
+
+def _tails(text: str) -> tuple[int | None, ...]:
+    return tuple(None if part == "exact" else int(part) for part in text.split(",") if part)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part)

@@ -81,6 +81,21 @@ class PrefixCache:
         self.reused_tokens += shared
         return best.cache, shared
 
+    def copy_of_prefix(self, ids: list[int], length: int) -> list[tuple[Any, Any]] | None:
+        """Per layer, a copy of the keys and values of `ids[:length]` from an entry that holds
+        them (the entry stays, untouched), or None. A copy, because the next completion takes the
+        entry and writes over its positions past what that completion shares."""
+        if length < MIN_SHARED_TOKENS:
+            return None
+        for entry in reversed(self._entries):  # most recent first
+            if _shared_prefix(entry.ids, ids, limit=length) < length or entry.cache.get_seq_length() < length:
+                continue
+            try:
+                return [(layer.keys[:, :, :length].clone(), layer.values[:, :, :length].clone()) for layer in entry.cache.layers]
+            except AttributeError:  # a cache kind without per-layer keys and values (recurrent)
+                return None
+        return None
+
     def put(self, ids: list[int], cache: Any, anchor: Anchor | None = None) -> None:
         """Keep `cache`, which holds exactly the keys and values of `ids`."""
         self._entries.append(_Entry(list(ids), cache, anchor))
