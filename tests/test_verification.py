@@ -216,3 +216,31 @@ def test_on_the_embedded_model_exact_equals_plain_ablation_and_a_copy_is_verifie
     rows, _ = verify_rows(embedded_lm, record, indices, units, estimates, masks=16, tail=None)
     tops = [units.units[rows[i].top(1)[0][0]].text for i in pieces]
     assert all(text.startswith("def frobnicate_widget_total") for text in tops), tops
+
+
+def test_bf16_masked_forwards_give_nearly_the_fp32_outcomes_from_a_copy_that_leaves_the_model_alone(tiny_lm, record):
+    import torch
+
+    from whence_ls.engine.attribution.masked_model import masked_model, preferred_precision
+
+    units = build_unit_map(record.context, "python")
+    indices = list(range(len(record.tokens)))
+    before = [p.clone() for p in tiny_lm.model.parameters()][:3]
+    fp32 = start(tiny_lm, record, indices, units, masks=8, seed=4, tail=8)
+    bf16 = start(tiny_lm, record, indices, units, masks=8, seed=4, tail=8, precision="bf16")
+    assert advance(tiny_lm, record, fp32, units) and advance(tiny_lm, record, bf16, units)
+    copy = masked_model(tiny_lm, "bf16")
+    assert copy is not tiny_lm.model and next(copy.parameters()).dtype == torch.bfloat16
+    assert masked_model(tiny_lm, "bf16") is copy  # made once
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_lm.model.parameters()))
+    assert next(tiny_lm.model.parameters()).dtype == torch.float32
+    a, b = outcomes_of(fp32), outcomes_of(bf16)
+    assert not np.allclose(a, b, atol=1e-6)  # bf16 did run
+    # bf16 keeps 8 bits of mantissa: the log-odds move by a few hundredths, the masks' order holds
+    assert np.abs(a - b).max() < 0.25
+    for row in range(a.shape[1]):
+        if np.ptp(a[:, row]) > 0.5:
+            assert np.corrcoef(a[:, row], b[:, row])[0, 1] > 0.95
+    assert preferred_precision(tiny_lm) in ("fp32", "bf16")
+    with pytest.raises(ValueError):
+        masked_model(tiny_lm, "int4")

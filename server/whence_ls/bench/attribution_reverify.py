@@ -22,7 +22,7 @@ PRIOR_METHOD = "calibrated_attention"  # the dump's estimate that the server's v
 
 
 def reverify(lm, dump_dir: str, *, tails: tuple[int | None, ...], mask_counts: tuple[int, ...], context_tokens: int,
-             max_new_tokens: int, rows_per_target: int, log: Callable[[str], None]) -> dict:
+             max_new_tokens: int, rows_per_target: int, log: Callable[[str], None], precision: str = "fp32") -> dict:
     from whence_ls.bench.attribution import heldout_targets
     from whence_ls.bench.attribution_verified import score_target, summarise
     from whence_ls.engine.attribution.ablation import ablatable_sources, random_masks
@@ -53,12 +53,12 @@ def reverify(lm, dump_dir: str, *, tails: tuple[int | None, ...], mask_counts: t
         prior = saved.get(f"scores_{PRIOR_METHOD}")
         matrices = {name: saved[f"scores_{name}"] for name in (PRIOR_METHOD, "ablation_32") if f"scores_{name}" in saved}
         for tail in tails:
-            state = Verification(indices=indices, sources=sources, masks=masks, tail=tail)
+            state = Verification(indices=indices, sources=sources, masks=masks, tail=tail, precision=precision)
             began = time.perf_counter()
             advance(lm, record, state, units)
             per_mask = (time.perf_counter() - began) / len(masks)
             outcomes = np.stack([state.outcomes[m] for m in range(len(masks))])
-            label = "exact" if tail is None else f"tail {tail}"
+            label = ("exact" if tail is None else f"tail {tail}") + ("" if precision == "fp32" else f", {precision}")
             for count in mask_counts:
                 name = f"verified, {label}, {count} masks"
                 matrices[name] = fit_with_prior(masks[:count], outcomes[:count], prior)

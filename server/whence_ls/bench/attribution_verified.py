@@ -68,11 +68,14 @@ def verification_cost(lm, *, contexts: tuple[int, ...] = (512, 1024), new_tokens
     from whence_ls.engine.attribution.units import build_unit_map
     from whence_ls.engine.attribution.verification import verify_rows
     from whence_ls.engine.context import build_context
+    from whence_ls.engine.attribution.masked_model import masked_model, preferred_precision
     from whence_ls.engine.attribution.verification import VERIFY_MASKS, VERIFY_TAIL
     from whence_ls.engine.generation import generate
 
     masks = masks or VERIFY_MASKS  # the server's settings unless asked otherwise
     tails = tails or (VERIFY_TAIL,)
+    precision = preferred_precision(lm)
+    masked_model(lm, precision)  # the bf16 copy, where one is used, is made before any timing
     import sklearn.linear_model  # noqa: F401  (imported once before any timing: ~0.7 s)
 
     target = max(heldout_targets(40), key=lambda t: t.cursor)
@@ -93,7 +96,7 @@ def verification_cost(lm, *, contexts: tuple[int, ...] = (512, 1024), new_tokens
         indices = list(range(len(record.tokens)))
         estimates = attribute_rows(lm, record, indices, language="python")
         entry = {"context_tokens": len(record.context.token_ids), "tokens": len(indices), "forward_s": forward,
-                 "torch_threads": torch.get_num_threads(), "modes": {}}
+                 "torch_threads": torch.get_num_threads(), "precision": precision, "modes": {}}
         for tail in tails:
             for warm in ((True, False) if tail is not None else (False,)):
                 kept = lm.prefix_cache
@@ -101,7 +104,7 @@ def verification_cost(lm, *, contexts: tuple[int, ...] = (512, 1024), new_tokens
                     lm.prefix_cache = type(kept)()  # an empty cache for this run only
                 try:
                     began = time.perf_counter()
-                    verify_rows(lm, record, indices, units, estimates, masks=masks, tail=tail)
+                    verify_rows(lm, record, indices, units, estimates, masks=masks, tail=tail, precision=precision)
                     seconds = time.perf_counter() - began
                 finally:
                     lm.prefix_cache = kept
@@ -115,7 +118,7 @@ def verification_cost(lm, *, contexts: tuple[int, ...] = (512, 1024), new_tokens
 def print_cost(results: list[dict]) -> None:
     for entry in results:
         print(f"\nverified rows of a {entry['tokens']}-token completion after {entry['context_tokens']} context tokens "
-              f"(one forward {entry['forward_s']:.2f} s, {entry['torch_threads']} threads):")
+              f"(one fp32 forward {entry['forward_s']:.2f} s, {entry['torch_threads']} threads, masked forwards in {entry.get('precision', 'fp32')}):")
         for label, mode in entry["modes"].items():
             print(f"  {label}, {mode['masks']} masks: {mode['seconds']:.1f} s = {mode['fe']:.1f} FE")
 

@@ -182,6 +182,8 @@ class HoverFeature:
         extra = getattr(verified, "extra", {}) or {}
         check = extra.get("estimate_agreement") or {}
         sentence = f"verified by {extra.get('verified_masks', '?')} ablations"
+        if extra.get("verification_precision", "fp32") != "fp32":  # measured as good as fp32 (masked_model.py)
+            sentence += f" (run in {extra['verification_precision']})"
         if check.get("same_top"):
             sentence += "; the estimate had the same top line"
         elif check.get("rank_in_estimate"):

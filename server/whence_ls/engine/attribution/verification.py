@@ -34,6 +34,7 @@ from whence_ls.engine.attribution.ablation import (
 )
 from whence_ls.engine.attribution.attention_probe import Preempted
 from whence_ls.engine.attribution.base import AttributionRow, TeacherForced, normalise
+from whence_ls.engine.attribution.masked_model import masked_model, preferred_precision
 
 VERIFY_MASKS = 32
 # context tokens before the completion that are run again under each mask (None: exact, from the
@@ -63,6 +64,7 @@ class Verification:
     tail: int | None = None  # None: exact
     outcomes: dict[int, np.ndarray] = field(default_factory=dict)  # mask number -> log-odds per row
     prefix: object = None  # the unmasked prefix's keys and values, kept between batches
+    precision: str = "fp32"  # of the masked forwards (`masked_model.py`)
     forwards_tokens: int = 0  # positions run under masks (a cost measure)
 
     @property
@@ -71,11 +73,11 @@ class Verification:
 
 
 def start(lm, record, indices: list[int], unit_map, *, masks: int = VERIFY_MASKS, seed: int = 0,
-          tail: int | None = None) -> Verification:
+          tail: int | None = None, precision: str = "fp32") -> Verification:
     sources = ablatable_sources(unit_map)
     generator = np.random.default_rng(seed)
     chosen = generator.random((masks, len(sources))) < KEEP_PROBABILITY
-    return Verification(indices=list(indices), sources=sources, masks=chosen, tail=tail)
+    return Verification(indices=list(indices), sources=sources, masks=chosen, tail=tail, precision=precision)
 
 
 def advance(lm, record, state: Verification, unit_map, cancel: threading.Event | None = None) -> bool:
@@ -92,10 +94,11 @@ def advance(lm, record, state: Verification, unit_map, cancel: threading.Event |
     columns = np.array([column_of.get(u, -1) if u >= 0 else -1 for u in owner])
     first_removed = [_first_removed(columns, state.masks[m]) for m in range(len(state.masks))]
     todo = sorted((m for m in range(len(state.masks)) if m not in state.outcomes), key=lambda m: first_removed[m])
-    with _stops_at_a_layer(lm, cancel):
+    model = masked_model(lm, state.precision)
+    with _stops_at_a_layer(model, cancel):
         try:
             if state.prefix is None:
-                state.prefix = _unmasked_prefix(job, _prefix_length(job, state))
+                state.prefix = _unmasked_prefix(job, model, _prefix_length(job, state))
             for start_at in range(0, len(todo), VERIFY_BATCH):
                 if cancel is not None and cancel.is_set():
                     return False
@@ -105,7 +108,7 @@ def advance(lm, record, state: Verification, unit_map, cancel: threading.Event |
                 else:
                     split = max(1, job.context_len - state.tail)
                 split = max(1, min(split, job.target_position(min(state.indices))))
-                logp = _masked_from(job, state, batch, columns, split, end)
+                logp = _masked_from(job, model, state, batch, columns, split, end)
                 for k, m in enumerate(batch):
                     state.outcomes[m] = log_odds(logp[k])
                 state.forwards_tokens += len(batch) * (end - split)
@@ -116,7 +119,7 @@ def advance(lm, record, state: Verification, unit_map, cancel: threading.Event |
 
 
 @contextlib.contextmanager
-def _stops_at_a_layer(lm, cancel: threading.Event | None):
+def _stops_at_a_layer(model, cancel: threading.Event | None):
     """While inside, a forward stops at the next layer once `cancel` is set (`Preempted`): an
     interactive request waits for one layer of a masked batch, not the whole batch."""
     if cancel is None:
@@ -128,7 +131,7 @@ def _stops_at_a_layer(lm, cancel: threading.Event | None):
         if cancel.is_set():
             raise Preempted()
 
-    hooks = [module.register_forward_pre_hook(stop) for module in _attention_modules(lm.model)]
+    hooks = [module.register_forward_pre_hook(stop) for module in _attention_modules(model)]
     try:
         yield
     finally:
@@ -149,7 +152,7 @@ def _prefix_length(job: TeacherForced, state: Verification) -> int:
     return max(1, min(job.context_len - state.tail, job.target_position(min(state.indices))))
 
 
-def _unmasked_prefix(job: TeacherForced, length: int):
+def _unmasked_prefix(job: TeacherForced, model, length: int):
     """Per layer, the unmasked keys and values of positions [0, length).
 
     The completion that made the record ran this very context, and the model's prefix cache
@@ -162,25 +165,24 @@ def _unmasked_prefix(job: TeacherForced, length: int):
         ids = job.ids[:length].tolist()
         kept = cache.copy_of_prefix(ids, length)
         if kept is not None:
-            dtype = next(job.lm.model.parameters()).dtype
+            dtype = next(model.parameters()).dtype
             return [(k.to(dtype), v.to(dtype)) for k, v in kept]
-    return _prefix_cache(job, length)
+    return _prefix_cache(job, model, length)
 
 
-def _prefix_cache(job: TeacherForced, length: int):
+def _prefix_cache(job: TeacherForced, model, length: int):
     """Per layer, the unmasked keys and values of positions [0, length), from one forward."""
     with torch.inference_mode():
-        out = job.lm.model(input_ids=job.ids[:length].unsqueeze(0), use_cache=True, logits_to_keep=1)
+        out = model(input_ids=job.ids[:length].unsqueeze(0), use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _masked_from(job: TeacherForced, state: Verification, batch: list[int], columns: np.ndarray, split: int, end: int) -> np.ndarray:
+def _masked_from(job: TeacherForced, model, state: Verification, batch: list[int], columns: np.ndarray, split: int, end: int) -> np.ndarray:
     """[len(batch), rows] log p of each row's token with each mask's sources removed from
     attention, positions [split, end) run again over the prefix's cached keys and values."""
     from transformers import DynamicCache
 
-    model = job.lm.model
     device = job.ids.device
     count = len(batch)
     keep = torch.from_numpy(state.masks[batch]).to(device)  # [B, S]
@@ -266,7 +268,8 @@ def finish(state: Verification, unit_count: int, estimates: dict[int, Attributio
         if state.sources:
             scores[torch.tensor(state.sources)] = torch.from_numpy(effects[r])
         normalised, raw_sum, total_abs = normalise(scores)
-        extra = {"verified_masks": len(done), "verification": "exact" if state.tail is None else f"tail {state.tail}"}
+        extra = {"verified_masks": len(done), "verification": "exact" if state.tail is None else f"tail {state.tail}",
+                 "verification_precision": state.precision}
         estimate = estimates.get(index) if estimates else None
         if estimate is not None:
             extra["estimate_agreement"] = agreement(estimate, normalised, masks, outcomes[:, r], state.sources)
@@ -296,12 +299,12 @@ def agreement(estimate: AttributionRow, verified: list[float], masks: np.ndarray
 
 
 def verify_rows(lm, record, indices: list[int], unit_map, estimates: dict[int, AttributionRow] | None = None, *,
-                masks: int = VERIFY_MASKS, tail: int | None = VERIFY_TAIL, seed: int = 0,
+                masks: int = VERIFY_MASKS, tail: int | None = VERIFY_TAIL, seed: int = 0, precision: str = "fp32",
                 cancel: threading.Event | None = None, state: Verification | None = None) -> tuple[dict[int, AttributionRow] | None, Verification]:
     """Verified rows of `indices` (None while cut short by `cancel`: pass the returned state
-    back to go on)."""
+    back to go on). `precision`: of the masked forwards (`masked_model.py`)."""
     if state is None:
-        state = start(lm, record, indices, unit_map, masks=masks, seed=seed, tail=tail)
+        state = start(lm, record, indices, unit_map, masks=masks, seed=seed, tail=tail, precision=precision)
     if not advance(lm, record, state, unit_map, cancel):
         return None, state
     return finish(state, len(unit_map.units), estimates), state
@@ -310,9 +313,12 @@ def verify_rows(lm, record, indices: list[int], unit_map, estimates: dict[int, A
 def verify_record(lm, record, language: str | None, cancel: threading.Event | None = None,
                   state: Verification | None = None) -> tuple[dict[int, AttributionRow] | None, Verification]:
     """Verified rows of every token of `record` (the calls the language server makes), with the
-    record's estimate rows, whatever method made them, as the prior; resumable like `verify_rows`."""
+    record's estimate rows, whatever method made them, as the prior, and the masked forwards in
+    bf16 where this CPU runs them much faster (`masked_model.preferred_precision`); resumable
+    like `verify_rows`."""
     from whence_ls.engine.attribution.units import unit_map as units_of
 
     units = units_of(record, language)
     estimates = {i: row for i, row in record.attribution.items() if isinstance(row, AttributionRow)}
-    return verify_rows(lm, record, list(range(len(record.tokens))), units, estimates, cancel=cancel, state=state)
+    return verify_rows(lm, record, list(range(len(record.tokens))), units, estimates, cancel=cancel, state=state,
+                       precision=preferred_precision(lm))
