@@ -226,7 +226,12 @@ def test_the_server_shows_features_in_the_hover_and_answers_feature_pages(tiny_m
             if "saw: " in text:
                 break
         assert "saw: " in text, text
-        link = re.search(r"command:whence\.showFeature\?([^)]+)\)", text)
+        saw = next(line for line in text.splitlines() if "saw: " in line)
+        # the labels say what each feature fires on in words, the symbols of the stored label
+        # (⏎ for a newline, · for a space) never reach the reader; its top line is behind the link
+        assert "⏎" not in saw and "·" not in saw.replace(" · ", " "), saw
+        assert re.search(r'command:whence\.showFeature\?[^ )]+ "fires most on [^"]+:\d+: ', saw), saw
+        link = re.search(r"command:whence\.showFeature\?([^) ]+)[ )]", text)
         arguments = json.loads(unquote(link.group(1)))[0]
         assert arguments["layer"] == 1 and arguments["recordId"]
         page = raw.call("whence/feature", arguments)["result"]
@@ -237,3 +242,15 @@ def test_the_server_shows_features_in_the_hover_and_answers_feature_pages(tiny_m
         assert bad["error"]["code"] == -32602
     finally:
         raw.close()
+
+
+def test_feature_labels_read_as_what_they_fire_on():
+    """The stored compact label (issue 23: a hover read `# · ⏎······ after .\"\"\"`) is said in words."""
+    from whence_ls.engine.sae.labels import readable_label
+
+    assert readable_label('`⏎······` after `."""`') == 'a new line indented 6, after `."""` (a docstring\'s quotes)'
+    assert readable_label("`#` / `⏎`") == "`#` (a comment) or a new line"
+    assert readable_label("`pos` / `has` after `if`") == "`pos` or `has`, after the keyword `if`"
+    assert readable_label("`x` after `····`") == "`x`, after 4 spaces of indentation"
+    assert readable_label("`(` after `enumerate`") == "`(`, after `enumerate`"
+    assert readable_label("(never fires)") == "(never fires)"

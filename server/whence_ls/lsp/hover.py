@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
+from whence_ls.engine.sae.labels import readable_label
 from whence_ls.lsp.params import plain
 
 from whence_ls.lsp.attribution_queue import attribution_engine
@@ -153,14 +154,16 @@ class HoverFeature:
             arguments = quote(json.dumps([{"recordId": record.id, "tokenIndex": index}]))
             why = f"[why `{_code(written)}` and not `{_code(alternatives[0].text)}`?](command:{CONTRAST_COMMAND}?{arguments})"
         if features:
-            # what the model "saw": its strongest SAE features, each a link to its page
+            # what the model "saw": its strongest SAE features, each said as what it fires on, a
+            # link to its page, with the line it fires on most behind the link (its title)
             shown = []
             for feature in features[:3]:
                 arguments = quote(json.dumps([{"recordId": record.id, "tokenIndex": index, "uri": document.uri,
                                                "layer": feature["layer"], "feature": feature["feature"]}]))
                 mark = " (induction)" if feature.get("induction") else ""
-                shown.append(f"[{_feature_label(feature['label'])}](command:{SHOW_FEATURE_COMMAND}?{arguments}){mark}")
-            lines.append("saw: " + " · ".join(shown) + (f" · {why}" if why else "") + "  ")
+                title = _example_title(feature.get("example"))
+                shown.append(f"[{_feature_label(feature['label'])}](command:{SHOW_FEATURE_COMMAND}?{arguments}{title}){mark}")
+            lines.append("what the model saw: features firing on " + " · ".join(shown) + (f" · {why}" if why else "") + "  ")
         elif why:
             lines.append(why + "  ")
         precision = getattr(record.scored, "precision", "fp32")
@@ -237,8 +240,17 @@ def _strongest_identifiers(unit, identifier_scores: list[float] | None, limit: i
 
 
 def _feature_label(label: str) -> str:
-    """A feature's label inside link text: backticks kept (they render as code), brackets out."""
-    return label.replace("[", "(").replace("]", ")")[:40]
+    """A feature's label in words (what it fires on) inside link text: backticks kept (they
+    render as code), brackets out."""
+    return readable_label(label).replace("[", "(").replace("]", ")")[:90]
+
+
+def _example_title(example: dict | None) -> str:
+    """The link title (shown on mouse-over) with the corpus line the feature fires on most."""
+    if not example or not example.get("code"):
+        return ""
+    where = f"{example.get('path', '?')}:{example.get('line', '?')}: {_trim(str(example['code']), 80)}"
+    return ' "fires most on ' + where.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _lens_line(lens: dict) -> str:
