@@ -163,6 +163,21 @@ def test_train_sae_then_explain_features_from_the_cli(tiny_model_dir, tmp_path, 
     features = [f for t in shown for f in t["features"]]
     assert features and all(f["layer"] == 1 and f["label"] and f["sources"] for f in features)
     assert any(f"L1#{f['feature']} " in out for f in features)  # the same features as the text above
+    # and `complete --json --features` carries them too (issue 23: it carried none)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["complete", f"{path}:12:32", "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
+              "--attribution", "none", "--features", "--json"])
+    assert exit_info.value.code == 0
+    data = json.loads(capsys.readouterr().out)
+    tokens = data["tokens"]
+    assert tokens, data
+    # the tokens shown are the least confident quarter's (at least one) that are not blank
+    order = sorted(range(len(tokens)), key=lambda i: tokens[i]["logprob"])[: max(1, len(tokens) // 4)]
+    expected = [i for i in order if tokens[i]["text"].strip()]
+    assert expected, tokens  # the position is chosen so that there is one
+    shown = data["features"]
+    assert [t["token_index"] for t in shown] == expected[: len(shown)] and shown, (shown, tokens)
+    assert all(t["features"] and all(f["layer"] == 1 and f["label"] for f in t["features"]) for t in shown), shown
 
 
 def test_explain_features_without_an_sae_says_how_to_get_one(tiny_model_dir, tmp_path, monkeypatch, capsys):
