@@ -316,7 +316,7 @@ def test_a_rows_top_sources_are_the_strongest_by_size_or_sign():
 
 
 def test_the_server_setting_offers_exactly_the_engine_methods():
-    from whence_ls.lsp.settings import ATTRIBUTION_CHOICES
+    from whence_ls.lsp.runtime.settings import ATTRIBUTION_CHOICES
 
     assert sorted(ATTRIBUTION_CHOICES) == sorted((*METHODS, "none"))
 

@@ -16,9 +16,9 @@ import threading
 import pytest
 
 from whence_ls.engine.explain import explain_line
-from whence_ls.lsp.attribution_queue import BATCH_TOKENS, AttributionQueue
-from whence_ls.lsp.records import Record
-from whence_ls.lsp.worker import ModelWorker
+from whence_ls.lsp.runtime.attribution_queue import BATCH_TOKENS, AttributionQueue
+from whence_ls.lsp.state.records import Record
+from whence_ls.lsp.runtime.worker import ModelWorker
 
 SOURCE = '''import os
 

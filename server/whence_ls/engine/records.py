@@ -1,4 +1,4 @@
-"""The central record (see DESIGN.md): what the model generated or scored, token by token.
+"""The central record (docs/architecture.md, "The central records"): what the model generated or scored, token by token.
 
 A `Completion` (generated after a cursor) and an `Explanation` (existing text scored
 teacher-forced) share one shape, `ScoredText`; hover, diagnostics, code lens, code actions and

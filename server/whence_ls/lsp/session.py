@@ -18,21 +18,21 @@ from typing import Any, Callable, Protocol
 
 from lsprotocol import types
 
-from whence_ls.lsp.attribution_queue import AttributionQueue, attribution_engine
-from whence_ls.lsp.verification_queue import VerificationQueue
-from whence_ls.lsp.documents import Document, DocumentStore
-from whence_ls.lsp.repository_context import RepositoryContext, repository_name
-from whence_ls.lsp.offers import CompletionCache, OfferBook
-from whence_ls.lsp import positions
-from whence_ls.lsp.placement import Placement
-from whence_ls.lsp.provenance import ProvenanceLog, log_path
-from whence_ls.lsp.records import Record, RecordStore, Unit
-from whence_ls.lsp.retention import Retention
-from whence_ls.lsp.settings import Settings
-from whence_ls.lsp.status import Status
-from whence_ls.lsp.trace_search import TraceSearch
-from whence_ls.lsp.worker import URGENT, JobCancelled, ModelNotReady, ModelWorker
-from whence_ls.lsp.workspace_flags import WorkspaceFlags
+from whence_ls.lsp.runtime.attribution_queue import AttributionQueue, attribution_engine
+from whence_ls.lsp.runtime.verification_queue import VerificationQueue
+from whence_ls.lsp.text.documents import Document, DocumentStore
+from whence_ls.lsp.state.repository_context import RepositoryContext, repository_name
+from whence_ls.lsp.state.offers import CompletionCache, OfferBook
+from whence_ls.lsp.text import positions
+from whence_ls.lsp.state.placement import Placement
+from whence_ls.provenance import ProvenanceLog, log_path
+from whence_ls.lsp.state.records import Record, RecordStore, Unit
+from whence_ls.lsp.state.retention import Retention
+from whence_ls.lsp.runtime.settings import Settings
+from whence_ls.lsp.runtime.status import Status
+from whence_ls.lsp.state.trace_search import TraceSearch
+from whence_ls.lsp.runtime.worker import URGENT, JobCancelled, ModelNotReady, ModelWorker
+from whence_ls.lsp.state.workspace_flags import WorkspaceFlags
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable
 
-from whence_ls.lsp.records import Record
+from whence_ls.lsp.state.records import Record
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from whence_ls.lsp.params import invalid_params as _invalid, plain, require, single_argument as _single
-from whence_ls.lsp.placement import PENDING_SECONDS, Pending
-from whence_ls.lsp.protocol_names import ACCEPT_COMMAND, REGENERATE_COMMAND
-from whence_ls.lsp.records import Record
+from whence_ls.lsp.protocol.params import invalid_params as _invalid, plain, require, single_argument as _single
+from whence_ls.lsp.state.placement import PENDING_SECONDS, Pending
+from whence_ls.lsp.protocol.names import ACCEPT_COMMAND, REGENERATE_COMMAND
+from whence_ls.lsp.state.records import Record
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from whence_ls.engine.prompt import Snippet
 from whence_ls.engine.repository import Block, blocks_of, imported_files, rank_blocks
-from whence_ls.lsp.documents import Document, DocumentStore, uri_to_path
+from whence_ls.lsp.text.documents import Document, DocumentStore, uri_to_path
 
 # characters of snippets chosen per token of the budget; the engine cuts them to exact tokens
 CHARS_PER_TOKEN = 4

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
-from whence_ls.lsp.records import Record, Unit
+from whence_ls.lsp.state.records import Record, Unit
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class AttributionQueue:
         self._light = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="whence-rows")
         self._light_ids: set[str] = set()
         self.on_light: Callable[[], None] = lambda: None  # a record's rows were made on the light lane
-        # verified rows follow every record queued here (lsp/verification_queue.py)
+        # verified rows follow every record queued here (lsp/runtime/verification_queue.py)
         self.verification: Any = None
 
     # -- event loop side -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 from whence_ls.engine.records import ScoredText
 
-from whence_ls.lsp.documents import Edit, map_end, map_start
+from whence_ls.lsp.text.documents import Edit, map_end, map_start
 
 # a long session must not grow without bound; the oldest records of a document go first
 MAX_RECORDS_PER_DOCUMENT = 200

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 
 from whence_ls.errors import WhenceError
 from whence_ls.grammars import language_for_lsp_id
-from whence_ls.lsp.line_index import LineIndex
+from whence_ls.lsp.text.line_index import LineIndex
 from whence_ls.sourcefile import MAX_FILE_BYTES, decode_source
 
 # documents larger than this get empty answers; 10 MB files are served

@@ -39,7 +39,7 @@ class WorkspaceFlags:
 
     def load(self, path: Path) -> None:
         """What the log knows already (called off the event loop at start-up)."""
-        from whence_ls.lsp.provenance import read_rows
+        from whence_ls.provenance import read_rows
 
         if not path.is_file():
             return

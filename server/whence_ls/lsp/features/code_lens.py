@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from whence_ls.lsp.protocol_names import BUILD_COMMAND, OPEN_COMMAND
-from whence_ls.lsp.params import as_json, plain
-from whence_ls.lsp.records import Record
+from whence_ls.lsp.protocol.names import BUILD_COMMAND, OPEN_COMMAND
+from whence_ls.lsp.protocol.params import as_json, plain
+from whence_ls.lsp.state.records import Record
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer

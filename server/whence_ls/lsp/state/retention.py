@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from whence_ls.lsp.documents import Edit
-from whence_ls.lsp.protocol_names import RETENTION_METHOD
+from whence_ls.lsp.text.documents import Edit
+from whence_ls.lsp.protocol.names import RETENTION_METHOD
 
 if TYPE_CHECKING:
-    from whence_ls.lsp.records import Record
+    from whence_ls.lsp.state.records import Record
     from whence_ls.lsp.session import Session
 
 log = logging.getLogger(__name__)

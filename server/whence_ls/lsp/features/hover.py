@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.engine.sae.labels import readable_label
-from whence_ls.lsp.params import plain
+from whence_ls.lsp.protocol.params import plain
 
-from whence_ls.lsp.attribution_queue import attribution_engine
-from whence_ls.lsp.protocol_names import CONTRAST_COMMAND, SHOW_FEATURE_COMMAND
-from whence_ls.lsp.records import Record
+from whence_ls.lsp.runtime.attribution_queue import attribution_engine
+from whence_ls.lsp.protocol.names import CONTRAST_COMMAND, SHOW_FEATURE_COMMAND
+from whence_ls.lsp.state.records import Record
 
 if TYPE_CHECKING:
-    from whence_ls.lsp.documents import Document
+    from whence_ls.lsp.text.documents import Document
     from pygls.lsp.server import LanguageServer
 
     from whence_ls.lsp.session import Session

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from whence_ls.lsp.params import invalid_params as _invalid, jsonable, plain, require, single_argument as _single
-from whence_ls.lsp.protocol_names import BUILD_COMMAND, OPEN_COMMAND
+from whence_ls.lsp.protocol.params import invalid_params as _invalid, jsonable, plain, require, single_argument as _single
+from whence_ls.lsp.protocol.names import BUILD_COMMAND, OPEN_COMMAND
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from whence_ls.errors import WhenceError
 from whence_ls.engine.confidence import flagged_tokens
 from whence_ls.engine.flag_calibration import facts_of
-from whence_ls.lsp.provenance import ProvenanceError
-from whence_ls.lsp.records import Record
-from whence_ls.lsp.trace_search import NoIndex, hits_note
-from whence_ls.lsp.workspace_flags import facts_json
+from whence_ls.provenance import ProvenanceError
+from whence_ls.lsp.state.records import Record
+from whence_ls.lsp.state.trace_search import NoIndex, hits_note
+from whence_ls.lsp.state.workspace_flags import facts_json
 
 if TYPE_CHECKING:
     from whence_ls.engine.records import ScoredText

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from whence_ls.lsp.params import plain
+from whence_ls.lsp.protocol.params import plain
 
-from whence_ls.lsp.attribution_queue import attribution_engine
-from whence_ls.lsp.documents import uri_to_path
-from whence_ls.lsp.settings import Settings
+from whence_ls.lsp.runtime.attribution_queue import attribution_engine
+from whence_ls.lsp.text.documents import uri_to_path
+from whence_ls.lsp.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer

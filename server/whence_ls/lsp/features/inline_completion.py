@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.errors import WhenceError
-from whence_ls.lsp.kept_completions import Kept, KeptCompletions
-from whence_ls.lsp.offers import Offer
-from whence_ls.lsp.params import as_json, plain
-from whence_ls.lsp.protocol_names import ACCEPT_COMMAND, SHOWN_METHOD
+from whence_ls.lsp.state.kept_completions import Kept, KeptCompletions
+from whence_ls.lsp.state.offers import Offer
+from whence_ls.lsp.protocol.params import as_json, plain
+from whence_ls.lsp.protocol.names import ACCEPT_COMMAND, SHOWN_METHOD
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer

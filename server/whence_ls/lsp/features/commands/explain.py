@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.errors import WhenceError
-from whence_ls.lsp.params import invalid_params as _invalid, plain, require, single_argument as _single
-from whence_ls.lsp.protocol_names import CONTRAST_COMMAND, EXPLAIN_COMMAND
-from whence_ls.lsp.records import Record
+from whence_ls.lsp.protocol.params import invalid_params as _invalid, plain, require, single_argument as _single
+from whence_ls.lsp.protocol.names import CONTRAST_COMMAND, EXPLAIN_COMMAND
+from whence_ls.lsp.state.records import Record
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer

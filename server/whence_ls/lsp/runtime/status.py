@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from whence_ls.lsp.protocol_names import STATUS_METHOD
+from whence_ls.lsp.protocol.names import STATUS_METHOD
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from whence_ls.engine.confidence import readable
-from whence_ls.lsp.workspace_flags import MIN_EDITED_TOKENS
+from whence_ls.lsp.state.workspace_flags import MIN_EDITED_TOKENS
 
 TIMED = ("30s", "120s", "600s")
 LABELS = {"30s": "30 s", "120s": "2 min", "600s": "10 min", "save": "at save", "close": "at close"}

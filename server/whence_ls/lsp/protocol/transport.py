@@ -15,8 +15,8 @@ import sys
 import threading
 from typing import Any, BinaryIO
 
-from whence_ls.lsp.rpc_gate import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RequestGate, readable_id
-from whence_ls.lsp.wire import DEFAULT_MAX_BODY_BYTES, FrameReader, parse_body
+from whence_ls.lsp.protocol.rpc_gate import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RequestGate, readable_id
+from whence_ls.lsp.protocol.wire import DEFAULT_MAX_BODY_BYTES, FrameReader, parse_body
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 from lsprotocol import types
 
 from whence_ls.errors import WhenceError
-from whence_ls.lsp.documents import Document
-from whence_ls.lsp.params import range_json as _range_json
+from whence_ls.lsp.text.documents import Document
+from whence_ls.lsp.protocol.params import range_json as _range_json
 
 
 def offset_of(document: Document, position: types.Position, encoding: str) -> int | None:

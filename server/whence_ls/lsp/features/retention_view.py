@@ -8,8 +8,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from whence_ls.errors import WhenceError
-from whence_ls.lsp.params import invalid_params, plain
-from whence_ls.lsp.protocol_names import RETENTION_REPORT_METHOD
+from whence_ls.lsp.protocol.params import invalid_params, plain
+from whence_ls.lsp.protocol.names import RETENTION_REPORT_METHOD
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer
@@ -31,8 +31,8 @@ class RetentionReportFeature:
         path = session.provenance.path
 
         def build() -> dict[str, Any]:
-            from whence_ls.lsp.provenance import read_rows, read_shown
-            from whence_ls.lsp.retention_stats import summarize
+            from whence_ls.provenance import read_rows, read_shown
+            from whence_ls.lsp.state.retention_stats import summarize
             from whence_ls.report.retention_html import STYLE, render_body, render_page
 
             rows, shown = (read_rows(path), read_shown(path)) if path.is_file() else ([], [])

@@ -11,8 +11,8 @@ from lsprotocol import types
 
 from whence_ls.engine.confidence import FLAG_THRESHOLD, flag_score, flagged_tokens, instead
 from whence_ls.engine.flag_calibration import WorkspaceCalibration, describe, facts_of
-from whence_ls.lsp.records import Record
-from whence_ls.lsp.workspace_flags import WORKSPACE_FLAG_CHANCE
+from whence_ls.lsp.state.records import Record
+from whence_ls.lsp.state.workspace_flags import WORKSPACE_FLAG_CHANCE
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from whence_ls.lsp.protocol_names import EXPLAIN_COMMAND, MATRIX_COMMAND, OPEN_COMMAND, REGENERATE_COMMAND
-from whence_ls.lsp.params import as_json, invalid_params, plain, require, uinteger
+from whence_ls.lsp.protocol.names import EXPLAIN_COMMAND, MATRIX_COMMAND, OPEN_COMMAND, REGENERATE_COMMAND
+from whence_ls.lsp.protocol.params import as_json, invalid_params, plain, require, uinteger
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer

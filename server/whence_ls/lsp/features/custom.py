@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.errors import WhenceError
-from whence_ls.lsp.attribution_queue import attribution_engine
-from whence_ls.lsp.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
-from whence_ls.lsp.protocol_names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, ROWS_READY_METHOD, STATUS_METHOD,
+from whence_ls.lsp.runtime.attribution_queue import attribution_engine
+from whence_ls.lsp.protocol.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
+from whence_ls.lsp.protocol.names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, ROWS_READY_METHOD, STATUS_METHOD,
                                           TOKEN_METHOD, TRACED_SOURCE_METHOD)
-from whence_ls.lsp.records import Record
-from whence_ls.lsp.trace_search import NoIndex
+from whence_ls.lsp.state.records import Record
+from whence_ls.lsp.state.trace_search import NoIndex
 
 if TYPE_CHECKING:
-    from whence_ls.lsp.documents import Document
+    from whence_ls.lsp.text.documents import Document
     from pygls.lsp.server import LanguageServer
 
     from whence_ls.lsp.session import Session
