@@ -161,7 +161,7 @@ class CustomRequestsFeature:
         layer, feature = body.get("layer"), body.get("feature")
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (layer, feature)):
             raise _invalid("expected {layer, feature} as non-negative integers")
-        if not session.model_has_sae:
+        if not session.sae.available:
             raise _invalid("the model has no sparse autoencoders: run `whence-ls model train-sae`, then restart the server")
 
         def read(lm: Any, cancel: Any):
@@ -181,7 +181,7 @@ class CustomRequestsFeature:
         index = body.get("tokenIndex")
         if record is not None and isinstance(index, int) and 0 <= index < len(record.scored.tokens):
             document = session.documents.get(record.uri)
-            features = await session.features_of(record, index) or []
+            features = await session.sae.features_of(record, index) or []
             mine = next((f for f in features if f["layer"] == layer and f["feature"] == feature), None)
             if mine is not None and document is not None and record.units is not None:
                 page["token"] = {"text": record.scored.tokens[index].text, "activation": mine["activation"]}

@@ -56,9 +56,9 @@ class HoverFeature:
         row, note = await self.row(record, index)
         verified = self.verified(record, index) if row is not None else None
         features = None
-        if row is not None and session.model_has_sae:
+        if row is not None and session.sae.available:
             try:
-                features = await asyncio.wait_for(session.features_of(record, index), FEATURES_WAIT_S)
+                features = await asyncio.wait_for(session.sae.features_of(record, index), FEATURES_WAIT_S)
             except asyncio.TimeoutError:
                 features = None  # the next hover finds them computed
         start, end = record.hover_span(index)

@@ -212,7 +212,7 @@ class LifecycleFeature:
         if session.settings.model_key() != settings.model_key():
             return  # settings changed while loading: the newer load reports
         session.model_name = lm.name
-        session.model_has_sae = bool(found.get("sae"))
+        session.sae.available = bool(found.get("sae"))
         engine = attribution_engine()
         default_method = found.get("default_method")
         if engine is not None and default_method is not None:
@@ -248,7 +248,7 @@ class LifecycleFeature:
         session.records.drop_uri(item.uri)
         session.retention.reopened(item.uri)
         session.documents.open(item.uri, item.text, item.version, item.language_id)
-        session.warm(item.uri)
+        session.warmups.request(item.uri)
 
     def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
         session = self.session
@@ -279,7 +279,7 @@ class LifecycleFeature:
             session.placement.place_pending(uri)
             session.publish_diagnostics(uri)
             if edited_at is not None:
-                session.warm(uri, edited_at)  # the next completion is most likely asked here
+                session.warmups.request(uri, edited_at)  # the next completion is most likely asked here
             for hook in session.document_hooks:
                 hook(uri, document.text)
 
