@@ -34,7 +34,7 @@ from whence_ls.lsp.runtime.status import Status
 from whence_ls.lsp.state.trace_search import TraceSearch
 from whence_ls.lsp.runtime.sae_lookup import SaeLookup
 from whence_ls.lsp.runtime.warmups import WarmUps
-from whence_ls.lsp.runtime.worker import JobCancelled, ModelNotReady, ModelWorker
+from whence_ls.lsp.runtime.worker import INTERACTIVE, JobCancelled, ModelNotReady, ModelWorker
 from whence_ls.lsp.state.workspace_flags import WorkspaceFlags
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class Session:
 
     # -- model work ------------------------------------------------------------------------------
 
-    async def run_model(self, fn: Callable[[Any, threading.Event], Any], *, completion: bool = False, priority: int = 1,
+    async def run_model(self, fn: Callable[[Any, threading.Event], Any], *, completion: bool = False, priority: int = INTERACTIVE,
                         preemptible: bool = False) -> Any:
         """Run `fn(lm, cancel)` on the model worker; None (plus a status notification) when no
         model is ready or the job was superseded before it ran."""

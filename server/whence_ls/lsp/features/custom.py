@@ -16,7 +16,7 @@ from whence_ls.lsp.runtime.attribution_queue import attribution_engine
 from whence_ls.lsp.protocol.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
 from whence_ls.lsp.protocol.names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, ROWS_READY_METHOD, STATUS_METHOD,
                                           TOKEN_METHOD, TRACED_SOURCE_METHOD)
-from whence_ls.lsp.state.records import Record
+from whence_ls.lsp.state.records import Record, strongest_sources
 from whence_ls.lsp.state.trace_search import NoIndex
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ class CustomRequestsFeature:
             # only this document's lines can be tinted in its editor
             units = [
                 {"range": session.range_json(document, record.units[u].start, record.units[u].end), "score": round(score, 6)}
-                for u, score in tint_sources(row.scores, rank_by_abs=getattr(row, "rank_by_abs", True))
+                for u, score in tint_sources(row)
                 if u < len(record.units) and record.units[u].path is None
             ]
         answer = {
@@ -288,16 +288,15 @@ def verification_json(row: Any) -> dict[str, Any]:
             "rankInEstimate": check.get("rank_in_estimate"), "estimateLds": check.get("lds")}
 
 
-def tint_sources(scores: list[float], *, rank_by_abs: bool) -> list[tuple[int, float]]:
-    """The strongest sources of a row, strongest first, until they hold TINT_SHARE of its
-    weight (at most TINT_MAX). Signed methods tint only what supported the token."""
-    order = sorted((u for u, sc in enumerate(scores) if (sc != 0.0 if rank_by_abs else sc > 0.0)),
-                   key=lambda u: -abs(scores[u]))
-    total = sum(abs(scores[u]) for u in order) or 1.0
+def tint_sources(row: Any) -> list[tuple[int, float]]:
+    """The row's shown sources (`strongest_sources`), strongest first, until they hold
+    TINT_SHARE of their weight (at most TINT_MAX)."""
+    order = strongest_sources(row)
+    total = sum(abs(score) for _, score in order) or 1.0
     chosen, held = [], 0.0
-    for u in order[:TINT_MAX]:
-        chosen.append((u, scores[u]))
-        held += abs(scores[u]) / total
+    for u, score in order[:TINT_MAX]:
+        chosen.append((u, score))
+        held += abs(score) / total
         if held >= TINT_SHARE:
             break
     return chosen

@@ -96,7 +96,7 @@ class AttributionQueue:
     def enqueue(self, record: Record) -> None:
         if self._method() == "none":
             return
-        order = sorted(record.live_tokens(), key=lambda i: record.scored.tokens[i].logprob)
+        order = record.scored.least_confident_first(record.live_tokens())
         missing = [i for i in order if i not in record.scored.attribution or record.scored.attribution_method != self._method()]
         with self._lock:
             self._records[record.id] = record

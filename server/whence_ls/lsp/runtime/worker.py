@@ -1,10 +1,10 @@
 """The one thread that owns the model and runs all model work.
 
 Handlers submit jobs and await them through asyncio futures, so the event loop never blocks on
-the model. Jobs run by priority (loading, then interactive requests, then attribution a hover
-is waiting for, then background attribution), FIFO within a priority. When the queue is empty
-the worker asks its idle source (the attribution scheduler) for background work, one small
-batch at a time, so an interactive request waits at most one batch.
+the model. Jobs run by priority (loading, then interactive requests, then a hover's extras such
+as its SAE features), FIFO within a priority. Background work is never submitted: when the queue
+is empty the worker asks its idle source (warm-ups, then the attribution and verification
+queues) for it, one small batch at a time, so an interactive request waits at most one batch.
 
 A completion supersedes the previous one: its cancel event is set, and generation checks it
 between tokens, so the old job ends within one generated token.
@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-LOAD, INTERACTIVE, URGENT, BACKGROUND = 0, 1, 2, 3
-PRIORITY_NAMES = {LOAD: "load", INTERACTIVE: "interactive", URGENT: "urgent", BACKGROUND: "background"}
+LOAD, INTERACTIVE, URGENT = 0, 1, 2
+PRIORITY_NAMES = {LOAD: "load", INTERACTIVE: "interactive", URGENT: "urgent"}
 
 
 def _job_name(fn: Any) -> str:
@@ -91,8 +91,7 @@ class ModelWorker:
             job.future.add_done_callback(lambda _f: self._preemptible.discard(cancel))
         with self._wake:
             heapq.heappush(self._queue, job)
-            if priority < BACKGROUND:
-                self.background_cancel.set()
+            self.background_cancel.set()  # any submitted job comes before the idle source's work
             self._wake.notify()
         return job.future, cancel
 
