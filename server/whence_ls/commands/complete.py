@@ -162,7 +162,7 @@ def features_json(lm, record, text: str, language: str | None, *, share: float =
     from whence_ls.engine.attribution.units import unit_map
     from whence_ls.engine.sae import load_for
     from whence_ls.errors import WhenceError
-    from whence_ls.sourcefile import line_col_of, line_starts
+    from whence_ls.sourcefile import line_col_of, line_starts, source_label
 
     sae_set, index = load_for(lm)
     if sae_set is None:
@@ -180,8 +180,8 @@ def features_json(lm, record, text: str, language: str | None, *, share: float =
             sources = []
             for source in feature["sources"]:
                 unit = units.units[source["unit"]]
-                place = (f"{unit.path}:{unit.line + 1}" if unit.path is not None
-                         else f"line {line_col_of(text, unit.start, starts)[0]}")
+                # (no "below" here: this list has always named a suffix line by its number only)
+                place = source_label(unit.line + 1 if unit.path is not None else line_col_of(text, unit.start, starts)[0], unit.path)
                 sources.append({"place": place, "share": round(float(source["share"]), 4), "code": unit.text.splitlines()[0][:60]})
             example = feature.get("example")
             features.append({"layer": feature["layer"], "feature": feature["feature"], "activation": round(float(feature["activation"]), 4),
@@ -214,7 +214,7 @@ def write_matrix_html(target: str, lm, record, text: str, language: str | None, 
 
     from whence_ls.engine.attribution import METHOD_SHORT_NOTES, attribution_matrix, context_units, default_method
     from whence_ls.report.matrix_html import render_matrix_html
-    from whence_ls.sourcefile import line_col_of, line_starts
+    from whence_ls.sourcefile import line_col_of, line_starts, source_label
 
     method = method or default_method(lm)
     units = context_units(lm, record, language)
@@ -231,8 +231,8 @@ def write_matrix_html(target: str, lm, record, text: str, language: str | None, 
 
     def label(unit) -> str:
         if unit.path is not None:
-            return f"{unit.path}:{unit.line + 1}"
-        return f"line {line_col_of(source_text, unit.start, source_starts)[0]}" + (" (below)" if unit.role == "suffix" else "")
+            return source_label(unit.line + 1, unit.path)
+        return source_label(line_col_of(source_text, unit.start, source_starts)[0], below=unit.role == "suffix")
 
     page = render_matrix_html({
         "method": matrix.method,
@@ -335,7 +335,7 @@ _SHOWN_TOKENS = 4
 def print_influences(lm, record, text: str, language: str | None, method: str, top: int, *, share: float = 0.25) -> None:
     """Under the completion: the strongest influences of the least confident tokens."""
     from whence_ls.engine.attribution import METHOD_NOTES, attribute_rows, context_units, default_method
-    from whence_ls.sourcefile import line_col_of, line_starts
+    from whence_ls.sourcefile import line_col_of, line_starts, source_label
 
     method = method or default_method(lm)
 
@@ -353,9 +353,9 @@ def print_influences(lm, record, text: str, language: str | None, method: str, t
         for u, score in row.top(top):
             shown = units[u].text.splitlines()[0][:60]
             if units[u].path is not None:
-                place = f"{units[u].path}:{units[u].line + 1}"
+                place = source_label(units[u].line + 1, units[u].path)
             else:
-                place = f"line {line_col_of(text, units[u].start, starts)[0]}" + (" (below)" if units[u].role == "suffix" else "")
+                place = source_label(line_col_of(text, units[u].start, starts)[0], below=units[u].role == "suffix")
             parts.append(f"      {place:>10} {score:+.2f}  {shown}")
         copied = row.extra.get("copied_from_unit")
         note = f" (copied from line {line_col_of(text, units[copied].start, starts)[0]})" if isinstance(copied, int) else ""

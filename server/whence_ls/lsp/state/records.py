@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from whence_ls.engine.records import ScoredText
+from whence_ls.sourcefile import source_label
 
 from whence_ls.lsp.text.documents import Edit, map_end, map_start
 
@@ -44,9 +45,9 @@ class Unit:
         `utils.py:12`."""
         if self.path is not None:
             line = (self.line or 0) + 1
-            return f"{self.path}:{line}", f"{self.uri or self.path}#L{line}", line
+            return source_label(line, self.path), f"{self.uri or self.path}#L{line}", line
         line = document.position_at(self.start)[0] + 1
-        return f"line {line}" + (" (below)" if self.below else ""), f"{document.uri}#L{line}", line
+        return source_label(line, below=self.below), f"{document.uri}#L{line}", line
 
 
 def strongest_sources(row: Any, limit: int | None = None) -> list[tuple[int, float]]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.errors import WhenceError
+from whence_ls.sourcefile import source_label
 from whence_ls.lsp.protocol.params import invalid_params as _invalid, plain, require, single_argument as _single
 from whence_ls.lsp.protocol.names import CONTRAST_COMMAND, EXPLAIN_COMMAND
 from whence_ls.lsp.state.records import Record
@@ -111,10 +112,10 @@ class ExplainCommands:
                 continue
             unit = shown[unit_index] if shown is not None and unit_index < len(shown) else units[unit_index]
             if getattr(unit, "path", None) is not None:
-                line, label = unit.line, f"{unit.path}:{(unit.line or 0) + 1}"
+                line, label = unit.line, source_label((unit.line or 0) + 1, unit.path)
             else:
                 line = document.position_at(unit.start)[0] if document is not None else None
-                label = f"line {line + 1}" if line is not None else None
+                label = source_label(line + 1) if line is not None else None
             sources.append({"line": line, "text": unit.text.splitlines()[0][:80], "score": round(score, 4),
                             **({"path": unit.path} if getattr(unit, "path", None) else {}), "label": label})
         listed = "; ".join(f"{s['label']}: {s['text']}" for s in sources if s["label"] is not None) or "no line stood out"
