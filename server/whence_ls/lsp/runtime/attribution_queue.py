@@ -8,6 +8,10 @@ of a record at once: stopping it for each hover, tint or matrix request would st
 and over, and on a busy machine it would never finish). Results are handed back to the event
 loop, which owns the records, wake whoever waits on them, and are announced (`on_rows`) so that
 clients need not poll.
+
+Over 400 lines on purpose: one lock guards the pending, urgent and running state that the three
+lanes share (the model worker's batches, an offer's prefetch, the light lane that needs no
+forward); split over modules, each would reach into the others' state under that lock.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
-from whence_ls.lsp.state.records import Record, Unit
+from whence_ls.lsp.state.records import Record, Unit, units_from_engine
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +34,6 @@ log = logging.getLogger(__name__)
 # tokens: 12.0-13.9 s vs 12.3 s, one row 6.2 s, on a loaded machine), so larger calls only make
 # the wait longer.
 BATCH_TOKENS = 1
-
-
-def as_lsp_units(units: list[Any]) -> list[Unit]:
-    """The engine's sources as the records keep them (identifier texts, and where their scores
-    start in a row's flat `identifier_scores`)."""
-    result, first = [], 0
-    for unit in units:
-        names = tuple(i.text for i in getattr(unit, "identifiers", ()))
-        result.append(Unit(unit.text, unit.start, unit.end, names, first, path=getattr(unit, "path", None),
-                           uri=getattr(unit, "uri", None), line=getattr(unit, "line", None),
-                           below=getattr(unit, "role", "prefix") == "suffix"))
-        first += len(names)
-    return result
 
 
 def attribution_engine():
@@ -234,7 +225,7 @@ class AttributionQueue:
 
     def _deliver(self, record: Record, units: list[Any] | None, rows: dict[int, Any], method: str, error: str | None) -> None:
         if units is not None and record.units is None:
-            mapped = self._map_units(record, as_lsp_units(units))
+            mapped = self._map_units(record, units_from_engine(units))
             if mapped is None:
                 error = error or "the document changed too much since the completion to place its context"
             record.units = mapped
@@ -294,9 +285,13 @@ class AttributionQueue:
                     log.exception("attribution failed for record %s", record.id)
                     error = f"{type(exc).__name__}: {exc}"
             finally:
-                if on_worker:
-                    with self._lock:
+                with self._lock:
+                    if on_worker:
                         self._running = None
+                    if error is not None:
+                        # marked here, not only on delivery: the worker picks its next batch
+                        # before the event loop has run `_deliver`, and must not pick this record
+                        self.errors[record.id] = error
             missing = [i for i in indices if i >= 0 and not (rows and i in rows) and i not in record.scored.attribution]
             log.debug("record %s: asked %s, got %s, requeued %s, cancelled %s, error %s",
                       record.id, indices, sorted(rows or {}), missing, cancel is not None and cancel.is_set(), error)

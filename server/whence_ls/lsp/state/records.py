@@ -57,6 +57,19 @@ def strongest_sources(row: Any, limit: int | None = None) -> list[tuple[int, flo
     return [(u, score) for u, score in row.top(len(row.scores) if limit is None else limit) if score > 0 or row.rank_by_abs]
 
 
+def units_from_engine(units: list[Any]) -> list[Unit]:
+    """The engine's sources as the records keep them (identifier texts, and where their scores
+    start in a row's flat `identifier_scores`)."""
+    result, first = [], 0
+    for unit in units:
+        names = tuple(i.text for i in getattr(unit, "identifiers", ()))
+        result.append(Unit(unit.text, unit.start, unit.end, names, first, path=getattr(unit, "path", None),
+                           uri=getattr(unit, "uri", None), line=getattr(unit, "line", None),
+                           below=getattr(unit, "role", "prefix") == "suffix"))
+        first += len(names)
+    return result
+
+
 @dataclass
 class Record:
     scored: ScoredText
