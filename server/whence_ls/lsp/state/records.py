@@ -9,7 +9,6 @@ text is deleted or rewritten as a whole is dropped.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,10 +78,8 @@ class Record:
     spans: list[list[int]]  # current [start, end) of each token
     language: str | None
     mark: int = 0  # document edit mark of the text the record was computed from
-    created: float = field(default_factory=time.time)
     edited: set[int] = field(default_factory=set)
     units: list[Unit] | None = None  # None until the worker computed them
-    unit_mark: int | None = None  # document edit mark the units' offsets belong to
     trace_hits: list[dict[str, Any]] | None = None  # None: not searched (yet)
     trace_note: str = ""  # why there are no hits: no index, error, ...
     # the typed part of the word the first token wrote (token healing: `tot` typed, the token
