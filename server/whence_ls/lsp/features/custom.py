@@ -32,7 +32,7 @@ WAIT_S = 2.0
 
 _LANGUAGE_IDS = {"tsx": "typescriptreact"}
 # what the attribution scores mean and how they were measured (in a source checkout)
-_DOCS = Path(__file__).resolve().parents[3] / "docs" / "bench-attribution.md"
+_DOCS = Path(__file__).resolve().parents[4] / "docs" / "bench-attribution.md"
 
 
 class CustomRequestsFeature:
