@@ -301,11 +301,22 @@ def test_bad_input_gives_clear_errors(tiny_lm, record):
 def test_every_method_has_a_note():
     assert set(METHOD_NOTES) == set(METHODS) and DEFAULT_METHOD in METHODS
     assert all(METHOD_NOTES[m].strip() for m in METHODS)
-    assert isinstance(AttributionRow(0, "x", [1.0], 1.0, 1.0).top(1), list)
+
+
+
+def test_a_rows_top_sources_are_the_strongest_by_size_or_sign():
+    # (this replaces an `isinstance(row.top(1), list)` that could not fail, issue 23)
+    scores = [0.1, -0.5, 0.0, 0.3, -0.1]
+    by_size = AttributionRow(0, "x", scores, -0.2, 1.0)
+    assert by_size.top(3) == [(1, -0.5), (3, 0.3), (0, 0.1)]  # |score|, ties in document order
+    by_sign = AttributionRow(0, "x", scores, -0.2, 1.0, rank_by_abs=False)
+    assert by_sign.top(3) == [(3, 0.3), (0, 0.1), (4, -0.1)]
+    assert by_size.top(10) == [(1, -0.5), (3, 0.3), (0, 0.1), (4, -0.1)]  # a zero is never a source
+    assert by_sign.ranking() == [3, 0, 2, 4, 1] and by_size.ranking() == [1, 3, 0, 4, 2]
 
 
 def test_the_server_setting_offers_exactly_the_engine_methods():
-    from whence_ls.lsp.settings import ATTRIBUTION_CHOICES
+    from whence_ls.lsp.runtime.settings import ATTRIBUTION_CHOICES
 
     assert sorted(ATTRIBUTION_CHOICES) == sorted((*METHODS, "none"))
 

@@ -214,7 +214,7 @@ def test_special_tokens_never_reach_a_completion(tiny_lm):
 
 
 def test_a_column_inside_a_surrogate_pair_means_the_start_of_the_character():
-    from whence_ls.lsp.documents import Document
+    from whence_ls.lsp.text.documents import Document
 
     document = Document("file:///x.py", "s = '\U0001F600'\nt = 1\n", 1, "python")
     emoji = document.text.index("\U0001F600")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from whence_ls.lsp.documents import Document
-from whence_ls.lsp.line_index import LineIndex
+from whence_ls.lsp.text.documents import Document
+from whence_ls.lsp.text.line_index import LineIndex
 
 
 def test_line_index_follows_random_edits_with_mixed_line_endings():
@@ -33,7 +33,7 @@ def test_cr_only_and_mixed_endings_are_lines():
 def test_edits_never_rebuild_the_line_table(monkeypatch):
     """Per-keystroke work must not grow with the document: after the first request, edits
     update the table (a rescan of the touched lines) instead of building it again."""
-    import whence_ls.lsp.documents as documents
+    import whence_ls.lsp.text.documents as documents
 
     document = Document("file:///x.py", "x = 1\n" * 200_000 + "value = f(", 1, "python")
     assert document.line_count() == 200_001

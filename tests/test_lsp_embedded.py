@@ -3,6 +3,8 @@ completion that makes sense, accepted, with hover attribution pointing at real c
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import pytest_lsp
 
@@ -39,7 +41,9 @@ async def test_embedded_model_session(client: LanguageClient):
     line = SOURCE.count("\n")
     result, inserted, _ = await accept_inline(client, uri, SOURCE, 1, line, len("    return "))
     assert result["placed"] and inserted.strip()
-    assert "directory" in inserted or "os" in inserted or "file" in inserted  # a real model uses what it was given
+    # a real model uses what it was given: the parameter or the imported module, as names (a
+    # substring test would take `close` or `pos` for `os`)
+    assert {"directory", "os"} & set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", inserted)), inserted
 
     matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": result["recordId"]})
     token = min(matrix["tokens"], key=lambda t: t["prob"] if t["text"].strip() else 2.0)
@@ -54,9 +58,15 @@ async def test_embedded_model_session(client: LanguageClient):
     assert "█" in shown, shown
     # the embedded model ships calibrated: the default is the calibrated estimator
     assert matrix["method"] == "calibrated_attention" and "calibrated attention" in shown, shown
-    # the strongest unit is a link into this file, at a line above the completion
-    links = [int(part.split(")")[0]) for part in shown.split(f"{uri}#L")[1:]]
-    assert links and all(1 <= n <= line + 1 for n in links)
+    # the strongest units are links into this file, each to the line whose code it shows (a
+    # check that the number is only some line above would pass with every link off by one)
+    links = re.findall(r"\[line (\d+)\]\(" + re.escape(uri) + r"#L(\d+)\) `([^`]*)`", shown)
+    assert links, shown
+    lines = SOURCE.split("\n")
+    for label, target, code in links:
+        assert label == target and 1 <= int(target) <= line + 1, links
+        assert lines[int(target) - 1].strip().startswith(code.rstrip("…").strip()), (links, lines[int(target) - 1])
+    assert any(code.strip() for _, _, code in links), links
 
     explained = await execute(client, "whence.explainLine", {"uri": uri, "line": 5})
     assert explained["range"]["start"]["line"] == 5

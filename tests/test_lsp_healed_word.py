@@ -4,9 +4,9 @@ that token for hovers (and only while the typed text stays as it was)."""
 from __future__ import annotations
 
 from whence_ls.engine.records import ContextWindow, ScoredText, ScoredToken
-from whence_ls.lsp.documents import Edit
-from whence_ls.lsp.placement import healed_word
-from whence_ls.lsp.records import Record
+from whence_ls.lsp.text.documents import Edit
+from whence_ls.lsp.state.placement import healed_word
+from whence_ls.lsp.state.records import Record
 
 TYPED = "        account = entry['account']\n        tot"
 

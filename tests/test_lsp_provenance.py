@@ -18,7 +18,7 @@ import pytest
 
 from raw_rpc import RawServer
 from test_lsp_support import PY_SOURCE
-from whence_ls.lsp.provenance import COLUMNS, ProvenanceError, ProvenanceLog, read_rows
+from whence_ls.provenance import COLUMNS, ProvenanceError, ProvenanceLog, read_rows
 
 
 def row(record_id: str) -> dict:

@@ -19,9 +19,9 @@ import pytest
 
 from raw_rpc import RawServer
 from test_lsp_support import PY_SOURCE
-from whence_ls.lsp.documents import Edit
-from whence_ls.lsp.provenance import read_rows
-from whence_ls.lsp.retention import Followed
+from whence_ls.lsp.text.documents import Edit
+from whence_ls.provenance import read_rows
+from whence_ls.lsp.state.retention import Followed
 
 
 def followed(text_tokens: list[str], start: int = 10) -> Followed:
@@ -176,7 +176,7 @@ def test_save_and_close_checkpoints_export_and_stats(tiny_model_dir, tmp_path):
 def test_stats_on_a_log_from_before_retention_and_on_a_missing_log(tmp_path):
     import sqlite3
 
-    from whence_ls.lsp.provenance import COLUMNS, SCHEMA
+    from whence_ls.provenance import COLUMNS, SCHEMA
 
     path = tmp_path / ".whence" / "provenance.sqlite"
     path.parent.mkdir()
@@ -229,7 +229,7 @@ def test_the_calibration_learns_what_this_workspace_rewrites():
 def write_history(path, completions: int) -> None:
     """Earlier completions of this workspace whose readable tokens were all rewritten (a space
     of each kept: a token-level verdict, not a deleted completion)."""
-    from whence_ls.lsp.provenance import ProvenanceLog
+    from whence_ls.provenance import ProvenanceLog
 
     log = ProvenanceLog(path)
     kinds = ["name", "operator", "number", "keyword", "string"]
@@ -261,7 +261,7 @@ def test_the_diagnostic_says_what_this_workspace_rewrote(tiny_model_dir, tmp_pat
     """With enough rewritten tokens logged (12 completions x 5 = 60 >= MIN_EDITED_TOKENS) and the
     setting on, the flag is the workspace's and says so in counts; with the setting off, or too
     few edits (20), the global flag speaks (or stays quiet)."""
-    from whence_ls.lsp.workspace_flags import MIN_EDITED_TOKENS
+    from whence_ls.lsp.state.workspace_flags import MIN_EDITED_TOKENS
 
     assert history * 5 >= MIN_EDITED_TOKENS if learned else True
     path = tmp_path / ".whence" / "provenance.sqlite"
@@ -282,7 +282,7 @@ def test_the_diagnostic_says_what_this_workspace_rewrote(tiny_model_dir, tmp_pat
 
 
 def test_retention_settings_are_checked():
-    from whence_ls.lsp.settings import Settings
+    from whence_ls.lsp.runtime.settings import Settings
 
     settings, problems = Settings().merged({"retentionCheckpointsS": [5, 60], "workspaceFlags": True})
     assert problems == [] and settings.retention_checkpoints_s == (5.0, 60.0) and settings.workspace_flags is True
@@ -297,7 +297,7 @@ def test_retention_settings_are_checked():
 def test_a_log_from_before_retention_gets_its_tables_and_keeps_its_rows(tmp_path):
     import sqlite3
 
-    from whence_ls.lsp.provenance import COLUMNS, SCHEMA, ProvenanceLog
+    from whence_ls.provenance import COLUMNS, SCHEMA, ProvenanceLog
 
     path = tmp_path / "provenance.sqlite"
     db = sqlite3.connect(path)
@@ -317,7 +317,7 @@ def test_a_log_from_before_retention_gets_its_tables_and_keeps_its_rows(tmp_path
 def test_a_foreign_retention_table_is_moved_aside_like_any_broken_log(tmp_path):
     import sqlite3
 
-    from whence_ls.lsp.provenance import ProvenanceLog
+    from whence_ls.provenance import ProvenanceLog
 
     path = tmp_path / "provenance.sqlite"
     sqlite3.connect(path).executescript("CREATE TABLE retention (who TEXT, what TEXT);")

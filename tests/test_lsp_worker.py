@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from whence_ls.lsp.worker import ModelWorker
+from whence_ls.lsp.runtime.worker import ModelWorker
 
 
 async def test_a_request_cancelled_while_queued_does_not_kill_the_worker():

@@ -163,6 +163,21 @@ def test_train_sae_then_explain_features_from_the_cli(tiny_model_dir, tmp_path, 
     features = [f for t in shown for f in t["features"]]
     assert features and all(f["layer"] == 1 and f["label"] and f["sources"] for f in features)
     assert any(f"L1#{f['feature']} " in out for f in features)  # the same features as the text above
+    # and `complete --json --features` carries them too (issue 23: it carried none)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["complete", f"{path}:12:32", "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
+              "--attribution", "none", "--features", "--json"])
+    assert exit_info.value.code == 0
+    data = json.loads(capsys.readouterr().out)
+    tokens = data["tokens"]
+    assert tokens, data
+    # the tokens shown are the least confident quarter's (at least one) that are not blank
+    order = sorted(range(len(tokens)), key=lambda i: tokens[i]["logprob"])[: max(1, len(tokens) // 4)]
+    expected = [i for i in order if tokens[i]["text"].strip()]
+    assert expected, tokens  # the position is chosen so that there is one
+    shown = data["features"]
+    assert [t["token_index"] for t in shown] == expected[: len(shown)] and shown, (shown, tokens)
+    assert all(t["features"] and all(f["layer"] == 1 and f["label"] for f in t["features"]) for t in shown), shown
 
 
 def test_explain_features_without_an_sae_says_how_to_get_one(tiny_model_dir, tmp_path, monkeypatch, capsys):
@@ -226,7 +241,12 @@ def test_the_server_shows_features_in_the_hover_and_answers_feature_pages(tiny_m
             if "saw: " in text:
                 break
         assert "saw: " in text, text
-        link = re.search(r"command:whence\.showFeature\?([^)]+)\)", text)
+        saw = next(line for line in text.splitlines() if "saw: " in line)
+        # the labels say what each feature fires on in words, the symbols of the stored label
+        # (⏎ for a newline, · for a space) never reach the reader; its top line is behind the link
+        assert "⏎" not in saw and "·" not in saw.replace(" · ", " "), saw
+        assert re.search(r'command:whence\.showFeature\?[^ )]+ "fires most on [^"]+:\d+: ', saw), saw
+        link = re.search(r"command:whence\.showFeature\?([^) ]+)[ )]", text)
         arguments = json.loads(unquote(link.group(1)))[0]
         assert arguments["layer"] == 1 and arguments["recordId"]
         page = raw.call("whence/feature", arguments)["result"]
@@ -237,3 +257,15 @@ def test_the_server_shows_features_in_the_hover_and_answers_feature_pages(tiny_m
         assert bad["error"]["code"] == -32602
     finally:
         raw.close()
+
+
+def test_feature_labels_read_as_what_they_fire_on():
+    """The stored compact label (issue 23: a hover read `# · ⏎······ after .\"\"\"`) is said in words."""
+    from whence_ls.engine.sae.labels import readable_label
+
+    assert readable_label('`⏎······` after `."""`') == 'a new line indented 6, after `."""` (a docstring\'s quotes)'
+    assert readable_label("`#` / `⏎`") == "`#` (a comment) or a new line"
+    assert readable_label("`pos` / `has` after `if`") == "`pos` or `has`, after the keyword `if`"
+    assert readable_label("`x` after `····`") == "`x`, after 4 spaces of indentation"
+    assert readable_label("`(` after `enumerate`") == "`(`, after `enumerate`"
+    assert readable_label("(never fires)") == "(never fires)"

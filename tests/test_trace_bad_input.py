@@ -228,7 +228,7 @@ def test_a_zero_length_part_gets_a_one_line_reason(built, tmp_path):
 
 
 def test_the_server_restores_an_index_left_as_its_backup(built, tmp_path):
-    from whence_ls.lsp.trace_search import TraceSearch
+    from whence_ls.lsp.state.trace_search import TraceSearch
 
     index_dir = copy_of(built, tmp_path)
     os.rename(index_dir, store.backup_path(index_dir))

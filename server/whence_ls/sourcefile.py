@@ -78,3 +78,12 @@ def line_col_of(text: str, offset: int, starts: list[int] | None = None) -> tupl
     starts = starts or line_starts(text)
     index = bisect.bisect_right(starts, offset) - 1
     return index + 1, offset - starts[index] + 1
+
+
+def source_label(line: int, path: str | None = None, below: bool = False) -> str:
+    """How a source of attribution is named to a person, everywhere (hover, messages, CLI):
+    `line 12` (1-based), `line 40 (below)` after the cursor a completion was made at, or
+    `pkg/utils.py:12` for another file's snippet."""
+    if path is not None:
+        return f"{path}:{line}"
+    return f"line {line}" + (" (below)" if below else "")

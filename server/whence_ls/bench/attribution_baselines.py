@@ -1,64 +1,82 @@
-"""The trivial rankings `whence-ls bench attribution` puts beside every method (recency, lexical
-overlap, random), and which sources hold an earlier occurrence of a generated identifier (the
-copy cases)."""
+"""The outside baselines of `whence-ls bench attribution-units`: Inseq and Captum's
+LLMGradientAttribution, driven on our exact token sequence (split from `attribution_units.py`,
+which runs the suite, to keep each under 400 lines). Both are optional: a missing or
+incompatible one is recorded as an error and its columns stay empty."""
 
 from __future__ import annotations
 
-import numpy as np
 
+class Baselines:
+    """Inseq and Captum's LLM attribution, driven on our exact token sequence."""
 
-def _word_at(text: str, start: int, end: int) -> str:
-    left = start
-    while left < end and not (text[left].isalnum() or text[left] == "_"):
-        left += 1
-    if left >= end:
-        return ""
-    right = left
-    while left > 0 and (text[left - 1].isalnum() or text[left - 1] == "_"):
-        left -= 1
-    while right < len(text) and (text[right].isalnum() or text[right] == "_"):
-        right += 1
-    return text[left:right]
+    def __init__(self, lm, use_inseq: bool, use_captum: bool, ig_steps: int):
+        self.lm = lm
+        self.ig_steps = ig_steps
+        self.inseq_error = None
+        self.inseq = {}
+        if use_inseq:
+            try:
+                import inseq
 
+                for method in ("input_x_gradient", "integrated_gradients"):
+                    self.inseq[method] = inseq.load_model(lm.model, method, tokenizer=lm.tokenizer)
+            except Exception as exc:  # not installed, or incompatible with this torch/transformers
+                self.inseq_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                self.inseq = {}
+        self.captum = None
+        self.captum_error = None
+        if use_captum:
+            try:
+                from captum.attr import LayerGradientXActivation, LLMGradientAttribution
 
-def copy_sources(record, index: int, units, sources: list[int]) -> set[int]:
-    """Columns of `sources` holding an earlier occurrence of the identifier this token is part of."""
-    from whence_ls.engine.attribution.units import COMMON_WORDS
+                layer = LayerGradientXActivation(lm.model, lm.model.get_input_embeddings())
+                self.captum = LLMGradientAttribution(layer, lm.tokenizer)
+            except Exception as exc:
+                self.captum_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
 
-    token = record.tokens[index]
-    word = _word_at(record.text, token.start, token.end)
-    if len(word) < 2 or word in COMMON_WORDS or word.isdigit():
-        return set()
-    return {c for c, s in enumerate(sources) if any(i.text == word for i in units.units[s].identifiers)}
+    def inseq_rows(self, method: str, record, last_index: int, *, from_index: int | None = None, strict: bool = True):
+        """Position scores (context + generated prefix) for tokens from_index..last_index, or
+        None when Inseq tokenises the text differently from our sequence (Inseq takes text,
+        not token ids). `strict=False` runs it anyway, for timing a matrix of the same size."""
+        import torch
 
+        model = self.inseq[method]
+        tokenizer = self.lm.tokenizer
+        context_ids = list(record.context.token_ids)
+        generated = [t.token_id for t in record.tokens[: last_index + 1]]
+        prompt = tokenizer.decode(context_ids, clean_up_tokenization_spaces=False)
+        full = tokenizer.decode(context_ids + generated, clean_up_tokenization_spaces=False)
+        same = (tokenizer(prompt, add_special_tokens=False)["input_ids"] == context_ids
+                and tokenizer(full, add_special_tokens=False)["input_ids"] == context_ids + generated)
+        if strict and not same:
+            return None
+        kwargs = {"n_steps": self.ig_steps, "internal_batch_size": 8} if method == "integrated_gradients" else {}
+        if from_index is not None:
+            kwargs["attr_pos_start"] = len(context_ids) + from_index
+        out = model.attribute(prompt, full, show_progress=False, **kwargs)
+        attribution = out.sequence_attributions[0]
+        ids = [t.id for t in attribution.target]
+        if ids != context_ids + generated:
+            return None if strict else {}
+        scores = torch.nan_to_num(attribution.target_attributions.float())
+        if scores.dim() == 3:
+            scores = scores.sum(-1)  # input x gradient: the dot product over embedding dimensions
+        first = 0 if from_index is None else from_index
+        rows = {}
+        for step, index in enumerate(range(first, last_index + 1)):
+            rows[index] = scores[: len(context_ids) + index, step]
+        return rows
 
-def baseline_scores(name: str, record, units, sources: list[int], indices: list[int], *, seed: int) -> np.ndarray:
-    count = len(sources)
-    if name == "recency":
-        row = np.array([(c + 1) / count for c in range(count)])  # later source, higher score
-        return np.tile(row, (len(indices), 1))
-    if name == "random":
-        generator = np.random.default_rng(seed)
-        return generator.random((len(indices), count))
-    # lexical overlap: identifiers the source shares with the generated line of the token (and
-    # the context line it continues), ties to the nearer source
-    rows = []
-    line_start_of = record.text.rfind
-    context_tail = record.context.text[record.context.text.rfind("\n") + 1 :]
-    for index in indices:
-        token = record.tokens[index]
-        start = line_start_of("\n", 0, token.start) + 1
-        end = record.text.find("\n", token.end)
-        line = (context_tail if start == 0 else "") + record.text[start : len(record.text) if end == -1 else end]
-        words = {w for w in _identifiers(line)}
-        rows.append([len(words & {i.text for i in units.units[s].identifiers}) + 1e-3 * (c + 1) / count
-                     for c, s in enumerate(sources)])
-    return np.array(rows)
+    def captum_rows(self, record, last_index: int):
+        from captum.attr import TextTokenInput
+        import torch
 
-
-def _identifiers(text: str) -> list[str]:
-    import re
-
-    from whence_ls.engine.attribution.units import COMMON_WORDS
-
-    return [w for w in re.findall(r"[^\W\d]\w*", text) if w not in COMMON_WORDS]
+        context_ids = list(record.context.token_ids)
+        prompt = self.lm.tokenizer.decode(context_ids, clean_up_tokenization_spaces=False)
+        inp = TextTokenInput(prompt, self.lm.tokenizer)
+        if inp.to_tensor().shape[-1] != len(context_ids):
+            return None
+        target = torch.tensor([t.token_id for t in record.tokens[: last_index + 1]])
+        result = self.captum.attribute(inp, target=target)
+        matrix = result.token_attr  # [targets, context tokens]
+        return {i: torch.cat([matrix[i].float(), torch.zeros(i)]) for i in range(last_index + 1)}

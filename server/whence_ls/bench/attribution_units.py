@@ -15,15 +15,16 @@ import copy
 import hashlib
 import json
 import random
-import statistics
 import sys
 import sysconfig
 import time
 from pathlib import Path
 
+from whence_ls.bench.attribution_baselines import Baselines
+from whence_ls.bench.attribution_units_tables import FULL_MATRIX_METHODS, merge_results, render_tables
+
 # stdlib parts that are tests, demos or vendored copies of other projects' code
 _SKIP_PARTS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "__pycache__", "ensurepip", "turtledemo", "pydoc_data"}
-FULL_MATRIX_METHODS = ("input_x_gradient", "gradient_norm", "contrastive", "attention_rollout", "value_norm", "occlusion")
 
 
 def select_prompts(count: int) -> list[dict]:
@@ -94,82 +95,6 @@ def _forward_seconds(lm, ids, repeats: int = 2) -> float:
     return min(times)
 
 
-class _Baselines:
-    """Inseq and Captum's LLM attribution, driven on our exact token sequence."""
-
-    def __init__(self, lm, use_inseq: bool, use_captum: bool, ig_steps: int):
-        self.lm = lm
-        self.ig_steps = ig_steps
-        self.inseq_error = None
-        self.inseq = {}
-        if use_inseq:
-            try:
-                import inseq
-
-                for method in ("input_x_gradient", "integrated_gradients"):
-                    self.inseq[method] = inseq.load_model(lm.model, method, tokenizer=lm.tokenizer)
-            except Exception as exc:  # not installed, or incompatible with this torch/transformers
-                self.inseq_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                self.inseq = {}
-        self.captum = None
-        self.captum_error = None
-        if use_captum:
-            try:
-                from captum.attr import LayerGradientXActivation, LLMGradientAttribution
-
-                layer = LayerGradientXActivation(lm.model, lm.model.get_input_embeddings())
-                self.captum = LLMGradientAttribution(layer, lm.tokenizer)
-            except Exception as exc:
-                self.captum_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-
-    def inseq_rows(self, method: str, record, last_index: int, *, from_index: int | None = None, strict: bool = True):
-        """Position scores (context + generated prefix) for tokens from_index..last_index, or
-        None when Inseq tokenises the text differently from our sequence (Inseq takes text,
-        not token ids). `strict=False` runs it anyway, for timing a matrix of the same size."""
-        import torch
-
-        model = self.inseq[method]
-        tokenizer = self.lm.tokenizer
-        context_ids = list(record.context.token_ids)
-        generated = [t.token_id for t in record.tokens[: last_index + 1]]
-        prompt = tokenizer.decode(context_ids, clean_up_tokenization_spaces=False)
-        full = tokenizer.decode(context_ids + generated, clean_up_tokenization_spaces=False)
-        same = (tokenizer(prompt, add_special_tokens=False)["input_ids"] == context_ids
-                and tokenizer(full, add_special_tokens=False)["input_ids"] == context_ids + generated)
-        if strict and not same:
-            return None
-        kwargs = {"n_steps": self.ig_steps, "internal_batch_size": 8} if method == "integrated_gradients" else {}
-        if from_index is not None:
-            kwargs["attr_pos_start"] = len(context_ids) + from_index
-        out = model.attribute(prompt, full, show_progress=False, **kwargs)
-        attribution = out.sequence_attributions[0]
-        ids = [t.id for t in attribution.target]
-        if ids != context_ids + generated:
-            return None if strict else {}
-        scores = torch.nan_to_num(attribution.target_attributions.float())
-        if scores.dim() == 3:
-            scores = scores.sum(-1)  # input x gradient: the dot product over embedding dimensions
-        first = 0 if from_index is None else from_index
-        rows = {}
-        for step, index in enumerate(range(first, last_index + 1)):
-            rows[index] = scores[: len(context_ids) + index, step]
-        return rows
-
-    def captum_rows(self, record, last_index: int):
-        from captum.attr import TextTokenInput
-        import torch
-
-        context_ids = list(record.context.token_ids)
-        prompt = self.lm.tokenizer.decode(context_ids, clean_up_tokenization_spaces=False)
-        inp = TextTokenInput(prompt, self.lm.tokenizer)
-        if inp.to_tensor().shape[-1] != len(context_ids):
-            return None
-        target = torch.tensor([t.token_id for t in record.tokens[: last_index + 1]])
-        result = self.captum.attribute(inp, target=target)
-        matrix = result.token_attr  # [targets, context tokens]
-        return {i: torch.cat([matrix[i].float(), torch.zeros(i)]) for i in range(last_index + 1)}
-
-
 def run(args) -> int:
     import torch
 
@@ -190,7 +115,7 @@ def run(args) -> int:
         for r in sweep:
             print(f"| {r['prompt']} | {r['token']!r} | {r['baseline']} | {r['steps']} | {r['raw_sum']:.3f} | {r['delta']:.3f} | {r['fe']:.1f} |")
         return 0
-    baselines = _Baselines(lm, not args.no_inseq, not args.no_captum_llm, args.ig_steps)
+    baselines = Baselines(lm, not args.no_inseq, not args.no_captum_llm, args.ig_steps)
     results = {
         "model": lm.name,
         "torch_threads": torch.get_num_threads(),
@@ -457,89 +382,3 @@ def _copy_cases(record, units, rows_by_method) -> dict:
         case["hits"]["recency"] = units.units[last].text == word
         cases.append(case)
     return {"cases": cases}
-
-
-def merge_results(parts: list) -> dict:
-    """One result from several runs' --out files (or their .partial prompt lists)."""
-    merged = {"suite": {"prompts": [], "skipped": []}, "settings": {}}
-    seen = set()
-    for part in parts:
-        if isinstance(part, list):  # a .partial file: the finished prompts only
-            part = {"suite": {"prompts": part, "skipped": []}}
-        for key in ("model", "torch_threads", "inseq_error", "captum_error", "settings"):
-            if part.get(key) and not merged.get(key):
-                merged[key] = part[key]
-        if part.get("cost") and not merged.get("cost"):
-            merged["cost"] = part["cost"]
-        for entry in part.get("suite", {}).get("prompts", []):
-            if entry["prompt"] not in seen:
-                seen.add(entry["prompt"])
-                merged["suite"]["prompts"].append(entry)
-        merged["suite"]["skipped"] += [s for s in part.get("suite", {}).get("skipped", []) if s["prompt"] not in seen]
-    done = {e["prompt"] for e in merged["suite"]["prompts"]}
-    unique = {s["prompt"]: s for s in merged["suite"]["skipped"] if s["prompt"] not in done}
-    merged["suite"]["skipped"] = list(unique.values())
-    merged["settings"].setdefault("ig_steps", 16)
-    return merged
-
-
-def render_tables(results: dict) -> str:
-    lines = []
-    cost = results.get("cost")
-    if cost:
-        lines.append(f"Cost: full matrix of {cost['generated_tokens']} generated tokens after {cost['context_tokens']} context tokens "
-                     f"({cost['prompt']}); one forward = {cost['forward_s']:.2f}s, generation {cost['generate_s']:.2f}s")
-        lines.append("")
-        lines.append("| method | rows | seconds | forward at the time (s) | forward-equivalents | per row |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
-        for name, m in cost["methods"].items():
-            forward = f"{m['forward_s']:.2f}" if "forward_s" in m else f"{cost['forward_s']:.2f}"
-            lines.append(f"| {name} | {m['rows']} | {m['seconds']:.2f} | {forward} | {m['forward_equivalents']:.1f} | {m['fe_per_row']:.2f} |")
-        lines.append("")
-    prompts = results["suite"]["prompts"]
-    if not prompts:
-        return "\n".join(lines + ["no suite prompt finished"])
-    lines.append(f"Faithfulness: {len(prompts)} prompts, one target token each; removal = the unit's tokens replaced by the space token; "
-                 "comp = comprehensiveness AOPC (higher is better), suff = sufficiency AOPC (lower is better), "
-                 "tau = Kendall tau-b against leave-one-out occlusion; k in 1, 5, 10, 20, 50% of rankable units.")
-    lines.append("")
-    lines.append("| method | comp (all) | suff (all) | tau (all) | comp (non-local) | suff (non-local) | tau (non-local) | copy top-1 | cost (FE, full matrix or row) |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    names = []
-    for entry in prompts:
-        for target in entry["targets"]:
-            for view in target["views"].values():
-                for name in view["scores"]:
-                    if name not in names:
-                        names.append(name)
-    for name in names:
-        cells = []
-        for view in ("all", "non_local"):
-            for metric in ("comp", "suff", "tau"):
-                values = [t["views"][view]["scores"][name][metric] for e in prompts for t in e["targets"]
-                          if view in t["views"] and name in t["views"][view]["scores"]
-                          and t["views"][view]["scores"][name][metric] is not None]
-                cells.append(f"{statistics.fmean(values):.3f} (n={len(values)})" if values else "-")
-        copy_key = name if name in FULL_MATRIX_METHODS or name == "recency" else None
-        hits = [c["hits"][copy_key] for e in prompts for c in e["copy"]["cases"] if copy_key in c["hits"]] if copy_key else []
-        copy_cell = f"{100 * sum(hits) / len(hits):.0f}% of {len(hits)}" if hits else "-"
-        fe = [e["cost_fe"][name] for e in prompts if name in e["cost_fe"]]
-        fe_cell = f"{statistics.median(fe):.1f}" if fe else "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {copy_cell} | {fe_cell} |")
-    completeness = [(e["ig_completeness"][b]["delta"], abs(e["ig_completeness"][b]["raw_sum"]), b) for e in prompts
-                    for b in e.get("ig_completeness", {})]
-    for baseline in ("space", "zero"):
-        deltas = [d for d, _, b in completeness if b == baseline and d is not None]
-        sums = [s for _, s, b in completeness if b == baseline]
-        if deltas:
-            lines.append(f"\nIG completeness ({baseline} baseline, {results['settings']['ig_steps']} steps): "
-                         f"median |delta| {statistics.median(deltas):.3f} nats, max {max(deltas):.3f}, "
-                         f"median |sum of attributions| {statistics.median(sums):.3f} (n={len(deltas)})")
-    skipped = results["suite"]["skipped"]
-    if skipped:
-        lines.append(f"\nskipped prompts: {len(skipped)} (" + ", ".join(sorted({s['why'] for s in skipped})) + ")")
-    if results.get("inseq_error"):
-        lines.append(f"\nInseq not run: {results['inseq_error']}")
-    if results.get("captum_error"):
-        lines.append(f"\nCaptum LLMGradientAttribution not run: {results['captum_error']}")
-    return "\n".join(lines)

@@ -67,6 +67,7 @@ def resolve_attribution_method(args) -> None:
 
 
 def run(args) -> int:
+    from whence_ls.commands.features_output import features_json, print_features
     from whence_ls.engine.generation import complete_at
     from whence_ls.engine.loading import load_model
     from whence_ls.errors import WhenceError
@@ -156,55 +157,6 @@ def repository_prompt(args, path, text: str, language: str | None):
     return options, rank_blocks(blocks, text, options.repository_tokens * 4)
 
 
-def features_json(lm, record, text: str, language: str | None, *, share: float = 0.25) -> list[dict]:
-    """What the model "saw" at the least confident tokens: their strongest SAE features, each with
-    its sources (place, share, code), as `--features` prints them and `--json` carries them."""
-    from whence_ls.engine.attribution.units import unit_map
-    from whence_ls.engine.sae import load_for
-    from whence_ls.errors import WhenceError
-    from whence_ls.sourcefile import line_col_of, line_starts
-
-    sae_set, index = load_for(lm)
-    if sae_set is None:
-        raise WhenceError(f"no sparse autoencoders for {lm.name}: train them with `whence-ls model train-sae`")
-    from whence_ls.engine.sae.features import token_features
-
-    units = unit_map(record, language)
-    starts = line_starts(text)
-    indices = [i for i in record.least_confident(share) if record.tokens[i].text.strip()][:_SHOWN_TOKENS]
-    shown = []
-    for index_ in indices:
-        token = record.tokens[index_]
-        features = []
-        for feature in token_features(lm, sae_set, index, record, index_, units):
-            sources = []
-            for source in feature["sources"]:
-                unit = units.units[source["unit"]]
-                place = (f"{unit.path}:{unit.line + 1}" if unit.path is not None
-                         else f"line {line_col_of(text, unit.start, starts)[0]}")
-                sources.append({"place": place, "share": round(float(source["share"]), 4), "code": unit.text.splitlines()[0][:60]})
-            example = feature.get("example")
-            features.append({"layer": feature["layer"], "feature": feature["feature"], "activation": round(float(feature["activation"]), 4),
-                             "label": feature["label"], "induction": bool(feature["induction"]), "sources": sources,
-                             "example": {"path": example["path"], "line": example["line"], "code": example["code"][:70]} if example else None})
-        shown.append({"token_index": index_, "text": token.text, "prob": round(token.prob, 4), "features": features})
-    return shown
-
-
-def print_features(lm, record, text: str, language: str | None, *, share: float = 0.25) -> None:
-    """`features_json`, printed."""
-    print("-- features (sparse autoencoders on attention outputs) of the least confident tokens")
-    for token in features_json(lm, record, text, language, share=share):
-        print(f"   {token['text']!r} p={token['prob']:.2f}")
-        for feature in token["features"]:
-            mark = " [induction]" if feature["induction"] else ""
-            print(f"      L{feature['layer']}#{feature['feature']} {feature['activation']:.2f} {feature['label']}{mark}")
-            if feature["example"]:
-                print(f"          e.g. {feature['example']['path']}:{feature['example']['line']}  {feature['example']['code']}")
-            for source in feature["sources"]:
-                print(f"          from {source['place']:>10} {source['share']:4.0%}  {source['code']}")
-
-
 def write_matrix_html(target: str, lm, record, text: str, language: str | None, method: str | None, title: str,
                       source_text: str | None = None) -> None:
     """Every row of `record`, rendered as the page VS Code's "Export as HTML" saves. `text` holds
@@ -214,7 +166,7 @@ def write_matrix_html(target: str, lm, record, text: str, language: str | None, 
 
     from whence_ls.engine.attribution import METHOD_SHORT_NOTES, attribution_matrix, context_units, default_method
     from whence_ls.report.matrix_html import render_matrix_html
-    from whence_ls.sourcefile import line_col_of, line_starts
+    from whence_ls.sourcefile import line_col_of, line_starts, source_label
 
     method = method or default_method(lm)
     units = context_units(lm, record, language)
@@ -231,8 +183,8 @@ def write_matrix_html(target: str, lm, record, text: str, language: str | None, 
 
     def label(unit) -> str:
         if unit.path is not None:
-            return f"{unit.path}:{unit.line + 1}"
-        return f"line {line_col_of(source_text, unit.start, source_starts)[0]}" + (" (below)" if unit.role == "suffix" else "")
+            return source_label(unit.line + 1, unit.path)
+        return source_label(line_col_of(source_text, unit.start, source_starts)[0], below=unit.role == "suffix")
 
     page = render_matrix_html({
         "method": matrix.method,
@@ -328,18 +280,25 @@ def add_attribution_json(data: dict, lm, record, text: str, language: str | None
     }
 
 
-# tokens shown with their influences in the terminal: the least confident quarter, at most this many
+# tokens shown with their influences or features in the terminal: the least confident quarter,
+# at most this many
 _SHOWN_TOKENS = 4
+
+
+def shown_tokens(record, share: float = 0.25) -> list[int]:
+    """The tokens the terminal explains: the least confident `share` that are not blank, at most
+    `_SHOWN_TOKENS`, least confident first."""
+    return [i for i in record.least_confident(share) if record.tokens[i].text.strip()][:_SHOWN_TOKENS]
 
 
 def print_influences(lm, record, text: str, language: str | None, method: str, top: int, *, share: float = 0.25) -> None:
     """Under the completion: the strongest influences of the least confident tokens."""
     from whence_ls.engine.attribution import METHOD_NOTES, attribute_rows, context_units, default_method
-    from whence_ls.sourcefile import line_col_of, line_starts
+    from whence_ls.sourcefile import line_col_of, line_starts, source_label
 
     method = method or default_method(lm)
 
-    indices = [i for i in record.least_confident(share) if record.tokens[i].text.strip()][:_SHOWN_TOKENS]
+    indices = shown_tokens(record, share)
     if not indices:
         return
     units = context_units(lm, record, language)
@@ -353,9 +312,9 @@ def print_influences(lm, record, text: str, language: str | None, method: str, t
         for u, score in row.top(top):
             shown = units[u].text.splitlines()[0][:60]
             if units[u].path is not None:
-                place = f"{units[u].path}:{units[u].line + 1}"
+                place = source_label(units[u].line + 1, units[u].path)
             else:
-                place = f"line {line_col_of(text, units[u].start, starts)[0]}" + (" (below)" if units[u].role == "suffix" else "")
+                place = source_label(line_col_of(text, units[u].start, starts)[0], below=units[u].role == "suffix")
             parts.append(f"      {place:>10} {score:+.2f}  {shown}")
         copied = row.extra.get("copied_from_unit")
         note = f" (copied from line {line_col_of(text, units[copied].start, starts)[0]})" if isinstance(copied, int) else ""

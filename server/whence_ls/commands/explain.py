@@ -23,14 +23,13 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from whence_ls.commands.complete import (
         _use_colour,
-        features_json,
-        print_features,
         write_matrix_html,
         add_attribution_json,
         print_coloured,
         print_influences,
         resolve_attribution_method,
     )
+    from whence_ls.commands.features_output import features_json, print_features
     from whence_ls.engine.explain import explain_line
     from whence_ls.engine.loading import load_model
     from whence_ls.errors import WhenceError

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
 
 def _read(workspace: str):
     from whence_ls.errors import WhenceError
-    from whence_ls.lsp.provenance import log_path, read_rows, read_shown
+    from whence_ls.provenance import log_path, read_rows, read_shown
 
     path = log_path(Path(workspace).expanduser().resolve())
     if not path.is_file():
@@ -36,7 +36,7 @@ def _read(workspace: str):
 
 
 def run_stats(args) -> int:
-    from whence_ls.lsp.retention_stats import as_text, summarize
+    from whence_ls.lsp.state.retention_stats import as_text, summarize
 
     path, rows, shown = _read(args.workspace)
     summary = summarize(rows, shown)
@@ -49,7 +49,7 @@ def run_stats(args) -> int:
 
 
 def run_export(args) -> int:
-    from whence_ls.lsp.provenance import to_csv
+    from whence_ls.provenance import to_csv
 
     path, rows, _ = _read(args.workspace)
     if args.format == "csv":

@@ -1,4 +1,4 @@
-"""The central record (see DESIGN.md): what the model generated or scored, token by token.
+"""The central record (docs/architecture.md, "The central records"): what the model generated or scored, token by token.
 
 A `Completion` (generated after a cursor) and an `Explanation` (existing text scored
 teacher-forced) share one shape, `ScoredText`; hover, diagnostics, code lens, code actions and
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 
 @dataclass
@@ -123,13 +123,16 @@ class ScoredText:
     def mean_logprob(self) -> float:
         return sum(t.logprob for t in self.tokens) / len(self.tokens) if self.tokens else 0.0
 
+    def least_confident_first(self, indices: Iterable[int] | None = None) -> list[int]:
+        """`indices` (default: every token), least confident first: the order in which rows are
+        worth computing and tokens worth showing (the one place that order is written)."""
+        return sorted(range(len(self.tokens)) if indices is None else indices, key=lambda i: self.tokens[i].logprob)
+
     def least_confident(self, share: float) -> list[int]:
         """Indexes of the least confident tokens, at most `share` of them, lowest first."""
         if not self.tokens:
             return []
-        limit = max(1, int(len(self.tokens) * share))
-        order = sorted(range(len(self.tokens)), key=lambda i: self.tokens[i].logprob)
-        return order[:limit]
+        return self.least_confident_first()[: max(1, int(len(self.tokens) * share))]
 
     def tokens_json(self) -> list[dict[str, Any]]:
         return [

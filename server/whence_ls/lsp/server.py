@@ -15,20 +15,20 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from whence_ls import __version__
-from whence_ls.lsp.code_actions import CodeActionsFeature
-from whence_ls.lsp.code_lens import CodeLensFeature
-from whence_ls.lsp.commands_completion import CompletionCommands
-from whence_ls.lsp.commands_explain import ExplainCommands
-from whence_ls.lsp.commands_index import IndexCommands
-from whence_ls.lsp.custom import CustomRequestsFeature
-from whence_ls.lsp.diagnostics import DiagnosticsFeature
-from whence_ls.lsp.hover import HoverFeature
-from whence_ls.lsp.inline_completion import InlineCompletionFeature
-from whence_ls.lsp.lifecycle import LifecycleFeature
-from whence_ls.lsp.retention_view import RetentionReportFeature
+from whence_ls.lsp.features.code_actions import CodeActionsFeature
+from whence_ls.lsp.features.code_lens import CodeLensFeature
+from whence_ls.lsp.features.commands.completion import CompletionCommands
+from whence_ls.lsp.features.commands.explain import ExplainCommands
+from whence_ls.lsp.features.commands.index import IndexCommands
+from whence_ls.lsp.features.custom import CustomRequestsFeature
+from whence_ls.lsp.features.diagnostics import DiagnosticsFeature
+from whence_ls.lsp.features.hover import HoverFeature
+from whence_ls.lsp.features.inline_completion import InlineCompletionFeature
+from whence_ls.lsp.features.lifecycle import LifecycleFeature
+from whence_ls.lsp.features.retention_view import RetentionReportFeature
 from whence_ls.lsp.session import Session
-from whence_ls.lsp.transport import serve_stdio_loop
-from whence_ls.lsp.wire import DEFAULT_MAX_BODY_BYTES
+from whence_ls.lsp.protocol.transport import serve_stdio_loop
+from whence_ls.lsp.protocol.wire import DEFAULT_MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 

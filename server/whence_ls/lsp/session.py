@@ -1,6 +1,7 @@
 """The session: the state and services a feature may use (documents, records, worker, settings,
-status, provenance, trace search, positions) and the few hooks through which features reach each
-other. Features take a Session; `server.py` builds one and registers the features, and no
+status, provenance, trace search, positions, warm-ups, SAE features) and the few hooks through
+which features reach each other. The services live in their rooms (`runtime/warmups.py`,
+`runtime/sae_lookup.py`, ...); the session only builds and wires them. Features take a Session; `server.py` builds one and registers the features, and no
 feature imports the server or another feature's module.
 
 `client` is the language server as the features see it (`Client`): the pygls calls they make
@@ -18,28 +19,25 @@ from typing import Any, Callable, Protocol
 
 from lsprotocol import types
 
-from whence_ls.lsp.attribution_queue import AttributionQueue, attribution_engine
-from whence_ls.lsp.verification_queue import VerificationQueue
-from whence_ls.lsp.documents import Document, DocumentStore
-from whence_ls.lsp.repository_context import RepositoryContext, repository_name
-from whence_ls.lsp.offers import CompletionCache, OfferBook
-from whence_ls.lsp import positions
-from whence_ls.lsp.placement import Placement
-from whence_ls.lsp.provenance import ProvenanceLog, log_path
-from whence_ls.lsp.records import Record, RecordStore, Unit
-from whence_ls.lsp.retention import Retention
-from whence_ls.lsp.settings import Settings
-from whence_ls.lsp.status import Status
-from whence_ls.lsp.trace_search import TraceSearch
-from whence_ls.lsp.worker import URGENT, JobCancelled, ModelNotReady, ModelWorker
-from whence_ls.lsp.workspace_flags import WorkspaceFlags
+from whence_ls.lsp.runtime.attribution_queue import AttributionQueue, attribution_engine
+from whence_ls.lsp.runtime.verification_queue import VerificationQueue
+from whence_ls.lsp.text.documents import Document, DocumentStore
+from whence_ls.lsp.state.repository_context import RepositoryContext, repository_name
+from whence_ls.lsp.state.offers import CompletionCache, OfferBook
+from whence_ls.lsp.text import positions
+from whence_ls.lsp.state.placement import Placement
+from whence_ls.provenance import ProvenanceLog, log_path
+from whence_ls.lsp.state.records import Record, RecordStore, Unit
+from whence_ls.lsp.state.retention import Retention
+from whence_ls.lsp.runtime.settings import Settings
+from whence_ls.lsp.runtime.status import Status
+from whence_ls.lsp.state.trace_search import TraceSearch
+from whence_ls.lsp.runtime.sae_lookup import SaeLookup
+from whence_ls.lsp.runtime.warmups import WarmUps
+from whence_ls.lsp.runtime.worker import INTERACTIVE, JobCancelled, ModelNotReady, ModelWorker
+from whence_ls.lsp.state.workspace_flags import WorkspaceFlags
 
 log = logging.getLogger(__name__)
-
-# a document of at most this many characters per budgeted token is warmed when it opens (code
-# averages 3-4 characters a token, so it most likely fits the window whole)
-WARM_CHARS_PER_TOKEN = 3
-
 
 class Client(Protocol):
     """What features call on the pygls server: messages and requests towards the editor."""
@@ -82,12 +80,12 @@ class Session:
         # a calibration, else the best uncalibrated method (set when the model is loaded)
         self.model_default_method: str | None = None
         self.model_calibrated: bool | None = None
-        self.model_has_sae = False  # sparse autoencoders trained for the loaded model (features in hovers)
-        self.token_features: dict[tuple[str, int], list] = {}  # (record id, token) -> its SAE features
+        # a token's SAE features (hover, whence/feature); `sae.available` is set when a model loads
+        self.sae = SaeLookup(self.run_model, self.spawn)
         self._logged: set[str] = set()
-        self._warm: list[tuple[str, int | None]] = []  # (uri, cursor or None: the end) whose next completion should find a warm cache
+        # the next completion's window, prefilled when the model is idle (open, edits)
+        self.warmups = WarmUps(self.documents, lambda: self.settings, self.prompt_for)
         self._background: set[asyncio.Task] = set()
-        self._feature_tasks: dict[tuple[str, int], asyncio.Task] = {}
         # hooks the features that own them install when they register
         self.initialize_hooks: list[Callable[[types.InitializeParams], None]] = []
         # (uri, document offset where the accepted text ends), after an acceptance is recorded
@@ -113,58 +111,13 @@ class Session:
         self.worker = ModelWorker(idle_source=self._idle_work, pinned_threads=lambda: self.settings.threads,
                                   on_threads=lambda choice: loop.call_soon_threadsafe(self.status.set_threads, choice.to_json()))
         self.attribution.wake_worker = self.worker.wake
+        self.warmups.wake_worker = self.worker.wake
         self.attribution.model = lambda: self.worker.lm if self.worker is not None else None
         self.attribution.on_light = lambda: self.status.count("rowsFromGeneration")
         self.attribution.cancel_background = self.worker.background_cancel.set
         self.verification = VerificationQueue(loop, lambda: self.settings.verify_rows and self.attribution_method() != "none")
         self.verification.wake_worker = self.worker.wake
         self.attribution.verification = self.verification
-
-    def warm(self, uri: str, cursor: int | None = None) -> None:
-        """Prefill the window of `uri`'s next completion when the model is idle: at the end of a
-        file just opened (without it the first completion pays the whole prefill), or at
-        `cursor`, where the user is editing (a jump elsewhere in a long file starts a new window)."""
-        self._warm = [(u, c) for u, c in self._warm if u != uri]
-        self._warm.append((uri, cursor))
-        if self.worker is not None:
-            self.worker.wake()
-
-    async def features_of(self, record: Any, index: int) -> list | None:
-        """The token's strongest SAE features (computed on the worker, then kept), or None when
-        the model has no SAEs or the model was busy elsewhere.
-
-        Their forward yields to completions (it is cancelled between layers when one arrives),
-        and it goes on while the asker stops waiting: a later hover finds them. Nobody waits
-        twice for the same token's features."""
-        key = (record.id, index)
-        if key in self.token_features or not self.model_has_sae:
-            return self.token_features.get(key)
-        task = self._feature_tasks.get(key)
-        if task is None:
-            task = self._feature_tasks[key] = self.spawn(self._compute_features(record, index))
-            task.add_done_callback(lambda _t: self._feature_tasks.pop(key, None))
-        return await asyncio.shield(task)
-
-    async def _compute_features(self, record: Any, index: int) -> list | None:
-        key = (record.id, index)
-
-        def work(lm: Any, cancel: threading.Event):
-            from whence_ls.engine.attribution.units import unit_map
-            from whence_ls.engine.sae import load_for
-            from whence_ls.engine.sae.features import token_features
-
-            sae_set, feature_index = load_for(lm)
-            if sae_set is None:
-                return []
-            return token_features(lm, sae_set, feature_index, record.scored, index, unit_map(record.scored, record.language),
-                                  cancel=cancel)
-
-        found = await self.run_model(work, priority=URGENT, preemptible=True)
-        if found is not None:
-            self.token_features[key] = found
-            while len(self.token_features) > 512:
-                self.token_features.pop(next(iter(self.token_features)))
-        return found
 
     def prompt_for(self, document: Document) -> tuple[Any, list[Any]]:
         """The prompt options and other files' snippets for a completion in `document`."""
@@ -179,27 +132,8 @@ class Session:
     def _idle_work(self) -> Callable[[Any, threading.Event], None] | None:
         """Background work for the model worker (its thread): warm-ups first, they make the next
         completion faster; then attribution rows."""
-        while self._warm:
-            uri, cursor = self._warm.pop()
-            document = self.documents.get(uri)
-            settings = self.settings
-            # at open, only a file whose start fits the window: a completion anywhere in it then
-            # shares the warmed prefix (a longer file's window depends on the cursor, unknown then)
-            if document is None or document.problem or not document.text.strip() or (
-                    cursor is None and len(document.text) > WARM_CHARS_PER_TOKEN * settings.context_tokens):
-                continue
-            text = document.text
-            at = len(text) if cursor is None else min(cursor, len(text))
-            prompt, snippets = self.prompt_for(document)
-            language = document.language
-
-            def warm(lm: Any, cancel: threading.Event) -> None:
-                from whence_ls.engine.generation import warm_prefix
-
-                warm_prefix(lm, text, at, max_new_tokens=settings.max_new_tokens,
-                            context_tokens=settings.context_tokens, cancel=cancel, prompt=prompt, snippets=snippets,
-                            language=language)
-
+        warm = self.warmups.next_work()
+        if warm is not None:
             return warm
         if self.attribution is None:
             return None
@@ -247,7 +181,7 @@ class Session:
 
     # -- model work ------------------------------------------------------------------------------
 
-    async def run_model(self, fn: Callable[[Any, threading.Event], Any], *, completion: bool = False, priority: int = 1,
+    async def run_model(self, fn: Callable[[Any, threading.Event], Any], *, completion: bool = False, priority: int = INTERACTIVE,
                         preemptible: bool = False) -> Any:
         """Run `fn(lm, cancel)` on the model worker; None (plus a status notification) when no
         model is ready or the job was superseded before it ran."""

@@ -2,7 +2,7 @@
 retention over time, retention at each checkpoint, edit rate by flag score (a reliability
 diagram of the flags), and the most rewritten completions with links to where they are.
 
-Input is the plain summary of `lsp/retention_stats.py`; this module imports nothing of the
+Input is the plain summary of `lsp/state/retention_stats.py`; this module imports nothing of the
 project. `body` is what the VS Code view shows inside its own page (links carry `data-uri` and
 `data-line` for it to open); `page` is a standalone document for export.
 """

@@ -5,7 +5,7 @@ with line spans on both sides and licenses.
     hits = idx.search(code, language=None, k=5)
     build_index(corpora, out, languages=None, engine="local", progress=callback)
 
-Never imports whence_ls.engine or whence_ls.lsp (DESIGN.md: they join results, not us).
+Never imports whence_ls.engine or whence_ls.lsp (docs/architecture.md: they join results, not us).
 """
 
 from whence_ls.trace.build import build_index

@@ -112,7 +112,7 @@ def prepare_rows(lm: LoadedModel, record: ScoredText) -> None:
 
 def least_confident_order(record: ScoredText) -> list[int]:
     """Every token index, least confident first: the order rows are worth computing in."""
-    return sorted(range(len(record.tokens)), key=lambda i: record.tokens[i].logprob)
+    return record.least_confident_first()
 
 
 def attribute_rows(

@@ -1,0 +1,1 @@
+"""`workspace/executeCommand` handlers: completion (accept, regenerate), explain, index."""
