@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from whence_ls.engine.context import build_context
-from whence_ls.engine.generation import complete_at, generate, heal_context
+from whence_ls.engine.generation import complete_at, generate
+from whence_ls.engine.healing import heal_context
 from whence_ls.errors import WhenceError
 
 SOURCE = '''import os
@@ -199,12 +200,12 @@ def test_generation_is_deterministic(tiny_lm):
 def test_special_tokens_never_reach_a_completion(tiny_lm):
     """Markup tokens (<|endoftext|>, <file_sep>, <|im_start|>...) are never chosen to heal a
     cursor, and generation stops at one instead of writing its text into the code."""
-    from whence_ls.engine.generation import _healing_mask
+    from whence_ls.engine.healing import healing_mask
 
     special = tiny_lm.special_token_ids()
     assert {0, 1, 2, 5} <= special  # endoftext, im_start, im_end, file_sep in this vocabulary
     for pending in ("<", "<|", "<file", " "):
-        mask = _healing_mask(tiny_lm, pending)
+        mask = healing_mask(tiny_lm, pending)
         assert all(mask[i] == float("-inf") for i in special), pending
         assert (mask == 0).any(), pending  # ordinary tokens remain
     text = "names = ['a', 'b']\n# see <|endoftext"
@@ -224,7 +225,7 @@ def test_a_column_inside_a_surrogate_pair_means_the_start_of_the_character():
 
 
 def test_healing_keeps_the_users_indentation_and_finished_names(tiny_lm):
-    from whence_ls.engine.generation import _healing_mask, healing_closure
+    from whence_ls.engine.healing import healing_closure, healing_mask
 
     assert healing_closure("def f():\n", "        ") == "space"
     assert healing_closure("elem = items[0]\nx = ", "elem") == "word"  # a name the file uses: finished
@@ -232,13 +233,13 @@ def test_healing_keeps_the_users_indentation_and_finished_names(tiny_lm):
     texts = tiny_lm.token_texts()
     index = {t: i for i, t in enumerate(texts)}
     # indentation: the exact indent, or the indent plus code, never more whitespace
-    mask = _healing_mask(tiny_lm, "\n    ", "space")
+    mask = healing_mask(tiny_lm, "\n    ", "space")
     deeper = [t for t in texts if t.startswith("\n    ") and len(t) > 5 and t[5].isspace()]
     assert deeper and all(mask[index[t]] == float("-inf") for t in deeper)
     assert mask[index["\n    "]] == 0.0
     # a finished name: the name itself or the name plus punctuation, never a longer name
-    mask = _healing_mask(tiny_lm, "elem", "word")
+    mask = healing_mask(tiny_lm, "elem", "word")
     longer = [t for t in ("elements", "element", "elems") if t in index]
     assert longer and all(mask[index[t]] == float("-inf") for t in longer)
     assert mask[index["elem"]] == 0.0
-    assert _healing_mask(tiny_lm, "elem", None)[index[longer[0]]] == 0.0  # unknown names still heal
+    assert healing_mask(tiny_lm, "elem", None)[index[longer[0]]] == 0.0  # unknown names still heal

@@ -179,7 +179,7 @@ def test_path_comments_without_repository_tokens():
 
 
 def test_healing_backs_off_the_prefix_not_the_fim_markup(tiny_fim_lm):
-    from whence_ls.engine.generation import heal_context
+    from whence_ls.engine.healing import heal_context
     from whence_ls.engine.prompt import build_prompt
 
     lm = tiny_fim_lm

@@ -45,7 +45,7 @@ def kl_of_engine(lm, context: list[int], continuation: list[int], truth) -> Dive
     """`lm`'s decoding forward (fast decoder, either precision), teacher-forced the same way."""
     import torch
 
-    from whence_ls.engine.generation import forward, new_cache
+    from whence_ls.engine.decoding_forward import forward, new_cache
 
     if not continuation:
         return None

@@ -13,7 +13,8 @@ import time
 import torch
 
 from whence_ls.engine.context import build_context
-from whence_ls.engine.generation import TOP_K, top_alternatives
+from whence_ls.engine.generation import TOP_K
+from whence_ls.engine.token_scores import top_alternatives
 from whence_ls.engine.loading import LoadedModel
 from whence_ls.engine.records import ContextWindow, ScoredText, ScoredToken
 from whence_ls.errors import WhenceError

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import threading
 import time
 from typing import Callable
 
 import torch
 
-from whence_ls.engine.context import build_context
+from whence_ls.engine.decoding_forward import croppable, forward, new_cache
 from whence_ls.engine.drafting import NgramDrafter
+from whence_ls.engine.healing import heal_context, healing_closure, healing_mask
 from whence_ls.engine.loading import LoadedModel
 from whence_ls.engine.prefix_cache import PrefixCache, window_anchor
 from whence_ls.engine.prompt import PromptOptions, Snippet, build_prompt
-from whence_ls.engine.records import Alternative, ContextSegment, ContextWindow, ScoredText, ScoredToken
+from whence_ls.engine.records import ContextWindow, ScoredText
 from whence_ls.engine.stopping import BlockStopper
+from whence_ls.engine.token_scores import scored_tokens, token_row
 from whence_ls.errors import WhenceError
 
 TOP_K = 5
@@ -148,90 +149,6 @@ def _context_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse:
     return window
 
 
-def heal_context(context: ContextWindow) -> tuple[ContextWindow, str]:
-    """Back off the context's last token; generation must then start by re-producing its text.
-
-    A cursor after indentation or inside a word leaves a token that the model would rarely have
-    produced there (8 spaces alone, half an identifier), and continuing from it derails the
-    completion (a 9-space indent, `os.pa` + `th`). Letting the model choose a token that covers
-    the backed-off text ("token healing") fixes both.
-    """
-    prefix = context.prefix_segment()
-    if prefix.end_token - prefix.first_token < 2:
-        return context, ""
-    last = prefix.end_token - 1  # the prefix's last token; FIM markup and the suffix may follow it
-    start, _ = context.token_offsets[last]
-    heal = context.text[start - context.doc_start :]
-
-    def shifted(segment: ContextSegment) -> ContextSegment:
-        if segment.first_token > last:
-            return dataclasses.replace(segment, first_token=segment.first_token - 1, end_token=segment.end_token - 1)
-        if segment is prefix:
-            return dataclasses.replace(segment, text=segment.text[: len(segment.text) - len(heal)], end_token=last)
-        return segment
-
-    healed = dataclasses.replace(
-        context,
-        text=context.text[: start - context.doc_start],
-        token_ids=context.token_ids[:last] + context.token_ids[last + 1 :],
-        token_offsets=context.token_offsets[:last] + context.token_offsets[last + 1 :],
-        segments=[shifted(s) for s in context.segments],
-    )
-    return healed, heal
-
-
-_TRAILING_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def healing_closure(before: str, heal: str) -> str | None:
-    """What the token that finishes re-producing `heal` must not add right after it:
-
-    - "space" when the cursor follows whitespace: the indentation is the user's, exactly (a
-      newline-plus-20-spaces token once added 12 spaces and continued an inner block);
-    - "word" when the cursor follows a name the context already uses as a whole word: it is
-      finished (`elem` must not become `elements`, `description` not `descriptions`); a word the
-      context does not know yet (`os.pa`) may still be completed by the healing token;
-    - None otherwise."""
-    if not heal:
-        return None
-    if heal[-1].isspace():
-        return "space"
-    text = before + heal
-    word = _TRAILING_WORD.search(text)
-    if word is not None and re.search(rf"(?<![A-Za-z0-9_]){re.escape(word.group())}(?![A-Za-z0-9_])", text[: word.start()]):
-        return "word"
-    return None
-
-
-def _extends(extension: str, closed: str | None) -> bool:
-    """Whether a healing token's text after the healed text breaks `closed`."""
-    if not extension or closed is None:
-        return False
-    first = extension[0]
-    return first.isspace() if closed == "space" else (first.isalnum() or first == "_")
-
-
-def _healing_mask(lm: LoadedModel, pending: str, closed: str | None = None) -> torch.Tensor:
-    """Vocabulary mask of tokens consistent with text still to be re-produced (and, for the
-    token that finishes it, with `closed`: see `healing_closure`)."""
-    special = lm.special_token_ids()
-    allowed = [
-        i for i, t in enumerate(lm.token_texts())
-        if t and i not in special and "\ufffd" not in t
-        and (pending.startswith(t) or t.startswith(pending) and not _extends(t[len(pending):], closed))
-    ]
-    mask = torch.full((len(lm.token_texts()),), float("-inf"), device=lm.device)
-    mask[allowed] = 0.0
-    return mask
-
-
-def _token_row(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    entropy = -(logp.exp() * logp).sum()
-    top = torch.topk(logp, k)
-    return top.values, top.indices, entropy
-
-
 def generate(
     lm: LoadedModel,
     context: ContextWindow,
@@ -301,7 +218,7 @@ def generate(
             chunk, step_ids = step_ids[:PREFILL_CHUNK_TOKENS], step_ids[PREFILL_CHUNK_TOKENS:]
             forward(lm, chunk, cache)
             cached_ids.extend(chunk)
-        drafter = NgramDrafter(list(context.token_ids)) if draft_tokens > 0 and _croppable(cache) else None
+        drafter = NgramDrafter(list(context.token_ids)) if draft_tokens > 0 and croppable(cache) else None
         feed, draft = step_ids, []  # tokens to run now; the draft is the tail of `feed` to check
         stopped = stop_reason == "cancelled"
         while not stopped and len(ids) < max_new_tokens:
@@ -319,9 +236,9 @@ def generate(
             # each draft token the model would have chosen itself lets the next row count
             for i in range(len(draft) + 1):
                 logits = step_logits[i - len(draft) - 1]
-                values, indices, entropy = _token_row(logits, top_k)
+                values, indices, entropy = token_row(logits, top_k)
                 if pending:
-                    constrained = logits.float() + _healing_mask(lm, pending, closed)
+                    constrained = logits.float() + healing_mask(lm, pending, closed)
                     token_id = int(torch.argmax(constrained))
                     logprob = float(torch.log_softmax(logits.float(), dim=-1)[token_id])
                 else:
@@ -388,7 +305,7 @@ def generate(
         cut = stopper.final(text) if stopper is not None else len(text)
     if stopper is not None:
         cut = len(text[:cut].rstrip())  # ghost text never ends in stray whitespace
-    tokens = _scored_tokens(tokenizer, ids, token_texts, rows, cut)
+    tokens = scored_tokens(tokenizer, ids, token_texts, rows, cut)
     completion = "".join(t.text for t in tokens)
     cursor = context.doc_start + len(context.text) + len(heal)
     return ScoredText(
@@ -417,27 +334,6 @@ def generate(
     )
 
 
-def new_cache(lm: LoadedModel, capacity: int):
-    """An empty KV cache for `forward`, with room for `capacity` tokens (it grows past them)."""
-    if lm.decoder is not None:
-        return lm.decoder.new_cache(capacity)
-    from transformers import DynamicCache
-
-    return DynamicCache(config=lm.model.config)
-
-
-def forward(lm: LoadedModel, ids: list[int], cache, *, logits_to_keep: int = 1, hidden_states: bool = False,
-            live=None) -> tuple[torch.Tensor, tuple | None]:
-    """Run `ids` after what `cache` holds, with the fast decoder where the model has one
-    (`fast_decode.py`), else with the model's own forward: the last `logits_to_keep` positions'
-    logits [keep, vocab], and the hidden states when asked. `live` receives the attention."""
-    if lm.decoder is not None:
-        return lm.decoder.forward(ids, cache, logits_to_keep=logits_to_keep, hidden_states=hidden_states, live=live)
-    out = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=True, logits_to_keep=logits_to_keep,
-                   output_hidden_states=hidden_states, **{lm.cache_argument: cache})
-    return out.logits[0], out.hidden_states
-
-
 def _live_attention(lm: LoadedModel):
     from whence_ls.engine.attribution.live_rows import LiveAttention
 
@@ -453,52 +349,10 @@ def _rows_of(kept_rows: list, count: int) -> dict:
 def _partial(lm: LoadedModel, context: ContextWindow, heal: str, ids: list[int], texts: list[str], rows: list, text: str,
              started: float, kept_rows: list) -> ScoredText:
     """The completion so far as its own record: the tokens before the one that starts a line."""
-    tokens = _scored_tokens(lm.tokenizer, list(ids), list(texts), list(rows), len(text))
+    tokens = scored_tokens(lm.tokenizer, list(ids), list(texts), list(rows), len(text))
     return ScoredText(
         live_rows=_rows_of(kept_rows, len(tokens)),
         kind="completion", text="".join(t.text for t in tokens), doc_start=context.doc_start + len(context.text) + len(heal),
         tokens=tokens, context=context, model=lm.name, device=lm.device_label, precision=lm.precision, stop_reason="deadline",
         timings={"total_s": time.perf_counter() - started, "generated_tokens": len(ids), "healed_chars": len(heal)},
     )
-
-
-def _croppable(cache) -> bool:
-    """Whether dropping the newest entries is exact for this cache: a plain KV cache, not a
-    sliding window (which forgets) nor a recurrent state."""
-    from whence_ls.engine.fast_decode import KVCache
-
-    if isinstance(cache, KVCache):
-        return True
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
-
-
-def top_alternatives(tokenizer, values: torch.Tensor, indices: torch.Tensor) -> list[Alternative]:
-    """The top-k of one next-token distribution as `Alternative`s, best first."""
-    return [
-        Alternative(text=tokenizer.decode([int(i)], clean_up_tokenization_spaces=False), logprob=float(v), token_id=int(i))
-        for v, i in zip(values.tolist(), indices.tolist())
-    ]
-
-
-def _scored_tokens(tokenizer, ids, texts, rows, cut: int) -> list[ScoredToken]:
-    tokens: list[ScoredToken] = []
-    position = 0
-    for token_id, text, (logprob, values, indices, entropy) in zip(ids, texts, rows):
-        if position >= cut:
-            break  # tokens with no visible text before the cut (healing, split UTF-8) are kept
-        kept = text[: max(0, cut - position)]
-        alternatives = top_alternatives(tokenizer, values, indices)
-        tokens.append(
-            ScoredToken(
-                token_id=token_id,
-                text=kept,
-                start=position,
-                end=position + len(kept),
-                logprob=logprob,
-                entropy=float(entropy),
-                alternatives=alternatives,
-            )
-        )
-        position += len(kept)
-    return tokens
