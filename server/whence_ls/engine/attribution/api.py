@@ -179,13 +179,15 @@ def _finish_row(method: Method, index: int, raw, units, context_len: int) -> Att
         context_abs = float(scores[units.sink_positions : context_len].abs().sum())
         if generated_abs + context_abs > 0:
             generated_share = generated_abs / (generated_abs + context_abs)
+    method_sum = float(unit_scores.sum())  # the method's own, before any prior
     if raw.unit_bonus:
         unit_total = float(unit_scores.abs().sum())
         if unit_total > 0:  # a row with no signal gets no prior either
             unit_scores = unit_scores.clone()
             for unit, weight in raw.unit_bonus.items():
                 unit_scores[unit] += weight * unit_total
-    normalised, raw_sum, total_abs = normalise(unit_scores)
+    normalised, _, total_abs = normalise(unit_scores)
+    raw_sum = method_sum
     identifier_scores = None
     if raw.position_scores is not None and units.identifiers:
         # sub-sources share the same scale as their sources: divided by the same total
