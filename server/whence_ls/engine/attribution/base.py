@@ -59,6 +59,9 @@ class RawRow:
     position_scores: torch.Tensor | None = None  # over sequence positions [0, target position]
     unit_scores: torch.Tensor | None = None  # or directly over units (occlusion)
     extra: dict[str, Any] = field(default_factory=dict)
+    # unit -> weight added to the unit's score after aggregating, as a share of the row's total
+    # |score| (so +w on the normalised row): a prior the method's scores alone do not hold
+    unit_bonus: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,0 +1,230 @@
+"""Attribution patching on the source mask (AtP*, Kramár et al. 2024): a first-order estimate
+of what the reference's ablation does, from one forward and one backward per row.
+
+The reference removes a source's positions from every attention head's keys. For one head at
+one query position, with attention share `s` on the source's positions and `v` their
+attention-weighted mean value, the softmax renormalises over the positions left, so the head's
+output `o` becomes `(o - s v) / (1 - s)`: a change of `s (o - v) / (1 - s)` (AtP*'s fix for
+attention: a plain linear patch of the attention pattern would miss the renormalisation). The
+change at every head, query position and layer is weighted by the gradient of the token's
+log-probability with respect to that head's output, and summed. Query positions inside the
+source are left out (once its keys are hidden nobody reads what they compute), except the
+token's own position when it is one (the first token after the cursor is read at the last
+context token: the reference lets it still attend to itself).
+
+The row's score of a source is the estimated effect of keeping it (minus the estimated change
+when it is hidden), in log-odds like the ablation's Lasso coefficients, so the two read alike.
+What it misses: second-order effects (a source that matters only together with another one,
+and the knock-on change of what later layers attend to).
+
+Not a registered method: in `whence-ls bench attribution-estimators` (24 suite targets, 154
+rows, docs/bench-attribution.md) it ranks better than the calibrated estimator (LDS 0.44 vs
+0.40, top-1 52% vs 40%), and mixed 0.6/0.4 with it better still (0.56, 56%), but a backward per
+row costs ~11 forward-equivalents for a line's 8 rows, where the server's verified rows (16
+tail-64 ablations) give 0.57 / 57% for ~5. The per-line mode (one backward for the line) costs
+2.4 but ranks worse than the estimator (0.29, 38%). Kept for the benchmark and for later work.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from whence_ls.engine.attribution.ablation import ablatable_sources, position_owner
+from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced, ensure_no_parameter_grads
+from whence_ls.engine.attribution.rollout import eager_attention
+from whence_ls.engine.attribution.value_norm import _attention_modules
+from whence_ls.errors import WhenceError
+
+# a query that puts (nearly) all its attention on one source would divide by ~0: the estimate
+# is first order anyway, and the ablation keeps the sink, so such shares are capped
+MAX_SHARE = 0.99
+
+
+class AttributionPatching:
+    name = "attribution_patching"
+    rank_by_abs = False  # signed: a source can argue against the token
+    rows_per_batch = ALL_ROWS  # the forward is shared; one (batched) backward per row
+    needs_units = True
+
+    def __init__(self, per_line: bool = False) -> None:
+        # per_line: one backward for all the asked rows together (the gradient of their summed
+        # log-odds), so every row gets the same estimate: the line's sources, at the cost of one
+        # forward and one backward instead of one backward per row
+        self.per_line = per_line
+
+    def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
+        sources = ablatable_sources(unit_map)
+        if not sources:
+            return {i: RawRow(unit_scores=torch.zeros(len(unit_map.units), dtype=torch.float64)) for i in indices}
+        if job.cancel is not None and job.cancel.is_set():
+            return {}
+        groups = completion_lines(job, indices) if self.per_line else [indices]
+        rows = {}
+        for group in groups:
+            if job.cancel is not None and job.cancel.is_set():
+                break
+            hide = hidden_source_effects(job, group, unit_map, sources, per_line=self.per_line)  # [rows, sources], log-odds
+            for k, index in enumerate(group):
+                scores = torch.zeros(len(unit_map.units), dtype=torch.float64)
+                scores[torch.tensor(sources)] = -hide[k]
+                rows[index] = RawRow(unit_scores=scores, extra={"per_line": True} if self.per_line else {})
+        return rows
+
+
+def completion_lines(job: TeacherForced, indices: list[int]) -> list[list[int]]:
+    """The asked rows grouped by the completion line their token starts on, in order."""
+    text = job.record.text
+    groups: dict[int, list[int]] = {}
+    for index in indices:
+        groups.setdefault(text.count("\n", 0, job.record.tokens[index].start), []).append(index)
+    return list(groups.values())
+
+
+def source_matrix(unit_map, sources: list[int], length: int) -> torch.Tensor:
+    """[length, sources] one-hot: which source removing takes each position away (none for
+    sinks, special tokens and the completion)."""
+    owner = position_owner(unit_map)
+    column = {s: c for c, s in enumerate(sources)}
+    matrix = torch.zeros(length, len(sources))
+    for position, unit in enumerate(owner[:length]):
+        if unit in column:
+            matrix[position, column[unit]] = 1.0
+    return matrix
+
+
+def head_output_change(attention: torch.Tensor, values: torch.Tensor, grads: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """grad . (change of each head's output when each source's keys are hidden), summed over
+    heads and query positions: [rows, sources].
+
+    attention [H, L, L] (query, key); values [H, L, d]; grads [rows, H, L, d] (d metric / d head
+    output); sources [L, S] one-hot position -> source. The change at query q is
+    (s o - sum_k a_qk v_k [k in S]) / (1 - s), o = sum_k a_qk v_k, s = sum_k a_qk [k in S].
+    """
+    output = attention @ values  # [H, L, d]
+    share = (attention @ sources).clamp(max=MAX_SHARE)  # [H, L, S]
+    grad_output = (grads * output.unsqueeze(0)).sum(-1)  # [rows, H, L]
+    grad_values = grads @ values.transpose(-1, -2)  # [rows, H, L(query), L(key)]
+    hidden_part = (attention.unsqueeze(0) * grad_values) @ sources  # [rows, H, L, S]
+    change = (share.unsqueeze(0) * grad_output.unsqueeze(-1) - hidden_part) / (1.0 - share.unsqueeze(0))
+    reads = 1.0 - sources  # a query inside the source: nobody reads it once the source is hidden
+    return (change * reads.unsqueeze(0).unsqueeze(0)).sum(dim=(1, 2))
+
+
+def own_position_change(attention: torch.Tensor, values: torch.Tensor, grads: torch.Tensor, sources: torch.Tensor,
+                        positions: list[int]) -> torch.Tensor:
+    """The part `head_output_change` leaves out for a row whose own position lies inside a
+    source (the first token after the cursor is read at the last context token): that query's
+    output is the logit's, so it is read, and the reference keeps its attention to itself while
+    hiding the rest of the source. [rows, sources], nonzero only in that source's column."""
+    result = torch.zeros(grads.shape[0], sources.shape[1], dtype=grads.dtype, device=grads.device)
+    for k, position in enumerate(positions):
+        inside = torch.nonzero(sources[position]).flatten()
+        if inside.numel() == 0:
+            continue
+        column = int(inside[0])
+        hidden = sources[:, column].clone()
+        hidden[position] = 0.0  # the removed query still attends to itself
+        row = attention[:, position]  # [H, L]
+        share = (row @ hidden).clamp(max=MAX_SHARE)  # [H]
+        output = torch.einsum("hl,hld->hd", row, values)
+        hidden_part = torch.einsum("hl,hld->hd", row * hidden, values)
+        change = (share.unsqueeze(-1) * output - hidden_part) / (1.0 - share.unsqueeze(-1))
+        result[k, column] = (grads[k, :, position] * change).sum()
+    return result
+
+
+def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sources: list[int], *,
+                          per_line: bool = False) -> torch.Tensor:
+    """[rows, sources]: the first-order change of each row's log-odds when each source is hidden
+    from attention (the reference's removal of one source). `per_line`: of the rows' summed
+    log-odds, one backward, the same for every row."""
+    model = job.lm.model
+    ensure_no_parameter_grads(model)
+    modules = _attention_modules(model)
+    positions = [job.target_position(i) for i in indices]
+    end = max(positions) + 1
+    values: list[torch.Tensor | None] = [None] * len(modules)
+    weights: list[torch.Tensor | None] = [None] * len(modules)
+    deltas: list[torch.Tensor | None] = [None] * len(modules)
+    hooks = []
+
+    def keep_values(layer: int):
+        def hook(_module, _inputs, output):
+            values[layer] = output.detach()[0]  # [L, kv_heads * head_dim]
+
+        return hook
+
+    def keep_weights(layer: int):
+        def hook(_module, _inputs, output):
+            found = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if found is None:
+                raise WhenceError("attribution patching: the attention module returned no weights (eager attention needed)")
+            weights[layer] = found.detach()[0]  # [H, L, L]
+
+        return hook
+
+    def open_output(layer: int):
+        # a zero added to the heads' concatenated output before o_proj: its gradient is the
+        # gradient with respect to every head's output at every position, through all later layers
+        def hook(_module, args):
+            delta = torch.zeros_like(args[0], requires_grad=True)
+            deltas[layer] = delta
+            return (args[0] + delta,)
+
+        return hook
+
+    for layer, attention in enumerate(modules):
+        hooks.append(attention.v_proj.register_forward_hook(keep_values(layer)))
+        hooks.append(attention.register_forward_hook(keep_weights(layer)))
+        hooks.append(attention.o_proj.register_forward_pre_hook(open_output(layer)))
+    device = job.ids.device
+    targets = torch.tensor([job.target_id(i) for i in indices], device=device)
+    try:
+        with eager_attention(model), torch.enable_grad():
+            logits = model(input_ids=job.ids[:end].unsqueeze(0), use_cache=False,
+                           logits_to_keep=torch.tensor(positions, device=device)).logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1)[torch.arange(len(indices), device=device), targets]
+            # d log-odds = d log p / (1 - p): the ablation's Lasso fits log-odds
+            odds_scale = 1.0 / (-torch.expm1(logp.detach().double().clamp(max=-1e-6)))
+            if per_line:
+                line = (logp * odds_scale.to(logp.dtype)).sum()
+                grads = [g.unsqueeze(0) for g in torch.autograd.grad(line, deltas)]  # per layer [1, L, H * d]
+            else:
+                grads = _row_gradients(logp, deltas)  # per layer [rows, L, H * d]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    rows = 1 if per_line else len(indices)
+    odds_scale = torch.ones(1, dtype=torch.float64) if per_line else odds_scale.cpu()
+    own = positions if not per_line else None
+    matrix = source_matrix(unit_map, sources, end).to(device)
+    total = torch.zeros(rows, len(sources), dtype=torch.float64)
+    for layer, module in enumerate(modules):
+        attention = weights[layer].float()
+        heads, head_dim = attention.shape[0], module.head_dim
+        value = values[layer].float().view(end, -1, head_dim)
+        value = value.repeat_interleave(heads // value.shape[1], dim=1).transpose(0, 1)  # [H, L, d]
+        grad = grads[layer].float().view(rows, end, heads, head_dim).transpose(1, 2)  # [rows, H, L, d]
+        change = head_output_change(attention, value, grad, matrix)
+        if own is not None:
+            change = change + own_position_change(attention, value, grad, matrix, own)
+        else:  # the line's gradient: each row's own position counts where it lies in a source
+            change = change + own_position_change(attention, value, grad.expand(len(positions), -1, -1, -1), matrix, positions).sum(0, keepdim=True)
+        total += change.double().cpu()
+    total = total * odds_scale.unsqueeze(1)
+    return total.expand(len(indices), -1) if per_line else total
+
+
+def _row_gradients(logp: torch.Tensor, deltas: list) -> list[torch.Tensor]:
+    """d logp[k] / d delta, for every row k and layer: one batched backward (a vmapped backward
+    over one-hot output gradients), or a loop of backwards where batching has no rule."""
+    count = logp.shape[0]
+    if count > 1:
+        try:
+            eye = torch.eye(count, dtype=logp.dtype, device=logp.device)
+            found = torch.autograd.grad(logp, deltas, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
+            return [g[:, 0] for g in found]
+        except RuntimeError:
+            pass
+    per_row = [torch.autograd.grad(logp[k], deltas, retain_graph=k < count - 1) for k in range(count)]
+    return [torch.stack([row[layer][0] for row in per_row]) for layer in range(len(deltas))]
