@@ -30,7 +30,7 @@ def test_reverify_scores_a_dumped_target_and_skips_one_that_no_longer_matches(ti
     saved = {"truth_masks": truth, "truth_outcomes": outcomes, "copy_columns": np.zeros((len(indices), len(sources)), dtype=bool),
              "scores_calibrated_attention": estimate}
     np.savez(dumped, **saved)
-    result = reverify(tiny_lm, str(tmp_path), tails=(None, 4), mask_counts=(8, 32), log=lambda _m: None, **settings)
+    result = reverify(tiny_lm, str(tmp_path), tails=(None, 4), mask_counts=(8, 32), log=lambda _m: None, prior_from="dump", **settings)
     summary = result["summary"]
     assert result["skipped"] == []
     for name in ("verified, exact, 32 masks", "verified, tail 4, 8 masks", "calibrated_attention"):
@@ -40,4 +40,4 @@ def test_reverify_scores_a_dumped_target_and_skips_one_that_no_longer_matches(ti
     # a dump made with other settings (here: one source more) is not scored against this record
     wider = dict(saved, truth_masks=np.ones((32, len(sources) + 1), dtype=bool))
     np.savez(dumped, **wider)
-    assert reverify(tiny_lm, str(tmp_path), tails=(4,), mask_counts=(8,), log=lambda _m: None, **settings)["skipped"] == [number]
+    assert reverify(tiny_lm, str(tmp_path), tails=(4,), mask_counts=(8,), log=lambda _m: None, prior_from="dump", **settings)["skipped"] == [number]

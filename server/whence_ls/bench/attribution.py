@@ -403,7 +403,8 @@ def run(args) -> int:
 
         saved["reverify"] = reverify(lm, args.reverify, tails=_tails(args.reverify_tails), mask_counts=_counts(args.reverify_masks),
                                      context_tokens=args.context_tokens, max_new_tokens=args.max_new_tokens,
-                                     rows_per_target=args.rows, log=log, precision=args.reverify_precision)
+                                     rows_per_target=args.rows, log=log, precision=args.reverify_precision,
+                                     prior_from=args.reverify_prior)
         print_reverify(saved["reverify"])
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:

@@ -18,13 +18,17 @@ from typing import Callable
 
 import numpy as np
 
-PRIOR_METHOD = "calibrated_attention"  # the dump's estimate that the server's verification starts from
+PRIOR_METHOD = "calibrated_attention"  # the estimate that the server's verification starts from
 
 
 def reverify(lm, dump_dir: str, *, tails: tuple[int | None, ...], mask_counts: tuple[int, ...], context_tokens: int,
-             max_new_tokens: int, rows_per_target: int, log: Callable[[str], None], precision: str = "fp32") -> dict:
+             max_new_tokens: int, rows_per_target: int, log: Callable[[str], None], precision: str = "fp32",
+             prior_from: str = "current") -> dict:
+    """`prior_from`: "current" computes the estimate (the prior) with this version's default
+    method, as the server does; "dump" reads the one the suite saved (the version that ran it)."""
     from whence_ls.bench.attribution import heldout_targets
     from whence_ls.bench.attribution_verified import score_target, summarise
+    from whence_ls.engine.attribution import attribute_rows
     from whence_ls.engine.attribution.ablation import ablatable_sources, random_masks
     from whence_ls.engine.attribution.units import build_unit_map
     from whence_ls.engine.attribution.verification import Verification, advance, fit_with_prior
@@ -50,8 +54,12 @@ def reverify(lm, dump_dir: str, *, tails: tuple[int | None, ...], mask_counts: t
             log(f"target {number}: skipped, its record no longer matches the dump (other settings or model?)")
             continue
         masks = random_masks(max(mask_counts), len(sources), number)
-        prior = saved.get(f"scores_{PRIOR_METHOD}")
         matrices = {name: saved[f"scores_{name}"] for name in (PRIOR_METHOD, "ablation_32") if f"scores_{name}" in saved}
+        prior = saved.get(f"scores_{PRIOR_METHOD}")
+        if prior_from == "current":
+            rows = attribute_rows(lm, record, indices, PRIOR_METHOD, language="python")
+            prior = np.array([[rows[i].scores[s] for s in sources] for i in indices])
+            matrices[f"{PRIOR_METHOD} (this version)"] = prior
         for tail in tails:
             state = Verification(indices=indices, sources=sources, masks=masks, tail=tail, precision=precision)
             began = time.perf_counter()

@@ -26,6 +26,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--reverify-tails", default="16,64", metavar="T,...", help="tails --reverify runs ('exact' for none; default 16,64)")
     parser.add_argument("--reverify-masks", default="16,32", metavar="K,...", help="mask counts --reverify fits (default 16,32)")
     parser.add_argument("--reverify-precision", default="fp32", choices=("fp32", "bf16"), help="of --reverify's masked forwards (default fp32)")
+    parser.add_argument("--reverify-prior", default="current", choices=("current", "dump"),
+                        help="the estimate --reverify starts from: this version's default (as the server does; default) or the dump's")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     parser.add_argument("--offset", type=int, default=0, help="start at this target (to split a run over processes)")
     parser.add_argument("--limit", type=int, default=None, help="run at most this many targets from --offset")
