@@ -135,6 +135,14 @@ def test_drafts_and_prefix_reuse_leave_the_output_unchanged(family_model):
         assert typed.timings["reused_tokens"] == 0  # a sliding-window cache is never cropped and reused
     else:
         assert typed.timings["reused_tokens"] > 0, family
+    # verification copies the context's keys from the cache only where the cache holds them all:
+    # not a 32-token sliding window after a longer context
+    ids = list(typed.context.token_ids)
+    copied = lm.prefix_cache.copy_of_prefix(ids, len(ids) - 1)
+    if family == "gemma3":
+        assert copied is None
+    else:
+        assert copied is not None and all(k.shape[2] == len(ids) - 1 for k, _ in copied), family
 
 
 def test_fill_in_the_middle_with_the_family_template(family_model):

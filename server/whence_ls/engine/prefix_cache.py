@@ -91,9 +91,12 @@ class PrefixCache:
             if _shared_prefix(entry.ids, ids, limit=length) < length or entry.cache.get_seq_length() < length:
                 continue
             try:
-                return [(layer.keys[:, :, :length].clone(), layer.values[:, :, :length].clone()) for layer in entry.cache.layers]
+                layers = [(layer.keys, layer.values) for layer in entry.cache.layers]
             except AttributeError:  # a cache kind without per-layer keys and values (recurrent)
                 return None
+            if any(keys is None or keys.dim() != 4 or keys.shape[2] < length for keys, _ in layers):
+                return None  # a sliding window keeps only its last positions: not all of ids[:length]
+            return [(keys[:, :, :length].clone(), values[:, :, :length].clone()) for keys, values in layers]
         return None
 
     def put(self, ids: list[int], cache: Any, anchor: Anchor | None = None) -> None:
