@@ -198,3 +198,27 @@ def test_the_server_completes_with_every_family(family_model, tmp_path):
         assert "result" in hover, (family, hover)
     finally:
         raw.close()
+
+
+def test_verified_rows_equal_plain_masked_forwards_for_every_family(family_model):
+    """The exact verification reruns masks over cached keys; a sliding-window cache (Gemma 3,
+    window 32 here, far shorter than the context) holds only its last positions, so there every
+    mask is rerun from the start."""
+    import numpy as np
+
+    from whence_ls.engine.attribution.ablation import log_odds, masked_logprobs
+    from whence_ls.engine.attribution.base import TeacherForced
+    from whence_ls.engine.attribution.units import build_unit_map
+    from whence_ls.engine.attribution.verification import advance, start
+    from whence_ls.engine.explain import explain_line
+
+    family, _, lm = family_model
+    record = explain_line(lm, SOURCE, SOURCE.split("\n").index("    return result"), "python")
+    assert len(record.context.token_ids) > 64, family  # longer than Gemma 3's window
+    units = build_unit_map(record.context, "python")
+    indices = list(range(len(record.tokens)))
+    state = start(lm, record, indices, units, masks=6, seed=1, tail=None)
+    assert advance(lm, record, state, units)
+    plain = log_odds(masked_logprobs(TeacherForced.of(lm, record), indices, units, state.sources, state.masks))
+    np.testing.assert_allclose(np.stack([state.outcomes[m] for m in range(6)]), plain, atol=1e-4, err_msg=family)
+    assert state.from_start == (family == "gemma3")

@@ -65,6 +65,7 @@ class Verification:
     outcomes: dict[int, np.ndarray] = field(default_factory=dict)  # mask number -> log-odds per row
     prefix: object = None  # the unmasked prefix's keys and values, kept between batches
     precision: str = "fp32"  # of the masked forwards (`masked_model.py`)
+    from_start: bool = False  # the model's cache forgets (sliding windows): every mask reruns everything
     forwards_tokens: int = 0  # positions run under masks (a cost measure)
 
     @property
@@ -98,7 +99,12 @@ def advance(lm, record, state: Verification, unit_map, cancel: threading.Event |
     with _stops_at_a_layer(model, cancel):
         try:
             if state.prefix is None:
-                state.prefix = _unmasked_prefix(job, model, _prefix_length(job, state))
+                needed = _prefix_length(job, state)
+                state.prefix = _unmasked_prefix(job, model, needed)
+                if any(keys.shape[2] < needed for keys, _ in state.prefix):
+                    # a sliding-window layer kept only its last positions: run every mask from
+                    # the start, over the first token's keys alone
+                    state.prefix, state.from_start = _prefix_cache(job, model, 1), True
             for start_at in range(0, len(todo), VERIFY_BATCH):
                 if cancel is not None and cancel.is_set():
                     return False
@@ -108,6 +114,8 @@ def advance(lm, record, state: Verification, unit_map, cancel: threading.Event |
                 else:
                     split = max(1, job.context_len - state.tail)
                 split = max(1, min(split, job.target_position(min(state.indices))))
+                if state.from_start:
+                    split = 1
                 logp = _masked_from(job, model, state, batch, columns, split, end)
                 for k, m in enumerate(batch):
                     state.outcomes[m] = log_odds(logp[k])
