@@ -99,7 +99,7 @@ def test_work_cut_short_resumes_where_it_stopped(tiny_lm, record):
 
 
 def test_a_forward_under_way_stops_at_the_next_layer_and_the_work_resumes(tiny_lm, record):
-    from whence_ls.engine.attribution.value_norm import _attention_modules
+    from whence_ls.engine.taps import attention_modules
 
     units = build_unit_map(record.context, "python")
     indices = list(range(len(record.tokens)))
@@ -112,7 +112,7 @@ def test_a_forward_under_way_stops_at_the_next_layer_and_the_work_resumes(tiny_l
             cancel.set()
 
     tiny_lm.prefix_cache.clear()  # the prefix forward runs (no completion left its keys behind)
-    first = _attention_modules(tiny_lm.model)[0]
+    first = attention_modules(tiny_lm.model)[0]
     hook = first.register_forward_hook(interactive_request_arrives)
     try:
         state = start(tiny_lm, record, indices, units, masks=2 * VERIFY_BATCH, seed=5, tail=None)
@@ -129,13 +129,13 @@ def test_a_forward_under_way_stops_at_the_next_layer_and_the_work_resumes(tiny_l
 
 
 def test_the_context_keys_come_from_the_completions_prefix_cache_when_it_holds_them(tiny_lm, record):
-    from whence_ls.engine.attribution.value_norm import _attention_modules
+    from whence_ls.engine.taps import attention_modules
     from whence_ls.engine.generation import generate
 
     units = build_unit_map(record.context, "python")
     indices = list(range(len(record.tokens)))
     forwards = []
-    hook = _attention_modules(tiny_lm.model)[0].register_forward_hook(lambda *_: forwards.append(1))
+    hook = attention_modules(tiny_lm.model)[0].register_forward_hook(lambda *_: forwards.append(1))
     try:
         tiny_lm.prefix_cache.clear()
         cold = start(tiny_lm, record, indices, units, masks=8, seed=2, tail=16)

@@ -17,14 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from whence_ls.engine.attribution.base import TeacherForced
-from whence_ls.engine.attribution.rollout import eager_attention
-from whence_ls.engine.attribution.value_norm import _attention_modules
+from whence_ls.engine.taps import Preempted, attention_modules, eager_attention
 from whence_ls.errors import WhenceError
-
-
-class Preempted(Exception):
-    """The job's cancel flag was set during the forward: it stopped at the next layer, so
-    interactive work waits at most one layer for the model."""
 
 
 @dataclass
@@ -67,7 +61,7 @@ def _finish(output, per_layer, positions, hidden_states: bool) -> AttentionRows:
 
 def _rows_from_queries(job: TeacherForced, indices: list[int], *, hidden_states: bool = False) -> AttentionRows:
     model = job.lm.model
-    modules = _attention_modules(model)
+    modules = attention_modules(model)
     positions = [job.target_position(i) for i in indices]
     end = max(positions) + 1
     per_layer: list[torch.Tensor] = [None] * len(modules)  # type: ignore[list-item]
@@ -122,7 +116,7 @@ def _query_rows(module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tens
 
 def _rows_from_eager(job: TeacherForced, indices: list[int], *, hidden_states: bool = False) -> AttentionRows:
     model = job.lm.model
-    modules = _attention_modules(model)
+    modules = attention_modules(model)
     positions = [job.target_position(i) for i in indices]
     end = max(positions) + 1
     targets = torch.tensor(positions)
@@ -157,9 +151,7 @@ def _rows_recomputable(lm) -> bool:
         generator = torch.Generator().manual_seed(0)
         vocab = lm.model.get_input_embeddings().weight.shape[0]
         ids = torch.randint(min(1000, vocab // 2), vocab, (48,), generator=generator).to(lm.device)
-        probe = type("Probe", (), {})()
-        probe.lm, probe.ids, probe.context_len, probe.cancel = lm, ids, len(ids), None
-        probe.target_position = lambda i: i
+        probe = TeacherForced.over_positions(lm, ids)
         rows = [5, 20, 47]
         fast = _rows_from_queries(probe, rows).weights
         slow = _rows_from_eager(probe, rows).weights
@@ -172,7 +164,7 @@ def _rows_recomputable(lm) -> bool:
 
 def head_count(lm) -> tuple[int, int]:
     """(layers, heads per layer) of the attention modules the probe reads."""
-    modules = _attention_modules(lm.model)
+    modules = attention_modules(lm.model)
     config = lm.model.config
     heads = int(getattr(config, "num_attention_heads", 0) or 0)
     if not heads:

@@ -70,7 +70,7 @@ class TeacherForced:
     position `context_len + i - 1`."""
 
     lm: LoadedModel
-    record: ScoredText
+    record: ScoredText | None  # None: a probe over plain positions (`over_positions`)
     ids: torch.Tensor  # [L] on the model's device
     context_len: int
     cancel: threading.Event | None = None  # methods with long inner loops check it between forwards
@@ -88,6 +88,12 @@ class TeacherForced:
                 f"cannot attribute: context + completion is {len(ids)} tokens, over the model's window of {lm.max_context}"
             )
         return cls(lm=lm, record=record, ids=torch.tensor(ids, device=lm.device), context_len=len(context.token_ids), cancel=cancel)
+
+    @classmethod
+    def over_positions(cls, lm: LoadedModel, ids: torch.Tensor, cancel: threading.Event | None = None) -> "TeacherForced":
+        """A sequence with no record, whose "token i" is position i (`target_position(i) == i`):
+        for probes that read attention rows of plain positions (copy heads, recomputation checks)."""
+        return cls(lm=lm, record=None, ids=ids, context_len=1, cancel=cancel)
 
     def target_position(self, token_index: int) -> int:
         return self.context_len + token_index - 1

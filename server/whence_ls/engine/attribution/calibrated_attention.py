@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 
 from whence_ls.engine.attribution.ablation import ablatable_sources
-from whence_ls.engine.attribution.attention_probe import Preempted, attention_rows
+from whence_ls.engine.attribution.attention_probe import attention_rows
+from whence_ls.engine.taps import Preempted
 from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced
 from whence_ls.engine.attribution.calibration import load_calibration
 from whence_ls.engine.attribution.units import COMMON_WORDS

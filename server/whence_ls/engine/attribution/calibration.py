@@ -264,11 +264,8 @@ def copy_head_scores(lm: LoadedModel, length: int = 40, batch: int = 4, seed: in
     for _ in range(batch):
         tokens = torch.randint(low, vocab, (length,), generator=generator)
         ids = torch.cat([tokens, tokens]).to(lm.device)
-        fake = type("Job", (), {})()
-        fake.lm, fake.ids, fake.context_len = lm, ids, len(ids)
-        fake.target_position = lambda i: i  # rows are plain positions here
         queries = list(range(length + 1, 2 * length))
-        rows = attention_rows(fake, queries).weights  # [n, H, end]
+        rows = attention_rows(TeacherForced.over_positions(lm, ids), queries).weights  # [n, H, end]
         q = torch.tensor(queries)
         induction.append(rows[torch.arange(len(q)), :, q - length + 1].mean(0))
         duplicate.append(rows[torch.arange(len(q)), :, q - length].mean(0))

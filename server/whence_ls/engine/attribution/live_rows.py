@@ -65,9 +65,9 @@ class LiveAttention:
 
     @staticmethod
     def _modules(lm):
-        from whence_ls.engine.attribution.value_norm import _attention_modules
+        from whence_ls.engine.taps import attention_modules
 
-        return _attention_modules(lm.model)
+        return attention_modules(lm.model)
 
     def observe(self, layer: int, probs: torch.Tensor) -> None:
         """The softmax of the trailing fed positions over every key, [n, heads, L], from a

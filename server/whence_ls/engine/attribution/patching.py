@@ -31,9 +31,8 @@ import torch
 
 from whence_ls.engine.attribution.ablation import ablatable_sources, position_owner
 from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced, ensure_no_parameter_grads
-from whence_ls.engine.attribution.rollout import eager_attention
-from whence_ls.engine.attribution.value_norm import _attention_modules
 from whence_ls.errors import WhenceError
+from whence_ls.engine.taps import attention_modules, eager_attention
 
 # a query that puts (nearly) all its attention on one source would divide by ~0: the estimate
 # is first order anyway, and the ablation keeps the sink, so such shares are capped
@@ -140,7 +139,7 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
     log-odds, one backward, the same for every row."""
     model = job.lm.model
     ensure_no_parameter_grads(model)
-    modules = _attention_modules(model)
+    modules = attention_modules(model)
     positions = [job.target_position(i) for i in indices]
     end = max(positions) + 1
     values: list[torch.Tensor | None] = [None] * len(modules)

@@ -9,12 +9,10 @@ and a model that cannot switch gets a clear error.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 
 from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced
+from whence_ls.engine.taps import eager_attention
 from whence_ls.errors import WhenceError
 
 
@@ -42,23 +40,3 @@ class AttentionRollout:
             i: RawRow(position_scores=rollout[job.target_position(i), : job.target_position(i) + 1].clone(), extra=dict(note))
             for i in indices
         }
-
-
-@contextlib.contextmanager
-def eager_attention(model: torch.nn.Module) -> Iterator[bool]:
-    """Run the block with eager attention (the only kind that returns its weights); yields
-    whether the model had to be switched, and switches it back afterwards."""
-    current = getattr(model.config, "_attn_implementation", "eager")
-    if current == "eager":
-        yield False
-        return
-    if not hasattr(model, "set_attn_implementation"):
-        raise WhenceError("this method needs eager attention and this model cannot switch to it; load it with eager attention")
-    try:
-        model.set_attn_implementation("eager")
-    except Exception as exc:
-        raise WhenceError(f"this method needs eager attention and this model cannot switch to it: {exc}") from exc
-    try:
-        yield True
-    finally:
-        model.set_attn_implementation(current)

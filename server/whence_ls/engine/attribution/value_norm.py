@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced
-from whence_ls.engine.attribution.rollout import eager_attention
+from whence_ls.engine.taps import attention_modules, eager_attention
 from whence_ls.errors import WhenceError
 
 
@@ -30,7 +30,7 @@ class ValueNorm:
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
         model = job.lm.model
-        attention_modules = _attention_modules(model)
+        modules = attention_modules(model)
         targets = torch.tensor([job.target_position(i) for i in indices])
         end = int(targets.max()) + 1
         totals = torch.zeros(len(indices), end, dtype=torch.float64)
@@ -61,7 +61,7 @@ class ValueNorm:
 
             return hook
 
-        for layer, attention in enumerate(attention_modules):
+        for layer, attention in enumerate(modules):
             hooks.append(attention.v_proj.register_forward_hook(keep_values(layer)))
             hooks.append(attention.register_forward_hook(add_row_scores(layer)))
         try:
@@ -79,15 +79,3 @@ class ValueNorm:
         }
 
 
-def _attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    found = [
-        m
-        for m in model.modules()
-        if all(hasattr(m, name) for name in ("v_proj", "o_proj", "head_dim")) and isinstance(getattr(m, "o_proj"), torch.nn.Linear)
-    ]
-    if not found:
-        raise WhenceError(
-            "value norm needs attention modules with v_proj and o_proj projections; this model has none: "
-            "use gradient_norm or attention_rollout"
-        )
-    return found

@@ -22,7 +22,6 @@ What makes it cheap:
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass, field
 
@@ -32,9 +31,9 @@ import torch
 from whence_ls.engine.attribution.ablation import (
     KEEP_PROBABILITY, LASSO_ALPHA, ablatable_sources, log_odds, position_owner,
 )
-from whence_ls.engine.attribution.attention_probe import Preempted
 from whence_ls.engine.attribution.base import AttributionRow, TeacherForced, normalise
 from whence_ls.engine.attribution.masked_model import masked_model, preferred_precision
+from whence_ls.engine.taps import Preempted, stops_at_a_layer
 
 VERIFY_MASKS = 32
 # context tokens before the completion that are run again under each mask (None: exact, from the
@@ -96,7 +95,7 @@ def advance(lm, record, state: Verification, unit_map, cancel: threading.Event |
     first_removed = [_first_removed(columns, state.masks[m]) for m in range(len(state.masks))]
     todo = sorted((m for m in range(len(state.masks)) if m not in state.outcomes), key=lambda m: first_removed[m])
     model = masked_model(lm, state.precision)
-    with _stops_at_a_layer(model, cancel):
+    with stops_at_a_layer(model, cancel):
         try:
             if state.prefix is None:
                 needed = _prefix_length(job, state)
@@ -124,27 +123,6 @@ def advance(lm, record, state: Verification, unit_map, cancel: threading.Event |
             return False  # the batch under way is lost, the ones done are kept
     state.prefix = None  # the keys and values are large; a finished verification needs none
     return True
-
-
-@contextlib.contextmanager
-def _stops_at_a_layer(model, cancel: threading.Event | None):
-    """While inside, a forward stops at the next layer once `cancel` is set (`Preempted`): an
-    interactive request waits for one layer of a masked batch, not the whole batch."""
-    if cancel is None:
-        yield
-        return
-    from whence_ls.engine.attribution.value_norm import _attention_modules
-
-    def stop(_module, *_args):
-        if cancel.is_set():
-            raise Preempted()
-
-    hooks = [module.register_forward_pre_hook(stop) for module in _attention_modules(model)]
-    try:
-        yield
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
 def _first_removed(columns: np.ndarray, keep: np.ndarray) -> int:

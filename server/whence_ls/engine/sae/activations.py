@@ -13,12 +13,12 @@ from typing import Iterator
 
 import torch
 
-from whence_ls.engine.attribution.value_norm import _attention_modules
+from whence_ls.engine.taps import attention_modules
 
 
 def attention_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The model's attention modules, in layer order."""
-    return _attention_modules(model)
+    return attention_modules(model)
 
 
 @contextlib.contextmanager

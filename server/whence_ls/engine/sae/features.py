@@ -136,7 +136,8 @@ def token_features(lm, sae_set: SaeSet, index: dict | None, record, token_index:
     """The strongest features at the position that predicted token `token_index` of `record`,
     each with its label, one top snippet and the context lines its activation came from; None
     when `cancel` was set during its forwards (they stop at the next layer)."""
-    from whence_ls.engine.attribution.attention_probe import Preempted, _stopper, attention_rows
+    from whence_ls.engine.attribution.attention_probe import _stopper, attention_rows
+    from whence_ls.engine.taps import Preempted
     from whence_ls.engine.attribution.base import TeacherForced
 
     job = TeacherForced.of(lm, record, cancel)
