@@ -8,7 +8,7 @@ import torch
 
 from whence_ls.engine.attribution import DEFAULT_METHOD, attribute_rows, context_units, default_method
 from whence_ls.engine.attribution.base import TeacherForced
-from whence_ls.engine.attribution.faithfulness import (
+from whence_ls.bench.faithfulness import (
     FRACTIONS,
     LOCAL_TOKENS,
     RemovalProbe,

@@ -226,7 +226,7 @@ def torch_ids(lm, record):
 def _suite(lm, baselines, args) -> dict:
     from whence_ls.engine.attribution import attribute_rows, make_method, release_graph
     from whence_ls.engine.attribution.base import TeacherForced
-    from whence_ls.engine.attribution.faithfulness import (
+    from whence_ls.bench.faithfulness import (
         RemovalProbe,
         kendall_tau,
         rankable_units,
