@@ -73,3 +73,24 @@ def test_a_gguf_is_converted_once_then_loaded_from_safetensors(tiny_model_dir, t
     gguf.write_bytes(b"GGUF\x03\x00 changed")
     with pytest.raises(WhenceError, match="cannot load model"):
         loading.load_model(str(gguf), "cpu")
+
+
+def test_a_model_that_is_not_there_is_named_without_importing_torch(tmp_path):
+    """The server says a model setting names nothing before it imports torch (a minute on a
+    busy machine): the check itself imports nothing heavy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from whence_ls.engine.model_spec import missing_model\n"
+        f"print(missing_model({str(tmp_path / 'nothing')!r}))\n"
+        f"print(missing_model({str(tmp_path / 'nothing.gguf')!r}))\n"
+        f"print(missing_model({str(tmp_path)!r}))\n"
+        "print(missing_model('HuggingFaceTB/SmolLM2-135M'))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert lines[0].startswith("model not found:") and "neither a directory nor a .gguf file" in lines[0]
+    assert lines[1].startswith("model file not found:")
+    assert lines[2:] == ["None", "None", "False"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 
 from whence_ls.errors import WhenceError
 from whence_ls.engine import registry
+from whence_ls.engine.model_spec import missing_model, names_a_path
 from whence_ls.engine.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,6 @@ def _has_fim_tokens(tokenizer) -> bool:
 
 
 # a Hugging Face hub id, `org/name` (or `name`): a path with one slash is one too, unless it exists
-HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 DECODERS = ("fast", "transformers")
@@ -133,9 +132,10 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
     else:
         path = Path(spec).expanduser()
         name = spec
+        missing = missing_model(spec)
+        if missing is not None:
+            raise WhenceError(missing)
         if path.suffix == ".gguf":
-            if not path.is_file():
-                raise WhenceError(f"model file not found: {spec}")
             converted = gguf_conversion_dir(path)
             if (converted / "config.json").is_file() and any(converted.glob("*.safetensors")):
                 # converted once already: loading the safetensors takes seconds, not minutes
@@ -148,8 +148,8 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
             _check_safetensors_dir(path)
             tok_source = model_source = str(path)
             load_kwargs = {"use_safetensors": True}
-        elif os.sep in spec and not HUB_ID.fullmatch(spec) or spec.startswith((".", "~", "/")):
-            raise WhenceError(f"model not found: {spec} is neither a directory nor a .gguf file")
+        elif names_a_path(spec):
+            raise WhenceError(missing_model(spec) or f"model not found: {spec}")
         else:
             # a hub id: only what is already cached; whence-ls is offline at run time
             tok_source = model_source = spec

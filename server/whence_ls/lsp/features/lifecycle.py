@@ -17,6 +17,7 @@ from whence_ls.lsp.protocol.params import plain
 from whence_ls.lsp.runtime.attribution_queue import attribution_engine
 from whence_ls.lsp.text.documents import uri_to_path
 from whence_ls.lsp.runtime.settings import Settings
+from whence_ls.errors import WhenceError
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer
@@ -173,6 +174,11 @@ class LifecycleFeature:
                 stage.update(percent=percent, ceiling=ceiling, message=message)
                 report(percent, message)
 
+            from whence_ls.engine.model_spec import missing_model
+
+            missing = missing_model(settings.model)
+            if missing is not None:  # said at once, not after importing torch (a minute, on a busy machine)
+                raise WhenceError(missing)
             ticker = threading.Thread(target=tick, name="whence-load-progress", daemon=True)
             begin(8, 30, "importing torch and transformers")
             ticker.start()
