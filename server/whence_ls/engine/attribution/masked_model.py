@@ -7,7 +7,7 @@ BF16, AMX) run them ~3x faster in bf16 than in fp32 (0.43 against 0.13 TFLOP/s f
 [256, 576] x [576, 3072] product on this project's 2-core test machine), and the outcomes lose
 nothing measurable: on the benchmark suite, verified rows from bf16 forwards agree with the
 fp32 held-out truth at LDS 0.659 against 0.661 from fp32 forwards (`whence-ls bench attribution
---reverify DIR --reverify-precision bf16`), at 1.5 s per target against 2.8 s. Elsewhere (no
+--reverify DIR --reverify-precision bf16`), at 1.4 s per target against 2.8 s. Elsewhere (no
 native bf16: emulated, slower than fp32) the model itself is used; `bf16_is_faster` measures
 rather than reading CPU flags, so it holds on any CPU.
 
@@ -62,7 +62,7 @@ def masked_model(lm, precision: str) -> torch.nn.Module:
 
 def bf16_is_faster() -> bool:
     """Whether a bf16 matrix product runs at least `MIN_SPEEDUP` times faster than fp32 on this
-    CPU with torch's threads (measured once, ~50 ms)."""
+    CPU with torch's threads (measured once per process)."""
     global _probe
     if _probe is None:
         x, w = torch.randn(256, 576), torch.randn(1536, 576)
