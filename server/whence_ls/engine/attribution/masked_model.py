@@ -7,9 +7,9 @@ BF16, AMX) run them ~3x faster in bf16 than in fp32 (0.43 against 0.13 TFLOP/s f
 [256, 576] x [576, 3072] product on this project's 2-core test machine), and the outcomes lose
 nothing measurable: on the benchmark suite, verified rows from bf16 forwards agree with the
 fp32 held-out truth at LDS 0.659 against 0.661 from fp32 forwards (`whence-ls bench attribution
---reverify DIR --reverify-precision bf16`), at 1.4 s per target against 2.8 s. Elsewhere (no
-native bf16: emulated, slower than fp32) the model itself is used; `bf16_is_faster` measures
-rather than reading CPU flags, so it holds on any CPU.
+--reverify DIR --reverify-precision bf16`), at 1.4 s per target against 2.8 s. Where bf16 is not
+at least `MIN_SPEEDUP` times faster (a CPU without native bf16 emulates it) the model itself is
+used; `bf16_is_faster` times the two rather than reading CPU flags.
 
 The copy costs half the fp32 model's memory (270 MB for the embedded 135M model), made on the
 first verification; it is not made for models above `MAX_COPY_PARAMETERS`.
