@@ -108,13 +108,12 @@ def advance(lm, record, state: Verification, unit_map, cancel: threading.Event |
                 if cancel is not None and cancel.is_set():
                     return False
                 batch = todo[start_at : start_at + VERIFY_BATCH]
-                if state.tail is None:
-                    split = min(first_removed[m] for m in batch)
-                else:
-                    split = max(1, job.context_len - state.tail)
-                split = max(1, min(split, job.target_position(min(state.indices))))
                 if state.from_start:
                     split = 1
+                elif state.tail is None:
+                    split = max(1, min(min(first_removed[m] for m in batch), job.target_position(min(state.indices))))
+                else:
+                    split = _prefix_length(job, state)
                 logp = _masked_from(job, model, state, batch, columns, split, end)
                 for k, m in enumerate(batch):
                     state.outcomes[m] = log_odds(logp[k])

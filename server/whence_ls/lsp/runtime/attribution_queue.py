@@ -150,17 +150,22 @@ class AttributionQueue:
         if row is not None or self._method() == "none" or attribution_engine() is None:
             return row
         self._to_front(record, index)
+        await self._wait_for(record, lambda: self.row(record, index) is not None, timeout)
+        return self.row(record, index)
+
+    async def _wait_for(self, record: Record, ready: Callable[[], bool], timeout: float) -> None:
+        """Until `ready()`, the record fails, or `timeout` seconds pass; woken by the record's
+        deliveries."""
         deadline = time.monotonic() + timeout
-        while (row := self.row(record, index)) is None and record.id not in self.errors:
+        while not ready() and record.id not in self.errors:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                break
+                return
             event = self._events.setdefault(record.id, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), remaining)
             except asyncio.TimeoutError:
-                break
-        return self.row(record, index)
+                return
 
     def _to_front(self, record: Record, index: int) -> None:
         """Put token `index` (-1: the record's units) first, and stop the background batch
@@ -182,16 +187,7 @@ class AttributionQueue:
         if record.units is not None or attribution_engine() is None:
             return record.units
         self._to_front(record, -1)  # -1: units only (any batch of the record computes them first)
-        deadline = time.monotonic() + timeout
-        while record.units is None and record.id not in self.errors:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            event = self._events.setdefault(record.id, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except asyncio.TimeoutError:
-                break
+        await self._wait_for(record, lambda: record.units is not None, timeout)
         return record.units
 
     def prefetching(self) -> bool:
