@@ -148,3 +148,20 @@ def test_other_families_keep_transformers_forward():
                          num_attention_heads=4, num_key_value_heads=2)
     reason = supports(Qwen2ForCausalLM(config))
     assert reason is not None and "Llama" in reason
+
+
+def test_a_steps_products_alone_read_the_same_weights_as_the_step(tiny_lm):
+    """`products_only` (the floor `whence-ls bench generate` sets beside whole steps) multiplies
+    with the step's own operands: its last product is the output head's on its constant input,
+    and the bench's row for the engine comes out of it."""
+    from whence_ls.bench.decode_floor import step_floor
+
+    decoder = tiny_lm.decoder
+    with torch.inference_mode():
+        logits = decoder.products_only()
+        hidden = decoder.embed.weight.shape[1]
+        expected = torch.full((1, hidden), 0.01) @ decoder.model.lm_head.weight.t()
+    assert logits.shape == (1, decoder.model.config.vocab_size)
+    assert torch.allclose(logits, expected, atol=1e-5)
+    rows = step_floor({"fp32": tiny_lm}, _ids(tiny_lm, 30), steps=2, repeats=1)
+    assert len(rows) == 1 and rows[0].startswith("| fp32 | ") and rows[0].endswith("% |")

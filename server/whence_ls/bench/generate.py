@@ -66,7 +66,23 @@ def run(args) -> int:
     finally:
         for llama in llamas:
             llama.close()
+    _print_step_floor(baseline, engines, source, max(args.context_tokens))
     return 0
+
+
+def _print_step_floor(baseline, engines: dict, source: str, context_tokens: int) -> None:
+    from whence_ls.bench.decode_floor import step_floor
+
+    ids = baseline.tokenizer(source, add_special_tokens=False)["input_ids"][:context_tokens]
+    rows = step_floor(engines, ids)
+    if rows:
+        print()
+        print(f"Where a one-token step's time goes ({len(ids)} context tokens; medians of alternating runs, 32 steps each):")
+        print()
+        print("| precision | the step's products alone (ms) | whole step (ms) | products' share |")
+        print("|---|---|---|---|")
+        for row in rows:
+            print(row)
 
 
 def _one_context(baseline, engines: dict, llamas: list, source: str, context_tokens: int, args, draft: int,

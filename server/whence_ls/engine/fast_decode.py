@@ -235,6 +235,21 @@ class FastDecoder:
             h = h[-max(logits_to_keep, 1):]
         return _mm(h, self.head), (tuple(states) if states is not None else None)
 
+    def products_only(self) -> torch.Tensor:
+        """Every product of a one-token decoding step, in a step's order, on a constant input and
+        without the attention, norms, rotations and additions between them: the time of reading
+        the weights once, the floor of a step (`whence-ls bench generate` sets it beside whole
+        steps, which says how much of a step is anything but reading weights)."""
+        hidden = self.embed.weight.shape[1]
+        x = torch.full((1, hidden), 0.01, dtype=self.embed.weight.dtype, device=self.embed.weight.device)
+        wide = torch.full((1, self.intermediate), 0.01, dtype=x.dtype, device=x.device)
+        for i in range(len(self.layers)):
+            _mm(x, self.qkv[i])
+            _mm(x, self.o[i])
+            _mm(x, self.gate_up[i])
+            _mm(wide, self.down[i])
+        return _mm(x, self.head)
+
     def _attention(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
                    fed: int, live, layer: int) -> torch.Tensor:
         heads, kv_heads, d = self.heads, self.kv_heads, self.head_dim
