@@ -318,7 +318,8 @@ async function showHoverUntil(description, accept, timeout) {
       }
       return undefined;
     },
-    { timeout, interval: 3_000 },
+    // a person hovers again about once a second; the wait recorded in waitsMs is that coarse
+    { timeout, interval: 1_000 },
   ).catch((error) => {
     throw new Error(`${error.message}; last hover text: ${JSON.stringify(lastText.slice(0, 400))}`);
   });
@@ -471,10 +472,14 @@ async function main() {
       // follows as the next ghost text, from what the server kept: Tab again, as a person would
       summary.observed.restsAccepted = 0;
       for (let more = 0; more < 4; more += 1) {
+        const tabAt = Date.now();
         const shown = await waitFor('the rest of the completion as ghost text', ghostVisible, { timeout: 10_000, interval: 100 })
           .catch(() => false);
         if (!shown) {
           break;
+        }
+        if (more === 0) {
+          recordWait('restAfterTab', tabAt);
         }
         summary.observed.restsAccepted += 1;
         await page.keyboard.press('Tab');
@@ -513,6 +518,9 @@ async function main() {
         const links = await candidate.locator('a').evaluateAll((anchors) =>
           anchors.map((anchor) => anchor.getAttribute('data-href') ?? anchor.getAttribute('href') ?? '').filter((href) => /#L\d+/.test(href)),
         );
+        if (links.length > 0 && summary.observed.waitsMs?.firstTokenSourcesHover === undefined) {
+          recordWait('firstTokenSourcesHover', hoverAskedAt); // the sources, before the features' own forward
+        }
         return links.length > 0 && /saw: /.test(await candidate.innerText());
       }, ATTRIBUTION_TIMEOUT_MS);
       recordWait('firstTokenAttributionHover', hoverAskedAt);

@@ -51,7 +51,9 @@ async function quickOpen(page, text, pickRow) {
 
 export async function openFile(page, name) {
   await quickOpen(page, name, name);
-  await page.locator('.tab.active', { hasText: name }).waitFor({ state: 'visible', timeout: 15_000 });
+  // the file may then be active in two editor groups (a view opened beside it took the second
+  // group, and quick open answered there): either tab shows it open
+  await page.locator('.tab.active', { hasText: name }).first().waitFor({ state: 'visible', timeout: 15_000 });
 }
 
 /** Moves the cursor to a 1-based line and column of the text editor in the first group. */
