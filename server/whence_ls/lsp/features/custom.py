@@ -16,7 +16,8 @@ from whence_ls.lsp.runtime.attribution_queue import attribution_engine
 from whence_ls.lsp.protocol.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
 from whence_ls.lsp.protocol.names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, ROWS_READY_METHOD, STATUS_METHOD,
                                           TOKEN_METHOD, TRACED_SOURCE_METHOD)
-from whence_ls.lsp.state.records import Record, strongest_sources
+from whence_ls.engine.attribution.ranking import strongest_sources
+from whence_ls.lsp.state.records import Record
 from whence_ls.lsp.state.trace_search import NoIndex
 
 if TYPE_CHECKING:
@@ -291,7 +292,7 @@ def verification_json(row: Any) -> dict[str, Any]:
 def tint_sources(row: Any) -> list[tuple[int, float]]:
     """The row's shown sources (`strongest_sources`), strongest first, until they hold
     TINT_SHARE of their weight (at most TINT_MAX)."""
-    order = strongest_sources(row)
+    order = strongest_sources(row.scores, row.rank_by_abs)
     total = sum(abs(score) for _, score in order) or 1.0
     chosen, held = [], 0.0
     for u, score in order[:TINT_MAX]:

@@ -17,7 +17,8 @@ from whence_ls.lsp.protocol.params import plain
 
 from whence_ls.lsp.runtime.attribution_queue import attribution_engine
 from whence_ls.lsp.protocol.names import CONTRAST_COMMAND, SHOW_FEATURE_COMMAND
-from whence_ls.lsp.state.records import Record, strongest_sources
+from whence_ls.engine.attribution.ranking import strongest_sources
+from whence_ls.lsp.state.records import Record
 
 if TYPE_CHECKING:
     from whence_ls.lsp.text.documents import Document
@@ -132,7 +133,7 @@ class HoverFeature:
         elif extra.get("copied_from_completion"):
             lines.append("**copied from earlier in this completion**  ")
         shown = verified if verified is not None else row  # the sources: the ablation's once it is there
-        top = [(u, sc) for u, sc in strongest_sources(shown, TOP_SOURCES) if u < len(units)]
+        top = [(u, sc) for u, sc in strongest_sources(shown.scores, shown.rank_by_abs, TOP_SOURCES) if u < len(units)]
         if not top:
             lines.append("_no line of the context stood out for this token_  ")
         strongest = max((abs(sc) for _, sc in top), default=1.0) or 1.0

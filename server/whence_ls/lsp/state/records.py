@@ -49,13 +49,6 @@ class Unit:
         return source_label(line, below=self.below), f"{document.uri}#L{line}", line
 
 
-def strongest_sources(row: Any, limit: int | None = None) -> list[tuple[int, float]]:
-    """The sources a view shows for an attribution row, strongest first (`row.top`: by size, or
-    by sign for a signed method), and for a signed method only those that supported the token:
-    the hover and the tint agree because both read this."""
-    return [(u, score) for u, score in row.top(len(row.scores) if limit is None else limit) if score > 0 or row.rank_by_abs]
-
-
 def units_from_engine(units: list[Any]) -> list[Unit]:
     """The engine's sources as the records keep them (identifier texts, and where their scores
     start in a row's flat `identifier_scores`)."""
