@@ -357,6 +357,7 @@ def run(args) -> int:
         summary = summarise(merge([p["suite"] for p in parts if "suite" in p]))
         costs = [p["cost"] for p in parts if "cost" in p]
         print(render(summary))
+        _write_figures(args, summary)
         from whence_ls.bench.attribution_cost import print_cost as print_matrix_cost
 
         for cost in costs:
@@ -387,6 +388,7 @@ def run(args) -> int:
                            verified=not args.no_verified, dump=args.dump)
         saved["suite"] = to_json(result)
         print(render(summarise(result)))
+        _write_figures(args, summarise(result))
     if args.cost:
         from whence_ls.bench.attribution_cost import COST_METHODS, cost_of_matrix, print_cost as print_matrix_cost
 
@@ -410,6 +412,13 @@ def run(args) -> int:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(saved, handle, indent=1)
     return 0
+
+
+def _write_figures(args, summary: dict) -> None:
+    if getattr(args, "figures", None):
+        from whence_ls.bench.attribution_figures import PACKAGE_FIGURES, write_figures
+
+        write_figures(summary, PACKAGE_FIGURES if args.figures == "package" else Path(args.figures))
 
 
 def _tails(text: str) -> tuple[int | None, ...]:

@@ -19,7 +19,8 @@ from typing import Any, Callable, Protocol
 
 from lsprotocol import types
 
-from whence_ls.lsp.runtime.attribution_queue import AttributionQueue, attribution_engine
+from whence_ls.engine.attribution.catalogue import DEFAULT_METHOD
+from whence_ls.lsp.runtime.attribution_queue import AttributionQueue
 from whence_ls.lsp.runtime.verification_queue import VerificationQueue
 from whence_ls.lsp.text.documents import Document, DocumentStore
 from whence_ls.lsp.state.repository_context import RepositoryContext, repository_name
@@ -176,8 +177,7 @@ class Session:
             return self.settings.attribution_method
         if self.model_default_method:
             return self.model_default_method
-        engine = attribution_engine()
-        return getattr(engine, "DEFAULT_METHOD", "gradient_norm") if engine is not None else "gradient_norm"
+        return DEFAULT_METHOD
 
     # -- model work ------------------------------------------------------------------------------
 

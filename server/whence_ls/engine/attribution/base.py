@@ -132,7 +132,6 @@ class Method(Protocol):
     # magnitude ranks more faithfully) or by signed score
     rank_by_abs: bool
     rows_per_batch: int
-    needs_units: bool
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]: ...
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.errors import WhenceError
-from whence_ls.lsp.runtime.attribution_queue import attribution_engine
+from whence_ls.engine.attribution.catalogue import METHOD_SHORT_NOTES
 from whence_ls.lsp.protocol.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
 from whence_ls.lsp.protocol.names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, ROWS_READY_METHOD, STATUS_METHOD,
                                           TOKEN_METHOD, TRACED_SOURCE_METHOD)
@@ -128,11 +128,7 @@ class CustomRequestsFeature:
             shown = verified if verified is not None else row
             rows.append([round(s, 6) for s in shown.scores] if shown is not None and units is not None else None)
             checks.append(verification_json(verified) if verified is not None and units is not None else None)
-        engine = attribution_engine()
-        notes = getattr(engine, "METHOD_SHORT_NOTES", {}) if engine is not None else {}
-        note = notes.get(method, "") if method != "none" else "attribution is off"
-        if engine is None:
-            note = "attribution is not available in this installation"
+        note = METHOD_SHORT_NOTES.get(method, "") if method != "none" else "attribution is off"
         error = queue.errors.get(record.id) if queue is not None else None
         return {
             "recordId": record.id,
@@ -221,7 +217,7 @@ class CustomRequestsFeature:
         row = None
         queue = session.attribution
         method = session.attribution_method()
-        if queue is not None and method != "none" and attribution_engine() is not None:
+        if queue is not None and method != "none":
             row = await queue.wait_row(record, index, WAIT_S)
             if row is not None and record.units is None:
                 await queue.wait_units(record, WAIT_S)

@@ -15,7 +15,7 @@ from lsprotocol import types
 from whence_ls.engine.sae.labels import readable_label
 from whence_ls.lsp.protocol.params import plain
 
-from whence_ls.lsp.runtime.attribution_queue import attribution_engine
+from whence_ls.engine.attribution.catalogue import FALLBACK_METHOD, METHOD_SHORT_NOTES
 from whence_ls.lsp.protocol.names import CONTRAST_COMMAND, SHOW_FEATURE_COMMAND
 from whence_ls.engine.attribution.ranking import strongest_sources
 from whence_ls.lsp.state.records import Record
@@ -75,8 +75,6 @@ class HoverFeature:
         method = session.attribution_method()
         if method == "none":
             return None, "attribution is off (`whence.attributionMethod` is `none`)"
-        if attribution_engine() is None:
-            return None, "attribution is not available in this installation"
         queue = session.attribution
         if queue is None:
             return None, "attribution computing…"
@@ -194,16 +192,14 @@ class HoverFeature:
             sentence += f"; the estimate ranked this top line {_ordinal(check['rank_in_estimate'])}"
         if check.get("lds") is not None:
             sentence += f" (estimate's LDS on these ablations {check['lds']:.2f})"
-        engine = attribution_engine()
-        short = getattr(engine, "METHOD_SHORT_NOTES", {}).get("verified") if engine is not None else None
+        short = METHOD_SHORT_NOTES.get("verified")
         return f"{sentence} · {short}" if short else sentence
 
     def method_sentence(self, method: str) -> str:
-        engine = attribution_engine()
-        short = getattr(engine, "METHOD_SHORT_NOTES", {}).get(method) if engine is not None else None
+        short = METHOD_SHORT_NOTES.get(method)
         name = method.replace("_", " ")
         sentence = f"{name}: {short}" if short else name
-        if self.session.model_calibrated is False and method == getattr(engine, "FALLBACK_METHOD", None):
+        if self.session.model_calibrated is False and method == FALLBACK_METHOD:
             sentence += " (this model is not calibrated: run `whence-ls model calibrate` for the calibrated estimator)"
         return sentence
 
