@@ -10,7 +10,7 @@ import torch
 
 from whence_ls.engine.attribution.base import AttributionRow, Method, TeacherForced, normalise
 from whence_ls.engine.attribution.catalogue import DEFAULT_METHOD, FALLBACK_METHOD, METHODS, entry
-from whence_ls.engine.attribution.units import ContextUnit, language_of, unit_map
+from whence_ls.engine.attribution.units import ContextUnit, unit_map
 from whence_ls.engine.loading import LoadedModel
 from whence_ls.engine.records import ScoredText
 from whence_ls.errors import WhenceError
@@ -55,13 +55,14 @@ def attribute_rows(
     checking `cancel` between batches; rows already on the record for this method are reused.
     Returns the rows finished (all of them unless cancelled) and stores them on the record.
 
-    `language` picks the units; by default the ones `context_units` last built for the record.
+    The units are split with the context's language (`ContextWindow.language`) unless
+    `language` names another grammar.
     """
     chosen = make_method(method or default_method(lm))
     for index in token_indices:
         if not 0 <= index < len(record.tokens):
             raise WhenceError(f"token index {index} is outside the record ({len(record.tokens)} tokens)")
-    units = unit_map(record, language if language is not None else language_of(record))
+    units = unit_map(record, language)
     result: dict[int, AttributionRow] = {}
     pending: list[int] = []
     for index in dict.fromkeys(token_indices):  # keep order, drop repeats
@@ -155,6 +156,6 @@ def attribution_matrix(
 ) -> AttributionMatrix:
     """Every row of `record`, least confident first."""
     chosen = make_method(method or default_method(lm))
-    units = unit_map(record, language if language is not None else language_of(record))
+    units = unit_map(record, language)
     rows = attribute_rows(lm, record, least_confident_order(record), chosen, cancel, language=language)
     return AttributionMatrix(method=chosen.name, units=units.units, rows=rows, complete=len(rows) == len(record.tokens))

@@ -53,7 +53,7 @@ class AttributionQueue:
         self.errors: dict[str, str] = {}  # record id -> why its rows failed
         # the latest offered completion (not yet accepted): its rows are computed when nothing
         # else waits, so that accepting it finds the whole matrix ready
-        self._prefetch: tuple[Any, str | None] | None = None
+        self._prefetch: Any | None = None  # the offer's ScoredText
         self._prefetch_running = False
         self.wake_worker: Callable[[], None] = lambda: None
         # "explaining n/N" for the status bar: of the rows missing when their records were
@@ -93,17 +93,17 @@ class AttributionQueue:
         if not self._light_record(record):
             self.wake_worker()
 
-    def prefetch(self, scored: Any, language: str | None) -> None:
+    def prefetch(self, scored: Any) -> None:
         """Compute the rows of an offered completion in the background, when the method's one
         forward serves them all (the calibrated estimator): the newest offer replaces an older one."""
         method = self._method()
         if method == "none" or not one_pass(method):
             return
         if self._light_ready(scored):
-            self._start_light(scored.id, self._prefetch_work(method, (scored, language), on_worker=False))
+            self._start_light(scored.id, self._prefetch_work(method, scored, on_worker=False))
             return
         with self._lock:
-            self._prefetch = (scored, language)
+            self._prefetch = scored
         self.wake_worker()
 
     def forget(self, record: Record) -> None:
@@ -252,8 +252,6 @@ class AttributionQueue:
 
     def _record_work(self, method: str, record: Record, indices: list[int],
                      on_worker: bool = True) -> Callable[[Any, threading.Event | None], None]:
-        language = record.language
-
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
             units = rows = None
             error = None
@@ -262,10 +260,10 @@ class AttributionQueue:
                     self._running = (record.id, frozenset(indices))
             try:
                 if record.units is None:
-                    units = attribution.context_units(lm, record.scored, language)
+                    units = attribution.context_units(lm, record.scored)
                 wanted = [i for i in indices if i >= 0 and i not in record.scored.attribution]
                 if wanted:
-                    rows = attribution.attribute_rows(lm, record.scored, wanted, method=method, cancel=cancel, language=language)
+                    rows = attribution.attribute_rows(lm, record.scored, wanted, method=method, cancel=cancel)
             except Exception as exc:
                 if cancel is None or not cancel.is_set():
                     # a failing method must not loop on the same tokens forever
@@ -288,9 +286,7 @@ class AttributionQueue:
 
         return work
 
-    def _prefetch_work(self, method: str, prefetch: tuple[Any, str | None],
-                       on_worker: bool = True) -> Callable[[Any, threading.Event], None]:
-        scored, language = prefetch
+    def _prefetch_work(self, method: str, scored: Any, on_worker: bool = True) -> Callable[[Any, threading.Event], None]:
 
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
             self._prefetch_running = True
@@ -299,8 +295,8 @@ class AttributionQueue:
                     self._running = (scored.id, None)
             missing = [i for i in range(len(scored.tokens)) if i not in scored.attribution]
             try:
-                units = attribution.context_units(lm, scored, language)
-                rows = attribution.attribute_rows(lm, scored, list(range(len(scored.tokens))), method=method, cancel=cancel, language=language)
+                units = attribution.context_units(lm, scored)
+                rows = attribution.attribute_rows(lm, scored, list(range(len(scored.tokens))), method=method, cancel=cancel)
             except Exception:
                 log.exception("attribution of an offered completion failed")
                 return
@@ -312,7 +308,7 @@ class AttributionQueue:
             if cancel is not None and cancel.is_set() and len(rows) < len(scored.tokens):
                 with self._lock:  # cut short by interactive work: try again unless a newer offer came
                     if self._prefetch is None:
-                        self._prefetch = (scored, language)
+                        self._prefetch = scored
             new = {i: rows[i] for i in missing if i in rows}
             if new:
                 self._loop.call_soon_threadsafe(self._prefetched, scored, units, new, method)

@@ -69,7 +69,6 @@ class Record:
     start: int
     end: int
     spans: list[list[int]]  # current [start, end) of each token
-    language: str | None
     mark: int = 0  # document edit mark of the text the record was computed from
     edited: set[int] = field(default_factory=set)
     units: list[Unit] | None = None  # None until the worker computed them
@@ -88,12 +87,17 @@ class Record:
     def kind(self) -> str:
         return self.scored.kind
 
+    @property
+    def language(self) -> str | None:
+        """The document's language when the record was computed: its context's."""
+        return self.scored.context.language
+
     @classmethod
-    def place(cls, scored: ScoredText, uri: str, start: int, language: str | None, mark: int) -> "Record":
+    def place(cls, scored: ScoredText, uri: str, start: int, mark: int) -> "Record":
         """A record for `scored` whose text now begins at document offset `start`; `mark` is
         the edit mark of the document text it was computed from (its context offsets)."""
         spans = [[start + t.start, start + t.end] for t in scored.tokens]
-        return cls(scored=scored, uri=uri, start=start, end=start + len(scored.text), spans=spans, language=language, mark=mark)
+        return cls(scored=scored, uri=uri, start=start, end=start + len(scored.text), spans=spans, mark=mark)
 
     def hover_span(self, index: int) -> tuple[int, int]:
         """Where token `index` reads in the document: its span, and for the first token the

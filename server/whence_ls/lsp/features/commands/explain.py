@@ -67,7 +67,7 @@ class ExplainCommands:
         for old in session.records.for_uri(uri):
             if old.kind == "explanation" and old.start == position and old.end == position + len(scored.text):
                 self.session.placement.forget(old)  # explaining a line again replaces its earlier explanation
-        record = Record.place(scored, uri, position, language, mark)
+        record = Record.place(scored, uri, position, mark)
         self.session.placement.adopt(record)
         return {"recordId": record.id, "range": session.range_json(document, record.start, record.end)}
 
@@ -87,7 +87,7 @@ class ExplainCommands:
         runner = token.runner_up()
         if runner is None:
             raise _invalid("this token has no runner-up to compare with")
-        scored, language = record.scored, record.language
+        scored = record.scored
 
         def work(lm: Any, cancel: Any):
             import copy
@@ -97,8 +97,8 @@ class ExplainCommands:
             # a copy: the record keeps the rows of its own method
             probe = copy.copy(scored)
             probe.attribution, probe.attribution_method = {}, None
-            units = context_units(lm, probe, language)
-            return units, attribute_rows(lm, probe, [index], "contrastive", cancel, language=language).get(index)
+            units = context_units(lm, probe)
+            return units, attribute_rows(lm, probe, [index], "contrastive", cancel).get(index)
 
         answer = await session.run_model(work)
         if answer is None or answer[1] is None:
