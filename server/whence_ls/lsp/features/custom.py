@@ -139,7 +139,7 @@ class CustomRequestsFeature:
                  **({"edited": True} if i in record.edited else {})}
                 for i, t in enumerate(record.scored.tokens)
             ],
-            "units": [_unit_json(session, document, u) for u in units or []],
+            "units": [_unit_json(session, document, record, u) for u in range(len(units or []))],
             "scores": rows,
             # per row: null while it is the estimate; how the ablation that replaced it was run
             # and how far the estimate was from it
@@ -186,7 +186,7 @@ class CustomRequestsFeature:
                 for source in mine["sources"]:
                     if source["unit"] < len(record.units):
                         unit = record.units[source["unit"]]
-                        label, link, line = unit.place(document)
+                        label, link, line = record.place_of(source["unit"], document)
                         page["sources"].append({"label": label, "uri": unit.uri or document.uri, "line": line - 1,
                                                 "text": unit.text.splitlines()[0][:120], "share": source["share"]})
         return page
@@ -228,7 +228,7 @@ class CustomRequestsFeature:
         if row is not None and record.units is not None:
             # only this document's lines can be tinted in its editor
             units = [
-                {"range": session.range_json(document, record.units[u].start, record.units[u].end), "score": round(score, 6)}
+                {"range": session.range_json(document, *record.unit_spans[u]), "score": round(score, 6)}
                 for u, score in tint_sources(row)
                 if u < len(record.units) and record.units[u].path is None
             ]
@@ -313,14 +313,16 @@ def completion_lines(document: "Document", record: Record) -> list[dict[str, Any
     return lines
 
 
-def _unit_json(session, document, unit) -> dict[str, Any]:
+def _unit_json(session, document, record: Record, unit_index: int) -> dict[str, Any]:
     """A source for the client: this document's lines have a range (and `below` after the
     cursor); another file's snippet has its path, URI and line instead."""
-    label, _, line = unit.place(document)
-    entry: dict[str, Any] = {"text": unit.text, "line": line - 1, "label": label, "identifiers": list(unit.identifiers)}
+    unit = record.units[unit_index]
+    label, _, line = record.place_of(unit_index, document)
+    entry: dict[str, Any] = {"text": unit.text, "line": line - 1, "label": label,
+                             "identifiers": [identifier.text for identifier in unit.identifiers]}
     if unit.path is None:
-        entry["range"] = session.range_json(document, unit.start, unit.end)
-        if unit.below:
+        entry["range"] = session.range_json(document, *record.unit_spans[unit_index])
+        if unit.role == "suffix":
             entry["below"] = True
     else:
         entry.update(path=unit.path, uri=unit.uri)

@@ -126,7 +126,7 @@ class HoverFeature:
         extra = getattr(row, "extra", {}) or {}
         copied = extra.get("copied_from_unit")
         if isinstance(copied, int) and copied < len(units):
-            label, link, _ = units[copied].place(document)
+            label, link, _ = record.place_of(copied, document)
             lines.append(f"**copied from [{label}]({link})**: `{_code(_trim(units[copied].text))}`  ")
         elif extra.get("copied_from_completion"):
             lines.append("**copied from earlier in this completion**  ")
@@ -140,8 +140,8 @@ class HoverFeature:
             unit = units[unit_index]
             filled = max(1, round(BAR_WIDTH * abs(score) / strongest))
             bar = ("█" * filled).ljust(BAR_WIDTH, "░")
-            label, link, _ = unit.place(document)
-            words = _strongest_identifiers(unit, identifier_scores)
+            label, link, _ = record.place_of(unit_index, document)
+            words = _strongest_identifiers(unit, record.first_identifier(unit_index), identifier_scores)
             tail = f" — {', '.join(f'`{w}`' for w in words)}" if words else ""
             lines.append(f"`{bar}` [{label}]({link}) `{_code(_trim(unit.text))}`{tail}  ")
         lens = extra.get("logit_lens")
@@ -220,12 +220,12 @@ def _expected(token, alternatives: list) -> str:
     return " · the model's own first choice"
 
 
-def _strongest_identifiers(unit, identifier_scores: list[float] | None, limit: int = 2) -> list[str]:
-    """The identifiers of `unit` that carry most of its score (sub-sources), strongest first."""
-    names = getattr(unit, "identifiers", ()) or ()
+def _strongest_identifiers(unit, first: int, identifier_scores: list[float] | None, limit: int = 2) -> list[str]:
+    """The identifiers of `unit` that carry most of its score (sub-sources), strongest first;
+    theirs start at index `first` of `identifier_scores`."""
+    names = [identifier.text for identifier in unit.identifiers]
     if not names or not identifier_scores:
         return []
-    first = getattr(unit, "first_identifier", 0)
     scored = [(abs(identifier_scores[first + k]), name) for k, name in enumerate(names) if first + k < len(identifier_scores)]
     scored = [item for item in scored if item[0] > 0]
     scored.sort(reverse=True)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from whence_ls.engine import attribution
 from whence_ls.engine.attribution.catalogue import one_pass
-from whence_ls.lsp.state.records import Record, Unit, units_from_engine
+from whence_ls.lsp.state.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ BATCH_TOKENS = 1
 
 
 class AttributionQueue:
-    def __init__(self, loop: asyncio.AbstractEventLoop, method: Callable[[], str], map_units: Callable[[Record, list[Unit]], list[Unit] | None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, method: Callable[[], str], map_units: Callable[[Record, list[Any]], list[list[int]] | None]) -> None:
         self._loop = loop
         self._method = method
-        self._map_units = map_units  # generation-time unit offsets -> current ones (event loop)
+        self._map_units = map_units  # generation-time unit offsets -> current spans (event loop)
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, list[int]] = OrderedDict()  # record id -> token order
         self._urgent: list[tuple[str, int]] = []
@@ -174,7 +174,7 @@ class AttributionQueue:
             self.cancel_background()
         self.wake_worker()
 
-    async def wait_units(self, record: Record, timeout: float) -> list[Unit] | None:
+    async def wait_units(self, record: Record, timeout: float) -> list[Any] | None:
         """The record's context units, computing them first if needed."""
         if record.units is not None:
             return record.units
@@ -213,10 +213,11 @@ class AttributionQueue:
 
     def _deliver(self, record: Record, units: list[Any] | None, rows: dict[int, Any], method: str, error: str | None) -> None:
         if units is not None and record.units is None:
-            mapped = self._map_units(record, units_from_engine(units))
-            if mapped is None:
+            spans = self._map_units(record, units)
+            if spans is None:
                 error = error or "the document changed too much since the completion to place its context"
-            record.units = mapped
+            else:
+                record.set_units(units, spans)
         if error:
             self.errors[record.id] = error
         fresh = rows if method == self._method() else {}
