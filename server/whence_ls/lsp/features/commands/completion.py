@@ -66,7 +66,7 @@ class CompletionCommands:
         candidates = [i for i in live if choices[i] is not None]
         if not candidates:
             raise _invalid("no unedited token with an alternative to regenerate from")
-        index = min(candidates, key=lambda i: record.scored.tokens[i].logprob)
+        index = record.scored.least_confident_first(candidates)[0]
         token = record.scored.tokens[index]
         replacement = choices[index]
         cut, tail_end = record.spans[index][0], record.end
