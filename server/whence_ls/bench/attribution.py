@@ -36,6 +36,8 @@ from typing import Callable
 
 import numpy as np
 
+from whence_ls.engine.attribution.ranking import ranking as source_ranking
+
 HELDOUT_PACKAGES = ("attrs", "cattrs", "click", "jinja2", "rich", "requests", "urllib3", "packaging",
                     "pyparsing", "jsonschema", "anyio", "fsspec", "networkx", "pygls")
 MIN_EFFECT = 0.1  # log-odds: below this the truth names no source worth ranking
@@ -255,8 +257,8 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
 
 
 def rank(scores: np.ndarray, by_abs: bool) -> list[int]:
-    key = np.abs(scores) if by_abs else scores
-    return [int(i) for i in np.argsort(-key, kind="stable")]
+    """Every source, strongest first, in the order the views show (`engine.attribution.ranking`)."""
+    return source_ranking([float(s) for s in scores], by_abs)
 
 
 def _spearman(predicted: np.ndarray, actual: np.ndarray) -> float | None:
