@@ -265,7 +265,7 @@ def test_cancel_between_batches_returns_the_rows_done(tiny_lm, record):
     base = make_method("input_x_gradient")
 
     class StopAfterFirstBatch:
-        name, rank_by_abs, rows_per_batch, needs_units = base.name, True, 2, False
+        name, rank_by_abs, rows_per_batch = base.name, True, 2
 
         def compute(self, job, indices, unit_map):
             cancel.set()
@@ -319,16 +319,3 @@ def test_the_server_setting_offers_exactly_the_engine_methods():
     from whence_ls.lsp.runtime.settings import ATTRIBUTION_CHOICES
 
     assert sorted(ATTRIBUTION_CHOICES) == sorted((*METHODS, "none"))
-
-
-def test_prepare_rows_keeps_the_graph_that_rows_then_reuse(tiny_lm, record, monkeypatch):
-    from whence_ls.engine.attribution import gradients, prepare_rows, release_graph
-
-    fresh = _fresh(record)
-    prepare_rows(tiny_lm, fresh)
-    built = []
-    monkeypatch.setattr(gradients, "GradientGraph", lambda job: built.append(job) or pytest.fail("graph rebuilt"))
-    rows = attribute_rows(tiny_lm, fresh, [0, 1], language="python")
-    assert set(rows) == {0, 1} and not built
-    release_graph(fresh.id)
-    assert gradients._CURRENT == {}

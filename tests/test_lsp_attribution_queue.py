@@ -40,7 +40,7 @@ async def _deliveries(tiny_lm, method: str, hovered: str) -> tuple[Record, list[
     loop = asyncio.get_running_loop()
     scored = explain_line(tiny_lm, SOURCE, LINE, "python")
     start = SOURCE.index("result.append")
-    record = Record.place(scored, "file:///queue.py", start, "python", 0)
+    record = Record.place(scored, "file:///queue.py", start, 0)
     queue = AttributionQueue(loop, lambda: method, lambda _record, units: units)
     delivered: list[tuple[list[int], str | None]] = []
     threads: set[str] = set()

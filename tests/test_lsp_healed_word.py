@@ -16,7 +16,7 @@ def completion(texts: list[str], healed: int) -> ScoredText:
     for k, text in enumerate(texts):
         tokens.append(ScoredToken(token_id=k, text=text, start=position, end=position + len(text), logprob=-1.0, entropy=1.0, alternatives=[]))
         position += len(text)
-    context = ContextWindow(text=TYPED, doc_start=0, token_ids=[1], token_offsets=[(0, 1)], truncated=False)
+    context = ContextWindow(text=TYPED, doc_start=0, token_ids=[1], token_offsets=[(0, 1)], truncated=False, language="python")
     return ScoredText(kind="completion", text="".join(texts), doc_start=len(TYPED), tokens=tokens, context=context,
                       model="m", device="cpu", timings={"healed_chars": healed})
 
@@ -24,7 +24,7 @@ def completion(texts: list[str], healed: int) -> ScoredText:
 def placed(texts: list[str], healed: int) -> tuple[Record, str]:
     scored = completion(texts, healed)
     document = TYPED + scored.text
-    record = Record.place(scored, "file:///a.py", len(TYPED), "python", 0)
+    record = Record.place(scored, "file:///a.py", len(TYPED), 0)
     record.lead = healed_word(record, document)
     return record, document
 

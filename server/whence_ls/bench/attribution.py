@@ -36,6 +36,8 @@ from typing import Callable
 
 import numpy as np
 
+from whence_ls.engine.attribution.ranking import ranking as source_ranking
+
 HELDOUT_PACKAGES = ("attrs", "cattrs", "click", "jinja2", "rich", "requests", "urllib3", "packaging",
                     "pyparsing", "jsonschema", "anyio", "fsspec", "networkx", "pygls")
 MIN_EFFECT = 0.1  # log-odds: below this the truth names no source worth ranking
@@ -255,8 +257,8 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
 
 
 def rank(scores: np.ndarray, by_abs: bool) -> list[int]:
-    key = np.abs(scores) if by_abs else scores
-    return [int(i) for i in np.argsort(-key, kind="stable")]
+    """Every source, strongest first, in the order the views show (`engine.attribution.ranking`)."""
+    return source_ranking([float(s) for s in scores], by_abs)
 
 
 def _spearman(predicted: np.ndarray, actual: np.ndarray) -> float | None:
@@ -357,6 +359,7 @@ def run(args) -> int:
         summary = summarise(merge([p["suite"] for p in parts if "suite" in p]))
         costs = [p["cost"] for p in parts if "cost" in p]
         print(render(summary))
+        _write_figures(args, summary)
         from whence_ls.bench.attribution_cost import print_cost as print_matrix_cost
 
         for cost in costs:
@@ -387,6 +390,7 @@ def run(args) -> int:
                            verified=not args.no_verified, dump=args.dump)
         saved["suite"] = to_json(result)
         print(render(summarise(result)))
+        _write_figures(args, summarise(result))
     if args.cost:
         from whence_ls.bench.attribution_cost import COST_METHODS, cost_of_matrix, print_cost as print_matrix_cost
 
@@ -410,6 +414,13 @@ def run(args) -> int:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(saved, handle, indent=1)
     return 0
+
+
+def _write_figures(args, summary: dict) -> None:
+    if getattr(args, "figures", None):
+        from whence_ls.bench.attribution_figures import PACKAGE_FIGURES, write_figures
+
+        write_figures(summary, PACKAGE_FIGURES if args.figures == "package" else Path(args.figures))
 
 
 def _tails(text: str) -> tuple[int | None, ...]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from whence_ls.engine.attribution.base import TeacherForced
+from whence_ls.engine.attribution.ranking import ranking as source_ranking
 from whence_ls.engine.attribution.units import UnitMap
 
 FRACTIONS = (0.01, 0.05, 0.10, 0.20, 0.50)
@@ -44,8 +45,10 @@ def recency_ranking(units: UnitMap, rankable: list[int]) -> list[int]:
 
 
 def ranking_from_scores(scores, rankable: list[int], by_abs: bool) -> list[int]:
-    key = (lambda u: -abs(scores[u])) if by_abs else (lambda u: -scores[u])
-    return sorted(rankable, key=key)
+    """The rankable units in the one order views show (`engine.attribution.ranking`); `rankable`
+    is ascending, so ties keep document order as there."""
+    allowed = set(rankable)
+    return [u for u in source_ranking(list(scores), by_abs) if u in allowed]
 
 
 @dataclass

@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--skip-suite", action="store_true", help="no suite: only --cost, --verify-cost or --reverify")
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", default=None, help="write every measurement as JSON here")
+    parser.add_argument("--figures", nargs="?", const="package", default=None, metavar="JSON",
+                        help="write the suite's figures (LDS, top-1, top-3, copy cases per method) where the method notes read "
+                        "them (the package's engine/attribution/benchmark_figures.json), or to JSON")
     parser.add_argument("--render", nargs="+", metavar="JSON", help="only print the table of saved --out files, merged")
     parser.set_defaults(run=run)
 

@@ -58,10 +58,10 @@ def add_attribution_arguments(parser) -> None:
 
 def resolve_attribution_method(args) -> None:
     """Fill in the default method and reject unknown ones before any model is loaded."""
-    from whence_ls.engine.attribution import DEFAULT_METHOD, METHODS
+    from whence_ls.engine.attribution.catalogue import METHODS  # no torch: this runs before any model
     from whence_ls.errors import WhenceError
 
-    del DEFAULT_METHOD  # None stays None: the default depends on the model (calibrated or not)
+    # None stays None: the default depends on the model (calibrated or not)
     if args.attribution is not None and args.attribution not in (*METHODS, "none"):
         raise WhenceError(f"unknown attribution method {args.attribution!r}; use one of {', '.join(METHODS)} or none")
 

@@ -8,6 +8,7 @@ token's span inside the line. All tokens are scored from one forward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -31,7 +32,6 @@ def explain_line(
     top_k: int = TOP_K,
 ) -> ScoredText:
     """A ScoredText of kind "explanation" for line `line_index0` (0-based) of `text`."""
-    del language  # scoring needs no grammar; the parameter keeps the call shape of complete_at
     started = time.perf_counter()
     starts = line_starts(text)
     if not 0 <= line_index0 < len(starts):
@@ -57,6 +57,7 @@ def explain_line(
         raise WhenceError(
             f"line {line_index0 + 1} has no code above it: the model needs context to score its first token"
         )
+    context = dataclasses.replace(context, language=language)  # scoring needs no grammar; its sources do
     ids = torch.tensor([context.token_ids + line_ids], device=lm.device)
     first = len(context.token_ids) - 1
     positions = torch.arange(first, first + len(line_ids), device=lm.device)

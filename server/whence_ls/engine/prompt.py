@@ -13,6 +13,7 @@ text, and has no character span: it is never a source of attribution.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from whence_ls.engine.context import prefix_tokens, special_prefix_ids
@@ -161,7 +162,7 @@ def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: Pro
     if template is None and not snippets:
         from whence_ls.engine.context import build_context
 
-        return build_context(tokenizer, text, cursor, budget, start_floor=start_floor)
+        return dataclasses.replace(build_context(tokenizer, text, cursor, budget, start_floor=start_floor), language=language)
     build = _Builder(tokenizer)
     build.ids.extend(special)
     build.offsets.extend([(0, 0)] * len(special))
@@ -209,6 +210,7 @@ def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: Pro
         segments=build.segments,
         stop_token_ids=stops,
         prompt_format="+".join(formats) or "prefix",
+        language=language,
     )
 
 

@@ -79,6 +79,10 @@ class ContextWindow:
     segments: list[ContextSegment] = field(default_factory=list)  # empty: the prefix is all
     stop_token_ids: tuple[int, ...] = ()  # tokens that end a completion in this prompt's format
     prompt_format: str = "prefix"  # "prefix", or the FIM family and/or "+repository"
+    # the language of the document the context comes from (a grammar name, None: plain text):
+    # its sources are split with this grammar, so every view of the record's attribution reads
+    # the same sources without being told the language again
+    language: str | None = None
 
     def all_segments(self) -> list[ContextSegment]:
         """Every segment; a plain prefix window is one segment over its text tokens."""

@@ -11,7 +11,6 @@ towards the editor, and nothing else.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any, Callable, Protocol
 
 from lsprotocol import types
 
-from whence_ls.lsp.runtime.attribution_queue import AttributionQueue, attribution_engine
+from whence_ls.engine.attribution.catalogue import DEFAULT_METHOD
+from whence_ls.lsp.runtime.attribution_queue import AttributionQueue
 from whence_ls.lsp.runtime.verification_queue import VerificationQueue
 from whence_ls.lsp.text.documents import Document, DocumentStore
 from whence_ls.lsp.state.repository_context import RepositoryContext, repository_name
@@ -27,7 +27,7 @@ from whence_ls.lsp.state.offers import CompletionCache, OfferBook
 from whence_ls.lsp.text import positions
 from whence_ls.lsp.state.placement import Placement
 from whence_ls.provenance import ProvenanceLog, log_path
-from whence_ls.lsp.state.records import Record, RecordStore, Unit
+from whence_ls.lsp.state.records import Record, RecordStore
 from whence_ls.lsp.state.retention import Retention
 from whence_ls.lsp.runtime.settings import Settings
 from whence_ls.lsp.runtime.status import Status
@@ -176,8 +176,7 @@ class Session:
             return self.settings.attribution_method
         if self.model_default_method:
             return self.model_default_method
-        engine = attribution_engine()
-        return getattr(engine, "DEFAULT_METHOD", "gradient_norm") if engine is not None else "gradient_norm"
+        return DEFAULT_METHOD
 
     # -- model work ------------------------------------------------------------------------------
 
@@ -219,21 +218,23 @@ class Session:
     def range_json(self, document: Document, start: int, end: int) -> dict[str, Any]:
         return positions.range_json_of(document, start, end, self.encoding)
 
-    def _map_units(self, record: Record, units: list[Unit]) -> list[Unit] | None:
+    def _map_units(self, record: Record, units: list[Any]) -> list[list[int]] | None:
+        """Where the engine's sources of `record` (offsets of the text it was computed from)
+        are in the document now, [start, end) each; None when the document moved on too far."""
         document = self.documents.get(record.uri)
         if document is None:
             return None
-        mapped = []
+        spans = []
         for unit in units:
             if unit.path is not None:  # another file's snippet: its offsets are that file's
-                mapped.append(unit)
+                spans.append([unit.start, unit.end])
                 continue
             start = document.map_offset(unit.start, record.mark, anchor=False)
             end = document.map_offset(unit.end, record.mark, anchor=True)
             if start is None or end is None:
                 return None
-            mapped.append(dataclasses.replace(unit, start=start, end=max(start, end)))
-        return mapped
+            spans.append([start, max(start, end)])
+        return spans
 
     # -- messages --------------------------------------------------------------------------------
 

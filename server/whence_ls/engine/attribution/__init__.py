@@ -2,51 +2,48 @@
 drove it. One interface over several methods; rows are computed on demand, in the order asked,
 and kept on the record (`ScoredText.attribution`).
 
-    units = context_units(lm, record, language)
+    units = context_units(lm, record)
     rows = attribute_rows(lm, record, [3, 7], cancel=event)  # the model's default method
     rows[3].top(5)  # [(unit_index, signed score)], |scores| over all units sum to 1
+
+Importing this package imports no torch: the names below are loaded from their modules when
+first used, so `catalogue` (method names and notes) and `ranking` stay light for the CLI's
+argument parsing and the language server.
 """
 
 from __future__ import annotations
 
-from whence_ls.engine.attribution.api import (
-    DEFAULT_METHOD,
-    FALLBACK_METHOD,
-    METHOD_NOTES,
-    METHOD_SHORT_NOTES,
-    METHODS,
-    AttributionMatrix,
-    attribute_rows,
-    attribution_matrix,
-    default_method,
-    least_confident_order,
-    make_method,
-    prepare_rows,
-)
-from whence_ls.engine.attribution.base import ALL_ROWS, AttributionRow
-from whence_ls.engine.attribution.gradients import release_graph
-from whence_ls.engine.attribution.units import ContextUnit, context_units
-from whence_ls.engine.attribution.verification import VERIFY_MASKS, Verification, verify_record
+import importlib
 
-__all__ = [
-    "ALL_ROWS",
-    "VERIFY_MASKS",
-    "Verification",
-    "DEFAULT_METHOD",
-    "FALLBACK_METHOD",
-    "METHOD_NOTES",
-    "METHOD_SHORT_NOTES",
-    "METHODS",
-    "AttributionMatrix",
-    "AttributionRow",
-    "ContextUnit",
-    "attribute_rows",
-    "attribution_matrix",
-    "default_method",
-    "context_units",
-    "least_confident_order",
-    "make_method",
-    "prepare_rows",
-    "release_graph",
-    "verify_record",
-]
+_HOMES = {
+    "DEFAULT_METHOD": "catalogue",
+    "FALLBACK_METHOD": "catalogue",
+    "METHOD_NOTES": "catalogue",
+    "METHOD_SHORT_NOTES": "catalogue",
+    "METHODS": "catalogue",
+    "AttributionMatrix": "api",
+    "attribute_rows": "api",
+    "attribution_matrix": "api",
+    "default_method": "api",
+    "least_confident_order": "api",
+    "make_method": "api",
+    "ALL_ROWS": "base",
+    "AttributionRow": "base",
+    "release_graph": "gradients",
+    "ContextUnit": "units",
+    "context_units": "units",
+    "VERIFY_MASKS": "verification",
+    "Verification": "verification",
+    "verify_record": "verification",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

@@ -31,7 +31,6 @@ class Ablation:
     name = "ablation"
     rank_by_abs = False  # a positive effect supports the token, a negative one argued against it
     rows_per_batch = ALL_ROWS  # the forwards are shared by every row
-    needs_units = True
 
     def __init__(self, masks: int = DEFAULT_MASKS, seed: int = 0, alpha: float = LASSO_ALPHA) -> None:
         if masks < 2:

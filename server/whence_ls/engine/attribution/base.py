@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import torch
 
+from whence_ls.engine.attribution.ranking import ranking, strongest_sources, top_sources
 from whence_ls.engine.loading import LoadedModel
 from whence_ls.engine.records import ScoredText
 from whence_ls.errors import WhenceError
@@ -41,15 +42,16 @@ class AttributionRow:
     identifier_scores: list[float] | None = None
 
     def top(self, k: int) -> list[tuple[int, float]]:
-        """The k strongest units, (unit_index, score), strongest first."""
-        key = (lambda u: abs(self.scores[u])) if self.rank_by_abs else (lambda u: self.scores[u])
-        order = sorted((u for u in range(len(self.scores)) if self.scores[u] != 0.0), key=key, reverse=True)
-        return [(u, self.scores[u]) for u in order[:k]]
+        """The k strongest units, (unit_index, score), strongest first (`ranking.top_sources`)."""
+        return top_sources(self.scores, self.rank_by_abs, k)
 
     def ranking(self) -> list[int]:
         """Every unit, strongest first (ties keep document order)."""
-        key = (lambda u: -abs(self.scores[u])) if self.rank_by_abs else (lambda u: -self.scores[u])
-        return sorted(range(len(self.scores)), key=key)
+        return ranking(self.scores, self.rank_by_abs)
+
+    def strongest(self, limit: int | None = None) -> list[tuple[int, float]]:
+        """The units a view shows (`ranking.strongest_sources`)."""
+        return strongest_sources(self.scores, self.rank_by_abs, limit)
 
 
 @dataclass
@@ -130,7 +132,6 @@ class Method(Protocol):
     # magnitude ranks more faithfully) or by signed score
     rank_by_abs: bool
     rows_per_batch: int
-    needs_units: bool
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]: ...
 

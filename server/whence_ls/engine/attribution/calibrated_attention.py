@@ -41,7 +41,6 @@ class CalibratedAttention:
     name = "calibrated_attention"
     rank_by_abs = False  # signed: a negative head weight can make a source argue against the token
     rows_per_batch = ALL_ROWS  # one forward serves every row
-    needs_units = False
 
     def __init__(self, logit_lens: bool = True, occurrence_prior: float = LATEST_OCCURRENCE_PRIOR) -> None:
         self.logit_lens = logit_lens

@@ -17,7 +17,6 @@ class InputXGradient:
     # vmapped backwards: 8 rows hold 8 gradient copies of the activations; more buys little on
     # CPU and costs memory on long contexts
     rows_per_batch = 8
-    needs_units = False
     objective = "logprob"
     score_kind = "input_x_gradient"
 

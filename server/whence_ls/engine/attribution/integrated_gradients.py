@@ -28,7 +28,6 @@ class IntegratedGradients:
     name = "integrated_gradients"
     rank_by_abs = True
     rows_per_batch = 1
-    needs_units = False
 
     def __init__(self, steps: int = DEFAULT_STEPS, baseline: str = "space"):
         if steps < 1:

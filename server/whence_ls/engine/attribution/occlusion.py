@@ -14,7 +14,6 @@ class Occlusion:
     name = "occlusion"
     rank_by_abs = False  # a drop is support, a rise is opposition: rank by the signed drop
     rows_per_batch = ALL_ROWS  # the forwards are shared by all rows asked for
-    needs_units = True
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
         model = job.lm.model

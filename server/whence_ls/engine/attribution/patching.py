@@ -43,7 +43,6 @@ class AttributionPatching:
     name = "attribution_patching"
     rank_by_abs = False  # signed: a source can argue against the token
     rows_per_batch = ALL_ROWS  # the forward is shared; one (batched) backward per row
-    needs_units = True
 
     def __init__(self, per_line: bool = False) -> None:
         # per_line: one backward for all the asked rows together (the gradient of their summed

@@ -308,7 +308,10 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 32
 
 
-def unit_map(record: ScoredText, language: str | None) -> UnitMap:
+def unit_map(record: ScoredText, language: str | None = None) -> UnitMap:
+    """The sources of `record`'s context, split with the context's language unless `language`
+    names another grammar."""
+    language = record.context.language if language is None else language
     key = (record.id, record.context.doc_start, len(record.context.token_ids), language)
     with _CACHE_LOCK:
         found = _CACHE.get(key)
@@ -318,25 +321,12 @@ def unit_map(record: ScoredText, language: str | None) -> UnitMap:
     built = build_unit_map(record.context, language)
     with _CACHE_LOCK:
         _CACHE[key] = built
-        _LANGUAGE[record.id] = language
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
-        while len(_LANGUAGE) > _CACHE_SIZE:
-            _LANGUAGE.pop(next(iter(_LANGUAGE)))
     return built
 
 
-# the language a record's units were last built with, so attribute_rows shows rows over the
-# same units the caller already holds
-_LANGUAGE: dict[str, str | None] = {}
-
-
-def language_of(record: ScoredText) -> str | None:
-    with _CACHE_LOCK:
-        return _LANGUAGE.get(record.id)
-
-
-def context_units(lm, record: ScoredText, language: str | None) -> list[ContextUnit]:
+def context_units(lm, record: ScoredText, language: str | None = None) -> list[ContextUnit]:
     """The units that attribution rows of `record` are over, in document offsets."""
     del lm  # units depend on the text only; the parameter keeps the engine's call shape uniform
     return unit_map(record, language).units

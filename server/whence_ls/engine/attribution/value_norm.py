@@ -26,7 +26,6 @@ class ValueNorm:
     name = "value_norm"
     rank_by_abs = True
     rows_per_batch = ALL_ROWS  # one forward serves every row
-    needs_units = False
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
         model = job.lm.model

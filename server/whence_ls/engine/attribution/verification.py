@@ -295,7 +295,7 @@ def verify_rows(lm, record, indices: list[int], unit_map, estimates: dict[int, A
     return finish(state, len(unit_map.units), estimates), state
 
 
-def verify_record(lm, record, language: str | None, cancel: threading.Event | None = None,
+def verify_record(lm, record, language: str | None = None, cancel: threading.Event | None = None,
                   state: Verification | None = None) -> tuple[dict[int, AttributionRow] | None, Verification]:
     """Verified rows of every token of `record` (the calls the language server makes), with the
     record's estimate rows, whatever method made them, as the prior, and the masked forwards in

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from whence_ls.errors import WhenceError
-from whence_ls.lsp.runtime.attribution_queue import attribution_engine
+from whence_ls.engine.attribution.catalogue import METHOD_SHORT_NOTES
 from whence_ls.lsp.protocol.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
 from whence_ls.lsp.protocol.names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, ROWS_READY_METHOD, STATUS_METHOD,
                                           TOKEN_METHOD, TRACED_SOURCE_METHOD)
-from whence_ls.lsp.state.records import Record, strongest_sources
+from whence_ls.engine.attribution.ranking import strongest_sources
+from whence_ls.lsp.state.records import Record
 from whence_ls.lsp.state.trace_search import NoIndex
 
 if TYPE_CHECKING:
@@ -127,11 +128,7 @@ class CustomRequestsFeature:
             shown = verified if verified is not None else row
             rows.append([round(s, 6) for s in shown.scores] if shown is not None and units is not None else None)
             checks.append(verification_json(verified) if verified is not None and units is not None else None)
-        engine = attribution_engine()
-        notes = getattr(engine, "METHOD_SHORT_NOTES", {}) if engine is not None else {}
-        note = notes.get(method, "") if method != "none" else "attribution is off"
-        if engine is None:
-            note = "attribution is not available in this installation"
+        note = METHOD_SHORT_NOTES.get(method, "") if method != "none" else "attribution is off"
         error = queue.errors.get(record.id) if queue is not None else None
         return {
             "recordId": record.id,
@@ -142,7 +139,7 @@ class CustomRequestsFeature:
                  **({"edited": True} if i in record.edited else {})}
                 for i, t in enumerate(record.scored.tokens)
             ],
-            "units": [_unit_json(session, document, u) for u in units or []],
+            "units": [_unit_json(session, document, record, u) for u in range(len(units or []))],
             "scores": rows,
             # per row: null while it is the estimate; how the ablation that replaced it was run
             # and how far the estimate was from it
@@ -189,7 +186,7 @@ class CustomRequestsFeature:
                 for source in mine["sources"]:
                     if source["unit"] < len(record.units):
                         unit = record.units[source["unit"]]
-                        label, link, line = unit.place(document)
+                        label, link, line = record.place_of(source["unit"], document)
                         page["sources"].append({"label": label, "uri": unit.uri or document.uri, "line": line - 1,
                                                 "text": unit.text.splitlines()[0][:120], "share": source["share"]})
         return page
@@ -220,7 +217,7 @@ class CustomRequestsFeature:
         row = None
         queue = session.attribution
         method = session.attribution_method()
-        if queue is not None and method != "none" and attribution_engine() is not None:
+        if queue is not None and method != "none":
             row = await queue.wait_row(record, index, WAIT_S)
             if row is not None and record.units is None:
                 await queue.wait_units(record, WAIT_S)
@@ -231,7 +228,7 @@ class CustomRequestsFeature:
         if row is not None and record.units is not None:
             # only this document's lines can be tinted in its editor
             units = [
-                {"range": session.range_json(document, record.units[u].start, record.units[u].end), "score": round(score, 6)}
+                {"range": session.range_json(document, *record.unit_spans[u]), "score": round(score, 6)}
                 for u, score in tint_sources(row)
                 if u < len(record.units) and record.units[u].path is None
             ]
@@ -291,7 +288,7 @@ def verification_json(row: Any) -> dict[str, Any]:
 def tint_sources(row: Any) -> list[tuple[int, float]]:
     """The row's shown sources (`strongest_sources`), strongest first, until they hold
     TINT_SHARE of their weight (at most TINT_MAX)."""
-    order = strongest_sources(row)
+    order = strongest_sources(row.scores, row.rank_by_abs)
     total = sum(abs(score) for _, score in order) or 1.0
     chosen, held = [], 0.0
     for u, score in order[:TINT_MAX]:
@@ -316,14 +313,16 @@ def completion_lines(document: "Document", record: Record) -> list[dict[str, Any
     return lines
 
 
-def _unit_json(session, document, unit) -> dict[str, Any]:
+def _unit_json(session, document, record: Record, unit_index: int) -> dict[str, Any]:
     """A source for the client: this document's lines have a range (and `below` after the
     cursor); another file's snippet has its path, URI and line instead."""
-    label, _, line = unit.place(document)
-    entry: dict[str, Any] = {"text": unit.text, "line": line - 1, "label": label, "identifiers": list(unit.identifiers)}
+    unit = record.units[unit_index]
+    label, _, line = record.place_of(unit_index, document)
+    entry: dict[str, Any] = {"text": unit.text, "line": line - 1, "label": label,
+                             "identifiers": [identifier.text for identifier in unit.identifiers]}
     if unit.path is None:
-        entry["range"] = session.range_json(document, unit.start, unit.end)
-        if unit.below:
+        entry["range"] = session.range_json(document, *record.unit_spans[unit_index])
+        if unit.role == "suffix":
             entry["below"] = True
     else:
         entry.update(path=unit.path, uri=unit.uri)

@@ -15,9 +15,10 @@ from lsprotocol import types
 from whence_ls.engine.sae.labels import readable_label
 from whence_ls.lsp.protocol.params import plain
 
-from whence_ls.lsp.runtime.attribution_queue import attribution_engine
+from whence_ls.engine.attribution.catalogue import FALLBACK_METHOD, METHOD_SHORT_NOTES
 from whence_ls.lsp.protocol.names import CONTRAST_COMMAND, SHOW_FEATURE_COMMAND
-from whence_ls.lsp.state.records import Record, strongest_sources
+from whence_ls.engine.attribution.ranking import strongest_sources
+from whence_ls.lsp.state.records import Record
 
 if TYPE_CHECKING:
     from whence_ls.lsp.text.documents import Document
@@ -74,8 +75,6 @@ class HoverFeature:
         method = session.attribution_method()
         if method == "none":
             return None, "attribution is off (`whence.attributionMethod` is `none`)"
-        if attribution_engine() is None:
-            return None, "attribution is not available in this installation"
         queue = session.attribution
         if queue is None:
             return None, "attribution computing…"
@@ -127,12 +126,12 @@ class HoverFeature:
         extra = getattr(row, "extra", {}) or {}
         copied = extra.get("copied_from_unit")
         if isinstance(copied, int) and copied < len(units):
-            label, link, _ = units[copied].place(document)
+            label, link, _ = record.place_of(copied, document)
             lines.append(f"**copied from [{label}]({link})**: `{_code(_trim(units[copied].text))}`  ")
         elif extra.get("copied_from_completion"):
             lines.append("**copied from earlier in this completion**  ")
         shown = verified if verified is not None else row  # the sources: the ablation's once it is there
-        top = [(u, sc) for u, sc in strongest_sources(shown, TOP_SOURCES) if u < len(units)]
+        top = [(u, sc) for u, sc in strongest_sources(shown.scores, shown.rank_by_abs, TOP_SOURCES) if u < len(units)]
         if not top:
             lines.append("_no line of the context stood out for this token_  ")
         strongest = max((abs(sc) for _, sc in top), default=1.0) or 1.0
@@ -141,8 +140,8 @@ class HoverFeature:
             unit = units[unit_index]
             filled = max(1, round(BAR_WIDTH * abs(score) / strongest))
             bar = ("█" * filled).ljust(BAR_WIDTH, "░")
-            label, link, _ = unit.place(document)
-            words = _strongest_identifiers(unit, identifier_scores)
+            label, link, _ = record.place_of(unit_index, document)
+            words = _strongest_identifiers(unit, record.first_identifier(unit_index), identifier_scores)
             tail = f" — {', '.join(f'`{w}`' for w in words)}" if words else ""
             lines.append(f"`{bar}` [{label}]({link}) `{_code(_trim(unit.text))}`{tail}  ")
         lens = extra.get("logit_lens")
@@ -193,16 +192,14 @@ class HoverFeature:
             sentence += f"; the estimate ranked this top line {_ordinal(check['rank_in_estimate'])}"
         if check.get("lds") is not None:
             sentence += f" (estimate's LDS on these ablations {check['lds']:.2f})"
-        engine = attribution_engine()
-        short = getattr(engine, "METHOD_SHORT_NOTES", {}).get("verified") if engine is not None else None
+        short = METHOD_SHORT_NOTES.get("verified")
         return f"{sentence} · {short}" if short else sentence
 
     def method_sentence(self, method: str) -> str:
-        engine = attribution_engine()
-        short = getattr(engine, "METHOD_SHORT_NOTES", {}).get(method) if engine is not None else None
+        short = METHOD_SHORT_NOTES.get(method)
         name = method.replace("_", " ")
         sentence = f"{name}: {short}" if short else name
-        if self.session.model_calibrated is False and method == getattr(engine, "FALLBACK_METHOD", None):
+        if self.session.model_calibrated is False and method == FALLBACK_METHOD:
             sentence += " (this model is not calibrated: run `whence-ls model calibrate` for the calibrated estimator)"
         return sentence
 
@@ -223,12 +220,12 @@ def _expected(token, alternatives: list) -> str:
     return " · the model's own first choice"
 
 
-def _strongest_identifiers(unit, identifier_scores: list[float] | None, limit: int = 2) -> list[str]:
-    """The identifiers of `unit` that carry most of its score (sub-sources), strongest first."""
-    names = getattr(unit, "identifiers", ()) or ()
+def _strongest_identifiers(unit, first: int, identifier_scores: list[float] | None, limit: int = 2) -> list[str]:
+    """The identifiers of `unit` that carry most of its score (sub-sources), strongest first;
+    theirs start at index `first` of `identifier_scores`."""
+    names = [identifier.text for identifier in unit.identifiers]
     if not names or not identifier_scores:
         return []
-    first = getattr(unit, "first_identifier", 0)
     scored = [(abs(identifier_scores[first + k]), name) for k, name in enumerate(names) if first + k < len(identifier_scores)]
     scored = [item for item in scored if item[0] > 0]
     scored.sort(reverse=True)

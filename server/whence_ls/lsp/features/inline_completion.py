@@ -138,7 +138,7 @@ class InlineCompletionFeature:
             if template is not None:
                 session.status.last_completion_ms = 1000 * (time.perf_counter() - arrived)
                 session.status.count("restsFromKept")
-                return self._offer(template, uri, mark, language)
+                return self._offer(template, uri, mark)
         prompt, snippets = session.prompt_for(document)
         shape = (settings.max_new_tokens, settings.context_tokens, session.model_name, prompt,
                  tuple((s.path, s.start, s.text) for s in snippets))
@@ -155,12 +155,12 @@ class InlineCompletionFeature:
                 session.status.last_completion_ms = 1000 * (time.perf_counter() - arrived)
         if template is None or not template.text.strip():
             return None
-        return self._offer(template, uri, mark, language)
+        return self._offer(template, uri, mark)
 
-    def _offer(self, template, uri: str, mark: int, language: str | None) -> Offer:
-        offer = self.session.offers.add(template, uri, mark, language)
+    def _offer(self, template, uri: str, mark: int) -> Offer:
+        offer = self.session.offers.add(template, uri, mark)
         if self.session.attribution is not None:
-            self.session.attribution.prefetch(offer.scored, language)
+            self.session.attribution.prefetch(offer.scored)
         return offer
 
     async def _generate(self, uri, text, cursor, language, settings, prompt, snippets, key, deadline):

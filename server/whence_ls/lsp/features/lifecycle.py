@@ -14,7 +14,7 @@ from lsprotocol import types
 
 from whence_ls.lsp.protocol.params import plain
 
-from whence_ls.lsp.runtime.attribution_queue import attribution_engine
+from whence_ls.engine.attribution.catalogue import DEFAULT_METHOD
 from whence_ls.lsp.text.documents import uri_to_path
 from whence_ls.lsp.runtime.settings import Settings
 from whence_ls.errors import WhenceError
@@ -190,9 +190,9 @@ class LifecycleFeature:
                 begin(70, 90, "preparing the vocabulary table")
                 lm.token_texts()  # token healing needs it; building it here keeps the first completion fast
                 begin(90, 100, "reading the attribution calibration")
-                engine = attribution_engine()  # imported here, off the event loop that hovers run on
-                if engine is not None:
-                    found["default_method"] = engine.default_method(lm)  # reads the calibration, once
+                from whence_ls.engine.attribution import default_method  # torch's methods, off the event loop
+
+                found["default_method"] = default_method(lm)  # reads the calibration, once
                 try:
                     from whence_ls.engine.sae import load_for
 
@@ -219,12 +219,11 @@ class LifecycleFeature:
             return  # settings changed while loading: the newer load reports
         session.model_name = lm.name
         session.sae.available = bool(found.get("sae"))
-        engine = attribution_engine()
         default_method = found.get("default_method")
-        if engine is not None and default_method is not None:
+        if default_method is not None:
             before = session.attribution_method()
             session.model_default_method = default_method
-            session.model_calibrated = default_method == engine.DEFAULT_METHOD
+            session.model_calibrated = default_method == DEFAULT_METHOD
             if session.attribution is not None and session.attribution_method() != before:
                 session.attribution.reset(session.records.all())
         session.completion_cache.clear()

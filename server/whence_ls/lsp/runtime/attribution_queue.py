@@ -24,7 +24,9 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
-from whence_ls.lsp.state.records import Record, Unit, units_from_engine
+from whence_ls.engine import attribution
+from whence_ls.engine.attribution.catalogue import one_pass
+from whence_ls.lsp.state.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +38,11 @@ log = logging.getLogger(__name__)
 BATCH_TOKENS = 1
 
 
-def attribution_engine():
-    """The engine's attribution module, or None while it is not installed."""
-    try:
-        from whence_ls.engine import attribution
-    except ImportError:
-        return None
-    return attribution
-
-
 class AttributionQueue:
-    def __init__(self, loop: asyncio.AbstractEventLoop, method: Callable[[], str], map_units: Callable[[Record, list[Unit]], list[Unit] | None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, method: Callable[[], str], map_units: Callable[[Record, list[Any]], list[list[int]] | None]) -> None:
         self._loop = loop
         self._method = method
-        self._map_units = map_units  # generation-time unit offsets -> current ones (event loop)
+        self._map_units = map_units  # generation-time unit offsets -> current spans (event loop)
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, list[int]] = OrderedDict()  # record id -> token order
         self._urgent: list[tuple[str, int]] = []
@@ -60,7 +53,7 @@ class AttributionQueue:
         self.errors: dict[str, str] = {}  # record id -> why its rows failed
         # the latest offered completion (not yet accepted): its rows are computed when nothing
         # else waits, so that accepting it finds the whole matrix ready
-        self._prefetch: tuple[Any, str | None] | None = None
+        self._prefetch: Any | None = None  # the offer's ScoredText
         self._prefetch_running = False
         self.wake_worker: Callable[[], None] = lambda: None
         # "explaining n/N" for the status bar: of the rows missing when their records were
@@ -100,18 +93,17 @@ class AttributionQueue:
         if not self._light_record(record):
             self.wake_worker()
 
-    def prefetch(self, scored: Any, language: str | None) -> None:
+    def prefetch(self, scored: Any) -> None:
         """Compute the rows of an offered completion in the background, when the method's one
         forward serves them all (the calibrated estimator): the newest offer replaces an older one."""
-        engine = attribution_engine()
         method = self._method()
-        if engine is None or method == "none" or engine.make_method(method).rows_per_batch != engine.ALL_ROWS:
+        if method == "none" or not one_pass(method):
             return
         if self._light_ready(scored):
-            self._start_light(scored.id, self._prefetch_work(engine, method, (scored, language), on_worker=False))
+            self._start_light(scored.id, self._prefetch_work(method, scored, on_worker=False))
             return
         with self._lock:
-            self._prefetch = (scored, language)
+            self._prefetch = scored
         self.wake_worker()
 
     def forget(self, record: Record) -> None:
@@ -147,7 +139,7 @@ class AttributionQueue:
         """The row of `record`'s token `index`, moved to the front of the queue and awaited
         up to `timeout` seconds; None when it is not ready by then."""
         row = self.row(record, index)
-        if row is not None or self._method() == "none" or attribution_engine() is None:
+        if row is not None or self._method() == "none":
             return row
         self._to_front(record, index)
         await self._wait_for(record, lambda: self.row(record, index) is not None, timeout)
@@ -182,9 +174,9 @@ class AttributionQueue:
             self.cancel_background()
         self.wake_worker()
 
-    async def wait_units(self, record: Record, timeout: float) -> list[Unit] | None:
+    async def wait_units(self, record: Record, timeout: float) -> list[Any] | None:
         """The record's context units, computing them first if needed."""
-        if record.units is not None or attribution_engine() is None:
+        if record.units is not None:
             return record.units
         self._to_front(record, -1)  # -1: units only (any batch of the record computes them first)
         await self._wait_for(record, lambda: record.units is not None, timeout)
@@ -221,10 +213,11 @@ class AttributionQueue:
 
     def _deliver(self, record: Record, units: list[Any] | None, rows: dict[int, Any], method: str, error: str | None) -> None:
         if units is not None and record.units is None:
-            mapped = self._map_units(record, units_from_engine(units))
-            if mapped is None:
+            spans = self._map_units(record, units)
+            if spans is None:
                 error = error or "the document changed too much since the completion to place its context"
-            record.units = mapped
+            else:
+                record.set_units(units, spans)
         if error:
             self.errors[record.id] = error
         fresh = rows if method == self._method() else {}
@@ -244,25 +237,22 @@ class AttributionQueue:
 
     def next_work(self) -> Callable[[Any, threading.Event], None] | None:
         """One batch for the model worker, or None when nothing is queued."""
-        engine = attribution_engine()
         method = self._method()
-        if engine is None or method == "none":
+        if method == "none":
             return None
         # a method whose one forward serves every row (value norm, rollout) takes a record's rows
         # in one call; gradient methods take a few at a time so that interactive work waits little
-        batch = None if engine.make_method(method).rows_per_batch == engine.ALL_ROWS else BATCH_TOKENS
+        batch = None if one_pass(method) else BATCH_TOKENS
         with self._lock:
             record, indices = self._pick(batch)
             prefetch = self._prefetch if record is None else None
             self._prefetch = None if record is None else self._prefetch
         if record is None:
-            return self._prefetch_work(engine, method, prefetch) if prefetch is not None else None
-        return self._record_work(engine, method, record, indices)
+            return self._prefetch_work(method, prefetch) if prefetch is not None else None
+        return self._record_work(method, record, indices)
 
-    def _record_work(self, engine: Any, method: str, record: Record, indices: list[int],
+    def _record_work(self, method: str, record: Record, indices: list[int],
                      on_worker: bool = True) -> Callable[[Any, threading.Event | None], None]:
-        language = record.language
-
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
             units = rows = None
             error = None
@@ -271,10 +261,10 @@ class AttributionQueue:
                     self._running = (record.id, frozenset(indices))
             try:
                 if record.units is None:
-                    units = engine.context_units(lm, record.scored, language)
+                    units = attribution.context_units(lm, record.scored)
                 wanted = [i for i in indices if i >= 0 and i not in record.scored.attribution]
                 if wanted:
-                    rows = engine.attribute_rows(lm, record.scored, wanted, method=method, cancel=cancel, language=language)
+                    rows = attribution.attribute_rows(lm, record.scored, wanted, method=method, cancel=cancel)
             except Exception as exc:
                 if cancel is None or not cancel.is_set():
                     # a failing method must not loop on the same tokens forever
@@ -297,9 +287,7 @@ class AttributionQueue:
 
         return work
 
-    def _prefetch_work(self, engine: Any, method: str, prefetch: tuple[Any, str | None],
-                       on_worker: bool = True) -> Callable[[Any, threading.Event], None]:
-        scored, language = prefetch
+    def _prefetch_work(self, method: str, scored: Any, on_worker: bool = True) -> Callable[[Any, threading.Event], None]:
 
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
             self._prefetch_running = True
@@ -308,8 +296,8 @@ class AttributionQueue:
                     self._running = (scored.id, None)
             missing = [i for i in range(len(scored.tokens)) if i not in scored.attribution]
             try:
-                units = engine.context_units(lm, scored, language)
-                rows = engine.attribute_rows(lm, scored, list(range(len(scored.tokens))), method=method, cancel=cancel, language=language)
+                units = attribution.context_units(lm, scored)
+                rows = attribution.attribute_rows(lm, scored, list(range(len(scored.tokens))), method=method, cancel=cancel)
             except Exception:
                 log.exception("attribution of an offered completion failed")
                 return
@@ -321,7 +309,7 @@ class AttributionQueue:
             if cancel is not None and cancel.is_set() and len(rows) < len(scored.tokens):
                 with self._lock:  # cut short by interactive work: try again unless a newer offer came
                     if self._prefetch is None:
-                        self._prefetch = (scored, language)
+                        self._prefetch = scored
             new = {i: rows[i] for i in missing if i in rows}
             if new:
                 self._loop.call_soon_threadsafe(self._prefetched, scored, units, new, method)
@@ -339,7 +327,7 @@ class AttributionQueue:
     def _light_ready(self, scored: Any, missing: list[int] | None = None) -> bool:
         """Whether the `missing` rows of `scored` (default: all) can be made from what generation
         read (no forward); with no row missing, only the units are left, which need no model."""
-        if self.model() is None or attribution_engine() is None:
+        if self.model() is None:
             return False
         missing = list(range(len(scored.tokens))) if missing is None else missing
         if not missing:
@@ -355,12 +343,11 @@ class AttributionQueue:
         missing = [i for i in range(len(scored.tokens)) if i not in scored.attribution or scored.attribution_method != method]
         if method == "none" or (not missing and record.units is not None) or not self._light_ready(scored, missing):
             return False
-        engine = attribution_engine()
         with self._lock:
             self._records.setdefault(record.id, record)
             self._pending.pop(record.id, None)  # the worker has nothing left to do for it
             self._urgent = [(r, i) for r, i in self._urgent if r != record.id]
-        self._start_light(record.id, self._record_work(engine, method, record, missing or [-1], on_worker=False))
+        self._start_light(record.id, self._record_work(method, record, missing or [-1], on_worker=False))
         return True
 
     def _start_light(self, key: str, work: Callable[[Any, threading.Event | None], None]) -> None:

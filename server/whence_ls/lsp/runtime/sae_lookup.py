@@ -46,7 +46,7 @@ class SaeLookup:
             sae_set, feature_index = load_for(lm)
             if sae_set is None:
                 return []
-            return token_features(lm, sae_set, feature_index, record.scored, index, unit_map(record.scored, record.language),
+            return token_features(lm, sae_set, feature_index, record.scored, index, unit_map(record.scored),
                                   cancel=cancel)
 
         found = await self._run_model(work, priority=URGENT, preemptible=True)

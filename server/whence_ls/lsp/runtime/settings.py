@@ -5,18 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-ATTRIBUTION_CHOICES = (
-    "input_x_gradient",
-    "gradient_norm",
-    "integrated_gradients",
-    "attention_rollout",
-    "value_norm",
-    "calibrated_attention",
-    "ablation",
-    "occlusion",
-    "contrastive",
-    "none",
-)
+from whence_ls.engine.attribution.catalogue import METHODS
+
+ATTRIBUTION_CHOICES = (*METHODS, "none")
 
 # protocol key -> dataclass field
 _KEYS = {

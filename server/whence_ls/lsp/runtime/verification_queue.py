@@ -112,12 +112,10 @@ class VerificationQueue:
             for other, state in self._states.items():
                 if other != record_id:
                     state.prefix = None  # one record's keys and values held at a time (~50 MB at 1k tokens)
-        language = record.language
-
         def work(lm: Any, cancel: threading.Event | None = None) -> None:
             rows, error = None, None
             try:
-                rows, state = verify_record(lm, record.scored, language, cancel=cancel, state=self._states.get(record_id))
+                rows, state = verify_record(lm, record.scored, cancel=cancel, state=self._states.get(record_id))
                 with self._lock:
                     if record_id in self._order:  # not forgotten meanwhile
                         if rows is None:

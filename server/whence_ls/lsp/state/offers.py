@@ -19,7 +19,6 @@ class Offer:
     scored: ScoredText  # its own copy: accepting it turns it into a record that gets mutated
     uri: str
     mark: int  # document edit mark when the text was read
-    language: str | None
     created: float = field(default_factory=time.time)
     shown_at: float | None = None
 
@@ -32,13 +31,13 @@ class OfferBook:
     def __init__(self) -> None:
         self._offers: OrderedDict[str, Offer] = OrderedDict()
 
-    def add(self, template: ScoredText, uri: str, mark: int, language: str | None) -> Offer:
+    def add(self, template: ScoredText, uri: str, mark: int) -> Offer:
         # the live rows are read-only tensors (megabytes for a long completion): shared, not copied
         scored = copy.deepcopy(template, memo={id(template.live_rows): template.live_rows})
         scored.id = uuid.uuid4().hex[:12]
         scored.attribution = {}
         scored.attribution_method = None
-        offer = Offer(scored, uri, mark, language)
+        offer = Offer(scored, uri, mark)
         self._offers[offer.id] = offer
         while len(self._offers) > MAX_OFFERS:
             self._offers.popitem(last=False)

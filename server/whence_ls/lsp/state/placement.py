@@ -38,7 +38,6 @@ class Pending:
     anchor: int  # document offset at `mark` where the text should begin
     mark: int  # edit mark the anchor belongs to
     generation_mark: int  # edit mark of the text the record was computed from
-    language: str | None
     expires: float
     skip: int = 0  # the text begins this many characters after the anchor
     # regenerated text was computed from the document as it is right after its own edit
@@ -84,7 +83,7 @@ class Placement:
         if start is None:
             return None
         mark = document.mark() if pending.mark_at_placement else pending.generation_mark
-        record = Record.place(pending.scored, pending.uri, start, pending.language, mark)
+        record = Record.place(pending.scored, pending.uri, start, mark)
         self.adopt(record)
         # an accepted text: from here on, what of it stays is recorded (retention)
         self.session.retention.follow(record, pending.expires - PENDING_SECONDS)
@@ -108,7 +107,7 @@ class Placement:
         if session.attribution is not None:
             session.attribution.forget(record)
 
-    async def log_acceptance(self, scored: "ScoredText", uri: str, line: int, language: str | None, kind: str) -> None:
+    async def log_acceptance(self, scored: "ScoredText", uri: str, line: int, kind: str) -> None:
         session = self.session
         if session.provenance is None:
             return
@@ -121,7 +120,7 @@ class Placement:
             "accepted_at": time.time(),
             "uri": uri,
             "start_line": line,
-            "language": language,
+            "language": scored.context.language,
             "model": scored.model,
             "device": scored.device,
             "text": scored.text,

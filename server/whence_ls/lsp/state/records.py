@@ -10,63 +10,18 @@ text is deleted or rewritten as a whole is dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from whence_ls.engine.records import ScoredText
 from whence_ls.sourcefile import source_label
 
 from whence_ls.lsp.text.documents import Edit, map_end, map_start
 
+if TYPE_CHECKING:  # the engine's source type; importing its module at run time would import torch
+    from whence_ls.engine.attribution.units import ContextUnit
+
 # a long session must not grow without bound; the oldest records of a document go first
 MAX_RECORDS_PER_DOCUMENT = 200
-
-
-@dataclass
-class Unit:
-    """A source the attribution scores point at: a context line (or a statement over a few
-    lines), its code trimmed. `identifiers` are the sub-sources on it; their scores start at
-    index `first_identifier` of a row's `identifier_scores`."""
-
-    text: str
-    start: int
-    end: int
-    identifiers: tuple[str, ...] = ()
-    first_identifier: int = 0
-    # another file's snippet: its path and URI, and `line` (0-based) there; its offsets are that
-    # file's and never move with this document's edits. None for the document's own lines.
-    path: str | None = None
-    uri: str | None = None
-    line: int | None = None
-    below: bool = False  # after the cursor the completion was made at (FIM)
-
-    def place(self, document) -> tuple[str, str, int]:
-        """(label, link target, 1-based line) for a view: `line 12`, `line 40 (below)` or
-        `utils.py:12`."""
-        if self.path is not None:
-            line = (self.line or 0) + 1
-            return source_label(line, self.path), f"{self.uri or self.path}#L{line}", line
-        line = document.position_at(self.start)[0] + 1
-        return source_label(line, below=self.below), f"{document.uri}#L{line}", line
-
-
-def strongest_sources(row: Any, limit: int | None = None) -> list[tuple[int, float]]:
-    """The sources a view shows for an attribution row, strongest first (`row.top`: by size, or
-    by sign for a signed method), and for a signed method only those that supported the token:
-    the hover and the tint agree because both read this."""
-    return [(u, score) for u, score in row.top(len(row.scores) if limit is None else limit) if score > 0 or row.rank_by_abs]
-
-
-def units_from_engine(units: list[Any]) -> list[Unit]:
-    """The engine's sources as the records keep them (identifier texts, and where their scores
-    start in a row's flat `identifier_scores`)."""
-    result, first = [], 0
-    for unit in units:
-        names = tuple(i.text for i in getattr(unit, "identifiers", ()))
-        result.append(Unit(unit.text, unit.start, unit.end, names, first, path=getattr(unit, "path", None),
-                           uri=getattr(unit, "uri", None), line=getattr(unit, "line", None),
-                           below=getattr(unit, "role", "prefix") == "suffix"))
-        first += len(names)
-    return result
 
 
 @dataclass
@@ -76,10 +31,13 @@ class Record:
     start: int
     end: int
     spans: list[list[int]]  # current [start, end) of each token
-    language: str | None
     mark: int = 0  # document edit mark of the text the record was computed from
     edited: set[int] = field(default_factory=set)
-    units: list[Unit] | None = None  # None until the worker computed them
+    # the sources attribution rows are over: the engine's, as it made them (None until the
+    # worker computed them); `unit_spans` holds where each is in the document now (a snippet of
+    # another file keeps its offsets there, which this document's edits do not move)
+    units: list["ContextUnit"] | None = None
+    unit_spans: list[list[int]] = field(default_factory=list)
     trace_hits: list[dict[str, Any]] | None = None  # None: not searched (yet)
     trace_note: str = ""  # why there are no hits: no index, error, ...
     # the typed part of the word the first token wrote (token healing: `tot` typed, the token
@@ -95,12 +53,34 @@ class Record:
     def kind(self) -> str:
         return self.scored.kind
 
+    @property
+    def language(self) -> str | None:
+        """The document's language when the record was computed: its context's."""
+        return self.scored.context.language
+
     @classmethod
-    def place(cls, scored: ScoredText, uri: str, start: int, language: str | None, mark: int) -> "Record":
+    def place(cls, scored: ScoredText, uri: str, start: int, mark: int) -> "Record":
         """A record for `scored` whose text now begins at document offset `start`; `mark` is
         the edit mark of the document text it was computed from (its context offsets)."""
         spans = [[start + t.start, start + t.end] for t in scored.tokens]
-        return cls(scored=scored, uri=uri, start=start, end=start + len(scored.text), spans=spans, language=language, mark=mark)
+        return cls(scored=scored, uri=uri, start=start, end=start + len(scored.text), spans=spans, mark=mark)
+
+    def set_units(self, units: list["ContextUnit"], spans: list[list[int]]) -> None:
+        self.units, self.unit_spans = list(units), spans
+
+    def place_of(self, unit_index: int, document) -> tuple[str, str, int]:
+        """(label, link target, 1-based line) of a source for a view: `line 12`, `line 40 (below)`
+        or `utils.py:12`."""
+        unit = self.units[unit_index]
+        if unit.path is not None:
+            line = (unit.line or 0) + 1
+            return source_label(line, unit.path), f"{unit.uri or unit.path}#L{line}", line
+        line = document.position_at(self.unit_spans[unit_index][0])[0] + 1
+        return source_label(line, below=unit.role == "suffix"), f"{document.uri}#L{line}", line
+
+    def first_identifier(self, unit_index: int) -> int:
+        """Where the identifiers of source `unit_index` start in a row's flat `identifier_scores`."""
+        return sum(len(unit.identifiers) for unit in self.units[:unit_index])
 
     def hover_span(self, index: int) -> tuple[int, int]:
         """Where token `index` reads in the document: its span, and for the first token the
@@ -153,9 +133,9 @@ class Record:
         for span in self.spans:
             span[0], span[1] = map_start(span[0], edit), map_end(span[1], edit)
         if self.units is not None:
-            for unit in self.units:
+            for unit, span in zip(self.units, self.unit_spans):
                 if unit.path is None:  # another file's lines do not move with this document
-                    unit.start, unit.end = map_start(unit.start, edit), map_end(unit.end, edit)
+                    span[0], span[1] = map_start(span[0], edit), map_end(span[1], edit)
 
 
 class RecordStore:

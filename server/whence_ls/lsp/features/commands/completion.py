@@ -40,12 +40,12 @@ class CompletionCommands:
         anchor = document.map_offset(offer.scored.doc_start, offer.mark) if document is not None else None
         if document is None or anchor is None:
             raise _invalid(f"{offer.uri} is no longer open; the completion cannot be placed")
-        pending = Pending(offer.scored, offer.uri, anchor, document.mark(), offer.mark, offer.language, time.time() + PENDING_SECONDS)
+        pending = Pending(offer.scored, offer.uri, anchor, document.mark(), offer.mark, time.time() + PENDING_SECONDS)
         record = self.session.placement.place(pending)
         if record is None:
             self.session.placement.wait_for_text(pending)
         line = document.position_at(record.start if record else anchor)[0]
-        await self.session.placement.log_acceptance(offer.scored, offer.uri, line, offer.language, "completion")
+        await self.session.placement.log_acceptance(offer.scored, offer.uri, line, "completion")
         end = record.end if record is not None else None
         if end is not None:
             for hook in session.accept_hooks:
@@ -66,7 +66,7 @@ class CompletionCommands:
         candidates = [i for i in live if choices[i] is not None]
         if not candidates:
             raise _invalid("no unedited token with an alternative to regenerate from")
-        index = min(candidates, key=lambda i: record.scored.tokens[i].logprob)
+        index = record.scored.least_confident_first(candidates)[0]
         token = record.scored.tokens[index]
         replacement = choices[index]
         cut, tail_end = record.spans[index][0], record.end
@@ -89,11 +89,11 @@ class CompletionCommands:
         edit = types.WorkspaceEdit(changes={uri: [types.TextEdit(range=session.range(document, cut, tail_end), new_text=new_text)]})
         # the generated part becomes a record of its own, placed when the edit lands: it will
         # begin right after the runner-up text at `cut`
-        pending = Pending(scored, uri, cut, document.mark(), mark, language, time.time() + PENDING_SECONDS,
+        pending = Pending(scored, uri, cut, document.mark(), mark, time.time() + PENDING_SECONDS,
                           skip=len(replacement), mark_at_placement=True)
         self.session.placement.wait_for_text(pending)
         line = document.position_at(cut)[0]
-        await self.session.placement.log_acceptance(scored, uri, line, language, "regenerated")
+        await self.session.placement.log_acceptance(scored, uri, line, "regenerated")
         result = await session.client.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label="whence: regenerate"))
         if result is not None and not result.applied:
             self.session.placement.withdraw(pending)

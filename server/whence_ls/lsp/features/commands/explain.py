@@ -67,7 +67,7 @@ class ExplainCommands:
         for old in session.records.for_uri(uri):
             if old.kind == "explanation" and old.start == position and old.end == position + len(scored.text):
                 self.session.placement.forget(old)  # explaining a line again replaces its earlier explanation
-        record = Record.place(scored, uri, position, language, mark)
+        record = Record.place(scored, uri, position, mark)
         self.session.placement.adopt(record)
         return {"recordId": record.id, "range": session.range_json(document, record.start, record.end)}
 
@@ -87,7 +87,7 @@ class ExplainCommands:
         runner = token.runner_up()
         if runner is None:
             raise _invalid("this token has no runner-up to compare with")
-        scored, language = record.scored, record.language
+        scored = record.scored
 
         def work(lm: Any, cancel: Any):
             import copy
@@ -97,27 +97,28 @@ class ExplainCommands:
             # a copy: the record keeps the rows of its own method
             probe = copy.copy(scored)
             probe.attribution, probe.attribution_method = {}, None
-            units = context_units(lm, probe, language)
-            return units, attribute_rows(lm, probe, [index], "contrastive", cancel, language=language).get(index)
+            units = context_units(lm, probe)
+            return units, attribute_rows(lm, probe, [index], "contrastive", cancel).get(index)
 
         answer = await session.run_model(work)
         if answer is None or answer[1] is None:
             raise _invalid(f"the model is not ready ({session.status.message})")
         units, row = answer
         document = session.documents.get(record.uri)
-        shown = record.units if record.units is not None else None
+        placed = record.units is not None and len(record.units) == len(units)  # else: offsets of the text it was made from
         sources = []
         for unit_index, score in row.top(3):
             if score <= 0:
                 continue
-            unit = shown[unit_index] if shown is not None and unit_index < len(shown) else units[unit_index]
-            if getattr(unit, "path", None) is not None:
+            unit = units[unit_index]
+            if unit.path is not None:
                 line, label = unit.line, source_label((unit.line or 0) + 1, unit.path)
             else:
-                line = document.position_at(unit.start)[0] if document is not None else None
+                start = record.unit_spans[unit_index][0] if placed else unit.start
+                line = document.position_at(start)[0] if document is not None else None
                 label = source_label(line + 1) if line is not None else None
             sources.append({"line": line, "text": unit.text.splitlines()[0][:80], "score": round(score, 4),
-                            **({"path": unit.path} if getattr(unit, "path", None) else {}), "label": label})
+                            **({"path": unit.path} if unit.path else {}), "label": label})
         listed = "; ".join(f"{s['label']}: {s['text']}" for s in sources if s["label"] is not None) or "no line stood out"
         message = f"whence: why {token.text.strip() or repr(token.text)!s} and not {runner.text.strip() or repr(runner.text)}: {listed}"
         session.client.window_show_message(types.ShowMessageParams(type=types.MessageType.Info, message=message))
