@@ -18,6 +18,7 @@ from whence_ls.lsp.protocol.names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MA
                                           TOKEN_METHOD, TRACED_SOURCE_METHOD)
 from whence_ls.lsp.state.records import Record, strongest_sources
 from whence_ls.lsp.state.trace_search import NoIndex
+from whence_ls.report.matrix_view import matrix_view
 
 if TYPE_CHECKING:
     from whence_ls.lsp.text.documents import Document
@@ -133,7 +134,7 @@ class CustomRequestsFeature:
         if engine is None:
             note = "attribution is not available in this installation"
         error = queue.errors.get(record.id) if queue is not None else None
-        return {
+        answer = {
             "recordId": record.id,
             "method": method,
             "note": f"attribution failed: {error}" if error else note,
@@ -151,6 +152,9 @@ class CustomRequestsFeature:
             "lines": completion_lines(document, record),
             "docs": _DOCS.as_uri() if _DOCS.is_file() else None,
         }
+        # the lines, ranked columns and row truth every client renders, made here once
+        answer["view"] = matrix_view(answer)
+        return answer
 
     async def feature_page(self, params: Any) -> dict[str, Any] | None:
         """One SAE feature: its label, induction mark, how often it fires, its top snippets from
@@ -203,8 +207,7 @@ class CustomRequestsFeature:
             return None
         found = self._find(object_params(params, "{textDocument: {uri}, position | recordId}"))
         title = found[0].uri.rsplit("/", 1)[-1] if found is not None else "completion"
-        code_lines = {entry["line"]: entry["text"] for entry in matrix["lines"]}
-        return {"html": render_matrix_html(matrix, title=title, code_lines=code_lines)}
+        return {"html": render_matrix_html(matrix, title=title)}
 
     async def token_attribution(self, params: Any) -> dict[str, Any] | None:
         session = self.session
