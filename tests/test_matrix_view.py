@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from html import escape
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +165,55 @@ def test_the_view_of_a_tiny_model_record_is_what_explain_html_renders(tiny_model
     cells = header.split('<th class="col"><div>')[1:]
     labels = [data["units"][u]["label"] for u in expected]
     assert len(cells) == len(labels) and all(cell.startswith(escape(label) + " ") for cell, label in zip(cells, labels)), (cells, labels)
+
+
+# The panel's client tests (client-vscode/test/matrixHtml.test.ts) render answers as this server
+# sends them: each case here with the view `matrix_view` makes of it. The test below keeps the
+# file equal to what the server would send; WHENCE_WRITE_FIXTURES=1 rewrites it.
+FIXTURES = Path(__file__).resolve().parents[1] / "client-vscode" / "test" / "fixtures" / "matrix-views.json"
+
+
+def fixture_cases() -> dict[str, dict]:
+    cases: dict[str, dict] = {"sample": sample()}
+    cases["done"] = {**sample(), "scores": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}
+    cases["none"] = {**sample(), "scores": [None, None, None]}
+    cases["positive"] = {**sample(), "scores": [[0.5, 0.3, 0.2], [0.1, 0.8, 0.1], None]}
+    units = [{"text": f"value_{k} = {k}", "range": _range(k, 0, 5), "label": f"line {k + 1}"} for k in range(30)]
+    cases["thirty"] = {"recordId": "r", "method": "gradient_norm", "note": None, "units": units,
+                       "tokens": [{"text": "x", "range": _range(40, 0, 1), "prob": 0.5}],
+                       "scores": [[(k + 1) / 465 for k in range(30)]]}  # unit 29 strongest
+    other = sample()
+    other["units"][2] = {"text": "def human_bytes(n):", "label": "pkg/utils.py:12", "path": "pkg/utils.py",
+                         "uri": "file:///w/pkg/utils.py", "line": 11}
+    cases["otherFile"] = other
+    edited = sample()
+    edited["tokens"][1]["edited"] = True
+    cases["editedToken"] = edited
+    zero = sample()
+    zero["tokens"][2]["range"] = _range(3, 12, 12)
+    cases["zeroWidth"] = zero
+    edited_unscored = sample()
+    edited_unscored["tokens"][2]["edited"] = True
+    cases["editedUnscored"] = edited_unscored
+    cases["asRead"] = {**sample(), "tokens": [{"text": "al", "range": _range(3, 11, 13), "prob": 0.2},
+                                              {"text": " = 1", "range": _range(3, 13, 17), "prob": 0.9}],
+                       "scores": [[0.5, -0.3, 0.2], None], "lines": [{"line": 3, "text": "        total = 1"}]}
+    cases["verified"] = {**sample(), "verified": [
+        {"masks": 16, "mode": "tail 128", "sameTop": True, "rankInEstimate": 1, "estimateLds": 0.41},
+        {"masks": 16, "sameTop": False, "rankInEstimate": 3}, None]}
+    cases["verifying"] = {**sample(), "verified": [None, {"masks": 16, "sameTop": True}, None], "verifying": True}
+    # the view says column 2 is strongest although the scores do not: the panel must follow the view
+    disagreeing = sample()
+    view = matrix_view(disagreeing)
+    view["columns"] = [2, 1]
+    cases["viewDecides"] = {**disagreeing, "view": view}
+    return {name: case if "view" in case else {**case, "view": matrix_view(case)} for name, case in cases.items()}
+
+
+def test_the_client_fixtures_are_the_views_this_server_sends():
+    cases = fixture_cases()
+    if os.environ.get("WHENCE_WRITE_FIXTURES") == "1":
+        FIXTURES.parent.mkdir(exist_ok=True)
+        FIXTURES.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert json.loads(FIXTURES.read_text(encoding="utf-8")) == json.loads(json.dumps(cases)), \
+        f"{FIXTURES} is stale: rerun this test with WHENCE_WRITE_FIXTURES=1"
