@@ -80,6 +80,23 @@ async def test_an_explained_line_is_verified_and_the_hover_and_matrix_say_so(cli
     assert tint["verified"]["masks"] == VERIFY_MASKS
 
 
+async def test_a_watched_records_notifications_carry_its_matrix_so_a_panel_updates_without_asking(client: LanguageClient):
+    """A panel asks with `watch: true`; the record's later rowsReady (here the verified rows)
+    carry the whole answer, view included, equal to what a fresh request returns."""
+    uri = fresh(client, "watched.py")
+    answer = await execute(client, "whence.explainLine", {"uri": uri, "line": 6})
+    record_id = answer["recordId"]
+    watched = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id, "watch": True})
+    assert watched["view"]["lines"] and watched["view"]["columns"] is not None
+    note = await verified_note(client, record_id)
+    assert "matrix" in note, "the verified rows of the watched record came without its matrix"
+    pushed = note["matrix"]
+    assert pushed["recordId"] == record_id and all(c is not None for c in pushed["verified"])
+    fetched = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
+    assert pushed == fetched
+    assert pushed["view"]["summary"] == f"every row verified by {VERIFY_MASKS} ablations"
+
+
 async def test_with_verification_off_the_hover_says_estimated(client: LanguageClient):
     await execute_settings(client, {"verifyRows": False})
     try:

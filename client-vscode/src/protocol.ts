@@ -142,12 +142,19 @@ export interface RowsReady {
   verified?: boolean;
   /** The record's rows failed; no more will come. */
   error?: string;
+  /**
+   * The record's whole `whence/attributionMatrix` answer as it is now, sent only for the record a
+   * panel watches (`watch: true` in the request): the panel renders it without asking again.
+   */
+  matrix?: AttributionMatrix;
 }
 
 export interface AttributionMatrixParams {
   textDocument: { uri: string };
   position?: LspPosition;
   recordId?: string;
+  /** An open panel shows this record: its later rowsReady notifications carry the matrix. */
+  watch?: boolean;
 }
 
 export interface ScoredUnit {

@@ -1,7 +1,8 @@
 """The `whence/...` requests: status, attribution matrix, token attribution (editor tinting),
 traced source; and the `whence/rowsReady` notification, which tells the client that rows it may
 be showing as pending have arrived (so a client refreshes when there is something new, rather
-than polling). Positions and ranges are LSP ones, like everywhere else."""
+than polling); for the record an open matrix panel watches it carries the whole matrix, so the
+panel updates without asking. Positions and ranges are LSP ones, like everywhere else."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ _DOCS = Path(__file__).resolve().parents[4] / "docs" / "bench-attribution.md"
 class CustomRequestsFeature:
     def __init__(self, session: "Session") -> None:
         self.session = session
+        # the record an open matrix panel shows (`watch` in whence/attributionMatrix): its
+        # rowsReady notifications carry the whole answer; no other record's pay for building one
+        self.watched: str | None = None
 
     def register(self, server: "LanguageServer") -> None:
         ls = server
@@ -67,6 +71,10 @@ class CustomRequestsFeature:
             body["verified"] = True
         if error:
             body["error"] = error
+        if record.id == self.watched and record.units is not None:
+            document = session.documents.get(record.uri)
+            if document is not None:
+                body["matrix"] = self._matrix_answer(document, record)
         try:
             if session.client.protocol.writer is not None:
                 session.client.protocol.notify(ROWS_READY_METHOD, body)
@@ -110,16 +118,29 @@ class CustomRequestsFeature:
         return (document, on_line[0], None) if on_line else None
 
     async def attribution_matrix(self, params: Any) -> dict[str, Any] | None:
+        """The record's matrix with its `view`. With `watch: true` (an open panel) the record's
+        later `whence/rowsReady` notifications carry the whole answer, so the panel updates
+        without asking again; one record is watched at a time, the last one asked for."""
         session = self.session
-        found = self._find(object_params(params, "{textDocument: {uri}, position | recordId}"))
+        body = object_params(params, "{textDocument: {uri}, position | recordId, watch?}")
+        found = self._find(body)
         if found is None:
             return None
         document, record, _ = found
+        if body.get("watch") is True:
+            self.watched = record.id
+        queue = session.attribution
+        units = record.units
+        if units is None and queue is not None and session.attribution_method() != "none":
+            await queue.wait_units(record, WAIT_S)
+        return self._matrix_answer(document, record)
+
+    def _matrix_answer(self, document: "Document", record: Record) -> dict[str, Any]:
+        """What `whence/attributionMatrix` answers, from what the record has now (no waiting)."""
+        session = self.session
         queue = session.attribution
         method = session.attribution_method()
         units = record.units
-        if units is None and queue is not None and method != "none":
-            units = await queue.wait_units(record, WAIT_S)
         rows, checks = [], []
         verification = session.verification
         for index in range(len(record.scored.tokens)):
