@@ -139,6 +139,11 @@ def test_the_exported_page_shows_the_views_columns_and_lines_and_ranks_nothing_i
     header = page.split("<thead>")[1].split("</thead>")[0]
     assert header.index("third place") < header.index("first place") and "second place" not in header
     assert "the line as the view names it" in page
+    # pointing at a line lights the sources by the view's line row, not by a mean made in the page
+    view["lines"][0]["scores"] = [0.9, 0.0, -0.1]
+    page = render_matrix_html({**matrix, "view": view}, title="t.py")
+    data = json.loads(page.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    assert data["lines"] == [[0.9, 0.0, -0.1]] and 'data-line="0"' in page
     with pytest.raises(KeyError):
         render_matrix_html(copy.deepcopy(matrix), title="t.py")  # no view, no page: it never ranks
 

@@ -43,15 +43,9 @@ td.cell { text-align: center; min-width: 30px; }
 _SCRIPT = """
 const data = JSON.parse(document.getElementById('data').textContent);
 const sources = document.getElementById('sources');
-const rowOf = (indices) => {
-  const rows = indices.map((i) => data.scores[i]).filter((r) => r);
-  if (!rows.length) return null;
-  return data.units.map((_, u) => rows.reduce((s, r) => s + (r[u] || 0), 0) / rows.length);
-};
-function show(indices, element) {
+function show(row, element) {
   document.querySelectorAll('.active').forEach((e) => e.classList.remove('active'));
   element.classList.add('active');
-  const row = rowOf(indices);
   const max = row ? Math.max(...row.map(Math.abs)) || 1 : 1;
   document.querySelectorAll('.source').forEach((div) => {
     const u = Number(div.dataset.unit);
@@ -61,10 +55,11 @@ function show(indices, element) {
     div.querySelector('.share').textContent = Math.abs(v) >= 0.005 ? (v < 0 ? '−' : '') + Math.round(Math.abs(v) * 100) + '%' : '';
   });
 }
-document.querySelectorAll('.target').forEach((el) => el.addEventListener('mouseenter', () => show(JSON.parse(el.dataset.tokens), el)));
-document.querySelectorAll('.token').forEach((el) => el.addEventListener('mouseenter', (e) => { e.stopPropagation(); show([Number(el.dataset.token)], el); }));
+// a line's row is the view's (the mean of its token rows, made on the server); a token's is its own
+document.querySelectorAll('.target').forEach((el) => el.addEventListener('mouseenter', () => show(data.lines[Number(el.dataset.line)], el)));
+document.querySelectorAll('.token').forEach((el) => el.addEventListener('mouseenter', (e) => { e.stopPropagation(); show(data.scores[Number(el.dataset.token)], el); }));
 const first = document.querySelector('.target');
-if (first) show(JSON.parse(first.dataset.tokens), first);
+if (first) show(data.lines[Number(first.dataset.line)], first);
 """
 
 TOP_COLUMNS = 20
@@ -87,14 +82,14 @@ def render_matrix_html(matrix: dict[str, Any], *, title: str) -> str:
         for u in weighted
     ) or '<p class="muted">no source has any weight yet</p>'
     target_html = []
-    for entry in view["lines"]:
+    for k, entry in enumerate(view["lines"]):
         line, indices = entry["line"], entry["tokens"]
         pieces = "".join(
             f'<span class="token" data-token="{i}" title="p = {tokens[i]["prob"]:.2f}">{html.escape(tokens[i]["text"].replace(chr(10), ""))}</span>'
             for i in indices
         )
         label = f"line {line + 1}"
-        target_html.append(f'<div class="target code" data-tokens="{json.dumps(indices)}"><span class="muted">{label}</span>  {pieces}</div>')
+        target_html.append(f'<div class="target code" data-line="{k}"><span class="muted">{label}</span>  {pieces}</div>')
     header = "".join(f'<th class="col"><div>{html.escape(places[u])} {html.escape(view["codes"][u])}</div></th>' for u in columns)
     body = []
     for entry in view["lines"]:
@@ -105,7 +100,8 @@ def render_matrix_html(matrix: dict[str, Any], *, title: str) -> str:
             peak = max((abs(row[u]) for u in columns), default=0) or 1.0
             cells = "".join(_cell(row[u], peak) for u in columns)
         body.append(f'<tr><th class="code">{html.escape(code_label(text, 60))}</th>{cells}</tr>')
-    payload = json.dumps({"units": [{"label": place} for place in places], "scores": scores}).replace("<", "\\u003c")
+    payload = json.dumps({"units": [{"label": place} for place in places], "scores": scores,
+                          "lines": [entry["scores"] for entry in view["lines"]]}).replace("<", "\\u003c")
     note = html.escape(str(matrix.get("note") or ""))
     method = html.escape(str(matrix.get("method", "")).replace("_", " "))
     return f"""<!DOCTYPE html>
