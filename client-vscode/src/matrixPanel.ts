@@ -1,8 +1,9 @@
 // The "Show attribution matrix" webview. It asks the server for the matrix of the record under
 // the cursor (or a given record), watching it, and renders it with matrixHtml; the server's
 // `whence/rowsReady` for that record then carries the matrix as it now is (rows still computing
-// fill in as they arrive, with no polling and no second request; a notification without one,
-// from a server that does not push it, makes the panel ask again). It reveals units and tokens
+// fill in as they arrive, with no polling and no second request; `matrixFollows` says it comes
+// in the next one; a notification with neither, from a server that does not push it, makes the
+// panel ask again). It reveals units and tokens
 // in the editor when the page asks.
 
 import { randomBytes } from 'node:crypto';
@@ -81,6 +82,9 @@ export class AttributionMatrixPanel implements vscode.Disposable {
         this.render();
       }
       return;
+    }
+    if (rows.matrixFollows && !this.refreshing) {
+      return; // the server sends this record's matrix in a moment: no request for it
     }
     void this.refresh();
   }

@@ -147,6 +147,8 @@ export interface RowsReady {
    * panel watches (`watch: true` in the request): the panel renders it without asking again.
    */
   matrix?: AttributionMatrix;
+  /** The watched record's matrix comes in a later notification (the server builds it at most every 250 ms). */
+  matrixFollows?: boolean;
 }
 
 export interface AttributionMatrixParams {

@@ -31,6 +31,7 @@ export function parseRowsReady(payload: unknown): RowsReady | undefined {
     ...(body.verified === true ? { verified: true } : {}),
     ...(typeof body.error === 'string' ? { error: body.error } : {}),
     ...(isMatrixOf(body.matrix, body.recordId) ? { matrix: body.matrix } : {}),
+    ...(body.matrixFollows === true ? { matrixFollows: true } : {}),
   };
 }
 

@@ -43,4 +43,6 @@ test('the matrix a notification carries for a watched record is kept only when i
   assert.equal(parseRowsReady({ ...sample, matrix: { ...matrix, view: undefined } })?.matrix, undefined);
   assert.equal(parseRowsReady({ ...sample, matrix: { ...matrix, tokens: [] } })?.matrix, undefined);
   assert.deepEqual(parseRowsReady({ ...sample, matrix: 'x' }), sample);
+  assert.equal(parseRowsReady({ ...sample, matrixFollows: true })?.matrixFollows, true);
+  assert.equal(parseRowsReady({ ...sample, matrixFollows: 1 })?.matrixFollows, undefined);
 });

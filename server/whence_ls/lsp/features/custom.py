@@ -14,6 +14,7 @@ from lsprotocol import types
 
 from whence_ls.errors import WhenceError
 from whence_ls.lsp.runtime.attribution_queue import attribution_engine
+from whence_ls.lsp.runtime.matrix_push import WatchedMatrix
 from whence_ls.lsp.protocol.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
 from whence_ls.lsp.protocol.names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, ROWS_READY_METHOD, STATUS_METHOD,
                                           TOKEN_METHOD, TRACED_SOURCE_METHOD)
@@ -42,7 +43,7 @@ class CustomRequestsFeature:
         self.session = session
         # the record an open matrix panel shows (`watch` in whence/attributionMatrix): its
         # rowsReady notifications carry the whole answer; no other record's pay for building one
-        self.watched: str | None = None
+        self.watched_matrix = WatchedMatrix(self._current_matrix, lambda record: self.rows_ready(record, [], None))
 
     def register(self, server: "LanguageServer") -> None:
         ls = server
@@ -71,10 +72,7 @@ class CustomRequestsFeature:
             body["verified"] = True
         if error:
             body["error"] = error
-        if record.id == self.watched and record.units is not None:
-            document = session.documents.get(record.uri)
-            if document is not None:
-                body["matrix"] = self._matrix_answer(document, record)
+        self.watched_matrix.attach(record, body)
         try:
             if session.client.protocol.writer is not None:
                 session.client.protocol.notify(ROWS_READY_METHOD, body)
@@ -128,12 +126,18 @@ class CustomRequestsFeature:
             return None
         document, record, _ = found
         if body.get("watch") is True:
-            self.watched = record.id
+            self.watched_matrix.watch(record.id)
         queue = session.attribution
         units = record.units
         if units is None and queue is not None and session.attribution_method() != "none":
             await queue.wait_units(record, WAIT_S)
         return self._matrix_answer(document, record)
+
+    def _current_matrix(self, record: Record) -> dict[str, Any] | None:
+        """A watched record's matrix for its notification: none before its sources are known
+        (the panel shows its pending rows until then) or once its document is closed."""
+        document = self.session.documents.get(record.uri)
+        return self._matrix_answer(document, record) if document is not None and record.units is not None else None
 
     def _matrix_answer(self, document: "Document", record: Record) -> dict[str, Any]:
         """What `whence/attributionMatrix` answers, from what the record has now (no waiting)."""
