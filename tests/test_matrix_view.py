@@ -219,6 +219,7 @@ def test_the_client_fixtures_are_the_views_this_server_sends():
     cases = fixture_cases()
     if os.environ.get("WHENCE_WRITE_FIXTURES") == "1":
         FIXTURES.parent.mkdir(exist_ok=True)
-        FIXTURES.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        body = ",\n".join(f"{json.dumps(name)}: {json.dumps(case, ensure_ascii=False)}" for name, case in cases.items())
+        FIXTURES.write_text("{\n" + body + "\n}\n", encoding="utf-8")  # a case a line
     assert json.loads(FIXTURES.read_text(encoding="utf-8")) == json.loads(json.dumps(cases)), \
         f"{FIXTURES} is stale: rerun this test with WHENCE_WRITE_FIXTURES=1"
