@@ -60,6 +60,8 @@ async def test_accepted_rows_are_pushed_as_they_arrive_and_the_status_moves(clie
     announced = [i for n in notes for i in n["tokenIndexes"]]
     assert sorted(announced) == visible
     assert all(n["uri"] == uri and n["total"] == len(visible) for n in notes)
+    # no panel watches this record: the notifications stay small, no matrix is built for them
+    assert not any("matrix" in n for n in notes)
     # one row at a time: the count moves, and every announced row is in the matrix already
     assert [n["done"] for n in notes] == sorted(n["done"] for n in notes) and len(notes) >= 2
     assert all(matrix["scores"][i] is not None for i in visible)

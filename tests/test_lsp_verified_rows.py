@@ -80,6 +80,32 @@ async def test_an_explained_line_is_verified_and_the_hover_and_matrix_say_so(cli
     assert tint["verified"]["masks"] == VERIFY_MASKS
 
 
+async def test_a_watched_records_notifications_carry_its_matrix_so_a_panel_updates_without_asking(client: LanguageClient):
+    """A panel asks with `watch: true`; the record's later rowsReady (here the verified rows)
+    carry the whole answer, view included, equal to what a fresh request returns."""
+    uri = fresh(client, "watched.py")
+    answer = await execute(client, "whence.explainLine", {"uri": uri, "line": 6})
+    record_id = answer["recordId"]
+    watched = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id, "watch": True})
+    assert watched["view"]["lines"] and watched["view"]["columns"] is not None
+    note = await verified_note(client, record_id)
+    # the verified rows carry the matrix, or say it follows (a push less than 250 ms before)
+    assert "matrix" in note or note.get("matrixFollows"), "the verified rows of the watched record came without its matrix"
+    deadline = time.monotonic() + 10
+    while True:
+        mine = [n for n in client.rows_ready if n["recordId"] == record_id]
+        later = mine[mine.index(note):]
+        pushed = next((n["matrix"] for n in later if "matrix" in n), None)
+        if pushed is not None or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert pushed is not None, f"matrixFollows, but no matrix followed: {later}"
+    assert pushed["recordId"] == record_id and all(c is not None for c in pushed["verified"])
+    fetched = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
+    assert pushed == fetched
+    assert pushed["view"]["summary"] == f"every row verified by {VERIFY_MASKS} ablations"
+
+
 async def test_with_verification_off_the_hover_says_estimated(client: LanguageClient):
     await execute_settings(client, {"verifyRows": False})
     try:

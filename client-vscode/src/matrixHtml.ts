@@ -1,9 +1,11 @@
 // Renders a whence/attributionMatrix answer as the HTML of the matrix webview. Pure string
 // building, so it can be tested without VS Code; the panel only supplies the CSP source and nonce
-// and relays the two messages the page posts back (reveal a unit, reveal a token).
+// and relays the messages the page posts back (reveal a unit, reveal a token). The grouping by
+// line, the ranked columns, places and row truth are the server's `view` (report/matrix_view.py,
+// which the HTML export renders too): nothing is ranked or grouped here.
 
 import { formatShare, maxAbsScore, relativeIntensity, signOf } from './heat';
-import type { AttributionMatrix, MatrixToken } from './protocol';
+import type { AttributionMatrix } from './protocol';
 
 export interface MatrixPageOptions {
   /** Webview CSP source (`webview.cspSource`). */
@@ -41,68 +43,9 @@ export function visibleText(text: string): string {
 }
 
 
-/** A completion line: the row a reader sees first; its tokens are the rows it expands to. */
-export interface CompletionLine {
-  /** 0-based document line. */
-  line: number;
-  /**
-   * The line as it reads in the editor (the code before the cursor, then the completion's), or
-   * its generated code when the server does not say; whitespace collapsed.
-   */
-  text: string;
-  tokens: number[];
-  /** Mean of its computed token rows (each row's |values| sum to 1); null while none is computed. */
-  scores: number[] | null;
-  /** Tokens of the line still waiting for their row. */
-  pending: number;
-}
-
-export function completionLines(matrix: AttributionMatrix): CompletionLine[] {
-  const lines = new Map<number, CompletionLine>();
-  matrix.tokens.forEach((token, index) => {
-    const line = token.range.start.line;
-    let entry = lines.get(line);
-    if (!entry) {
-      entry = { line, text: '', tokens: [], scores: null, pending: 0 };
-      lines.set(line, entry);
-    }
-    entry.text += token.text;
-    entry.tokens.push(index);
-  });
-  const asRead = new Map((matrix.lines ?? []).map((line) => [line.line, line.text]));
-  for (const entry of lines.values()) {
-    // `total = …` where the user typed `tot` and the completion's own text is `al = …`
-    entry.text = (asRead.get(entry.line) ?? entry.text).replace(/\s+/g, ' ').trim();
-    const computed = entry.tokens.map((index) => matrix.scores[index] ?? null).filter((row): row is number[] => row !== null);
-    entry.pending = entry.tokens.filter(
-      (index) => (matrix.scores[index] ?? null) === null && !neverScored(matrix.tokens[index]),
-    ).length;
-    if (computed.length > 0) {
-      entry.scores = matrix.units.map((_, unit) => computed.reduce((sum, row) => sum + (row[unit] ?? 0), 0) / computed.length);
-    }
-  }
-  return [...lines.values()].filter((entry) => entry.text.length > 0 || entry.pending > 0).sort((a, b) => a.line - b.line);
-}
-
-/**
- * Every source with any weight, strongest first: weight is the sum of |share| over the computed
- * token rows, so the first columns are the lines that drove the completion most.
- */
-export function rankedUnitColumns(matrix: AttributionMatrix): number[] {
-  const weight = matrix.units.map((_, unit) => matrix.scores.reduce((sum, row) => sum + (row ? Math.abs(row[unit] ?? 0) : 0), 0));
-  return [...weight.keys()].filter((unit) => weight[unit] > 0).sort((a, b) => weight[b] - weight[a] || a - b);
-}
-
-/** A source's code as a column label: its first line, whitespace collapsed, at most `width` characters. */
-export function codeLabel(text: string, width = 36): string {
-  const first = (text.split(/\r\n|\r|\n/).find((line) => line.trim().length > 0) ?? '').replace(/\s+/g, ' ').trim();
-  return first.length > width ? `${first.slice(0, width - 1)}…` : first;
-}
-
-/** Where a source is: `line 12`, `line 40 (below)` or `utils.py:12`. */
-export function unitPlace(matrix: AttributionMatrix, unit: number): string {
-  const { label, range, line } = matrix.units[unit];
-  return label ?? (range ? `line ${range.start.line + 1}` : `line ${(line ?? 0) + 1}`);
+/** Text cut to `width` characters for a label (the server sends it already collapsed). */
+function truncate(text: string, width: number): string {
+  return text.length > width ? `${text.slice(0, width - 1)}…` : text;
 }
 
 /** Cell colour from the editor theme's chart colours, so it reads in light and dark themes. */
@@ -195,18 +138,19 @@ const SCRIPT = `
 
 export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageOptions): string {
   const visible = options.maxUnits ?? DEFAULT_COLUMNS;
-  const columns = rankedUnitColumns(matrix);
-  const lines = completionLines(matrix);
+  const view = matrix.view;
+  const columns = view.columns;
+  const lines = view.lines.filter((entry) => !entry.blank);
   const shown = columns.slice(0, visible);
   const lineRows = lines.map((entry) => entry.scores).filter((row): row is number[] => row !== null);
   const maxAbs = maxAbsScore(lineRows.flatMap((row) => shown.map((unit) => row[unit] ?? 0)));
-  const pendingCount = matrix.tokens.filter((token, index) => (matrix.scores[index] ?? null) === null && !neverScored(token)).length;
+  const pendingCount = view.pending;
   const extra = (k: number) => (k < visible ? '' : ' more-column hidden');
 
   const unitHeaders = columns
     .map((unit, k) => {
-      const code = codeLabel(matrix.units[unit].text);
-      const place = unitPlace(matrix, unit);
+      const code = view.codes[unit];
+      const place = view.places[unit];
       return `<th class="unit${extra(k)}" data-unit="${unit}" data-label="${escapeHtml(code)}" title="${escapeHtml(
         `${place}: ${matrix.units[unit].text.split('\n')[0].trim()} (click to reveal)`,
       )}"><span class="label"><span class="place">${escapeHtml(place)}</span> ${escapeHtml(code)}</span></th>`;
@@ -218,7 +162,7 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
       .map((unit, k) => {
         const score = scores[unit] ?? 0;
         const share = formatShare(score);
-        const readout = `${rowLabel}  \u2190  ${unitPlace(matrix, unit)} ${codeLabel(matrix.units[unit].text, 60)}:  ${share}`;
+        const readout = `${rowLabel}  \u2190  ${view.places[unit]} ${view.codes[unit]}:  ${share}`;
         const number = Math.abs(score) >= 0.05 ? String(Math.round(Math.abs(score) * 100)) : '';
         return `<td class="cell${extra(k)}" ${rowAttribute} data-unit="${unit}" data-share="${share}" data-readout="${escapeHtml(
           readout,
@@ -233,7 +177,7 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
     .map((entry) => {
       const head = `<th class="row" data-line="${entry.line}" data-open="false" title="${escapeHtml(
         `line ${entry.line + 1}: click to show its tokens`,
-      )}"><span class="toggle">▸</span>${escapeHtml(codeLabel(entry.text || '(whitespace)', 48))}</th>`;
+      )}"><span class="toggle">▸</span>${escapeHtml(truncate(entry.text || '(whitespace)', 48))}</th>`;
       const still = entry.pending > 0 ? `<td class="pending"><span class="spinner"></span>${entry.pending} computing…</td>` : '';
       const lineRow =
         entry.scores === null
@@ -245,7 +189,7 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
           const label = visibleText(token.text);
           const edited = token.edited === true;
           const scores = matrix.scores[index] ?? null;
-          const truth = scores === null ? null : rowTruth(matrix, index);
+          const truth = scores === null ? null : view.truth[index] ?? null;
           const header = `<th class="row" data-token="${index}" data-label="${escapeHtml(label)}" title="${escapeHtml(
             `p = ${token.prob.toFixed(3)}, ${positionLabel(token.range.start.line, token.range.start.character)}${
               edited ? ', edited since it was generated' : ''
@@ -254,12 +198,14 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
             edited ? 'edited' : token.prob.toFixed(2)
           }</span>${truth ? ` <span class="truth ${truth.mark === '✓' ? 'verified' : 'estimated'}">${truth.mark}</span>` : ''}</th>`;
           if (scores === null) {
-            const never = neverScored(token);
-            const why = never
-              ? edited
+            const state = view.rowStates[index];
+            const never = state === 'edited' || state === 'zero-width';
+            const why =
+              state === 'edited'
                 ? 'no attribution: edited since it was generated'
-                : 'no attribution: zero-width (re-produced the text before the cursor)'
-              : 'computing…';
+                : state === 'zero-width'
+                  ? 'no attribution: zero-width (re-produced the text before the cursor)'
+                  : 'computing…';
             return `<tr class="token-row pending collapsed" data-line="${entry.line}">${header}${pendingCell(why, !never)}</tr>`;
           }
           const tokenMax = maxAbsScore(shown.map((unit) => scores[unit] ?? 0));
@@ -287,7 +233,7 @@ export function renderMatrixHtml(matrix: AttributionMatrix, options: MatrixPageO
   ].join('');
   const hidden = columns.length - shown.length;
   const pendingNote = pendingCount > 0 ? ` · <span class="spinner"></span>${pendingCount} token rows computing…` : '';
-  const truthNote = verificationSummary(matrix) ? ` · ${escapeHtml(verificationSummary(matrix))} (✓ verified, ~ estimated)` : '';
+  const truthNote = view.summary ? ` · ${escapeHtml(view.summary)} (✓ verified, ~ estimated)` : '';
   const csp = ["default-src 'none'", `style-src ${options.cspSource} 'unsafe-inline'`, `script-src 'nonce-${options.nonce}'`].join('; ');
   const caveat = matrix.note ? `${escapeHtml(matrix.note.replace(/\.?\s*$/, '.'))} ` : '';
 
@@ -322,48 +268,6 @@ ${hidden > 0 ? `<button id="more">show ${Math.min(hidden, visible)} more sources
 </html>`;
 }
 
-/**
- * Whether a token's row is verified by ablation or estimated, as a short mark for its header and
- * a sentence for its tooltip (how far the estimate was from the verification).
- */
-export function rowTruth(matrix: AttributionMatrix, index: number): { mark: string; sentence: string } | null {
-  if (matrix.verified === undefined) {
-    return null; // an older server: it does not say
-  }
-  const check = matrix.verified?.[index] ?? null;
-  if (check === null) {
-    return { mark: '~', sentence: matrix.verifying ? 'estimated; verifying by ablation…' : 'estimated' };
-  }
-  let sentence = `verified by ${check.masks} ablations`;
-  if (check.sameTop === true) {
-    sentence += '; the estimate had the same top line';
-  } else if (typeof check.rankInEstimate === 'number') {
-    sentence += `; the estimate ranked this top line #${check.rankInEstimate}`;
-  }
-  if (typeof check.estimateLds === 'number') {
-    sentence += ` (estimate's LDS on these ablations ${check.estimateLds.toFixed(2)})`;
-  }
-  return { mark: '✓', sentence };
-}
-
-/** "5 of 8 rows verified by 16 ablations, the rest estimated", for the page's heading. */
-export function verificationSummary(matrix: AttributionMatrix): string {
-  const scored = matrix.tokens.map((_, index) => index).filter((index) => (matrix.scores[index] ?? null) !== null);
-  const checks = scored.map((index) => matrix.verified?.[index] ?? null).filter((c): c is NonNullable<typeof c> => c !== null);
-  if (scored.length === 0 || matrix.verified === undefined) {
-    return '';
-  }
-  const verifying = matrix.verifying ? ' (verifying by ablation…)' : '';
-  if (checks.length === 0) {
-    return `rows estimated${verifying}`;
-  }
-  const masks = [...new Set(checks.map((c) => c.masks))].join('/');
-  if (checks.length === scored.length) {
-    return `every row verified by ${masks} ablations`;
-  }
-  return `${checks.length} of ${scored.length} rows verified by ${masks} ablations, the rest estimated${verifying}`;
-}
-
 /** Parses a message from the page, rejecting anything that is not one of ours. */
 export function parseMatrixPageMessage(message: unknown, matrix: AttributionMatrix): MatrixPageMessage | undefined {
   if (typeof message !== 'object' || message === null) {
@@ -382,19 +286,10 @@ export function parseMatrixPageMessage(message: unknown, matrix: AttributionMatr
   return undefined;
 }
 
-/**
- * Tokens that never get a row: zero-width ones (their text only re-produced what was before the
- * cursor) and tokens the user edited.
- */
-export function neverScored(token: MatrixToken): boolean {
-  const { start, end } = token.range;
-  return token.edited === true || (start.line === end.line && start.character === end.character);
-}
-
 /** True while some rows are still being computed (or verified) by the server, i.e. worth asking again. */
 export function hasPendingRows(matrix: AttributionMatrix): boolean {
   // an estimated row that verification will replace counts too: its refresh is still to come
-  return matrix.verifying === true || matrix.tokens.some((token, index) => (matrix.scores[index] ?? null) === null && !neverScored(token));
+  return matrix.verifying === true || matrix.view.pending > 0;
 }
 
 /** True when two answers would render the same page (a refresh on rowsReady skips re-rendering then). */
@@ -405,6 +300,6 @@ export function sameMatrixContent(a: AttributionMatrix, b: AttributionMatrix | u
     a.method === b.method &&
     a.note === b.note &&
     a.verifying === b.verifying &&
-    JSON.stringify([a.tokens, a.units, a.scores, a.verified]) === JSON.stringify([b.tokens, b.units, b.scores, b.verified])
+    JSON.stringify([a.tokens, a.units, a.scores, a.verified, a.view]) === JSON.stringify([b.tokens, b.units, b.scores, b.verified, b.view])
   );
 }

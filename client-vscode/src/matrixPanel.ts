@@ -1,7 +1,10 @@
 // The "Show attribution matrix" webview. It asks the server for the matrix of the record under
-// the cursor (or a given record), renders it with matrixHtml, asks again when the server pushes
-// `whence/rowsReady` for that record (rows still computing fill in as they arrive, with no
-// polling), and reveals units and tokens in the editor when the page asks.
+// the cursor (or a given record), watching it, and renders it with matrixHtml; the server's
+// `whence/rowsReady` for that record then carries the matrix as it now is (rows still computing
+// fill in as they arrive, with no polling and no second request; `matrixFollows` says it comes
+// in the next one; a notification with neither, from a server that does not push it, makes the
+// panel ask again). It reveals units and tokens
+// in the editor when the page asks.
 
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
@@ -46,14 +49,14 @@ export class AttributionMatrixPanel implements vscode.Disposable {
       return;
     }
     const arrivalsBefore = this.arrivals;
-    const matrix = await this.fetch(target.params);
+    const matrix = await this.fetch({ ...target.params, watch: true });
     if (!matrix) {
       void vscode.window.showInformationMessage(
         'whence: no attribution here. Accept a completion or run "whence: Explain this line", then put the cursor on it.',
       );
       return;
     }
-    this.target = { ...target, params: { textDocument: target.params.textDocument, recordId: matrix.recordId } };
+    this.target = { ...target, params: { textDocument: target.params.textDocument, recordId: matrix.recordId, watch: true } };
     this.matrix = matrix;
     this.ensurePanel(target.editorColumn);
     this.render();
@@ -69,9 +72,21 @@ export class AttributionMatrixPanel implements vscode.Disposable {
 
   private onRowsReady(rows: RowsReady): void {
     this.arrivals += 1;
-    if (this.panel && this.matrix && rowsConcern(rows, this.matrix.recordId)) {
-      void this.refresh();
+    if (!this.panel || !this.matrix || !rowsConcern(rows, this.matrix.recordId)) {
+      return;
     }
+    if (rows.matrix && !this.refreshing) {
+      // the server sent the matrix as it is now: render it, nothing to ask
+      if (!sameMatrixContent(rows.matrix, this.matrix)) {
+        this.matrix = rows.matrix;
+        this.render();
+      }
+      return;
+    }
+    if (rows.matrixFollows && !this.refreshing) {
+      return; // the server sends this record's matrix in a moment: no request for it
+    }
+    void this.refresh();
   }
 
   /** Ask for the shown record's matrix again; rows announced meanwhile get one more ask, not one each. */

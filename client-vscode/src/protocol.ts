@@ -74,6 +74,45 @@ export interface AttributionMatrix {
    * included): what a completion line is labelled with. Absent from older servers.
    */
   lines?: { line: number; text: string }[];
+  /** The matrix as the panel shows it, grouped and ranked by the server (report/matrix_view.py). */
+  view: MatrixView;
+}
+
+/** One completion line of the view: the row a reader sees first; its tokens are the rows it expands to. */
+export interface MatrixViewLine {
+  /** 0-based document line. */
+  line: number;
+  /** The line as it reads in the editor, whitespace collapsed. */
+  text: string;
+  tokens: number[];
+  /** Mean of its computed token rows, per unit; null while none is computed. */
+  scores: number[] | null;
+  /** Tokens of the line still waiting for their row. */
+  pending: number;
+  /** No text and nothing pending: not shown in the panel. */
+  blank: boolean;
+}
+
+/** Why a token row has scores or not: `computing` ones are still to come. */
+export type RowState = 'scored' | 'computing' | 'edited' | 'zero-width';
+
+/** What the panel, the tint and Export render, made once on the server. */
+export interface MatrixView {
+  /** Units with any weight, strongest first. */
+  columns: number[];
+  /** Per unit: `line 12`, `line 40 (below)` or `utils.py:12`. */
+  places: string[];
+  /** Per unit: its first line of code, trimmed for a column label. */
+  codes: string[];
+  lines: MatrixViewLine[];
+  /** Per token. */
+  rowStates: RowState[];
+  /** Per token: verified (✓) or estimated (~), with a sentence; null when not computed or not said. */
+  truth: ({ mark: string; sentence: string } | null)[];
+  /** "5 of 8 rows verified by 16 ablations, the rest estimated"; empty when there is nothing to say. */
+  summary: string;
+  /** Token rows still computing. */
+  pending: number;
 }
 
 /** How a verified row was measured, and how far the estimate it replaced was from it. */
@@ -103,12 +142,21 @@ export interface RowsReady {
   verified?: boolean;
   /** The record's rows failed; no more will come. */
   error?: string;
+  /**
+   * The record's whole `whence/attributionMatrix` answer as it is now, sent only for the record a
+   * panel watches (`watch: true` in the request): the panel renders it without asking again.
+   */
+  matrix?: AttributionMatrix;
+  /** The watched record's matrix comes in a later notification (the server builds it at most every 250 ms). */
+  matrixFollows?: boolean;
 }
 
 export interface AttributionMatrixParams {
   textDocument: { uri: string };
   position?: LspPosition;
   recordId?: string;
+  /** An open panel shows this record: its later rowsReady notifications carry the matrix. */
+  watch?: boolean;
 }
 
 export interface ScoredUnit {

@@ -1,40 +1,24 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { test } from 'node:test';
-import {
-  codeLabel,
-  completionLines,
-  escapeHtml,
-  hasPendingRows,
-  parseMatrixPageMessage,
-  rankedUnitColumns,
-  renderMatrixHtml,
-  sameMatrixContent,
-  unitPlace,
-  visibleText,
-} from '../src/matrixHtml';
-import type { AttributionMatrix, LspRange } from '../src/protocol';
+import { escapeHtml, hasPendingRows, parseMatrixPageMessage, renderMatrixHtml, sameMatrixContent, visibleText } from '../src/matrixHtml';
+import type { AttributionMatrix } from '../src/protocol';
 
-function range(line: number, start: number, end: number): LspRange {
-  return { start: { line, character: start }, end: { line, character: end } };
+// Answers as the server sends them, view included: tests/test_matrix_view.py keeps this file equal
+// to what report/matrix_view.py makes of each case, so these tests render real server views.
+const FIXTURES: Record<string, AttributionMatrix> = JSON.parse(
+  readFileSync(path.resolve(__dirname, '..', '..', 'test', 'fixtures', 'matrix-views.json'), 'utf8'),
+);
+
+function answer(name: string): AttributionMatrix {
+  const found = FIXTURES[name];
+  assert.ok(found, `no fixture ${name}`);
+  return structuredClone(found);
 }
 
 function sampleMatrix(): AttributionMatrix {
-  return {
-    recordId: 'rec-1',
-    method: 'input_x_gradient',
-    note: 'its top line is the one that matters most for 36% of tokens on unseen code',
-    tokens: [
-      { text: 'return', range: range(3, 4, 10), prob: 0.91 },
-      { text: ' a', range: range(3, 10, 12), prob: 0.42 },
-      { text: '\n', range: range(3, 12, 13), prob: 0.77 },
-    ],
-    units: [
-      { text: 'def', range: range(0, 0, 3), label: 'line 1' },
-      { text: 'add', range: range(0, 4, 7), label: 'line 1' },
-      { text: '<b>&"x"', range: range(1, 0, 7), label: 'line 2' },
-    ],
-    scores: [[0.5, -0.3, 0.2], [0.1, 0.8, -0.1], null],
-  };
+  return answer('sample');
 }
 
 const options = { cspSource: 'vscode-webview://abc', nonce: 'n0nce', documentLabel: 'src/add.py' };
@@ -47,19 +31,21 @@ function cells(html: string): Cell[] {
   ].map((m) => ({ row: m[2], unit: Number(m[3]), share: m[4], style: m[5], hidden: m[1] !== undefined }));
 }
 
-test('a completion line is a row: the mean of its computed token rows, over sources strongest first', () => {
-  const matrix = sampleMatrix();
-  const lines = completionLines(matrix);
-  assert.equal(lines.length, 1);
-  assert.equal(lines[0].text, 'return a');
-  assert.deepEqual(lines[0].tokens, [0, 1, 2]);
-  assert.equal(lines[0].pending, 1);
-  assert.deepEqual(lines[0].scores!.map((v) => Math.round(v * 100) / 100), [0.3, 0.25, 0.05]);
-  // weight: |0.5|+|0.1|, |−0.3|+|0.8|, |0.2|+|−0.1| -> add, def, <b>
-  assert.deepEqual(rankedUnitColumns(matrix), [1, 0, 2]);
-  const lineCells = cells(renderMatrixHtml(matrix, options)).filter((c) => c.row === 'data-line="3"');
+test('a completion line is a row: the server\'s mean of its token rows, over its columns strongest first', () => {
+  const lineCells = cells(renderMatrixHtml(sampleMatrix(), options)).filter((c) => c.row === 'data-line="3"');
+  // the server ranked add, def, <b> (weight |0.5|+|0.1|, |−0.3|+|0.8|, |0.2|+|−0.1|)
   assert.deepEqual(lineCells.map((c) => c.unit), [1, 0, 2]);
   assert.deepEqual(lineCells.map((c) => c.share), ['+25.0%', '+30.0%', '+5.0%']);
+  assert.match(renderMatrixHtml(sampleMatrix(), options), /<span class="toggle">▸<\/span>return a<\/th>/);
+});
+
+test('the panel shows the columns the server ranked, not a ranking of its own', () => {
+  const matrix = answer('viewDecides');
+  assert.deepEqual(matrix.view.columns, [2, 1]);
+  const html = renderMatrixHtml(matrix, options);
+  const header = [...html.matchAll(/<th class="unit" data-unit="(\d+)"/g)].map((m) => Number(m[1]));
+  assert.deepEqual(header, [2, 1]);
+  assert.deepEqual(cells(html).filter((c) => c.row === 'data-line="3"').map((c) => c.unit), [2, 1]);
 });
 
 test('token rows are there to expand, collapsed by default', () => {
@@ -75,12 +61,7 @@ test('column labels are the source code, trimmed, with its place; text is escape
   assert.match(html, /<th class="unit" data-unit="1" data-label="add"[^>]*><span class="label"><span class="place">line 1<\/span> add<\/span><\/th>/);
   assert.ok(html.includes('&lt;b&gt;&amp;&quot;x&quot;'));
   assert.ok(!html.includes('<b>&"x"'), 'raw unit text must never reach the page');
-  assert.equal(codeLabel('    for item in items:   # a long comment that goes on and on\n  x'), 'for item in items: # a long comment…');
-  assert.equal(codeLabel('\n\n   \n  return x'), 'return x');
-  const other: AttributionMatrix = { ...sampleMatrix(), units: [...sampleMatrix().units] };
-  other.units[2] = { text: 'def human_bytes(n):', label: 'pkg/utils.py:12', path: 'pkg/utils.py', uri: 'file:///w/pkg/utils.py', line: 11 };
-  assert.equal(unitPlace(other, 2), 'pkg/utils.py:12');
-  assert.match(renderMatrixHtml(other, options), /<span class="place">pkg\/utils\.py:12<\/span> def human_bytes\(n\):/);
+  assert.match(renderMatrixHtml(answer('otherFile'), options), /<span class="place">pkg\/utils\.py:12<\/span> def human_bytes\(n\):/);
 });
 
 test('rows still computing show a spinner, and none is left once every row is in', () => {
@@ -88,10 +69,10 @@ test('rows still computing show a spinner, and none is left once every row is in
   assert.match(html, /<tr class="token-row pending collapsed" data-line="3"><th class="row" data-token="2"[^]*?<span class="spinner"><\/span>computing…<\/td><\/tr>/);
   assert.match(html, /1 token rows computing…/);
   assert.equal(hasPendingRows(sampleMatrix()), true);
-  const done = { ...sampleMatrix(), scores: [[1, 0, 0], [0, 1, 0], [0, 0, 1]] };
+  const done = answer('done');
   assert.equal(hasPendingRows(done), false);
   assert.doesNotMatch(renderMatrixHtml(done, options), /computing…|class="spinner"/);
-  const none = { ...sampleMatrix(), scores: [null, null, null] };
+  const none = answer('none');
   assert.match(renderMatrixHtml(none, options), /<tr class="line-row pending">[^]*?<span class="spinner"><\/span>computing…/);
 });
 
@@ -105,14 +86,7 @@ test('the page only runs its own nonce-bearing script', () => {
 });
 
 test('the strongest 20 sources are shown; the rest wait behind "more"', () => {
-  const units = Array.from({ length: 30 }, (_, k) => ({ text: `value_${k} = ${k}`, range: range(k, 0, 5), label: `line ${k + 1}` }));
-  const weights = units.map((_, k) => (k + 1) / 465); // unit 29 strongest
-  const matrix: AttributionMatrix = {
-    recordId: 'r', method: 'gradient_norm', note: null,
-    tokens: [{ text: 'x', range: range(40, 0, 1), prob: 0.5 }],
-    units,
-    scores: [weights],
-  };
+  const matrix = answer('thirty');
   const html = renderMatrixHtml(matrix, options);
   const header = [...html.matchAll(/<th class="unit( more-column hidden)?" data-unit="(\d+)"/g)];
   assert.equal(header.length, 30);
@@ -122,7 +96,7 @@ test('the strongest 20 sources are shown; the rest wait behind "more"', () => {
 });
 
 test('the legend shows only the signs on screen, the caveat is one sentence with a docs link', () => {
-  const positive: AttributionMatrix = { ...sampleMatrix(), scores: [[0.5, 0.3, 0.2], [0.1, 0.8, 0.1], null] };
+  const positive = answer('positive');
   const html = renderMatrixHtml(positive, options);
   assert.match(html, /drove it/);
   assert.doesNotMatch(html, /pushed away/);
@@ -153,50 +127,35 @@ test('a refresh re-renders only when a row or unit changed', () => {
   const matrix = sampleMatrix();
   assert.equal(sameMatrixContent(sampleMatrix(), matrix), true);
   assert.equal(sameMatrixContent({ ...sampleMatrix(), scores: [[0.5, -0.3, 0.2], [0.1, 0.8, -0.1], [0, 1, 0]] }, matrix), false);
+  assert.equal(sameMatrixContent(answer('viewDecides'), matrix), false, 'a view the server changed is a new page');
   assert.equal(sameMatrixContent({ ...sampleMatrix(), units: matrix.units.slice(1) }, matrix), false);
   assert.equal(sameMatrixContent(matrix, undefined), false);
 });
 
 test('tokens the user edited are marked, not shown with a stale probability', () => {
-  const matrix = sampleMatrix();
-  matrix.tokens[1] = { ...matrix.tokens[1], edited: true };
-  const html = renderMatrixHtml(matrix, options);
+  const html = renderMatrixHtml(answer('editedToken'), options);
   assert.match(html, /<th class="row" data-token="1"[^>]*title="[^"]*edited since it was generated"[^>]*><span class="edited">·a<\/span> <span class="prob">edited<\/span>/);
   assert.match(html, /<th class="row" data-token="0"[^>]*><span class="">return<\/span> <span class="prob">0\.91<\/span>/);
 });
 
 test('zero-width and edited tokens never get a row: said so, and not waited for', () => {
-  const matrix = sampleMatrix();
-  matrix.tokens[2] = { ...matrix.tokens[2], range: range(3, 12, 12) };
+  const matrix = answer('zeroWidth');
   assert.equal(hasPendingRows(matrix), false, 'the only null row belongs to a zero-width token');
   const html = renderMatrixHtml(matrix, options);
   assert.match(html, /data-token="2"[^]*?no attribution: zero-width/);
   assert.doesNotMatch(html, /computing…/);
-  matrix.tokens[2] = { ...matrix.tokens[2], range: range(3, 12, 13), edited: true };
-  assert.match(renderMatrixHtml(matrix, options), /no attribution: edited since it was generated/);
-  assert.equal(hasPendingRows(matrix), false);
+  const edited = answer('editedUnscored');
+  assert.match(renderMatrixHtml(edited, options), /no attribution: edited since it was generated/);
+  assert.equal(hasPendingRows(edited), false);
 });
 
 test('a completion line is labelled as it reads in the editor, the code before the cursor included', () => {
   // typed `tot`, the completion's first token is `total` (its text `al`), the line reads `total = 1`
-  const matrix: AttributionMatrix = {
-    ...sampleMatrix(),
-    tokens: [
-      { text: 'al', range: range(3, 11, 13), prob: 0.2 },
-      { text: ' = 1', range: range(3, 13, 17), prob: 0.9 },
-    ],
-    scores: [[0.5, -0.3, 0.2], null],
-    lines: [{ line: 3, text: '        total = 1' }],
-  };
-  assert.equal(completionLines(matrix)[0].text, 'total = 1');
-  assert.match(renderMatrixHtml(matrix, options), />total = 1</);
-  // a server that does not say: the generated code, as before
-  assert.equal(completionLines({ ...matrix, lines: undefined })[0].text, 'al = 1');
+  assert.match(renderMatrixHtml(answer('asRead'), options), />total = 1</);
 });
 
 test('each token row says whether it is verified by ablation or estimated, and how far the estimate was', () => {
-  const matrix = sampleMatrix();
-  matrix.verified = [{ masks: 16, mode: 'tail 128', sameTop: true, rankInEstimate: 1, estimateLds: 0.41 }, { masks: 16, sameTop: false, rankInEstimate: 3 }, null];
+  const matrix = answer('verified');
   const html = renderMatrixHtml(matrix, options);
   assert.match(html, /<th class="row" data-token="0"[^>]*title="[^"]*verified by 16 ablations; the estimate had the same top line \(estimate&#39;s LDS on these ablations 0\.41\)"[^>]*>.*<span class="truth verified">✓<\/span><\/th>/);
   assert.match(html, /<th class="row" data-token="1"[^>]*title="[^"]*the estimate ranked this top line #3"[^>]*>.*<span class="truth verified">✓<\/span>/);
@@ -206,14 +165,13 @@ test('each token row says whether it is verified by ablation or estimated, and h
 });
 
 test('estimated rows are marked as such, with verification still to come when the server says so', () => {
-  const matrix = sampleMatrix();
-  matrix.verified = [null, { masks: 16, sameTop: true }, null];
-  matrix.verifying = true;
+  const matrix = answer('verifying');
   const html = renderMatrixHtml(matrix, options);
   assert.match(html, /<th class="row" data-token="0"[^>]*title="[^"]*; estimated; verifying by ablation…"[^>]*>.*<span class="truth estimated">~<\/span>/);
   assert.match(html, /1 of 2 rows verified by 16 ablations, the rest estimated \(verifying by ablation…\)/);
-  assert.equal(hasPendingRows({ ...matrix, scores: [[1, 0, 0], [1, 0, 0], [1, 0, 0]] }), true);
-  assert.equal(hasPendingRows({ ...matrix, scores: [[1, 0, 0], [1, 0, 0], [1, 0, 0]], verifying: false }), false);
+  const allIn = { ...matrix, view: { ...matrix.view, pending: 0 } };
+  assert.equal(hasPendingRows(allIn), true, 'every row is in, but verification will replace them');
+  assert.equal(hasPendingRows({ ...allIn, verifying: false }), false);
   // an older server sends neither field: no marks, no summary
   const older = sampleMatrix();
   assert.doesNotMatch(renderMatrixHtml(older, options), /class="truth|rows verified|rows estimated/);

@@ -31,3 +31,18 @@ test('verified rows are announced as such, and concern the views of their record
   assert.equal(rowsConcern(verified!, 'rec-1', 3), true);
   assert.equal(rowsConcern(verified!, 'rec-1', 1), false);
 });
+
+test('the matrix a notification carries for a watched record is kept only when it is whole and of that record', () => {
+  const matrix = {
+    recordId: 'rec-1', method: 'm', tokens: [{ text: 'x', range: { start: { line: 0, character: 0 }, end: { line: 0, character: 1 } }, prob: 1 }],
+    units: [], scores: [null], view: { columns: [], places: [], codes: [], lines: [], rowStates: ['computing'], truth: [null], summary: '', pending: 1 },
+  };
+  assert.deepEqual(parseRowsReady({ ...sample, matrix })?.matrix, matrix);
+  // not this record's, not whole, or not there: the notification stands, without a matrix
+  assert.equal(parseRowsReady({ ...sample, matrix: { ...matrix, recordId: 'rec-2' } })?.matrix, undefined);
+  assert.equal(parseRowsReady({ ...sample, matrix: { ...matrix, view: undefined } })?.matrix, undefined);
+  assert.equal(parseRowsReady({ ...sample, matrix: { ...matrix, tokens: [] } })?.matrix, undefined);
+  assert.deepEqual(parseRowsReady({ ...sample, matrix: 'x' }), sample);
+  assert.equal(parseRowsReady({ ...sample, matrixFollows: true })?.matrixFollows, true);
+  assert.equal(parseRowsReady({ ...sample, matrixFollows: 1 })?.matrixFollows, undefined);
+});

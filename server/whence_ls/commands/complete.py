@@ -166,6 +166,7 @@ def write_matrix_html(target: str, lm, record, text: str, language: str | None, 
 
     from whence_ls.engine.attribution import METHOD_SHORT_NOTES, attribution_matrix, context_units, default_method
     from whence_ls.report.matrix_html import render_matrix_html
+    from whence_ls.report.matrix_view import matrix_view
     from whence_ls.sourcefile import line_col_of, line_starts, source_label
 
     method = method or default_method(lm)
@@ -186,13 +187,14 @@ def write_matrix_html(target: str, lm, record, text: str, language: str | None, 
             return source_label(unit.line + 1, unit.path)
         return source_label(line_col_of(source_text, unit.start, source_starts)[0], below=unit.role == "suffix")
 
-    page = render_matrix_html({
+    answer = {
         "method": matrix.method,
         "note": METHOD_SHORT_NOTES.get(matrix.method, ""),
         "tokens": tokens,
         "units": [{"text": u.text, "label": label(u)} for u in units],
         "scores": [matrix.rows[i].scores if i in matrix.rows else None for i in range(len(record.tokens))],
-    }, title=title)
+    }
+    page = render_matrix_html({**answer, "view": matrix_view(answer)}, title=title)
     Path(target).write_text(page, encoding="utf-8")
     print(f"-- attribution page written to {target}", file=sys.stderr)
 

@@ -4,8 +4,10 @@ than tables: `whence-ls explain ... --html out.html`, and "Export as HTML" in VS
 Two views of the same rows. The picture (BertViz's idea: text on both sides, weights as
 strength): the sources on the left, the completion's lines and tokens on the right; pointing at
 a line or a token lights up the sources that drove it. The table: completion lines x the 20
-strongest sources. Input is the `whence/attributionMatrix` answer's shape (plain data), so the
-CLI and the server render the same page; the page needs no network and no script from elsewhere.
+strongest sources. Input is the `whence/attributionMatrix` answer's shape (plain data) with its
+`view` (`report/matrix_view.py`: the grouping and ranking, made once there, never here), so the
+CLI, the server and the VS Code panel show the same lines and columns; the page needs no
+network and no script from elsewhere.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import html
 import json
 from typing import Any
+
+from whence_ls.report.matrix_view import code_label
 
 _STYLE = """
 :root { --bg: #ffffff; --fg: #1f2328; --muted: #656d76; --warm: 232, 121, 22; --cool: 38, 125, 230; --line: #d0d7de; }
@@ -39,15 +43,9 @@ td.cell { text-align: center; min-width: 30px; }
 _SCRIPT = """
 const data = JSON.parse(document.getElementById('data').textContent);
 const sources = document.getElementById('sources');
-const rowOf = (indices) => {
-  const rows = indices.map((i) => data.scores[i]).filter((r) => r);
-  if (!rows.length) return null;
-  return data.units.map((_, u) => rows.reduce((s, r) => s + (r[u] || 0), 0) / rows.length);
-};
-function show(indices, element) {
+function show(row, element) {
   document.querySelectorAll('.active').forEach((e) => e.classList.remove('active'));
   element.classList.add('active');
-  const row = rowOf(indices);
   const max = row ? Math.max(...row.map(Math.abs)) || 1 : 1;
   document.querySelectorAll('.source').forEach((div) => {
     const u = Number(div.dataset.unit);
@@ -57,60 +55,53 @@ function show(indices, element) {
     div.querySelector('.share').textContent = Math.abs(v) >= 0.005 ? (v < 0 ? '−' : '') + Math.round(Math.abs(v) * 100) + '%' : '';
   });
 }
-document.querySelectorAll('.target').forEach((el) => el.addEventListener('mouseenter', () => show(JSON.parse(el.dataset.tokens), el)));
-document.querySelectorAll('.token').forEach((el) => el.addEventListener('mouseenter', (e) => { e.stopPropagation(); show([Number(el.dataset.token)], el); }));
+// a line's row is the view's (the mean of its token rows, made on the server); a token's is its own
+document.querySelectorAll('.target').forEach((el) => el.addEventListener('mouseenter', () => show(data.lines[Number(el.dataset.line)], el)));
+document.querySelectorAll('.token').forEach((el) => el.addEventListener('mouseenter', (e) => { e.stopPropagation(); show(data.scores[Number(el.dataset.token)], el); }));
 const first = document.querySelector('.target');
-if (first) show(JSON.parse(first.dataset.tokens), first);
+if (first) show(data.lines[Number(first.dataset.line)], first);
 """
 
 TOP_COLUMNS = 20
 
 
-def render_matrix_html(matrix: dict[str, Any], *, title: str, code_lines: dict[int, str] | None = None) -> str:
-    """The page for a `whence/attributionMatrix`-shaped answer: tokens (text, range, prob), units
-    (text, label), scores (a row per token, or None). `code_lines` are the completion's lines as
-    the file has them, by 0-based line (the token texts are used when absent)."""
+def render_matrix_html(matrix: dict[str, Any], *, title: str) -> str:
+    """The page for a `whence/attributionMatrix`-shaped answer: tokens (text, prob), units (text),
+    scores (a row per token, or None) and `view` (`matrix_view`: lines, ranked columns, places)."""
     tokens = matrix.get("tokens") or []
     units = matrix.get("units") or []
     scores = matrix.get("scores") or []
-    lines: dict[int, list[int]] = {}
-    for index, token in enumerate(tokens):
-        lines.setdefault(int(token["range"]["start"]["line"]), []).append(index)
-    weight = [sum(abs(row[u]) for row in scores if row) for u in range(len(units))]
-    order = sorted((u for u in range(len(units)) if weight[u] > 0), key=lambda u: -weight[u])
-    columns = order[:TOP_COLUMNS]
-
-    def line_row(indices: list[int]) -> list[float] | None:
-        rows = [scores[i] for i in indices if i < len(scores) and scores[i]]
-        if not rows:
-            return None
-        return [sum(r[u] for r in rows) / len(rows) for u in range(len(units))]
+    view = matrix["view"]
+    places = view["places"]
+    columns = view["columns"][:TOP_COLUMNS]
+    weighted = sorted(view["columns"])  # the picture lists the sources in file order
 
     source_html = "".join(
-        f'<div class="source" data-unit="{u}"><span class="place">{html.escape(str(unit.get("label", "")))}</span>'
-        f'<span class="share"></span><span class="code">{html.escape(unit["text"].splitlines()[0] if unit["text"] else "")}</span></div>'
-        for u, unit in enumerate(units) if weight[u] > 0
+        f'<div class="source" data-unit="{u}"><span class="place">{html.escape(places[u])}</span>'
+        f'<span class="share"></span><span class="code">{html.escape(units[u]["text"].splitlines()[0] if units[u]["text"] else "")}</span></div>'
+        for u in weighted
     ) or '<p class="muted">no source has any weight yet</p>'
     target_html = []
-    for line, indices in sorted(lines.items()):
+    for k, entry in enumerate(view["lines"]):
+        line, indices = entry["line"], entry["tokens"]
         pieces = "".join(
             f'<span class="token" data-token="{i}" title="p = {tokens[i]["prob"]:.2f}">{html.escape(tokens[i]["text"].replace(chr(10), ""))}</span>'
             for i in indices
         )
         label = f"line {line + 1}"
-        target_html.append(f'<div class="target code" data-tokens="{json.dumps(indices)}"><span class="muted">{label}</span>  {pieces}</div>')
-    header = "".join(f'<th class="col"><div>{html.escape(str(units[u].get("label", "")))} {html.escape(_trim(units[u]["text"]))}</div></th>' for u in columns)
+        target_html.append(f'<div class="target code" data-line="{k}"><span class="muted">{label}</span>  {pieces}</div>')
+    header = "".join(f'<th class="col"><div>{html.escape(places[u])} {html.escape(view["codes"][u])}</div></th>' for u in columns)
     body = []
-    for line, indices in sorted(lines.items()):
-        row = line_row(indices)
-        text = (code_lines or {}).get(line) or "".join(tokens[i]["text"] for i in indices)
+    for entry in view["lines"]:
+        row, text = entry["scores"], entry["text"]
         if row is None:
             cells = f'<td colspan="{max(1, len(columns))}" class="muted">not computed</td>'
         else:
             peak = max((abs(row[u]) for u in columns), default=0) or 1.0
             cells = "".join(_cell(row[u], peak) for u in columns)
-        body.append(f'<tr><th class="code">{html.escape(_trim(text, 60))}</th>{cells}</tr>')
-    payload = json.dumps({"units": [{"label": u.get("label")} for u in units], "scores": scores}).replace("<", "\\u003c")
+        body.append(f'<tr><th class="code">{html.escape(code_label(text, 60))}</th>{cells}</tr>')
+    payload = json.dumps({"units": [{"label": place} for place in places], "scores": scores,
+                          "lines": [entry["scores"] for entry in view["lines"]]}).replace("<", "\\u003c")
     note = html.escape(str(matrix.get("note") or ""))
     method = html.escape(str(matrix.get("method", "")).replace("_", " "))
     return f"""<!DOCTYPE html>
@@ -128,12 +119,6 @@ def render_matrix_html(matrix: dict[str, Any], *, title: str, code_lines: dict[i
 <script>{_SCRIPT}</script>
 </body></html>
 """
-
-
-def _trim(text: str, width: int = 36) -> str:
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    first = " ".join(first.split())
-    return first if len(first) <= width else first[: width - 1] + "…"
 
 
 def _cell(score: float, peak: float) -> str:

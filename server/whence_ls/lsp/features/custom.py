@@ -1,7 +1,8 @@
 """The `whence/...` requests: status, attribution matrix, token attribution (editor tinting),
 traced source; and the `whence/rowsReady` notification, which tells the client that rows it may
 be showing as pending have arrived (so a client refreshes when there is something new, rather
-than polling). Positions and ranges are LSP ones, like everywhere else."""
+than polling); for the record an open matrix panel watches it carries the whole matrix, so the
+panel updates without asking. Positions and ranges are LSP ones, like everywhere else."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from lsprotocol import types
 
 from whence_ls.errors import WhenceError
 from whence_ls.engine.attribution.catalogue import METHOD_SHORT_NOTES
+from whence_ls.lsp.runtime.matrix_push import WatchedMatrix
 from whence_ls.lsp.protocol.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
 from whence_ls.lsp.protocol.names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, ROWS_READY_METHOD, STATUS_METHOD,
                                           TOKEN_METHOD, TRACED_SOURCE_METHOD)
 from whence_ls.engine.attribution.ranking import strongest_sources
 from whence_ls.lsp.state.records import Record
 from whence_ls.lsp.state.trace_search import NoIndex
+from whence_ls.report.matrix_view import matrix_view
 
 if TYPE_CHECKING:
     from whence_ls.lsp.text.documents import Document
@@ -39,6 +42,9 @@ _DOCS = Path(__file__).resolve().parents[4] / "docs" / "bench-attribution.md"
 class CustomRequestsFeature:
     def __init__(self, session: "Session") -> None:
         self.session = session
+        # the record an open matrix panel shows (`watch` in whence/attributionMatrix): its
+        # rowsReady notifications carry the whole answer; no other record's pay for building one
+        self.watched_matrix = WatchedMatrix(self._current_matrix, lambda record: self.rows_ready(record, [], None))
 
     def register(self, server: "LanguageServer") -> None:
         ls = server
@@ -67,6 +73,7 @@ class CustomRequestsFeature:
             body["verified"] = True
         if error:
             body["error"] = error
+        self.watched_matrix.attach(record, body)
         try:
             if session.client.protocol.writer is not None:
                 session.client.protocol.notify(ROWS_READY_METHOD, body)
@@ -110,16 +117,35 @@ class CustomRequestsFeature:
         return (document, on_line[0], None) if on_line else None
 
     async def attribution_matrix(self, params: Any) -> dict[str, Any] | None:
+        """The record's matrix with its `view`. With `watch: true` (an open panel) the record's
+        later `whence/rowsReady` notifications carry the whole answer, so the panel updates
+        without asking again; one record is watched at a time, the last one asked for."""
         session = self.session
-        found = self._find(object_params(params, "{textDocument: {uri}, position | recordId}"))
+        body = object_params(params, "{textDocument: {uri}, position | recordId, watch?}")
+        found = self._find(body)
         if found is None:
             return None
         document, record, _ = found
+        if body.get("watch") is True:
+            self.watched_matrix.watch(record.id)
+        queue = session.attribution
+        units = record.units
+        if units is None and queue is not None and session.attribution_method() != "none":
+            await queue.wait_units(record, WAIT_S)
+        return self._matrix_answer(document, record)
+
+    def _current_matrix(self, record: Record) -> dict[str, Any] | None:
+        """A watched record's matrix for its notification: none before its sources are known
+        (the panel shows its pending rows until then) or once its document is closed."""
+        document = self.session.documents.get(record.uri)
+        return self._matrix_answer(document, record) if document is not None and record.units is not None else None
+
+    def _matrix_answer(self, document: "Document", record: Record) -> dict[str, Any]:
+        """What `whence/attributionMatrix` answers, from what the record has now (no waiting)."""
+        session = self.session
         queue = session.attribution
         method = session.attribution_method()
         units = record.units
-        if units is None and queue is not None and method != "none":
-            units = await queue.wait_units(record, WAIT_S)
         rows, checks = [], []
         verification = session.verification
         for index in range(len(record.scored.tokens)):
@@ -130,7 +156,7 @@ class CustomRequestsFeature:
             checks.append(verification_json(verified) if verified is not None and units is not None else None)
         note = METHOD_SHORT_NOTES.get(method, "") if method != "none" else "attribution is off"
         error = queue.errors.get(record.id) if queue is not None else None
-        return {
+        answer = {
             "recordId": record.id,
             "method": method,
             "note": f"attribution failed: {error}" if error else note,
@@ -148,6 +174,9 @@ class CustomRequestsFeature:
             "lines": completion_lines(document, record),
             "docs": _DOCS.as_uri() if _DOCS.is_file() else None,
         }
+        # the lines, ranked columns and row truth every client renders, made here once
+        answer["view"] = matrix_view(answer)
+        return answer
 
     async def feature_page(self, params: Any) -> dict[str, Any] | None:
         """One SAE feature: its label, induction mark, how often it fires, its top snippets from
@@ -200,8 +229,7 @@ class CustomRequestsFeature:
             return None
         found = self._find(object_params(params, "{textDocument: {uri}, position | recordId}"))
         title = found[0].uri.rsplit("/", 1)[-1] if found is not None else "completion"
-        code_lines = {entry["line"]: entry["text"] for entry in matrix["lines"]}
-        return {"html": render_matrix_html(matrix, title=title, code_lines=code_lines)}
+        return {"html": render_matrix_html(matrix, title=title)}
 
     async def token_attribution(self, params: Any) -> dict[str, Any] | None:
         session = self.session

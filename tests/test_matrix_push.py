@@ -1,0 +1,56 @@
+"""The watched record's matrix rides on its rowsReady notifications, built at most once per
+interval (`lsp/runtime/matrix_push.py`): a burst of rows shares one build, the last state always
+goes out, and other records pay nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from whence_ls.lsp.runtime.matrix_push import WatchedMatrix
+
+
+def test_a_burst_of_rows_shares_one_build_and_the_last_state_still_goes_out():
+    async def run():
+        builds, sent = [], []
+        record, other = SimpleNamespace(id="r"), SimpleNamespace(id="o")
+
+        def build(rec):
+            builds.append(rec.id)
+            return {"recordId": rec.id, "build": len(builds)}
+
+        def announce(rec):  # what rows_ready does: a notification naming no rows, through attach
+            body = {"recordId": rec.id, "tokenIndexes": []}
+            push.attach(rec, body)
+            sent.append(body)
+
+        push = WatchedMatrix(build, announce, interval=0.05)
+        push.watch("r")
+        for index in range(5):
+            body = {"recordId": "r", "tokenIndexes": [index]}
+            push.attach(record, body)
+            sent.append(body)
+        unwatched = {"recordId": "o", "tokenIndexes": [0]}
+        push.attach(other, unwatched)
+        assert unwatched == {"recordId": "o", "tokenIndexes": [0]}  # nothing built for it
+        assert sent[0]["matrix"] == {"recordId": "r", "build": 1}
+        assert all(body.get("matrixFollows") and "matrix" not in body for body in sent[1:])
+        await asyncio.sleep(0.2)
+        # one more notification, after the interval, with the matrix as it is then
+        assert len(sent) == 6 and sent[5]["tokenIndexes"] == [] and sent[5]["matrix"] == {"recordId": "r", "build": 2}
+        assert builds == ["r", "r"]
+        # a row after a quiet interval carries its matrix at once
+        body = {"recordId": "r", "tokenIndexes": [9]}
+        push.attach(record, body)
+        assert body["matrix"]["build"] == 3
+
+    asyncio.run(run())
+
+
+def test_without_a_loop_the_matrix_is_built_at_once():
+    push = WatchedMatrix(lambda rec: {"recordId": rec.id}, lambda rec: None)
+    push.watch("r")
+    first, second = {}, {}
+    push.attach(SimpleNamespace(id="r"), first)
+    push.attach(SimpleNamespace(id="r"), second)
+    assert first["matrix"] == second["matrix"] == {"recordId": "r"} and "matrixFollows" not in second
