@@ -84,39 +84,40 @@ def run(args) -> int:
     cursor = offset_of(text, line, col)
     if not text[:cursor].strip():
         raise WhenceError(f"nothing before {line}:{col} in {path}: there is no context to complete from")
-    prompt, snippets = repository_prompt(args, path, text, language_for_path(path))
+    language = language_for_path(path)  # the prompt's context carries it on to every view of the record
+    prompt, snippets = repository_prompt(args, path, text, language)
     lm = load_model(args.model, args.device, precision=args.precision)
     result = complete_at(
         lm,
         text,
         cursor,
-        language=language_for_path(path),
+        language=language,
         max_new_tokens=args.max_new_tokens,
         context_tokens=args.context_tokens,
         prompt=prompt,
         snippets=snippets,
     )
     result.timings["load_s"] = lm.load_seconds
-    index_path, hits = trace_hits(args.index, result.text, language_for_path(path), line)
+    index_path, hits = trace_hits(args.index, result.text, language, line)
     if args.html and result.tokens:
         document = text[: result.doc_start] + result.text + text[result.doc_start :]
-        write_matrix_html(args.html, lm, result, document, language_for_path(path), None if args.attribution == "none" else args.attribution,
+        write_matrix_html(args.html, lm, result, document, None if args.attribution == "none" else args.attribution,
                           f"{path}:{line}:{col}", source_text=text)
     if args.json:
         data = completion_json(result)
         if args.attribution != "none" and result.tokens:
-            add_attribution_json(data, lm, result, text, language_for_path(path), args.attribution, args.attribution_top)
+            add_attribution_json(data, lm, result, text, args.attribution, args.attribution_top)
         data["trace_index"] = index_path
         data["trace"] = hits
         if args.features and result.tokens:
-            data["features"] = features_json(lm, result, text, language_for_path(path))
+            data["features"] = features_json(lm, result, text)
         print(json.dumps(data, ensure_ascii=False))
     else:
         print_coloured(result, _use_colour(args.color))
         if args.attribution != "none" and result.tokens:
-            print_influences(lm, result, text, language_for_path(path), args.attribution, args.attribution_top)
+            print_influences(lm, result, text, args.attribution, args.attribution_top)
         if args.features and result.tokens:
-            print_features(lm, result, text, language_for_path(path))
+            print_features(lm, result, text)
         print_trace(index_path, hits)
     return 0
 
@@ -157,7 +158,7 @@ def repository_prompt(args, path, text: str, language: str | None):
     return options, rank_blocks(blocks, text, options.repository_tokens * 4)
 
 
-def write_matrix_html(target: str, lm, record, text: str, language: str | None, method: str | None, title: str,
+def write_matrix_html(target: str, lm, record, text: str, method: str | None, title: str,
                       source_text: str | None = None) -> None:
     """Every row of `record`, rendered as the page VS Code's "Export as HTML" saves. `text` holds
     the record's tokens; `source_text` (default `text`) is the document its sources' offsets
@@ -170,8 +171,8 @@ def write_matrix_html(target: str, lm, record, text: str, language: str | None, 
     from whence_ls.sourcefile import line_col_of, line_starts, source_label
 
     method = method or default_method(lm)
-    units = context_units(lm, record, language)
-    matrix = attribution_matrix(lm, record, method, language=language)
+    units = context_units(lm, record)
+    matrix = attribution_matrix(lm, record, method)
     starts = line_starts(text)
     tokens = []
     for token in record.tokens:
@@ -253,7 +254,7 @@ def _unit_json(unit, score: float, text: str, starts: list[int]) -> dict:
     }
 
 
-def add_attribution_json(data: dict, lm, record, text: str, language: str | None, method: str, top: int) -> None:
+def add_attribution_json(data: dict, lm, record, text: str, method: str, top: int) -> None:
     """Every token gets its row (computed least confident first), as the top `top` units."""
     import time
 
@@ -263,8 +264,8 @@ def add_attribution_json(data: dict, lm, record, text: str, language: str | None
     from whence_ls.sourcefile import line_starts
 
     started = time.perf_counter()
-    units = context_units(lm, record, language)
-    matrix = attribution_matrix(lm, record, method, language=language)
+    units = context_units(lm, record)
+    matrix = attribution_matrix(lm, record, method)
     starts = line_starts(text)
     for index, token_json in enumerate(data["tokens"]):
         row = matrix.rows.get(index)
@@ -293,7 +294,7 @@ def shown_tokens(record, share: float = 0.25) -> list[int]:
     return [i for i in record.least_confident(share) if record.tokens[i].text.strip()][:_SHOWN_TOKENS]
 
 
-def print_influences(lm, record, text: str, language: str | None, method: str, top: int, *, share: float = 0.25) -> None:
+def print_influences(lm, record, text: str, method: str, top: int, *, share: float = 0.25) -> None:
     """Under the completion: the strongest influences of the least confident tokens."""
     from whence_ls.engine.attribution import METHOD_NOTES, attribute_rows, context_units, default_method
     from whence_ls.sourcefile import line_col_of, line_starts, source_label
@@ -303,8 +304,8 @@ def print_influences(lm, record, text: str, language: str | None, method: str, t
     indices = shown_tokens(record, share)
     if not indices:
         return
-    units = context_units(lm, record, language)
-    rows = attribute_rows(lm, record, indices, method, language=language)
+    units = context_units(lm, record)
+    rows = attribute_rows(lm, record, indices, method)
     starts = line_starts(text)
     print(f"-- least confident tokens and what drove them ({method}: {METHOD_NOTES[method]})")
     for index in indices:

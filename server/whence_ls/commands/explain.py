@@ -46,7 +46,7 @@ def run(args) -> int:
     record = explain_line(lm, text, line - 1, language, context_tokens=args.context_tokens)
     record.timings["load_s"] = lm.load_seconds
     if args.html and record.tokens:
-        write_matrix_html(args.html, lm, record, text, language, None if args.attribution == "none" else args.attribution,
+        write_matrix_html(args.html, lm, record, text, None if args.attribution == "none" else args.attribution,
                           f"{path}:{line}")
     if args.json:
         data = {
@@ -60,16 +60,16 @@ def run(args) -> int:
             "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in record.timings.items()},
         }
         if args.attribution != "none":
-            add_attribution_json(data, lm, record, text, language, args.attribution, args.attribution_top)
+            add_attribution_json(data, lm, record, text, args.attribution, args.attribution_top)
         if args.features and record.tokens:
-            data["features"] = features_json(lm, record, text, language)
+            data["features"] = features_json(lm, record, text)
         print(json.dumps(data, ensure_ascii=False))
         return 0
     print_coloured(record, _use_colour(args.color))
     if record.context.truncated:
         print(f"-- context cut to the last {len(record.context.token_ids)} tokens above the line")
     if args.attribution != "none":
-        print_influences(lm, record, text, language, args.attribution, args.attribution_top)
+        print_influences(lm, record, text, args.attribution, args.attribution_top)
     if args.features:
-        print_features(lm, record, text, language)
+        print_features(lm, record, text)
     return 0

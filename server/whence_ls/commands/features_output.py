@@ -4,7 +4,7 @@ least confident tokens, as JSON (`--json`) and as text (split from `complete.py`
 from __future__ import annotations
 
 
-def features_json(lm, record, text: str, language: str | None, *, share: float = 0.25) -> list[dict]:
+def features_json(lm, record, text: str, *, share: float = 0.25) -> list[dict]:
     """What the model "saw" at the least confident tokens: their strongest SAE features, each with
     its sources (place, share, code), as `--features` prints them and `--json` carries them."""
     from whence_ls.engine.attribution.units import unit_map
@@ -18,7 +18,7 @@ def features_json(lm, record, text: str, language: str | None, *, share: float =
         raise WhenceError(f"no sparse autoencoders for {lm.name}: train them with `whence-ls model train-sae`")
     from whence_ls.engine.sae.features import token_features
 
-    units = unit_map(record, language)
+    units = unit_map(record)
     starts = line_starts(text)
     indices = shown_tokens(record, share)
     shown = []
@@ -40,10 +40,10 @@ def features_json(lm, record, text: str, language: str | None, *, share: float =
     return shown
 
 
-def print_features(lm, record, text: str, language: str | None, *, share: float = 0.25) -> None:
+def print_features(lm, record, text: str, *, share: float = 0.25) -> None:
     """`features_json`, printed."""
     print("-- features (sparse autoencoders on attention outputs) of the least confident tokens")
-    for token in features_json(lm, record, text, language, share=share):
+    for token in features_json(lm, record, text, share=share):
         print(f"   {token['text']!r} p={token['prob']:.2f}")
         for feature in token["features"]:
             mark = " [induction]" if feature["induction"] else ""
