@@ -2,6 +2,7 @@
 -- complete, accept, hover a generated token, wait for diagnostics, code lenses and code actions.
 -- Writes what it saw to $WHENCE_NVIM_REPORT (JSON) and exits non-zero on any failed check.
 local report_path = os.getenv("WHENCE_NVIM_REPORT")
+local server_log = os.getenv("WHENCE_NVIM_SERVER_LOG") or (report_path .. ".server.log")
 local server_python = os.getenv("WHENCE_SERVER_PYTHON")
 local model = os.getenv("WHENCE_MODEL")
 local report = { checks = {} }
@@ -22,7 +23,8 @@ end
 local bufnr = vim.api.nvim_get_current_buf()
 local client_id = vim.lsp.start_client({
   name = "whence",
-  cmd = { server_python, "-m", "whence_ls", "serve" },
+  -- the server's log goes beside the report, so a session that hangs says what the server did
+  cmd = { server_python, "-m", "whence_ls", "serve", "--log-file", server_log, "--verbose" },
   root_dir = vim.fn.getcwd(),
   -- no index at this path: the completion's lens is the one hint to build one (with an index,
   -- a lens appears only where a completion traces to a source)
