@@ -154,3 +154,50 @@ def test_a_copy_of_a_cached_prefix_leaves_the_entry_and_outlives_what_the_next_c
     edited = SOURCE[:1700] + "# edited\n" + SOURCE[1700:]
     complete_at(lm, edited, 2009, language="python", max_new_tokens=4, context_tokens=200, reuse_prefix=True)
     assert all((k == s).all() for (k, _), s in zip(copied, snapshot))
+
+
+def test_a_jump_back_up_the_file_keeps_the_window_below_for_the_jump_back_down(lm):
+    """Going back up shares only the start of the cached prompt: the entry stays whole and the
+    earlier completion gets a copy, so returning to the first place runs only its last tokens.
+    Both answers are exactly what a fresh prefill gives."""
+    text = SOURCE[:3000]
+    far = text.rindex("\n", 0, 2800) + 1
+    near = text.rindex("\n", 0, 1200) + 1
+    first = complete_at(lm, text, far, language="python", max_new_tokens=6, context_tokens=1024, reuse_prefix=True)
+    assert first.context.doc_start == 0  # one window holds both places
+    up = complete_at(lm, text, near, language="python", max_new_tokens=6, context_tokens=1024, reuse_prefix=True)
+    assert up.timings["reused_tokens"] >= len(up.context.token_ids) - 3
+    assert_same_generation(up, fresh_equivalent(lm, text, near, up, 6))
+    down = complete_at(lm, text, far, language="python", max_new_tokens=6, context_tokens=1024, reuse_prefix=True)
+    assert down.timings["reused_tokens"] >= len(down.context.token_ids) - 3
+    assert_same_generation(down, fresh_equivalent(lm, text, far, down, 6))
+    assert_same_generation(down, first)
+
+
+def test_a_kept_entry_is_not_written_over_by_the_completion_that_got_its_copy(lm):
+    text = SOURCE[:3000]
+    far = text.rindex("\n", 0, 2800) + 1
+    complete_at(lm, text, far, language="python", max_new_tokens=4, context_tokens=1024, reuse_prefix=True)
+    entry = lm.prefix_cache._entries[-1]
+    held = entry.cache.get_seq_length()
+    keys = entry.cache.layers[0].keys.clone()
+    complete_at(lm, text, text.rindex("\n", 0, 900) + 1, language="python", max_new_tokens=4, context_tokens=1024,
+                reuse_prefix=True)
+    assert entry in lm.prefix_cache._entries and entry.cache.get_seq_length() == held
+    assert (entry.cache.layers[0].keys == keys).all()
+
+
+def test_a_jump_back_with_transformers_cache_keeps_the_entry_too(tiny_model_dir):
+    """The model's own forward (a family the fast decoder does not run) keeps a DynamicCache:
+    the kept entry is copied the same way."""
+    from whence_ls.engine.loading import load_model
+
+    own = load_model(str(tiny_model_dir), "cpu", decoder="transformers")
+    text = SOURCE[:3000]
+    far = text.rindex("\n", 0, 2800) + 1
+    first = complete_at(own, text, far, language="python", max_new_tokens=4, context_tokens=1024, reuse_prefix=True)
+    complete_at(own, text, text.rindex("\n", 0, 1200) + 1, language="python", max_new_tokens=4, context_tokens=1024,
+                reuse_prefix=True)
+    down = complete_at(own, text, far, language="python", max_new_tokens=4, context_tokens=1024, reuse_prefix=True)
+    assert down.timings["reused_tokens"] >= len(down.context.token_ids) - 3
+    assert_same_generation(down, first)

@@ -35,6 +35,8 @@ export type ServerSettings = {
   verifyRows: boolean;
   /** Model time before ghost text shows; past it the lines so far show and the rest follows (0: wait for all). */
   latencyBudgetMs: number;
+  /** The longest prefill of context no cache holds; past it a shorter window is read and the full one warmed (0: always full). */
+  coldPrefillMs: number;
   /** Model threads; null: fitted to the cores other processes leave free. */
   threads: number | null;
   /** Seconds after an accept at which its retention is recorded (besides each save and close). */
@@ -60,6 +62,7 @@ export const SERVER_SETTING_DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   repositoryTokens: 384,
   verifyRows: true,
   latencyBudgetMs: 300,
+  coldPrefillMs: 600,
   threads: null,
   retentionCheckpointsS: [30, 120, 600],
   workspaceFlags: false,

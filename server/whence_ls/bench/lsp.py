@@ -109,6 +109,8 @@ async def _bench(args) -> dict[str, Any]:
         options["draftTokens"] = args.draft_tokens
     if args.latency_budget_ms is not None:
         options["latencyBudgetMs"] = args.latency_budget_ms  # a server without the setting ignores it
+    if args.cold_prefill_ms is not None:
+        options["coldPrefillMs"] = args.cold_prefill_ms
     if args.model:
         options["model"] = args.model
     workspace = tempfile.mkdtemp(prefix="whence-bench-lsp-")

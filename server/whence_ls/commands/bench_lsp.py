@@ -35,6 +35,8 @@ def add_parser(subparsers) -> None:
                         help="wait up to S seconds for the server to go idle before the ghost-text measures (default 30)")
     parser.add_argument("--latency-budget-ms", type=int, default=None, metavar="MS",
                         help="the server's latencyBudgetMs setting (default: its default)")
+    parser.add_argument("--cold-prefill-ms", type=int, default=None, metavar="MS",
+                        help="the server's coldPrefillMs setting (default: its default; 0: always the full window)")
     parser.add_argument("--ghost-only", action="store_true",
                         help="only ghost text and accept-to-row (skip completion latency at shlex ends, first completion, "
                              "during background, long document, cold row, hover latency)")

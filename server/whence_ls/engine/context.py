@@ -15,11 +15,14 @@ from whence_ls.errors import WhenceError
 _CHARS_PER_TOKEN_BOUND = 16
 
 
-def build_context(tokenizer, text: str, end: int, budget: int, *, start_floor: int = 0) -> ContextWindow:
+def build_context(tokenizer, text: str, end: int, budget: int, *, start_floor: int = 0,
+                  prefix_room: int | None = None) -> ContextWindow:
     """Context for generating (or scoring) at document offset `end`: up to `budget` tokens of
-    `text[start_floor:end]`, cut at a line start when the budget forces a cut."""
+    `text[start_floor:end]` (and at most `prefix_room` of the document), cut at a line start
+    when the budget forces a cut."""
     special = special_prefix_ids(tokenizer)
-    window_start, ids, doc_offsets, truncated = prefix_tokens(tokenizer, text, end, budget - len(special), start_floor=start_floor)
+    room = budget - len(special) if prefix_room is None else min(budget - len(special), prefix_room)
+    window_start, ids, doc_offsets, truncated = prefix_tokens(tokenizer, text, end, room, start_floor=start_floor)
     return ContextWindow(
         text=text[window_start:end],
         doc_start=window_start,

@@ -93,6 +93,16 @@ class KVCache:
             raise ValueError("crop takes a negative count (the entries to remove)")
         self.length = max(0, self.length + count)
 
+    def prefix_copy(self, length: int) -> "KVCache":
+        """A new cache holding this one's first `length` positions, with room to grow past them."""
+        layers, kv_heads, _, head_dim = self.keys.shape
+        copied = KVCache(layers, kv_heads, head_dim, dtype=self.keys.dtype, device=self.keys.device,
+                         capacity=length + 256)  # a completion's tail and its tokens; `reserve` grows it
+        copied.keys[:, :, :length] = self.keys[:, :, :length]
+        copied.values[:, :, :length] = self.values[:, :, :length]
+        copied.length = length
+        return copied
+
     def reserve(self, length: int) -> None:
         capacity = self.keys.shape[2]
         if length <= capacity:

@@ -41,6 +41,7 @@ def complete_at(
     deadline: float | None = None,
     on_partial: Callable[[ScoredText], None] | None = None,
     live_rows: bool = False,
+    cold_prefill_s: float | None = None,
 ) -> ScoredText:
     """Complete document `text` at character offset `cursor`.
 
@@ -48,14 +49,20 @@ def complete_at(
     context an earlier completion already ran, and the window keeps that completion's start.
     `prompt` chooses fill-in-the-middle and the budgets (`prompt.py`; by default FIM when the
     tokenizer has a template), `snippets` are other files' code for the model to see.
-    `deadline`, `on_partial` and `live_rows`: see `generate`."""
+    `deadline`, `on_partial` and `live_rows`: see `generate`.
+
+    `cold_prefill_s` (with `reuse_prefix`) bounds the time spent prefilling what the cache does
+    not hold, at the machine's measured rate (`lm.prefill_rate`): past it the window is cut
+    shorter (`context.shortened`; never below COLD_FLOOR_TOKENS of the document) and the caller
+    should warm the full window (`warm_prefix`) for the next completion."""
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
     started = time.perf_counter()
     budget = max(1, min(context_tokens, lm.max_context - max_new_tokens))
     reuse = lm.prefix_cache if reuse_prefix else None
     shape = _PromptShape(prompt or PromptOptions(), snippets, language, lm.max_context - max_new_tokens)
-    context, heal = heal_context(_context_window(lm, text, cursor, budget, reuse, shape))
+    cold_tokens = lm.prefill_rate.tokens_within(cold_prefill_s) if cold_prefill_s is not None and reuse is not None else None
+    context, heal = heal_context(_context_window(lm, text, cursor, budget, reuse, shape, cold_tokens))
     line_start = text.rfind("\n", 0, cursor) + 1
     line_end = text.find("\n", cursor)
     rest_of_line = text[cursor : len(text) if line_end == -1 else line_end]
@@ -75,6 +82,9 @@ WARM_CHUNK_TOKENS = 128
 # the longest prefill forward of a completion; longer ones are cut (see `generate`). Larger
 # than the warm-up's chunks: a prefill is interactive work, and each cut costs a little speed
 PREFILL_CHUNK_TOKENS = 256
+# the fewest document tokens a window cut short to bound a cold prefill keeps (`complete_at`'s
+# `cold_prefill_s`): below this a completion knows too little of its file to be worth the wait
+COLD_FLOOR_TOKENS = 192
 # prompt-lookup draft tokens checked per decoding forward (see `generate`); measured with
 # `whence-ls bench generate --draft-tokens N`
 DRAFT_TOKENS = 4
@@ -110,11 +120,27 @@ def warm_prefix(
             if cancel is not None and cancel.is_set():
                 break
             step = ids[done : min(len(ids) - 1, done + WARM_CHUNK_TOKENS)]
+            chunk_started = time.perf_counter()
             forward(lm, step, cache)
+            lm.prefill_rate.observe(len(step), time.perf_counter() - chunk_started)
             done += len(step)
     if done:
         lm.prefix_cache.put(ids[:done], cache, window_anchor(context.doc_start, context.text))
     return done
+
+
+def measure_prefill_rate(lm: LoadedModel, tokens: int = 128) -> None:
+    """Give `lm.prefill_rate` its first figure before any completion needs it (the first jump
+    into a file would otherwise read its whole window, however busy the machine): two prefills
+    of `tokens` tokens, the second one timed (the first pays one-time costs: kernel choice,
+    allocation). The content does not matter for the time, so the ids are a fixed run."""
+    ids = [i % lm.model.config.vocab_size for i in range(100, 100 + tokens)]
+    with torch.inference_mode():
+        forward(lm, ids, new_cache(lm, tokens))
+        cache = new_cache(lm, tokens)
+        started = time.perf_counter()
+        forward(lm, ids, cache)
+        lm.prefill_rate.observe(tokens, time.perf_counter() - started)
 
 
 @dataclasses.dataclass
@@ -125,16 +151,46 @@ class _PromptShape:
 
     ceiling: int | None = None  # the model's window less the tokens to generate
 
-    def window(self, lm: LoadedModel, text: str, cursor: int, budget: int, start_floor: int = 0) -> ContextWindow:
+    def window(self, lm: LoadedModel, text: str, cursor: int, budget: int, start_floor: int = 0,
+               prefix_room: int | None = None) -> ContextWindow:
         return build_prompt(lm.tokenizer, text, cursor, budget, options=self.options, snippets=self.snippets,
-                            language=self.language, start_floor=start_floor, ceiling=self.ceiling)
+                            language=self.language, start_floor=start_floor, ceiling=self.ceiling, prefix_room=prefix_room)
 
 
 def _context_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse: PrefixCache | None,
-                    shape: _PromptShape | None = None) -> ContextWindow:
+                    shape: _PromptShape | None = None, cold_tokens: int | None = None) -> ContextWindow:
     """The context for a completion at `cursor`; with a prefix cache, cut where a cached prompt
-    was cut (so their token ids match) while that still fits the budget."""
+    was cut (so their token ids match) while that still fits the budget. With `cold_tokens`,
+    a window that would need more than that many tokens the cache does not hold is cut shorter:
+    where an earlier short cut was made if it still serves, else just before the cursor."""
     shape = shape or _PromptShape(PromptOptions(), None, None)
+    window = _full_window(lm, text, cursor, budget, reuse, shape)
+    if reuse is None or cold_tokens is None or len(window.token_ids) - reuse.shared(window.token_ids) <= cold_tokens:
+        return window
+    for anchor in reuse.anchors(provisional=True):
+        if anchor.holds_in(text, cursor) and anchor.doc_start > window.doc_start:
+            short = shape.window(lm, text, cursor, budget, start_floor=anchor.doc_start)
+            segment = short.prefix_segment()
+            # the cut must still leave the floor's worth of document (a jump up the file lands
+            # just below a cut made further down) and fit the bound
+            if not short.truncated and segment.end_token - segment.first_token >= COLD_FLOOR_TOKENS \
+                    and len(short.token_ids) - reuse.shared(short.token_ids) <= max(cold_tokens, COLD_FLOOR_TOKENS):
+                return dataclasses.replace(short, truncated=True, shortened=True)
+    # what the document part may have: the cold tokens, less whatever else in the prompt (the
+    # other files' snippets, the code after the cursor) the cache does not hold either
+    prefix = window.prefix_segment()
+    shared = reuse.shared(window.token_ids)
+    prefix_tokens = prefix.end_token - prefix.first_token
+    others_uncached = (len(window.token_ids) - shared) - max(0, prefix.end_token - max(prefix.first_token, shared))
+    room = max(COLD_FLOOR_TOKENS, cold_tokens - others_uncached)
+    if room >= prefix_tokens:
+        return window
+    short = shape.window(lm, text, cursor, budget, prefix_room=room)
+    return dataclasses.replace(short, shortened=True) if short.doc_start > window.doc_start else window
+
+
+def _full_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse: PrefixCache | None,
+                 shape: _PromptShape) -> ContextWindow:
     if reuse is None:
         return shape.window(lm, text, cursor, budget)
     for anchor in reuse.anchors():
@@ -231,6 +287,7 @@ def generate(
             cached_ids.extend(feed)
             if forwards == 0:
                 prefill_s = time.perf_counter() - started
+                lm.prefill_rate.observe(len(context.token_ids) - reused, prefill_s)
             forwards += 1
             # row i predicts the token after draft[i - 1] (after feed's first token for i = 0):
             # each draft token the model would have chosen itself lets the next row count
@@ -299,7 +356,7 @@ def generate(
                 drafted += len(draft)
                 feed = [token_id] + draft
     if prefix_cache is not None:
-        prefix_cache.put(cached_ids, cache, window_anchor(context.doc_start, context.text))
+        prefix_cache.put(cached_ids, cache, window_anchor(context.doc_start, context.text, provisional=context.shortened))
     decode_s = time.perf_counter() - started - prefill_s
     if cut is None:
         cut = stopper.final(text) if stopper is not None else len(text)

@@ -13,6 +13,7 @@ import torch
 from whence_ls.errors import WhenceError
 from whence_ls.engine import registry
 from whence_ls.engine.model_spec import missing_model, names_a_path
+from whence_ls.engine.prefill_rate import PrefillRate
 from whence_ls.engine.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class LoadedModel:
     decoder: object | None = None
     precision: str = "fp32"  # of the decoding forward; the model's own forward stays fp32 on a CPU
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)  # for callers that opt in
+    prefill_rate: PrefillRate = field(default_factory=PrefillRate)  # measured by every prefill
 
     def token_texts(self) -> list[str]:
         """Every vocabulary entry decoded on its own (for token healing), computed once."""

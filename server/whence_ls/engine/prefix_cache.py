@@ -23,6 +23,9 @@ MIN_SHARED_TOKENS = 32
 # The few most recent prompts (documents, or places in one): a 1k-token prompt of the embedded
 # model holds ~47 MB of fp32 keys and values.
 CAPACITY = 3
+# An entry holding more than this many tokens past what a new prompt shares is kept whole (the
+# prompt gets a copy of the shared part): the user went back up the file and may come back down.
+KEEP_SURPLUS_TOKENS = 48
 # How many characters of a window's start identify it when the next request comes.
 _ANCHOR_CHARS = 64
 
@@ -33,6 +36,9 @@ class Anchor:
 
     doc_start: int
     head: str
+    # the start of a window cut short to bound a cold prefill: used only while the full window's
+    # prefill would still take too long (see `generation._context_window`)
+    provisional: bool = False
 
     def holds_in(self, text: str, end: int) -> bool:
         return self.doc_start < end and text.startswith(self.head, self.doc_start)
@@ -52,13 +58,25 @@ class PrefixCache:
     hits: int = 0
     reused_tokens: int = 0
 
-    def anchors(self) -> list[Anchor]:
-        """Window starts of the cached prompts, most recent first."""
-        return [e.anchor for e in reversed(self._entries) if e.anchor is not None]
+    def anchors(self, *, provisional: bool = False) -> list[Anchor]:
+        """Window starts of the cached prompts, most recent first: the full windows' or (with
+        `provisional`) those of windows cut short to bound a cold prefill."""
+        return [e.anchor for e in reversed(self._entries) if e.anchor is not None and e.anchor.provisional == provisional]
+
+    def shared(self, ids: list[int]) -> int:
+        """How many leading tokens of `ids` a `take` would serve now (0: none), without taking."""
+        best = max((_shared_prefix(e.ids, ids, limit=len(ids) - 1) for e in self._entries), default=0)
+        return best if best >= MIN_SHARED_TOKENS else 0
 
     def take(self, ids: list[int]) -> tuple[Any | None, int]:
-        """Remove the entry sharing the longest prefix with `ids` and return its cache cropped to
-        that prefix, with the prefix's length; (None, 0) when no entry shares enough.
+        """The keys and values of the longest prefix that `ids` shares with an entry, as a cache
+        the caller may extend, with the prefix's length; (None, 0) when no entry shares enough.
+
+        An entry that `ids` extends (or shares all but a few tokens of: typing, a backspace) is
+        removed and handed over, cropped. An entry that `ids` shares much less of (a jump back
+        up the file) stays, and the caller gets a copy of the shared part: cropping it would
+        throw away the keys of the text below the new cursor, and a jump back down would pay
+        its whole prefill again (~1-2 ms a token on a busy 2-core CPU; copying is ~1000x less).
 
         At least one token of `ids` is left to run, since its logits are what the caller needs."""
         best, shared = None, 0
@@ -68,8 +86,16 @@ class PrefixCache:
                 best, shared = entry, n
         if best is None or shared < MIN_SHARED_TOKENS:
             return None, 0
-        self._entries.remove(best)
         surplus = len(best.ids) - shared
+        if surplus > KEEP_SURPLUS_TOKENS:
+            copied = _copy_prefix(best.cache, shared)
+            if copied is not None:
+                self._entries.remove(best)
+                self._entries.append(best)  # used: the last to be evicted
+                self.hits += 1
+                self.reused_tokens += shared
+                return copied, shared
+        self._entries.remove(best)
         try:
             if surplus:
                 best.cache.crop(-surplus)  # transformers 5: a negative count removes that many
@@ -109,9 +135,24 @@ class PrefixCache:
         self._entries.clear()
 
 
-def window_anchor(doc_start: int, window_text: str) -> Anchor:
+def window_anchor(doc_start: int, window_text: str, provisional: bool = False) -> Anchor:
     """The anchor of a context window that starts at `doc_start` with `window_text`."""
-    return Anchor(doc_start, window_text[:_ANCHOR_CHARS])
+    return Anchor(doc_start, window_text[:_ANCHOR_CHARS], provisional)
+
+
+def _copy_prefix(cache: Any, length: int) -> Any | None:
+    """A new cache holding the first `length` positions of `cache` (None: a kind that cannot)."""
+    prefix_copy = getattr(cache, "prefix_copy", None)
+    if prefix_copy is not None:  # the fast decoder's preallocated cache
+        return prefix_copy(length)
+    import copy
+
+    try:  # transformers' DynamicCache
+        copied = copy.deepcopy(cache)
+        copied.crop(length - copied.get_seq_length())
+    except Exception:  # a cache kind that cannot be copied or cropped (sliding-window, recurrent)
+        return None
+    return copied if copied.get_seq_length() == length else None
 
 
 def _shared_prefix(a: list[int], b: list[int], *, limit: int) -> int:

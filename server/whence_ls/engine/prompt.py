@@ -145,11 +145,12 @@ class _Builder:
 
 def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: PromptOptions = PromptOptions(),
                  snippets: list[Snippet] | None = None, language: str | None = None, start_floor: int = 0,
-                 ceiling: int | None = None) -> ContextWindow:
+                 ceiling: int | None = None, prefix_room: int | None = None) -> ContextWindow:
     """The context for a completion at `cursor` in `text`: at most `budget` tokens of this
     document (before and after the cursor, with FIM markup), and on top of them at most
     `options.repository_tokens` of other files' snippets, the whole within `ceiling` (the
-    model's window less the tokens to generate).
+    model's window less the tokens to generate). `prefix_room` caps the document before the
+    cursor further (a window cut short to bound a cold prefill).
 
     The snippets come on top rather than out of the document's budget: measured with
     `whence-ls bench quality` on the embedded model, a shared budget cut the prefix and lost
@@ -162,7 +163,8 @@ def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: Pro
     if template is None and not snippets:
         from whence_ls.engine.context import build_context
 
-        return dataclasses.replace(build_context(tokenizer, text, cursor, budget, start_floor=start_floor), language=language)
+        return dataclasses.replace(build_context(tokenizer, text, cursor, budget, start_floor=start_floor, prefix_room=prefix_room),
+                                   language=language)
     build = _Builder(tokenizer)
     build.ids.extend(special)
     build.offsets.extend([(0, 0)] * len(special))
@@ -179,6 +181,8 @@ def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: Pro
         suffix_end, suffix_ids, suffix_offsets = _suffix_tokens(tokenizer, text, cursor, min(options.suffix_tokens, budget // 4))
     markers = 3 if template is not None else 0
     room = budget - len(special) - len(suffix_ids) - markers
+    if prefix_room is not None:
+        room = min(room, prefix_room)
     if room < 1:
         raise WhenceError("context budget too small for the prompt's repository part and suffix")
     window_start, ids, offsets, truncated = prefix_tokens(tokenizer, text, cursor, room, start_floor=start_floor)

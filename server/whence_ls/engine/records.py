@@ -83,6 +83,9 @@ class ContextWindow:
     # its sources are split with this grammar, so every view of the record's attribution reads
     # the same sources without being told the language again
     language: str | None = None
+    # cut shorter than the budget because the whole window would have taken too long to prefill
+    # (`complete_at`'s `cold_prefill_s`); the full window is warmed for the next completion
+    shortened: bool = False
 
     def all_segments(self) -> list[ContextSegment]:
         """Every segment; a plain prefix window is one segment over its text tokens."""

@@ -178,14 +178,18 @@ class InlineCompletionFeature:
             from whence_ls.engine.generation import complete_at
 
             kept.cancel = cancel
-            return complete_at(
+            result = complete_at(
                 lm, text, cursor, language=language,
                 max_new_tokens=settings.max_new_tokens, context_tokens=settings.context_tokens, cancel=cancel,
                 reuse_prefix=True,  # the previous keystroke's prompt is most of this one
                 draft_tokens=settings.draft_tokens, prompt=prompt, snippets=snippets,
                 deadline=deadline, on_partial=partial if deadline is not None else None,
                 live_rows=live_rows,  # the whole matrix comes with the completion
+                cold_prefill_s=settings.cold_prefill_ms / 1000 if settings.cold_prefill_ms else None,
             )
+            if lm.prefill_rate.seconds_per_token is not None:
+                log.debug("prefill rate after the completion at %d: %.2f ms a token", cursor, 1000 * lm.prefill_rate.seconds_per_token)
+            return result
 
         async def run() -> None:
             template = None
@@ -201,9 +205,12 @@ class InlineCompletionFeature:
                     session.status.show(generating=False)
             if template is not None and log.isEnabledFor(logging.DEBUG):
                 t = template.timings
-                log.debug("completion at %d: %s after %d context tokens (%d reused), prefill %.0f ms, %d tokens in %.0f ms",
-                          cursor, template.stop_reason, len(template.context.token_ids), t.get("reused_tokens", 0),
+                log.debug("completion at %d: %s after %d context tokens%s (%d reused), prefill %.0f ms, %d tokens in %.0f ms",
+                          cursor, template.stop_reason, len(template.context.token_ids),
+                          " (window shortened)" if template.context.shortened else "", t.get("reused_tokens", 0),
                           1000 * t.get("prefill_s", 0), t.get("generated_tokens", 0), 1000 * t.get("total_s", 0))
+            if template is not None and template.context.shortened:
+                session.warmups.request(uri, cursor)  # the full window, for the next completion here
             usable = template if template is not None and template.stop_reason != "cancelled" else None
             if usable is not None:
                 self.session.completion_cache.put(key, usable)

@@ -189,10 +189,18 @@ class LifecycleFeature:
                 lm = load_model(settings.model, settings.device, precision=settings.precision)
                 begin(70, 90, "preparing the vocabulary table")
                 lm.token_texts()  # token healing needs it; building it here keeps the first completion fast
+                from whence_ls.engine.generation import measure_prefill_rate
+
+                measure_prefill_rate(lm)  # the bound on a cold prefill (`coldPrefillMs`) needs it from the start
                 begin(90, 100, "reading the attribution calibration")
                 from whence_ls.engine.attribution import default_method  # torch's methods, off the event loop
 
                 found["default_method"] = default_method(lm)  # reads the calibration, once
+                from whence_ls.engine.attribution.live_rows import LiveAttention
+
+                # decides, once per model, whether completions can capture their rows as they
+                # decode (two probe forwards: 0.3-0.6 s the first completion would otherwise wait)
+                LiveAttention.for_model(lm)
                 try:
                     from whence_ls.engine.sae import load_for
 

@@ -25,6 +25,7 @@ _KEYS = {
     "repositoryContext": "repository_context",
     "repositoryTokens": "repository_tokens",
     "latencyBudgetMs": "latency_budget_ms",
+    "coldPrefillMs": "cold_prefill_ms",
     "threads": "threads",
     "retentionCheckpointsS": "retention_checkpoints_s",
     "workspaceFlags": "workspace_flags",
@@ -53,6 +54,11 @@ class Settings:
     # model time before ghost text is shown; past it the completion shows its lines so far and
     # the rest follows (0: wait for the whole completion). Chosen with `bench lsp --busy-cores`
     latency_budget_ms: int = 300
+    # the longest a completion prefills context no cache holds (a jump to another part of a
+    # file, a file just opened); past it the window is cut shorter for this completion and the
+    # full one is warmed for the next (0: always the full window). Chosen with `bench lsp
+    # --busy-cores`: a cold 1024-token window took 1.7-2.4 s to prefill with one core busy
+    cold_prefill_ms: int = 600
     threads: int | None = None  # torch threads; None: fitted to the cores other processes leave free
     # seconds after an accept at which its retention is recorded (besides each save and close)
     retention_checkpoints_s: tuple[float, ...] = (30.0, 120.0, 600.0)
@@ -117,7 +123,7 @@ def _check(name: str, value: Any) -> str | None:
         return None if value in FIM_CHOICES else f"expected one of {', '.join(FIM_CHOICES)}"
     if name in ("suffix_tokens", "repository_tokens"):
         return None if _is_int(value) and 0 <= value <= 8192 else "expected an integer from 0 to 8192"
-    if name == "latency_budget_ms":
+    if name in ("latency_budget_ms", "cold_prefill_ms"):
         return None if _is_int(value) and 0 <= value <= 60000 else "expected an integer from 0 to 60000 (milliseconds)"
     if name == "threads":
         return None if value is None or _is_int(value) and 1 <= value <= 256 else "expected an integer from 1 to 256, or null"
