@@ -50,3 +50,39 @@ def test_a_file_too_long_for_the_window_is_warmed_only_where_it_is_edited():
     assert warmups.next_work() is None and asked == []
     warmups.request("file:///long.py", 120)
     assert callable(warmups.next_work()) and asked == ["file:///long.py"]
+
+
+def test_a_cursor_move_reported_by_the_lightbulb_request_warms_the_window_there():
+    """VS Code asks for code actions (the lightbulb) on every cursor move, with an empty range
+    and triggerKind Automatic: that is the server's only word of where the cursor went, and a
+    jump there is most likely followed by a completion there. An explicit request (the user
+    opened the menu) or a selection does not move the warm-up."""
+    from types import SimpleNamespace
+
+    from lsprotocol import types
+
+    from whence_ls.lsp.features.code_actions import CodeActionsFeature
+    from whence_ls.lsp.state.records import RecordStore
+    from whence_ls.lsp.text import positions
+
+    settings = Settings()
+    warmups, documents, _ = _warmups(settings)
+    requested: list[tuple[str, int | None]] = []
+    warmups.request = lambda uri, cursor=None: requested.append((uri, cursor))
+    uri = "file:///a.py"
+    documents.open(uri, "import os\n\n\ndef f(x):\n    return x\n", 1, "python")
+    session = SimpleNamespace(documents=documents, warmups=warmups, records=RecordStore(),
+                              client=SimpleNamespace(client_capabilities=types.ClientCapabilities()),
+                              offset=lambda document, position: positions.offset_of(document, position, "utf-16"))
+    feature = CodeActionsFeature(session)
+
+    def ask(start, end, trigger):
+        feature.code_actions(types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(start, end),
+            context=types.CodeActionContext(diagnostics=[], trigger_kind=trigger)))
+
+    ask(types.Position(4, 4), types.Position(4, 4), types.CodeActionTriggerKind.Automatic)
+    assert requested == [(uri, len("import os\n\n\ndef f(x):\n    "))]
+    ask(types.Position(3, 0), types.Position(4, 4), types.CodeActionTriggerKind.Automatic)  # a selection
+    ask(types.Position(3, 0), types.Position(3, 0), types.CodeActionTriggerKind.Invoked)  # the menu, asked for
+    assert len(requested) == 1

@@ -39,6 +39,10 @@ from whence_ls.bench.lsp_table import print_passes
 from whence_ls.errors import WhenceError
 
 
+# the longest any one custom request may go unanswered
+CALL_TIMEOUT_S = 120.0
+
+
 def run(args) -> int:
     try:
         counts = parse_counts(args.busy_cores)
@@ -119,13 +123,21 @@ async def _bench(args) -> dict[str, Any]:
     clean = False
     try:
         await client.start_io(sys.executable, "-m", "whence_ls", "serve", *extra)
-        await client.initialize_async(types.InitializeParams(
-            capabilities=types.ClientCapabilities(), root_uri=Path(workspace).as_uri(), initialization_options=options))
+        await asyncio.wait_for(client.initialize_async(types.InitializeParams(
+            capabilities=types.ClientCapabilities(), root_uri=Path(workspace).as_uri(), initialization_options=options)),
+            CALL_TIMEOUT_S)
         initialize_ms = (time.perf_counter() - started) * 1000
         client.initialized(types.InitializedParams())
 
         async def call(method: str, params: Any) -> Any:
-            return _plain(await client.protocol.send_request_async(method, params))
+            # a request that is never answered ends the bench with its name, rather than a bench
+            # that waits forever (once, the second pass's first status request went unanswered
+            # with both processes idle and nothing unread in either pipe; not understood yet)
+            try:
+                return _plain(await asyncio.wait_for(client.protocol.send_request_async(method, params), CALL_TIMEOUT_S))
+            except asyncio.TimeoutError:
+                raise SystemExit(f"whence-ls bench lsp: no answer to {method} within {CALL_TIMEOUT_S:.0f} s "
+                                 f"(server log: {args.server_log or 'pass --server-log PATH to keep one'})") from None
 
         while True:
             status = await call("whence/status", {})

@@ -112,6 +112,9 @@ def warm_prefix(
     context, _ = heal_context(_context_window(lm, text, cursor, budget, lm.prefix_cache, _PromptShape(prompt or PromptOptions(), snippets, language,
                                                                                             lm.max_context - max_new_tokens)))
     ids = list(context.token_ids)
+    held = lm.prefix_cache.shared(ids)
+    if held >= len(ids) - 1:
+        return held  # an entry holds it already (the cursor moved inside a warmed window)
     cache, done = lm.prefix_cache.take(ids)
     if cache is None:
         cache, done = new_cache(lm, len(ids) + max_new_tokens), 0

@@ -72,6 +72,12 @@ class CodeActionsFeature:
             start, end = document.line_span(line)
         except Exception:
             return []
+        if params.context.trigger_kind == types.CodeActionTriggerKind.Automatic and params.range.start == params.range.end:
+            # an editor asks this on every cursor move (VS Code's lightbulb): the cursor went
+            # here, and the next completion is most likely asked here; warm its window while idle
+            cursor = session.offset(document, params.range.start)
+            if cursor is not None:
+                session.warmups.request(uri, cursor)
         actions: list[types.CodeAction] = []
         # the lightbulb only where Explain has code to explain: not on blank or comment-only
         # lines (the command palette and the context menu still offer Explain on every line)
