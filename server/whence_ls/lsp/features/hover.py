@@ -165,6 +165,11 @@ class HoverFeature:
             lines.append("what the model saw: features firing on " + " · ".join(shown) + (f" · {why}" if why else "") + "  ")
         elif why:
             lines.append(why + "  ")
+        context = record.scored.context
+        if context is not None and context.shortened:
+            # the sources above come from this shorter window: say so, and why
+            lines.append(f"_this completion read a shorter context ({len(context.token_ids)} tokens) to answer quickly: the "
+                         "full window was not in the cache (`whence.coldPrefillMs`); the next completion here reads it_  ")
         precision = getattr(record.scored, "precision", "fp32")
         if precision == "fp16":
             lines.append("_decoded with fp16 weights: within rounding of the fp32 model's numbers_  ")
