@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-from whence_ls.engine.generation import COLD_FLOOR_TOKENS, complete_at, warm_prefix
+from whence_ls.engine.generation import complete_at, warm_prefix
+from whence_ls.engine.windows import COLD_FLOOR_TOKENS
 from whence_ls.engine.prefill_rate import MIN_TOKENS, PrefillRate
 
 from test_prefix_cache import assert_same_generation, fresh_equivalent

@@ -94,7 +94,8 @@ def run(args) -> int:
     import torch
 
     from whence_ls.engine.confidence import flag_score
-    from whence_ls.engine.generation import _context_window, _PromptShape, complete_at, generate
+    from whence_ls.engine.generation import complete_at, generate
+    from whence_ls.engine.windows import PromptShape, context_window
     from whence_ls.engine.loading import load_model
     from whence_ls.engine.prompt import PromptOptions, fim_template
     from whence_ls.engine.stopping import BlockStopper
@@ -125,8 +126,8 @@ def run(args) -> int:
                                    repository_name=options.repository_name)
             answers["no_fim"] = complete_at(lm, document, cursor, prompt=no_fim, snippets=snippets, **run_args)
         budget = max(1, min(args.context_tokens, lm.max_context - args.max_new_tokens))
-        shape = _PromptShape(options, snippets, "python", lm.max_context - args.max_new_tokens)
-        context = _context_window(lm, document, cursor, budget, None, shape)
+        shape = PromptShape(options, snippets, "python", lm.max_context - args.max_new_tokens)
+        context = context_window(lm, document, cursor, budget, None, shape)
         line_start = document.rfind("\n", 0, cursor) + 1
         stopper = BlockStopper(document[line_start:cursor], "python", suffix=document[cursor : cursor + 4096])
         if "no_healing" in ways:

@@ -4,7 +4,6 @@ top-k alternatives from the logits the step computes anyway (no extra forward pa
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 import time
 from typing import Callable
@@ -16,10 +15,11 @@ from whence_ls.engine.drafting import NgramDrafter
 from whence_ls.engine.healing import heal_context, healing_closure, healing_mask
 from whence_ls.engine.loading import LoadedModel
 from whence_ls.engine.prefix_cache import PrefixCache, window_anchor
-from whence_ls.engine.prompt import PromptOptions, Snippet, build_prompt
+from whence_ls.engine.prompt import PromptOptions, Snippet
 from whence_ls.engine.records import ContextWindow, ScoredText
 from whence_ls.engine.stopping import BlockStopper
 from whence_ls.engine.token_scores import scored_tokens, token_row
+from whence_ls.engine.windows import PromptShape, context_window
 from whence_ls.errors import WhenceError
 
 TOP_K = 5
@@ -53,16 +53,16 @@ def complete_at(
 
     `cold_prefill_s` (with `reuse_prefix`) bounds the time spent prefilling what the cache does
     not hold, at the machine's measured rate (`lm.prefill_rate`): past it the window is cut
-    shorter (`context.shortened`; never below COLD_FLOOR_TOKENS of the document) and the caller
+    shorter (`context.shortened`; never below `windows.COLD_FLOOR_TOKENS` of the document) and the caller
     should warm the full window (`warm_prefix`) for the next completion."""
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
     started = time.perf_counter()
     budget = max(1, min(context_tokens, lm.max_context - max_new_tokens))
     reuse = lm.prefix_cache if reuse_prefix else None
-    shape = _PromptShape(prompt or PromptOptions(), snippets, language, lm.max_context - max_new_tokens)
+    shape = PromptShape(prompt or PromptOptions(), snippets, language, lm.max_context - max_new_tokens)
     cold_tokens = lm.prefill_rate.tokens_within(cold_prefill_s) if cold_prefill_s is not None and reuse is not None else None
-    context, heal = heal_context(_context_window(lm, text, cursor, budget, reuse, shape, cold_tokens))
+    context, heal = heal_context(context_window(lm, text, cursor, budget, reuse, shape, cold_tokens))
     line_start = text.rfind("\n", 0, cursor) + 1
     line_end = text.find("\n", cursor)
     rest_of_line = text[cursor : len(text) if line_end == -1 else line_end]
@@ -82,9 +82,6 @@ WARM_CHUNK_TOKENS = 128
 # the longest prefill forward of a completion; longer ones are cut (see `generate`). Larger
 # than the warm-up's chunks: a prefill is interactive work, and each cut costs a little speed
 PREFILL_CHUNK_TOKENS = 256
-# the fewest document tokens a window cut short to bound a cold prefill keeps (`complete_at`'s
-# `cold_prefill_s`): below this a completion knows too little of its file to be worth the wait
-COLD_FLOOR_TOKENS = 192
 # prompt-lookup draft tokens checked per decoding forward (see `generate`); measured with
 # `whence-ls bench generate --draft-tokens N`
 DRAFT_TOKENS = 4
@@ -109,7 +106,7 @@ def warm_prefix(
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"cursor offset {cursor} is outside the document (length {len(text)})")
     budget = max(1, min(context_tokens, lm.max_context - max_new_tokens))
-    context, _ = heal_context(_context_window(lm, text, cursor, budget, lm.prefix_cache, _PromptShape(prompt or PromptOptions(), snippets, language,
+    context, _ = heal_context(context_window(lm, text, cursor, budget, lm.prefix_cache, PromptShape(prompt or PromptOptions(), snippets, language,
                                                                                             lm.max_context - max_new_tokens)))
     ids = list(context.token_ids)
     held = lm.prefix_cache.shared(ids)
@@ -144,68 +141,6 @@ def measure_prefill_rate(lm: LoadedModel, tokens: int = 128) -> None:
         started = time.perf_counter()
         forward(lm, ids, cache)
         lm.prefill_rate.observe(tokens, time.perf_counter() - started)
-
-
-@dataclasses.dataclass
-class _PromptShape:
-    options: PromptOptions
-    snippets: list[Snippet] | None
-    language: str | None
-
-    ceiling: int | None = None  # the model's window less the tokens to generate
-
-    def window(self, lm: LoadedModel, text: str, cursor: int, budget: int, start_floor: int = 0,
-               prefix_room: int | None = None) -> ContextWindow:
-        return build_prompt(lm.tokenizer, text, cursor, budget, options=self.options, snippets=self.snippets,
-                            language=self.language, start_floor=start_floor, ceiling=self.ceiling, prefix_room=prefix_room)
-
-
-def _context_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse: PrefixCache | None,
-                    shape: _PromptShape | None = None, cold_tokens: int | None = None) -> ContextWindow:
-    """The context for a completion at `cursor`; with a prefix cache, cut where a cached prompt
-    was cut (so their token ids match) while that still fits the budget. With `cold_tokens`,
-    a window that would need more than that many tokens the cache does not hold is cut shorter:
-    where an earlier short cut was made if it still serves, else just before the cursor."""
-    shape = shape or _PromptShape(PromptOptions(), None, None)
-    window = _full_window(lm, text, cursor, budget, reuse, shape)
-    if reuse is None or cold_tokens is None or len(window.token_ids) - reuse.shared(window.token_ids) <= cold_tokens:
-        return window
-    for anchor in reuse.anchors(provisional=True):
-        if anchor.holds_in(text, cursor) and anchor.doc_start > window.doc_start:
-            short = shape.window(lm, text, cursor, budget, start_floor=anchor.doc_start)
-            segment = short.prefix_segment()
-            # the cut must still leave the floor's worth of document (a jump up the file lands
-            # just below a cut made further down) and fit the bound
-            if not short.truncated and segment.end_token - segment.first_token >= COLD_FLOOR_TOKENS \
-                    and len(short.token_ids) - reuse.shared(short.token_ids) <= max(cold_tokens, COLD_FLOOR_TOKENS):
-                return dataclasses.replace(short, truncated=True, shortened=True)
-    # what the document part may have: the cold tokens, less whatever else in the prompt (the
-    # other files' snippets, the code after the cursor) the cache does not hold either
-    prefix = window.prefix_segment()
-    shared = reuse.shared(window.token_ids)
-    prefix_tokens = prefix.end_token - prefix.first_token
-    others_uncached = (len(window.token_ids) - shared) - max(0, prefix.end_token - max(prefix.first_token, shared))
-    room = max(COLD_FLOOR_TOKENS, cold_tokens - others_uncached)
-    if room >= prefix_tokens:
-        return window
-    short = shape.window(lm, text, cursor, budget, prefix_room=room)
-    return dataclasses.replace(short, shortened=True) if short.doc_start > window.doc_start else window
-
-
-def _full_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse: PrefixCache | None,
-                 shape: _PromptShape) -> ContextWindow:
-    if reuse is None:
-        return shape.window(lm, text, cursor, budget)
-    for anchor in reuse.anchors():
-        if anchor.holds_in(text, cursor):
-            window = shape.window(lm, text, cursor, budget, start_floor=anchor.doc_start)
-            if not window.truncated:
-                return dataclasses.replace(window, truncated=anchor.doc_start > 0)
-    window = shape.window(lm, text, cursor, budget)
-    if window.truncated:
-        # a new cut: leave a quarter of the budget to type into before the window must move
-        window = shape.window(lm, text, cursor, max(1, budget * 3 // 4))
-    return window
 
 
 def generate(

@@ -37,7 +37,7 @@ class Anchor:
     doc_start: int
     head: str
     # the start of a window cut short to bound a cold prefill: used only while the full window's
-    # prefill would still take too long (see `generation._context_window`)
+    # prefill would still take too long (see `windows.context_window`)
     provisional: bool = False
 
     def holds_in(self, text: str, end: int) -> bool:
