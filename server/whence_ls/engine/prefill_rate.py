@@ -12,8 +12,10 @@ user's machine changes within seconds, so an old average would be wrong both way
 
 from __future__ import annotations
 
-# prefills shorter than this say more about per-forward overhead than about the rate
-MIN_TOKENS = 32
+# prefills shorter than this say more about per-forward overhead than about the rate (a
+# completion's first forward also reads its live rows: ~100 ms on a busy machine, which made a
+# 57-token prefill in the real editor read as 7.7 ms a token against ~2.5 for a long one)
+MIN_TOKENS = 96
 # the newest measurement's weight against what was known before
 NEWEST_WEIGHT = 0.5
 
