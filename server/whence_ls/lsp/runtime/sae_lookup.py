@@ -12,7 +12,7 @@ import asyncio
 import threading
 from typing import Any, Awaitable, Callable
 
-from whence_ls.lsp.runtime.worker import URGENT
+from whence_ls.lsp.runtime.worker import EXTRAS
 
 KEPT = 512  # tokens whose features are kept, the oldest dropped first
 
@@ -49,7 +49,7 @@ class SaeLookup:
             return token_features(lm, sae_set, feature_index, record.scored, index, unit_map(record.scored),
                                   cancel=cancel)
 
-        found = await self._run_model(work, priority=URGENT, preemptible=True)
+        found = await self._run_model(work, priority=EXTRAS, preemptible=True)
         if found is not None:
             self._found[(record.id, index)] = found
             while len(self._found) > KEPT:

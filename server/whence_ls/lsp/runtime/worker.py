@@ -24,8 +24,10 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-LOAD, INTERACTIVE, URGENT = 0, 1, 2
-PRIORITY_NAMES = {LOAD: "load", INTERACTIVE: "interactive", URGENT: "urgent"}
+# lower runs first: a load, then what a person waits for (a completion, a hover), then the
+# extras a hover shows when they are ready (its SAE features: the hover answers without them)
+LOAD, INTERACTIVE, EXTRAS = 0, 1, 2
+PRIORITY_NAMES = {LOAD: "load", INTERACTIVE: "interactive", EXTRAS: "extras"}
 
 
 def _job_name(fn: Any) -> str:
