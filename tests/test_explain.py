@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -108,16 +110,21 @@ def test_unknown_method_is_a_usage_error(tiny_model_dir, tmp_path):
     assert exit_info.value.code == 2
 
 
-def test_explain_html_page_lights_sources_per_line_and_token(tiny_model_dir, tmp_path, capsys):
-    """`--html` writes a self-contained page: every token is a target, every source with weight
-    a line on the left, and the data the page's script reads is the rows themselves."""
+def explain_html(tiny_model_dir, tmp_path) -> tuple[str, Path]:
+    """`whence-ls explain shapes.py:6 --html` on the tiny model: the page and the file explained."""
     path = tmp_path / "shapes.py"
     path.write_text(SOURCE)
     page = tmp_path / "out.html"
     with pytest.raises(SystemExit) as exit_info:
         main(["explain", f"{path}:6", "--model", str(tiny_model_dir), "--device", "cpu", "--html", str(page)])
     assert exit_info.value.code == 0
-    html = page.read_text()
+    return page.read_text(), path
+
+
+def test_explain_html_page_lights_sources_per_line_and_token(tiny_model_dir, tmp_path, capsys):
+    """`--html` writes a self-contained page: every token is a target, every source with weight
+    a line on the left, and the data the page's script reads is the rows themselves."""
+    html, path = explain_html(tiny_model_dir, tmp_path)
     assert "attribution page written to" in capsys.readouterr().err
     assert html.startswith("<!DOCTYPE html>") and f"{path}:6" in html
     assert "http" not in html.replace("http-equiv", "")  # nothing fetched from anywhere

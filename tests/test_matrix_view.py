@@ -149,15 +149,9 @@ def test_the_exported_page_shows_the_views_columns_and_lines_and_ranks_nothing_i
 
 
 def test_the_view_of_a_tiny_model_record_is_what_explain_html_renders(tiny_model_dir, tmp_path, capsys):
-    from test_explain import SOURCE
+    from test_explain import explain_html
 
-    path = tmp_path / "shapes.py"
-    path.write_text(SOURCE)
-    page = tmp_path / "out.html"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["explain", f"{path}:6", "--model", str(tiny_model_dir), "--device", "cpu", "--html", str(page)])
-    assert exit_info.value.code == 0
-    html = page.read_text()
+    html, _ = explain_html(tiny_model_dir, tmp_path)
     data = json.loads(html.split('<script type="application/json" id="data">')[1].split("</script>")[0])
     rows = data["scores"]
     assert any(rows)
