@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from whence_ls.cli import main
 from whence_ls.report.matrix_html import render_matrix_html
 from whence_ls.report.matrix_view import code_label, matrix_view, unit_place
 
