@@ -134,7 +134,7 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
     from whence_ls.engine.attribution.units import build_unit_map
     from whence_ls.engine.attribution.verification import Verification, advance
     from whence_ls.engine.generation import complete_at
-    from whence_ls.bench.attribution_baselines import baseline_scores, copy_sources
+    from whence_ls.bench.attribution_line_baselines import baseline_scores, copy_sources
     from whence_ls.bench.attribution_verified import verified_scores
 
     result = BenchResult()
