@@ -121,7 +121,8 @@ class BenchResult:
 
 def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_per_target: int, truth_masks: int,
               drop_rows: int, ig_targets: int, log: Callable[[str], None], offset: int = 0, limit: int | None = None,
-              methods: tuple[str, ...] | None = None, verified: bool = True, dump: str | None = None) -> BenchResult:
+              methods: tuple[str, ...] | None = None, verified: bool = True, dump: str | None = None,
+              target_set: str = "heldout", reference: bool = True) -> BenchResult:
     """Targets `offset` .. `offset + limit` of the `count` held-out targets (a run can be split
     over processes and merged with `merge`)."""
     import torch
@@ -137,8 +138,10 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
     from whence_ls.bench.attribution_line_baselines import baseline_scores, copy_sources
     from whence_ls.bench.attribution_verified import verified_scores
 
+    from whence_ls.bench.attribution_training import targets_of
+
     result = BenchResult()
-    targets = heldout_targets(count)
+    targets = targets_of(target_set, count)  # "training": standard-library targets for learned estimators
     stop = len(targets) if limit is None else min(len(targets), offset + limit)
     for number in range(offset, stop):
         target = targets[number]
@@ -192,14 +195,15 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
             rows = timed("integrated_gradients", lambda: attribute_rows(lm, _fresh(record), indices[:1], ig, language="python"))
             scores["integrated_gradients"] = np.array([[rows[indices[0]].scores[s] for s in sources]])
             by_abs["integrated_gradients"] = rows[indices[0]].rank_by_abs
-        masks = random_masks(max(ABLATION_KS), len(sources), number)
+        masks = random_masks(max(ABLATION_KS) if reference else 0, len(sources), number)
         began = time.perf_counter()
         # the exact mode of verified rows: the plain masked forwards' outcomes, restarted at each
         # batch's first removed source over the cached prefix
         exact = Verification(indices=list(indices), sources=list(sources), masks=masks)
-        advance(lm, record, exact, units)
-        ablated = np.stack([exact.outcomes[m] for m in range(len(masks))])
-        per_mask = (time.perf_counter() - began) / len(masks)
+        if reference:
+            advance(lm, record, exact, units)
+        ablated = np.stack([exact.outcomes[m] for m in range(len(masks))]) if reference else np.zeros((0, len(indices)))
+        per_mask = (time.perf_counter() - began) / max(1, len(masks))
         raw = {}
         if verified:
             prior = scores.get("calibrated_attention")
@@ -207,7 +211,7 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
             for name, matrix in extra.items():
                 scores[name], by_abs[name] = matrix, False
                 result.seconds.setdefault(name, []).append(spent[name])
-        for k in ABLATION_KS:
+        for k in ABLATION_KS if reference else ():
             began = time.perf_counter()
             scores[f"ablation_{k}"] = fit_effects(masks[:k], ablated[:k])
             result.seconds.setdefault(f"ablation_{k}", []).append(per_mask * k + time.perf_counter() - began)
@@ -387,7 +391,8 @@ def run(args) -> int:
                            rows_per_target=args.rows, truth_masks=args.truth_masks, drop_rows=args.drop_rows,
                            ig_targets=args.ig_targets, log=log, offset=args.offset, limit=args.limit,
                            methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
-                           verified=not args.no_verified, dump=args.dump)
+                           verified=not args.no_verified, dump=args.dump, target_set=args.target_set,
+                           reference=not args.no_reference)
         saved["suite"] = to_json(result)
         print(render(summarise(result)))
         _write_figures(args, summarise(result))
