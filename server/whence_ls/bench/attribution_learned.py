@@ -20,6 +20,9 @@ import numpy as np
 HEAD_PARTS = ("attention", "value", "logit")
 SCALARS = ("copy_latest", "copy_any", "overlap", "recency", "is_last", "distance", "tokens", "lines",
            "calibrated", "calibrated_rank", "value_total", "value_rank")
+# one-forward summaries: each part summed over the heads of a third of the layers, normalised per row
+THIRDS = tuple(f"{part}_{third}" for part in HEAD_PARTS for third in ("early", "middle", "late"))
+SUMMARIES = ("calibrated", "calibrated_rank", "value_total", "value_rank", "logit_total", "logit_rank", "attention_total")
 
 
 def load(dump_dir: str, feature_dir: str, calibration_weights: np.ndarray) -> list[dict]:
@@ -59,7 +62,16 @@ def scalar_features(found: dict, calibration_weights: np.ndarray) -> dict[str, n
     column = np.arange(count)[None, :].repeat(rows, 0).astype(float)
     calibrated = _normalised(found["attention"].astype(np.float64) @ calibration_weights)
     value_total = _normalised(found["value"].astype(np.float64).sum(-1))
+    logit_total = _normalised(found["logit"].astype(np.float64).sum(-1))
+    thirds = {}
+    for part in HEAD_PARTS:
+        heads = found[part].astype(np.float64)
+        chunks = np.array_split(np.arange(heads.shape[-1]), 3)  # layer-major: thirds of the heads are thirds of the layers
+        for name, chunk in zip(("early", "middle", "late"), chunks):
+            thirds[f"{part}_{name}"] = _normalised(heads[..., chunk].sum(-1))
     return {
+        **thirds, "logit_total": logit_total, "logit_rank": _row_rank(logit_total),
+        "attention_total": _normalised(found["attention"].astype(np.float64).sum(-1)),
         "copy_latest": found["copy_latest"], "copy_any": found["copy_any"], "overlap": np.log1p(found["overlap"]),
         "recency": column / max(1, count - 1), "is_last": (column == count - 1).astype(float),
         "distance": 1.0 / (count - column), "tokens": np.log1p(found["tokens"]), "lines": found["lines"],
@@ -113,7 +125,8 @@ class Spec:
     def label(self) -> str:
         parts = ["+".join(self.heads) or "no heads"]
         if self.scalars:
-            parts.append("lexical" if self.scalars == LEXICAL else "all scalars" if self.scalars == SCALARS else ",".join(self.scalars))
+            parts.append("lexical" if self.scalars == LEXICAL else "scalars" if self.scalars == SCALARS
+                         else "scalars+thirds" if self.scalars == SCALARS + THIRDS + SUMMARIES[4:] else ",".join(self.scalars))
         if self.hidden:
             parts.append(f"mlp{self.hidden}")
         parts.append(f"decay {self.decay:g}")
@@ -277,7 +290,14 @@ LEXICAL = ("copy_latest", "copy_any", "overlap", "recency", "is_last", "distance
 
 
 def variants(quick: bool) -> list[Spec]:
-    found = []
+    found = [Spec(heads=(), scalars=SCALARS, decay=d) for d in (1e-4, 1e-3, 1e-2)]
+    found += [Spec(heads=(), scalars=SCALARS + THIRDS + SUMMARIES[4:], decay=d) for d in (1e-4, 1e-3, 1e-2)]
+    found += [Spec(heads=(), scalars=("calibrated", "copy_latest") + THIRDS + SUMMARIES[4:], decay=1e-3)]
+    found += [Spec(heads=(), scalars=SCALARS + THIRDS + SUMMARIES[4:], decay=1e-3, top_weight=0.3)]
+    found += [Spec(heads=(), scalars=SCALARS + THIRDS + SUMMARIES[4:], hidden=8, decay=1e-2)]
+    found += [Spec(heads=("attention",), scalars=("calibrated", "copy_latest"), decay=1e-2)]
+    if quick:
+        return found
     for heads in HEAD_SETS[: 3 if quick else None]:
         for decay in (1e-4, 1e-3, 1e-2):
             found.append(Spec(heads=heads, decay=decay))
