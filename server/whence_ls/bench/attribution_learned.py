@@ -21,7 +21,7 @@ HEAD_PARTS = ("attention", "value", "logit")
 SCALARS = ("copy_latest", "copy_any", "overlap", "recency", "is_last", "distance", "tokens", "lines",
            "calibrated", "calibrated_rank", "value_total", "value_rank")
 # one-forward summaries: each part summed over the heads of a third of the layers, normalised per row
-THIRDS = tuple(f"{part}_{third}" for part in HEAD_PARTS for third in ("early", "middle", "late"))
+from whence_ls.engine.attribution.stacked_attention import GROUPS, THIRDS  # noqa: E402
 SUMMARIES = ("calibrated", "calibrated_rank", "value_total", "value_rank", "logit_total", "logit_rank", "attention_total")
 
 
@@ -44,40 +44,7 @@ def load(dump_dir: str, feature_dir: str, calibration_weights: np.ndarray) -> li
     return targets
 
 
-def _row_rank(matrix: np.ndarray) -> np.ndarray:
-    """1 for each row's strongest source, 1/2 for the next, ..."""
-    order = np.argsort(-matrix, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(matrix.shape[1])[None, :].repeat(matrix.shape[0], 0), axis=1)
-    return 1.0 / (1.0 + ranks)
-
-
-def _normalised(matrix: np.ndarray) -> np.ndarray:
-    total = np.abs(matrix).sum(axis=1, keepdims=True)
-    return np.divide(matrix, total, out=np.zeros_like(matrix), where=total > 0)
-
-
-def scalar_features(found: dict, calibration_weights: np.ndarray) -> dict[str, np.ndarray]:
-    rows, count = found["copy_latest"].shape
-    column = np.arange(count)[None, :].repeat(rows, 0).astype(float)
-    calibrated = _normalised(found["attention"].astype(np.float64) @ calibration_weights)
-    value_total = _normalised(found["value"].astype(np.float64).sum(-1))
-    logit_total = _normalised(found["logit"].astype(np.float64).sum(-1))
-    thirds = {}
-    for part in HEAD_PARTS:
-        heads = found[part].astype(np.float64)
-        chunks = np.array_split(np.arange(heads.shape[-1]), 3)  # layer-major: thirds of the heads are thirds of the layers
-        for name, chunk in zip(("early", "middle", "late"), chunks):
-            thirds[f"{part}_{name}"] = _normalised(heads[..., chunk].sum(-1))
-    return {
-        **thirds, "logit_total": logit_total, "logit_rank": _row_rank(logit_total),
-        "attention_total": _normalised(found["attention"].astype(np.float64).sum(-1)),
-        "copy_latest": found["copy_latest"], "copy_any": found["copy_any"], "overlap": np.log1p(found["overlap"]),
-        "recency": column / max(1, count - 1), "is_last": (column == count - 1).astype(float),
-        "distance": 1.0 / (count - column), "tokens": np.log1p(found["tokens"]), "lines": found["lines"],
-        "calibrated": calibrated, "calibrated_rank": _row_rank(calibrated),
-        "value_total": value_total, "value_rank": _row_rank(value_total),
-    }
+from whence_ls.engine.attribution.stacked_attention import _normalised, scalar_features  # noqa: E402  (training reads what serving reads)
 
 
 # -- metrics (the suite's definitions) ---------------------------------------------------------
@@ -126,7 +93,9 @@ class Spec:
         parts = ["+".join(self.heads) or "no heads"]
         if self.scalars:
             parts.append("lexical" if self.scalars == LEXICAL else "scalars" if self.scalars == SCALARS
-                         else "scalars+thirds" if self.scalars == SCALARS + THIRDS + SUMMARIES[4:] else ",".join(self.scalars))
+                         else "scalars+thirds" if self.scalars == SCALARS + THIRDS + SUMMARIES[4:]
+                         else next((f"scalars+{n} layer groups" for n in GROUPS if self.scalars == SCALARS + GROUPS[n] + SUMMARIES[4:]),
+                                   ",".join(self.scalars)))
         if self.hidden:
             parts.append(f"mlp{self.hidden}")
         parts.append(f"decay {self.decay:g}")
@@ -276,9 +245,17 @@ def best_prior(targets: list[dict], scored: dict) -> float:
 
 
 def save_model(model: Model, prior: float, path: Path, info: dict) -> None:
-    data = {"format": 1, "spec": {"heads": model.spec.heads, "scalars": model.spec.scalars, "hidden": model.spec.hidden},
-            "scale": model.scale, "prior": prior, "state": {k: v.tolist() for k, v in model.state.items()}, "info": info}
-    path.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    """A linear model over scalar features, as `stacked_attention.StackedScorer` reads it."""
+    from whence_ls.engine.attribution.calibration import SHIPPED_DIR
+    from whence_ls.engine.attribution.stacked_attention import FORMAT
+
+    if model.spec.heads or model.spec.hidden:
+        raise ValueError("only a linear model over scalar features can be saved as a stacked scorer")
+    calibration = json.loads((SHIPPED_DIR / "smollm2-135m-instruct.json").read_text(encoding="utf-8"))
+    data = {"format": FORMAT, "model": calibration["model"], "fingerprint": calibration["fingerprint"],
+            "features": list(model.spec.scalars), "weights": [round(float(w), 6) for w in model.state["lin"]],
+            "prior": prior, "info": info}
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -296,6 +273,8 @@ def variants(quick: bool) -> list[Spec]:
     found += [Spec(heads=(), scalars=SCALARS + THIRDS + SUMMARIES[4:], decay=1e-3, top_weight=0.3)]
     found += [Spec(heads=(), scalars=SCALARS + THIRDS + SUMMARIES[4:], hidden=8, decay=1e-2)]
     found += [Spec(heads=("attention",), scalars=("calibrated", "copy_latest"), decay=1e-2)]
+    for n in GROUPS:
+        found += [Spec(heads=(), scalars=SCALARS + GROUPS[n] + SUMMARIES[4:], decay=d) for d in (1e-3, 1e-2, 3e-2)]
     if quick:
         return found
     for heads in HEAD_SETS[: 3 if quick else None]:
@@ -327,6 +306,20 @@ def _row(name: str, m: dict, extra: str = "") -> str:
 
 
 HEADER = "| estimator | LDS | top-1 | top-3 | copy | FE (CPU, median) | targets / rows |\n|---|---|---|---|---|---|---|"
+
+
+def _write_figures(stacked: dict, calibrated: dict, train_targets: int) -> None:
+    """The stacked estimator's held-out figures, and the calibrated estimator's on the same rows,
+    where the method notes read them."""
+    from whence_ls.bench.attribution_figures import PACKAGE_FIGURES
+
+    saved = json.loads(PACKAGE_FIGURES.read_text(encoding="utf-8"))
+    run = (f"bench attribution-learned: trained on {train_targets} standard-library targets, scored on "
+           f"{stacked['targets']} unseen suite targets, {stacked['rows']} tokens")
+    for name, m in (("stacked_attention", stacked), ("calibrated_attention_same_rows", calibrated)):
+        saved["methods"][name] = {"run": run, **{k: round(m[k], 3) for k in ("lds", "top1", "top3", "copy")},
+                                  "targets": m["targets"], "rows": m["rows"], "fe": round(m["fe_median"], 2)}
+    PACKAGE_FIGURES.write_text(json.dumps(saved, indent=1) + "\n", encoding="utf-8")
 
 
 def run(args) -> int:
@@ -383,9 +376,22 @@ def run(args) -> int:
     print("## cross-validated on the training targets (4 folds)\n" + "\n".join(cv_lines))
     if held:
         print("\n## held out (trained on every training target)\n" + "\n".join(held_lines))
-    best = max(results, key=lambda e: (round(e["cv"]["lds"], 3), e["cv"]["top1"]))
+    def by_cv(e):
+        return (round(e["cv"]["lds"], 3), e["cv"]["top1"])
+
+    best = max(results, key=by_cv)
     print(f"\nchosen by cross-validation: {best['spec'].label()} + copy prior {best['prior']:g}")
+    # what can ship as a stacked scorer: a linear model over scalar features
+    linear = max((e for e in results if not e["spec"].heads and not e["spec"].hidden), key=by_cv)
+    print(f"the best linear scalar model by cross-validation: {linear['spec'].label()} + copy prior {linear['prior']:g}"
+          + (f"; held out: LDS {linear['held']['lds']:.3f}, top-1 {linear['held']['top1']:.0%}" if held else ""))
     if args.save and held:
-        save_model(best["model"], best["prior"], Path(args.save),
-                   {"cv": best["cv"], "heldout": best["held"], "train_targets": len(train_set)})
+        info = {"train_targets": len(train_set), "train_rows": linear["cv"]["rows"], "decay": linear["spec"].decay,
+                "cv": {k: linear["cv"][k] for k in ("lds", "top1", "top3", "copy")},
+                "heldout": {k: linear["held"][k] for k in ("lds", "top1", "top3", "copy", "rows", "targets")},
+                "command": "whence-ls bench attribution-learned --train TRAIN_DUMP,TRAIN_FEATURES --heldout DUMP,FEATURES --quick --save PATH"}
+        save_model(linear["model"], linear["prior"], Path(args.save), info)
+        print(f"saved to {args.save}")
+    if args.figures and held:
+        _write_figures(linear["held"], metrics(held, shipped), len(train_set))
     return 0

@@ -55,25 +55,6 @@ def targets_of(target_set: str, count: int) -> list:
     return training_targets(count) if target_set == "training" else heldout_targets(count)
 
 
-def lexical_features(record, units, sources: list[int], indices: list[int]) -> dict:
-    """Per (row, source) features that need no model: the lexical copy prior (the latest source
-    holding an earlier occurrence of the token's identifier), any such occurrence, identifiers
-    shared with the token's line, and the source's place and size."""
-    import numpy as np
-
-    from whence_ls.bench.attribution_estimators import lexical_copy_prior
-    from whence_ls.bench.attribution_line_baselines import baseline_scores, copy_sources
-
-    rows, count = len(indices), len(sources)
-    occurrence = np.zeros((rows, count))
-    for r, index in enumerate(indices):
-        occurrence[r, list(copy_sources(record, index, units, sources))] = 1.0
-    tokens = units.weights[:, sources].double().sum(0).numpy()  # context tokens each source owns
-    return {"copy_latest": lexical_copy_prior(record, units, sources, indices), "copy_any": occurrence,
-            "overlap": np.floor(baseline_scores("lexical_overlap", record, units, sources, indices, seed=0)),
-            "tokens": np.tile(tokens, (rows, 1)), "lines": np.tile([units.units[s].lines for s in sources], (rows, 1)).astype(float)}
-
-
 def features_for_dump(lm, dump_dir: str, out_dir: str, *, target_set: str, count: int, log,
                       context_tokens: int = 256, max_new_tokens: int = 16, rows_per_target: int = 8) -> None:
     """Per dumped target: the head features of one forward and the lexical features, saved to
@@ -86,6 +67,7 @@ def features_for_dump(lm, dump_dir: str, out_dir: str, *, target_set: str, count
     from whence_ls.engine.attribution.ablation import ablatable_sources
     from whence_ls.engine.attribution.base import TeacherForced
     from whence_ls.engine.attribution.head_features import head_features
+    from whence_ls.engine.attribution.stacked_attention import lexical_features
     from whence_ls.engine.attribution.units import build_unit_map
     from whence_ls.engine.generation import complete_at
 
@@ -116,7 +98,7 @@ def features_for_dump(lm, dump_dir: str, out_dir: str, *, target_set: str, count
         with torch.inference_mode():
             found = head_features(job, indices, units, sources)
         seconds = time.process_time() - began
-        lexical = lexical_features(record, units, sources, indices)
+        lexical = lexical_features(record, units, sources, indices)  # what the served estimator reads
         np.savez_compressed(Path(out_dir) / path.name, attention=found.attention.numpy().astype(np.float32),
                             value=found.value.numpy().astype(np.float32), logit=found.logit.numpy().astype(np.float32),
                             forward_s=min(forwards), features_s=seconds, **lexical)
