@@ -123,3 +123,83 @@ def test_training_targets_come_from_the_standard_library_only():
     assert len(targets) == 6
     assert all(t.package == "stdlib" and t.path.split("/")[0] not in HELDOUT_PACKAGES for t in targets)
     assert all(t.text[: t.cursor].count("\n") == t.line for t in targets)
+
+
+@pytest.fixture
+def shipped_dir(tmp_path, monkeypatch, tiny_lm):
+    from whence_ls.engine.attribution import calibration as calibration_module
+
+    monkeypatch.setenv("WHENCE_HOME", str(tmp_path))
+    monkeypatch.setattr(calibration_module, "SHIPPED_DIR", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    for cached in ("_whence_calibration", "_whence_stacked"):
+        tiny_lm.__dict__.pop(cached, None)
+    yield tmp_path / "shipped"
+    for cached in ("_whence_calibration", "_whence_stacked"):
+        tiny_lm.__dict__.pop(cached, None)
+
+
+def _ship(tiny_lm, directory, scorer: bool):
+    import json
+
+    from whence_ls.engine.attribution.calibration import Calibration, _safe_name, fingerprint, save_calibration
+
+    layers, heads = len(tiny_lm.model.model.layers), tiny_lm.model.config.num_attention_heads
+    weights = list(np.linspace(-0.5, 1.0, layers * heads))
+    save_calibration(tiny_lm, Calibration(model=tiny_lm.name, fingerprint=fingerprint(tiny_lm), layers=layers, heads=heads,
+                                          weights=weights), directory / f"{_safe_name(tiny_lm.name)}.json")
+    tiny_lm.__dict__.pop("_whence_calibration", None)
+    if scorer:
+        data = {"format": 1, "model": tiny_lm.name, "fingerprint": fingerprint(tiny_lm),
+                "features": ["calibrated", "value_late", "logit_total", "copy_any", "recency"],
+                "weights": [1.0, 0.5, 0.3, 0.2, 0.1], "prior": 0.2}
+        (directory / f"{_safe_name(tiny_lm.name)}.stacked.json").write_text(json.dumps(data))
+
+
+def test_the_stacked_estimator_is_the_default_where_its_scorer_ships(tiny_lm, setting, shipped_dir):
+    from whence_ls.engine.attribution import CALIBRATED_METHOD, DEFAULT_METHOD, FALLBACK_METHOD, attribute_rows, default_method
+    from whence_ls.engine.attribution.stacked_attention import StackedScorer, lexical_features, scalar_features
+
+    record, units, sources, indices, job = setting
+    assert default_method(tiny_lm) == FALLBACK_METHOD
+    _ship(tiny_lm, shipped_dir, scorer=False)
+    assert default_method(tiny_lm) == CALIBRATED_METHOD
+    _ship(tiny_lm, shipped_dir, scorer=True)
+    tiny_lm.__dict__.pop("_whence_stacked", None)
+    assert default_method(tiny_lm) == DEFAULT_METHOD == "stacked_attention"
+    import copy
+
+    fresh = copy.copy(record)
+    fresh.attribution = {}
+    rows = attribute_rows(tiny_lm, fresh, indices, "stacked_attention", language="python")
+    assert set(rows) == set(indices) and {row.method for row in rows.values()} == {"stacked_attention"}
+    # the rows are the scorer's dot product over the features, normalised
+    found = head_features(job, indices, units, sources)
+    scalars = scalar_features({"attention": found.attention.numpy(), "value": found.value.numpy(), "logit": found.logit.numpy(),
+                               **lexical_features(record, units, sources, indices)},
+                              np.linspace(-0.5, 1.0, found.attention.shape[-1]))
+    import json
+
+    from whence_ls.engine.attribution.calibration import _safe_name
+
+    scorer = StackedScorer(json.loads((shipped_dir / f"{_safe_name(tiny_lm.name)}.stacked.json").read_text()))
+    expected = scorer.scores(scalars)
+    for k, index in enumerate(indices):
+        got = np.array([rows[index].scores[s] for s in sources])
+        top = int(np.argmax(expected[k]))
+        assert int(np.argmax(got)) == top
+        assert np.allclose(got / np.abs(got).sum(), expected[k] / np.abs(expected[k]).sum(), atol=1e-6)
+
+
+def test_the_served_lexical_features_are_the_benchmarks_definitions(setting):
+    from whence_ls.bench.attribution_line_baselines import baseline_scores, copy_sources
+    from whence_ls.engine.attribution.stacked_attention import lexical_features
+
+    record, units, sources, indices, job = setting
+    lexical = lexical_features(record, units, sources, indices)
+    overlap = np.floor(baseline_scores("lexical_overlap", record, units, sources, indices, seed=0))
+    assert np.array_equal(lexical["overlap"], overlap)
+    for r, index in enumerate(indices):
+        columns = copy_sources(record, index, units, sources)
+        assert set(np.flatnonzero(lexical["copy_any"][r])) == columns
+        assert list(np.flatnonzero(lexical["copy_latest"][r])) == ([max(columns)] if columns else [])

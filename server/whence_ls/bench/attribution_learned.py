@@ -308,6 +308,36 @@ def _row(name: str, m: dict, extra: str = "") -> str:
 HEADER = "| estimator | LDS | top-1 | top-3 | copy | FE (CPU, median) | targets / rows |\n|---|---|---|---|---|---|---|"
 
 
+def paired(targets: list[dict], new, old, draws: int = 2000) -> str:
+    """The new estimator's gain over the old on the same rows, with a 95% interval from
+    resampling targets (rows of one target are not independent)."""
+    from whence_ls.bench.attribution import MIN_EFFECT, _spearman, rank
+
+    per_target = []
+    for t in targets:
+        a, b = new(t), old(t)
+        lds, top1 = [], []
+        for r in range(a.shape[0]):
+            x = _spearman(t["masks"].astype(np.float64) @ a[r], t["outcomes"][:, r])
+            y = _spearman(t["masks"].astype(np.float64) @ b[r], t["outcomes"][:, r])
+            if x is not None and y is not None:
+                lds.append(x - y)
+            if t["effects"][r].max() >= MIN_EFFECT:
+                best = int(t["effects"][r].argmax())
+                top1.append(float(rank(a[r], False)[0] == best) - float(rank(b[r], False)[0] == best))
+        per_target.append((sum(lds), len(lds), sum(top1), len(top1)))
+    values = np.array(per_target)
+    generator = np.random.default_rng(0)
+
+    def gain(sample):
+        return sample[:, 0].sum() / max(1, sample[:, 1].sum()), sample[:, 2].sum() / max(1, sample[:, 3].sum())
+
+    boot = np.array([gain(values[generator.integers(0, len(values), len(values))]) for _ in range(draws)])
+    (lds, top1), low, high = gain(values), np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
+    return (f"paired gain over the default on the held-out rows: LDS {lds:+.3f} (95% {low[0]:+.3f} .. {high[0]:+.3f}), "
+            f"top-1 {100 * top1:+.0f} points ({100 * low[1]:+.0f} .. {100 * high[1]:+.0f}); targets resampled")
+
+
 def _write_figures(stacked: dict, calibrated: dict, train_targets: int) -> None:
     """The stacked estimator's held-out figures, and the calibrated estimator's on the same rows,
     where the method notes read them."""
@@ -359,7 +389,7 @@ def run(args) -> int:
             held_lines.append(_row(name, metrics(held, fn)))
     for spec in variants(args.quick):
         scored = cross_validate(train_set, spec)
-        prior = best_prior(train_set, scored)
+        prior = best_prior(train_set, scored) if args.prior is None else args.prior
         cv = metrics(train_set, lambda t: with_copy_prior(scored[t["number"]], t, prior))
         cv_plain = metrics(train_set, lambda t: scored[t["number"]])
         cv_lines.append(_row(spec.label(), cv_plain))
@@ -385,6 +415,8 @@ def run(args) -> int:
     linear = max((e for e in results if not e["spec"].heads and not e["spec"].hidden), key=by_cv)
     print(f"the best linear scalar model by cross-validation: {linear['spec'].label()} + copy prior {linear['prior']:g}"
           + (f"; held out: LDS {linear['held']['lds']:.3f}, top-1 {linear['held']['top1']:.0%}" if held else ""))
+    if held:
+        print(paired(held, lambda t: with_copy_prior(linear["model"].scores(t), t, linear["prior"]), shipped))
     if args.save and held:
         info = {"train_targets": len(train_set), "train_rows": linear["cv"]["rows"], "decay": linear["spec"].decay,
                 "cv": {k: linear["cv"][k] for k in ("lds", "top1", "top3", "copy")},

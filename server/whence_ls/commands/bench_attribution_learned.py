@@ -16,6 +16,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--save", default=None, metavar="JSON", help="write the chosen model here")
     parser.add_argument("--figures", action="store_true",
                         help="write the saved model's held-out figures where the method notes read them (benchmark_figures.json)")
+    parser.add_argument("--prior", type=float, default=None,
+                        help="the lexical copy prior's weight on every model (default: chosen by cross-validation)")
     parser.add_argument("--quick", action="store_true", help="fewer model variants")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--model", default=None)

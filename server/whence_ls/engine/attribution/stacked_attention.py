@@ -20,7 +20,8 @@ import torch
 
 from whence_ls.engine.attribution.ablation import ablatable_sources
 from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced
-from whence_ls.engine.attribution.calibration import SHIPPED_DIR, _safe_name, fingerprint, load_calibration
+from whence_ls.engine.attribution import calibration as calibration_files
+from whence_ls.engine.attribution.calibration import _safe_name, fingerprint, load_calibration
 from whence_ls.engine.attribution.units import COMMON_WORDS
 from whence_ls.engine.taps import Preempted
 from whence_ls.errors import WhenceError
@@ -147,7 +148,7 @@ class StackedScorer:
 
 
 def scorer_path(name: str):
-    return SHIPPED_DIR / f"{_safe_name(name)}.stacked.json"
+    return calibration_files.SHIPPED_DIR / f"{_safe_name(name)}.stacked.json"
 
 
 def load_scorer(lm) -> StackedScorer | None:
