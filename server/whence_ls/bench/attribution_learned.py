@@ -341,8 +341,8 @@ def paired(targets: list[dict], new, old, draws: int = 2000) -> str:
 def _write_figures(stacked: dict, calibrated: dict, train_targets: int) -> None:
     """The stacked estimator's held-out figures, and the calibrated estimator's on the same rows,
     where the method notes read them."""
-    from whence_ls.bench.attribution_figures import PACKAGE_FIGURES
-
+    # the file's path without importing the catalogue, whose notes need these very figures
+    PACKAGE_FIGURES = Path(__file__).parents[1] / "engine" / "attribution" / "benchmark_figures.json"
     saved = json.loads(PACKAGE_FIGURES.read_text(encoding="utf-8"))
     run = (f"bench attribution-learned: trained on {train_targets} standard-library targets, scored on "
            f"{stacked['targets']} unseen suite targets, {stacked['rows']} tokens")
