@@ -266,7 +266,9 @@ HEAD_SETS = (("attention",), ("attention", "value"), ("attention", "value", "log
 LEXICAL = ("copy_latest", "copy_any", "overlap", "recency", "is_last", "distance", "tokens", "lines")
 
 
-def variants(quick: bool) -> list[Spec]:
+def variants(quick: bool, per_head_only: bool = False) -> list[Spec]:
+    if per_head_only:  # AT2 proper: per-head weights, Pearson loss, no stacking
+        return [Spec(heads=heads, decay=decay) for heads in HEAD_SETS[:3] for decay in (1e-3, 1e-2, 1e-1)]
     found = [Spec(heads=(), scalars=SCALARS, decay=d) for d in (1e-4, 1e-3, 1e-2)]
     found += [Spec(heads=(), scalars=SCALARS + THIRDS + SUMMARIES[4:], decay=d) for d in (1e-4, 1e-3, 1e-2)]
     found += [Spec(heads=(), scalars=("calibrated", "copy_latest") + THIRDS + SUMMARIES[4:], decay=1e-3)]
@@ -387,7 +389,7 @@ def run(args) -> int:
         cv_lines.append(_row(name, metrics(train_set, fn)))
         if held:
             held_lines.append(_row(name, metrics(held, fn)))
-    for spec in variants(args.quick):
+    for spec in variants(args.quick, args.per_head):
         scored = cross_validate(train_set, spec)
         prior = best_prior(train_set, scored) if args.prior is None else args.prior
         cv = metrics(train_set, lambda t: with_copy_prior(scored[t["number"]], t, prior))
@@ -412,7 +414,10 @@ def run(args) -> int:
     best = max(results, key=by_cv)
     print(f"\nchosen by cross-validation: {best['spec'].label()} + copy prior {best['prior']:g}")
     # what can ship as a stacked scorer: a linear model over scalar features
-    linear = max((e for e in results if not e["spec"].heads and not e["spec"].hidden), key=by_cv)
+    linears = [e for e in results if not e["spec"].heads and not e["spec"].hidden]
+    if not linears:
+        return 0
+    linear = max(linears, key=by_cv)
     print(f"the best linear scalar model by cross-validation: {linear['spec'].label()} + copy prior {linear['prior']:g}"
           + (f"; held out: LDS {linear['held']['lds']:.3f}, top-1 {linear['held']['top1']:.0%}" if held else ""))
     if held:

@@ -18,6 +18,7 @@ def add_parser(subparsers) -> None:
                         help="write the saved model's held-out figures where the method notes read them (benchmark_figures.json)")
     parser.add_argument("--prior", type=float, default=None,
                         help="the lexical copy prior's weight on every model (default: chosen by cross-validation)")
+    parser.add_argument("--per-head", action="store_true", help="only AT2's per-head models (attention, value, direct logit)")
     parser.add_argument("--quick", action="store_true", help="fewer model variants")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--model", default=None)
