@@ -203,3 +203,31 @@ def test_the_served_lexical_features_are_the_benchmarks_definitions(setting):
         columns = copy_sources(record, index, units, sources)
         assert set(np.flatnonzero(lexical["copy_any"][r])) == columns
         assert list(np.flatnonzero(lexical["copy_latest"][r])) == ([max(columns)] if columns else [])
+
+
+def test_the_stacked_rows_carry_the_copy_heads_and_the_logit_lens(tiny_lm, setting, shipped_dir):
+    import copy
+
+    from whence_ls.engine.attribution import attribute_rows
+    from whence_ls.engine.attribution.calibration import Calibration, _safe_name, fingerprint, save_calibration
+
+    record, units, sources, indices, job = setting
+    _ship(tiny_lm, shipped_dir, scorer=True)
+    layers, heads = len(tiny_lm.model.model.layers), tiny_lm.model.config.num_attention_heads
+    # every head a "copy head" with no threshold: the finding is then the calibrated estimator's
+    save_calibration(tiny_lm, Calibration(model=tiny_lm.name, fingerprint=fingerprint(tiny_lm), layers=layers, heads=heads,
+                                          weights=list(np.linspace(-0.5, 1.0, layers * heads)),
+                                          induction_heads=list(range(layers * heads))),
+                     shipped_dir / f"{_safe_name(tiny_lm.name)}.json")
+    tiny_lm.__dict__.pop("_whence_calibration", None)
+    tiny_lm.__dict__.pop("_whence_stacked", None)
+    fresh = copy.copy(record)
+    fresh.attribution = {}
+    stacked = attribute_rows(tiny_lm, fresh, indices, "stacked_attention", language="python")
+    again = copy.copy(record)
+    again.attribution, again.live_rows = {}, {}
+    calibrated = attribute_rows(tiny_lm, again, indices, "calibrated_attention", language="python")
+    for index in indices:
+        for key in ("copied_from_position", "copied_from_unit", "copied_from_completion", "logit_lens"):
+            assert stacked[index].extra.get(key) == calibrated[index].extra.get(key), key
+        assert "logit_lens" in stacked[index].extra

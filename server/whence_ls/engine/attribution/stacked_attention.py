@@ -176,7 +176,11 @@ class StackedAttention:
     rank_by_abs = False
     rows_per_batch = ALL_ROWS  # one forward serves every row
 
+    def __init__(self, logit_lens: bool = True) -> None:
+        self.logit_lens = logit_lens
+
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
+        from whence_ls.engine.attribution.calibrated_attention import copied_position, logit_lens
         from whence_ls.engine.attribution.head_features import head_features
 
         calibration, scorer = load_calibration(job.lm), load_scorer(job.lm)
@@ -185,7 +189,10 @@ class StackedAttention:
         sources = ablatable_sources(unit_map)
         try:
             with torch.inference_mode():
-                found = head_features(job, indices, unit_map, sources)
+                # the same forward gives the calibrated estimator's two findings: the copy heads'
+                # "copied from" and the logit lens
+                found = head_features(job, indices, unit_map, sources, copy_heads=calibration.induction_heads,
+                                      hidden_states=self.logit_lens)
         except Preempted:
             return {}  # no rows: the caller requeues them
         if found.attention.shape[-1] != len(calibration.weights):
@@ -194,11 +201,21 @@ class StackedAttention:
         scalars = scalar_features({**parts, **lexical_features(job.record, unit_map, sources, indices)},
                                   np.asarray(calibration.weights, dtype=np.float64))
         matrix = scorer.scores(scalars)  # [rows, sources]
+        lens = logit_lens(job, indices, found.hidden) if found.hidden is not None else {}
         result = {}
         for k, index in enumerate(indices):
             unit_scores = torch.zeros(len(unit_map.units), dtype=torch.float64)
             unit_scores[torch.tensor(sources)] = torch.from_numpy(matrix[k])
             extra = {}
+            copied = copied_position(job, index, found.copy_attention[k] if found.copy_attention is not None else None)
+            if copied is not None:
+                extra["copied_from_position"] = copied
+                if copied < job.context_len and float(unit_map.weights[copied].sum()) > 0:
+                    extra["copied_from_unit"] = int(unit_map.weights[copied].argmax())
+                elif copied >= job.context_len:
+                    extra["copied_from_completion"] = True
+            if index in lens:
+                extra["logit_lens"] = lens[index]
             latest = np.flatnonzero(scalars["copy_latest"][k])
             if latest.size:
                 extra["latest_occurrence_unit"] = int(sources[int(latest[-1])])
