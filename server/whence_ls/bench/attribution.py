@@ -121,7 +121,8 @@ class BenchResult:
 
 def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_per_target: int, truth_masks: int,
               drop_rows: int, ig_targets: int, log: Callable[[str], None], offset: int = 0, limit: int | None = None,
-              methods: tuple[str, ...] | None = None, verified: bool = True, dump: str | None = None) -> BenchResult:
+              methods: tuple[str, ...] | None = None, verified: bool = True, dump: str | None = None,
+              target_set: str = "heldout", reference: bool = True, truth_precision: str = "fp32") -> BenchResult:
     """Targets `offset` .. `offset + limit` of the `count` held-out targets (a run can be split
     over processes and merged with `merge`)."""
     import torch
@@ -134,11 +135,13 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
     from whence_ls.engine.attribution.units import build_unit_map
     from whence_ls.engine.attribution.verification import Verification, advance
     from whence_ls.engine.generation import complete_at
-    from whence_ls.bench.attribution_baselines import baseline_scores, copy_sources
+    from whence_ls.bench.attribution_line_baselines import baseline_scores, copy_sources
     from whence_ls.bench.attribution_verified import verified_scores
 
+    from whence_ls.bench.attribution_training import targets_of
+
     result = BenchResult()
-    targets = heldout_targets(count)
+    targets = targets_of(target_set, count)  # "training": standard-library targets for learned estimators
     stop = len(targets) if limit is None else min(len(targets), offset + limit)
     for number in range(offset, stop):
         target = targets[number]
@@ -155,7 +158,7 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
             lm.model(input_ids=job.ids.unsqueeze(0), use_cache=False, logits_to_keep=1)
         result.forward_seconds.append(time.perf_counter() - started)
         truth = random_masks(truth_masks, len(sources), TRUTH_SEED + number)
-        outcomes = masked_log_odds(job, indices, units, sources, truth)  # [masks, rows]
+        outcomes = masked_log_odds(_truth_job(job, truth_precision), indices, units, sources, truth)  # [masks, rows]
         truth_effects = fit_effects(truth, outcomes)  # [rows, S]
         scores: dict[str, np.ndarray] = {}  # method -> [rows, S] over `sources`
         by_abs: dict[str, bool] = {}
@@ -192,14 +195,15 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
             rows = timed("integrated_gradients", lambda: attribute_rows(lm, _fresh(record), indices[:1], ig, language="python"))
             scores["integrated_gradients"] = np.array([[rows[indices[0]].scores[s] for s in sources]])
             by_abs["integrated_gradients"] = rows[indices[0]].rank_by_abs
-        masks = random_masks(max(ABLATION_KS), len(sources), number)
+        masks = random_masks(max(ABLATION_KS) if reference else 0, len(sources), number)
         began = time.perf_counter()
         # the exact mode of verified rows: the plain masked forwards' outcomes, restarted at each
         # batch's first removed source over the cached prefix
         exact = Verification(indices=list(indices), sources=list(sources), masks=masks)
-        advance(lm, record, exact, units)
-        ablated = np.stack([exact.outcomes[m] for m in range(len(masks))])
-        per_mask = (time.perf_counter() - began) / len(masks)
+        if reference:
+            advance(lm, record, exact, units)
+        ablated = np.stack([exact.outcomes[m] for m in range(len(masks))]) if reference else np.zeros((0, len(indices)))
+        per_mask = (time.perf_counter() - began) / max(1, len(masks))
         raw = {}
         if verified:
             prior = scores.get("calibrated_attention")
@@ -207,7 +211,7 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
             for name, matrix in extra.items():
                 scores[name], by_abs[name] = matrix, False
                 result.seconds.setdefault(name, []).append(spent[name])
-        for k in ABLATION_KS:
+        for k in ABLATION_KS if reference else ():
             began = time.perf_counter()
             scores[f"ablation_{k}"] = fit_effects(masks[:k], ablated[:k])
             result.seconds.setdefault(f"ablation_{k}", []).append(per_mask * k + time.perf_counter() - began)
@@ -254,6 +258,18 @@ def run_suite(lm, count: int, *, context_tokens: int, max_new_tokens: int, rows_
         log(f"target {number + 1}/{len(targets)} {target.package} {target.path}:{target.line + 1}: "
             f"{len(indices)} rows, {len(sources)} sources, {len(record.context.token_ids)} context tokens")
     return result
+
+
+def _truth_job(job, precision: str):
+    """The job whose masked forwards give the truth: bf16 (training dumps: ~3x the targets per
+    CPU second on a CPU with fast bf16; verified rows lost 0.002 LDS to it) or the model itself."""
+    import dataclasses
+
+    if precision == "fp32":
+        return job
+    from whence_ls.engine.attribution.masked_model import masked_model
+
+    return dataclasses.replace(job, lm=dataclasses.replace(job.lm, model=masked_model(job.lm, precision)))
 
 
 def rank(scores: np.ndarray, by_abs: bool) -> list[int]:
@@ -387,7 +403,8 @@ def run(args) -> int:
                            rows_per_target=args.rows, truth_masks=args.truth_masks, drop_rows=args.drop_rows,
                            ig_targets=args.ig_targets, log=log, offset=args.offset, limit=args.limit,
                            methods=tuple(m for m in args.methods.split(",") if m) if args.methods else None,
-                           verified=not args.no_verified, dump=args.dump)
+                           verified=not args.no_verified, dump=args.dump, target_set=args.target_set,
+                           reference=not args.no_reference, truth_precision=args.truth_precision)
         saved["suite"] = to_json(result)
         print(render(summarise(result)))
         _write_figures(args, summarise(result))

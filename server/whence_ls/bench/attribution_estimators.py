@@ -26,7 +26,7 @@ ESTIMATORS = {
 def lexical_copy_prior(record, units, sources: list[int], indices: list[int]) -> np.ndarray:
     """[rows, sources]: 1 on the most recent source holding an earlier occurrence of the
     identifier the token is part of (the copy cases' definition), else 0."""
-    from whence_ls.bench.attribution_baselines import copy_sources
+    from whence_ls.bench.attribution_line_baselines import copy_sources
 
     prior = np.zeros((len(indices), len(sources)))
     for r, index in enumerate(indices):

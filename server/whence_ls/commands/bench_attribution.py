@@ -20,6 +20,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--methods", default="", metavar="M,...", help="estimators the suite runs (default: all)")
     parser.add_argument("--no-verified", action="store_true", help="leave the verified-row variants out of the suite")
     parser.add_argument("--dump", default=None, metavar="DIR", help="save each target's masks, outcomes and scores (npz) here")
+    parser.add_argument("--target-set", default="heldout", choices=("heldout", "training"),
+                        help="the held-out packages (default) or standard-library targets to train estimators on")
+    parser.add_argument("--no-reference", action="store_true", help="no ablation_16/32 reference beside the truth (training dumps)")
+    parser.add_argument("--truth-precision", default="fp32", choices=("fp32", "bf16"),
+                        help="of the truth's masked forwards (default fp32; bf16 for training dumps)")
     parser.add_argument("--verify-cost", action="store_true", help="also time verified rows at 512 and 1024 context tokens")
     parser.add_argument("--reverify", default=None, metavar="DIR",
                         help="verified rows with other tails and mask counts on the targets of a --dump DIR, scored against its saved truth")

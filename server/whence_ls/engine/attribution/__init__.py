@@ -18,6 +18,7 @@ import importlib
 _HOMES = {
     "DEFAULT_METHOD": "catalogue",
     "FALLBACK_METHOD": "catalogue",
+    "CALIBRATED_METHOD": "catalogue",
     "METHOD_NOTES": "catalogue",
     "METHOD_SHORT_NOTES": "catalogue",
     "METHODS": "catalogue",

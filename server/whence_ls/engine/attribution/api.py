@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from whence_ls.engine.attribution.base import AttributionRow, Method, TeacherForced, normalise
-from whence_ls.engine.attribution.catalogue import DEFAULT_METHOD, FALLBACK_METHOD, METHODS, entry
+from whence_ls.engine.attribution.catalogue import CALIBRATED_METHOD, DEFAULT_METHOD, FALLBACK_METHOD, METHODS, entry
 from whence_ls.engine.attribution.units import ContextUnit, unit_map
 from whence_ls.engine.loading import LoadedModel
 from whence_ls.engine.records import ScoredText
@@ -17,10 +17,14 @@ from whence_ls.errors import WhenceError
 
 
 def default_method(lm: LoadedModel) -> str:
-    """The default for this model: the calibrated estimator when the model has a calibration."""
+    """The default for this model: the stacked estimator when the model has a calibration and a
+    stacked scorer, the calibrated estimator with a calibration alone, else the fallback."""
     from whence_ls.engine.attribution.calibration import load_calibration
+    from whence_ls.engine.attribution.stacked_attention import load_scorer
 
-    return DEFAULT_METHOD if load_calibration(lm) is not None else FALLBACK_METHOD
+    if load_calibration(lm) is None:
+        return FALLBACK_METHOD
+    return DEFAULT_METHOD if load_scorer(lm) is not None else CALIBRATED_METHOD
 
 
 def make_method(method: str | Method, **options) -> Method:

@@ -14,7 +14,7 @@ from lsprotocol import types
 
 from whence_ls.lsp.protocol.params import plain
 
-from whence_ls.engine.attribution.catalogue import DEFAULT_METHOD
+from whence_ls.engine.attribution.catalogue import FALLBACK_METHOD
 from whence_ls.lsp.text.documents import uri_to_path
 from whence_ls.lsp.runtime.settings import Settings
 from whence_ls.errors import WhenceError
@@ -231,7 +231,7 @@ class LifecycleFeature:
         if default_method is not None:
             before = session.attribution_method()
             session.model_default_method = default_method
-            session.model_calibrated = default_method == DEFAULT_METHOD
+            session.model_calibrated = default_method != FALLBACK_METHOD
             if session.attribution is not None and session.attribution_method() != before:
                 session.attribution.reset(session.records.all())
         session.completion_cache.clear()
