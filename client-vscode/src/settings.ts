@@ -18,6 +18,7 @@ export type ServerSettings = {
     | 'attention_rollout'
     | 'value_norm'
     | 'calibrated_attention'
+    | 'stacked_attention'
     | 'ablation'
     | 'occlusion'
     | 'contrastive'
