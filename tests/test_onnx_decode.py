@@ -144,3 +144,20 @@ def test_the_build_is_kept_until_the_weights_change(tiny_model_dir, graphs, monk
         assert onnx_build._stamp(tiny_model_dir, "int8", 4)["weights"] != stamp["weights"]
     finally:
         os.utime(weights, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def test_load_model_decodes_with_the_graph(tiny_model_dir, graphs, monkeypatch):
+    """`precision="onnx-fp32"` gives a model whose decoding forward is the graph (found where
+    it was built, not built again); its records say so, and it asks for no live rows."""
+    from whence_ls.engine import onnx_build
+    from whence_ls.engine.attribution.live_rows import LiveAttention
+    from whence_ls.engine.loading import load_model
+    from whence_ls.engine.onnx_decode import OnnxDecoder
+
+    monkeypatch.setattr(onnx_build, "onnx_folder", lambda *args, **kwargs: graphs["fp32"])
+    lm = load_model(str(tiny_model_dir), "cpu", precision="onnx-fp32")
+    assert isinstance(lm.decoder, OnnxDecoder) and lm.precision == "onnx-fp32"
+    assert LiveAttention.for_model(lm) is None
+    context = build_context(lm.tokenizer, SOURCE, len(SOURCE), 200)
+    result = generate(lm, context, max_new_tokens=4, live_rows=True)
+    assert result.precision == "onnx-fp32" and result.live_rows == {}

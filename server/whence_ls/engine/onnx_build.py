@@ -44,10 +44,13 @@ GRAPH_VERSION = 1
 
 
 def onnx_folder(model_dir: str | os.PathLike, precision: str, accuracy: int | None = None) -> Path:
-    """Where the graph of `model_dir` in `precision` lives: beside the model, in `models/`."""
-    model_dir = Path(model_dir)
+    """Where the graph of `model_dir` in `precision` lives: in `models/` (beside the model, for
+    an installed one), named by the model folder's name; the stamp tells two models of one name
+    apart (the other is then built again)."""
+    from whence_ls.paths import models_dir
+
     suffix = f"-acc{accuracy}" if accuracy is not None and precision != "fp32" else ""
-    return model_dir.parent / f"{model_dir.name}.onnx-{precision}{suffix}"
+    return models_dir() / f"{Path(model_dir).name}.onnx-{precision}{suffix}"
 
 
 def ensure_onnx(model_dir: str | os.PathLike, precision: str = "int8", *, accuracy: int | None = None,

@@ -22,13 +22,31 @@ import torch
 
 from whence_ls.engine.fast_decode import KVCache
 
+# the engine's precisions as `load_model` and `whence.precision` name them -> the graph's build
+# (`onnx_build.ensure_onnx`: weights' precision, MatMulNBits accuracy level)
+PRECISIONS = {"onnx-int8": ("int8", 4), "onnx-fp32": ("fp32", None)}
+
+
+def for_model(model_dir: str | Path, precision: str, log=None) -> "OnnxDecoder":
+    """The decoder of `model_dir` (a local safetensors folder) in `precision`, building its graph
+    into `models/` on first use (`onnx_build.py`)."""
+    from whence_ls.engine.onnx_build import ensure_onnx
+
+    weights, accuracy = PRECISIONS[precision]
+    folder = ensure_onnx(model_dir, weights, accuracy=accuracy, **({"log": log} if log else {}))
+    return OnnxDecoder(folder, precision=precision)
+
 
 class OnnxDecoder:
-    """One onnxruntime session over a built graph; `threads`: its intra-op threads."""
+    """onnxruntime sessions over a built graph. `threads`: their intra-op threads; None follows
+    torch's thread count at each forward (`threads.py` sets it to the cores other processes leave
+    free), with one session per count met, made when first needed: a session's threads are fixed
+    when it is made."""
 
-    def __init__(self, folder: str | Path, *, threads: int = 1, precision: str = "onnx") -> None:
-        import onnxruntime
+    # generation reads no live attention rows from this decoder (see the module's docstring)
+    gives_attention = False
 
+    def __init__(self, folder: str | Path, *, threads: int | None = None, precision: str = "onnx") -> None:
         folder = Path(folder)
         config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
         decoder = config["decoder"]
@@ -38,15 +56,28 @@ class OnnxDecoder:
         self.vocab = int(config["vocab_size"])
         self.precision = precision
         self.threads = threads
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        # idle intra-op threads sleep instead of spinning: a spinning thread takes a core from
-        # the editor and whatever else runs (the torch decoder's GOMP_SPINCOUNT, for the same reason)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0" if threads > 1 else "1")
-        self.session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.graph = folder / "model.onnx"
+        self._sessions: dict[int, object] = {}
         self._logits = torch.empty(0)
+        self.session_for(threads or torch.get_num_threads())  # a broken graph fails here, at load
+
+    def session_for(self, threads: int):
+        session = self._sessions.get(threads)
+        if session is None:
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+            # idle intra-op threads sleep instead of spinning: measured with other processes on
+            # the cores (2 cores, load ~3), 2 spinning threads decoded at half the speed of 2
+            # that sleep (docs/benchmarks.md, issue 22), and a spinning thread takes a core from
+            # the editor
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = onnxruntime.InferenceSession(str(self.graph), options, providers=["CPUExecutionProvider"])
+            self._sessions[threads] = session
+        return session
 
     def new_cache(self, capacity: int = 512) -> KVCache:
         return KVCache(self.layers, self.kv_heads, self.head_dim, dtype=torch.float32, device=torch.device("cpu"),
@@ -60,29 +91,30 @@ class OnnxDecoder:
         fed, start = len(ids), cache.length
         keep = max(1, min(logits_to_keep, fed))
         cache.reserve(start + fed)
-        binding = self._binding(cache)
+        session = self.session_for(self.threads or torch.get_num_threads())
+        binding = self._binding(cache, session)
         binding.bind_cpu_input("input_ids", numpy.asarray([ids], dtype=numpy.int64))
         binding.bind_cpu_input("attention_mask", numpy.ones((1, start + fed), dtype=numpy.int64))
         binding.bind_cpu_input("logits_to_keep", numpy.asarray([keep], dtype=numpy.int64))
         if self._logits.numel() < keep * self.vocab:
             self._logits = torch.empty(keep * self.vocab, dtype=torch.float32)
         binding.bind_output("logits", "cpu", 0, numpy.float32, [1, keep, self.vocab], self._logits.data_ptr())
-        self.session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         cache.length = start + fed
         # a copy: the next forward writes the same buffer, and callers keep rows of logits
         return self._logits[: keep * self.vocab].view(keep, self.vocab).clone(), None
 
-    def _binding(self, cache: KVCache):
-        """The session's binding of `cache`'s storage, made again when the cache has grown."""
+    def _binding(self, cache: KVCache, session):
+        """`session`'s binding of `cache`'s storage, made again when the cache has grown."""
         bound = getattr(cache, "_onnx_binding", None)
         pointer = (cache.keys.data_ptr(), cache.values.data_ptr(), cache.keys.shape[2])
-        if bound is not None and bound[0] == pointer and bound[1] is self.session:
+        if bound is not None and bound[0] == pointer and bound[1] is session:
             return bound[2]
-        binding = self.session.io_binding()
+        binding = session.io_binding()
         shape = [1, self.kv_heads, cache.keys.shape[2], self.head_dim]
         for i in range(self.layers):
             for kind, storage in (("key", cache.keys[i]), ("value", cache.values[i])):
                 binding.bind_input(f"past_key_values.{i}.{kind}", "cpu", 0, numpy.float32, shape, storage.data_ptr())
                 binding.bind_output(f"present.{i}.{kind}", "cpu", 0, numpy.float32, shape, storage.data_ptr())
-        cache._onnx_binding = (pointer, self.session, binding)
+        cache._onnx_binding = (pointer, session, binding)
         return binding
