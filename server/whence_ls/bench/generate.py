@@ -5,7 +5,9 @@ context size; runs alternate so that machine noise hits all alike, and medians a
 Rows: whence-ls's fast decoder (`engine/fast_decode.py`) in fp32, fp16 and int8, each without
 and with prompt-lookup drafts; transformers' `model.generate` on the model as transformers loads it
 (the baseline: nothing of the fast decoder touches it); and llama.cpp (llama-cpp-python, in a
-bench-only environment) on each GGUF of the same model given with `--gguf`.
+bench-only environment) on each GGUF of the same model given with `--gguf`; onnxruntime on the
+model's graph (`engine/onnx_build.py`, `engine/onnx_decode.py`) for each `--onnx` variant, without
+and with drafts.
 
 Columns: decode tokens/s, prefill ms, the speed-up over `model.generate`, the share of the
 memory's bandwidth the fp32 weights were read at (weights' bytes x tokens/s over a measured
@@ -45,6 +47,11 @@ def run(args) -> int:
             engines[precision] = load_model(args.model, args.device, precision=precision)
     source_path, source = bench_prompt()
     draft = DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens
+    from whence_ls.bench.onnx_engines import available, onnx_engines
+
+    onnx_variants = [v for v in (args.onnx or []) if v != "none"]
+    unavailable = available() if onnx_variants else None
+    onnx = {} if unavailable or not onnx_variants else onnx_engines(engines["fp32"], onnx_variants, args.threads or torch.get_num_threads())
     llamas = [Llama(args.llama_python, gguf, args.threads or torch.get_num_threads()) for gguf in args.gguf or []] \
         if args.llama_python else []
     weights_mb = sum(p.numel() * p.element_size() for p in baseline.model.parameters()) / 1e6
@@ -56,13 +63,15 @@ def run(args) -> int:
           f"of that size here: {bandwidth:.1f} GB/s, so at most {1000 * bandwidth / weights_mb:.1f} fp32 tokens/s")
     if args.gguf and not llamas:
         print("llama.cpp: not measured (give --llama-python, the Python of an environment with llama-cpp-python; see docs/benchmarks.md)")
+    if unavailable:
+        print(unavailable)
     print(f"prompt: {source_path}; {args.new_tokens} new tokens, greedy; {args.repeats} alternating runs after a warm-up; medians")
     print()
     print("| context | engine | decode tokens/s | prefill ms | x model.generate | fp32 bandwidth used | mean KL per token (nats) | greedy token differs | same greedy tokens as model.generate |")
     print("|---|---|---|---|---|---|---|---|---|")
     try:
         for context_tokens in args.context_tokens:
-            _one_context(baseline, engines, llamas, source, context_tokens, args, draft, weights_mb, bandwidth)
+            _one_context(baseline, engines, llamas, source, context_tokens, args, draft, weights_mb, bandwidth, onnx)
     finally:
         for llama in llamas:
             llama.close()
@@ -86,7 +95,7 @@ def _print_step_floor(baseline, engines: dict, source: str, context_tokens: int)
 
 
 def _one_context(baseline, engines: dict, llamas: list, source: str, context_tokens: int, args, draft: int,
-                 weights_mb: float, bandwidth: float) -> None:
+                 weights_mb: float, bandwidth: float, onnx: dict | None = None) -> None:
     import torch
 
     from whence_ls.engine.context import build_context
@@ -123,6 +132,9 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
     for precision, lm in engines.items():
         rows.append((f"whence-ls {precision}, no drafts", f"{precision}-none", ours(lm, 0, f"{precision}-none")))
         rows.append((f"whence-ls {precision}, prompt-lookup drafts ({draft})", f"{precision}-drafts", ours(lm, draft, f"{precision}-drafts")))
+    for variant, (label, lm) in (onnx or {}).items():
+        rows.append((f"{label}, no drafts", f"onnx-{variant}-none", ours(lm, 0, f"onnx-{variant}-none")))
+        rows.append((f"{label}, prompt-lookup drafts ({draft})", f"onnx-{variant}-drafts", ours(lm, draft, f"onnx-{variant}-drafts")))
     rows.append(("transformers model.generate (plain greedy)", "plain", plain))
     for k, llama in enumerate(llamas):
         rows.append((f"llama.cpp ({llama.label})", f"llama{k}", lambda llama=llama, k=k: llama.run(context.token_ids, n, outputs, f"llama{k}")))
@@ -140,6 +152,8 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
     divergence: dict[str, Divergence | None] = {}
     for precision, lm in engines.items():
         divergence[f"{precision}-none"] = divergence[f"{precision}-drafts"] = kl_of_engine(lm, list(context.token_ids), reference, truth)
+    for variant, (_, lm) in (onnx or {}).items():
+        divergence[f"onnx-{variant}-none"] = divergence[f"onnx-{variant}-drafts"] = kl_of_engine(lm, list(context.token_ids), reference, truth)
     for k, llama in enumerate(llamas):
         divergence[f"llama{k}"] = llama.divergence(list(context.token_ids), reference, truth)
     plain_speed = statistics.median(r[0] for r in runs["plain"])

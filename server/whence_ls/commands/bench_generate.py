@@ -17,7 +17,10 @@ def add_parser(subparsers) -> None:
                         help="a GGUF of the same model, for a llama.cpp row (repeat for F32, Q8_0, Q4_K_M...)")
     parser.add_argument("--llama-python", default=None, metavar="PYTHON",
                         help="the Python of a bench-only environment with llama-cpp-python (scripts/bench-llama-env.sh)")
-    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp and onnxruntime threads (default: torch's)")
+    parser.add_argument("--onnx", action="append", default=None, choices=["fp32", "int8", "int8-acc1", "none"],
+                        help="an onnxruntime row of the model's graph (engine/onnx_build.py), built once beside the model; "
+                             "repeat for several (default: none)")
     parser.set_defaults(run=run)
 
 

@@ -13,8 +13,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--context-tokens", type=int, default=1024, help="token budget of the context (default 1024)")
     parser.add_argument("--model", default=None, help="model directory, .gguf file or cached hub id (default: embedded)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
-                        help="the decoding forward's weights on a CPU (default fp16, within rounding of fp32; see README)")
+    parser.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8", "onnx-int8", "onnx-fp32"],
+                        help="the decoding forward's weights on a CPU (default fp16, within rounding of fp32; onnx-*: "
+                        "onnxruntime, needs whence-ls[onnx]; see README)")
     parser.add_argument("--fim", default="auto", metavar="TEMPLATE",
                         help="fill-in-the-middle: auto (the model's family, if its tokenizer has one), off, starcoder, "
                         "qwen2.5-coder, deepseek-coder, codellama or codestral")

@@ -99,6 +99,19 @@ def _has_fim_tokens(tokenizer) -> bool:
 
 
 DECODERS = ("fast", "transformers")
+# precisions of the onnxruntime engine (`onnx_decode.py`, the optional extra `whence-ls[onnx]`)
+ONNX_PRECISIONS = ("onnx-int8", "onnx-fp32")
+
+
+def _onnx_decoder(model_source: str, precision: str):
+    """The onnxruntime decoder of a local model folder, its graph built on first use; a model
+    that is not a local folder (a hub id), or a missing extra, is a clear error."""
+    from whence_ls.engine import onnx_decode
+
+    folder = Path(model_source)
+    if not (folder / "config.json").is_file():
+        raise WhenceError(f"precision {precision} builds its graph from a local model folder; {model_source} is not one")
+    return onnx_decode.for_model(folder, precision, log=log.info)
 
 
 def load_model(spec: str | None = None, device: str = "auto", *, attn_implementation: str = "sdpa",
@@ -113,8 +126,9 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
 
     if decoder not in DECODERS:
         raise WhenceError(f"unknown decoder {decoder!r}: use {' or '.join(DECODERS)}")
-    if precision not in fast_decode.PRECISIONS:
-        raise WhenceError(f"unknown precision {precision!r}: use {' or '.join(fast_decode.PRECISIONS)}")
+    precisions = fast_decode.PRECISIONS + ONNX_PRECISIONS
+    if precision not in precisions:
+        raise WhenceError(f"unknown precision {precision!r}: use {', '.join(precisions)}")
     import inspect
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -186,7 +200,9 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
     fast = None
     if decoder == "fast" and target.type == "cpu":
         reason = fast_decode.supports(model)
-        if reason is None:
+        if reason is None and precision in ONNX_PRECISIONS:
+            fast = _onnx_decoder(model_source, precision)
+        elif reason is None:
             fast = fast_decode.FastDecoder(model, precision, _calibration_ids(tokenizer) if precision == "int8" else None)
         else:
             log.info("decoding with transformers' forward: %s", reason)

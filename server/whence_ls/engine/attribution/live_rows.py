@@ -54,6 +54,8 @@ class LiveAttention:
         from whence_ls.engine.attribution.attention_probe import _rows_recomputable
         from whence_ls.engine.attribution.calibration import load_calibration
 
+        if not getattr(getattr(lm, "decoder", None), "gives_attention", True):
+            return None  # a graph runtime (`onnx_decode.py`) keeps its attention: rows come afterwards
         calibration = load_calibration(lm)
         if calibration is None or not _rows_recomputable(lm):
             return None

@@ -171,8 +171,8 @@ class HoverFeature:
             lines.append(f"_this completion read a shorter context ({len(context.token_ids)} tokens) to answer quickly: the "
                          "full window was not in the cache (`whence.coldPrefillMs`); the next completion here reads it_  ")
         precision = getattr(record.scored, "precision", "fp32")
-        if precision == "fp16":
-            lines.append("_decoded with fp16 weights: within rounding of the fp32 model's numbers_  ")
+        if precision in ("fp16", "onnx-fp32"):
+            lines.append(f"_decoded with {precision} weights: within rounding of the fp32 model's numbers_  ")
         elif precision != "fp32":
             lines.append(f"_decoded with {precision} weights (`whence.precision`): these probabilities and this row are "
                          "that decode's, not the fp32 model's; `whence-ls bench generate` measures the difference_  ")

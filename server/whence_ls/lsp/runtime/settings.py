@@ -108,7 +108,8 @@ def _check(name: str, value: Any) -> str | None:
     if name == "device":
         return None if value in ("auto", "cpu", "cuda") else "expected auto, cpu or cuda"
     if name == "precision":
-        return None if value in ("fp32", "fp16", "int8") else "expected fp32, fp16 or int8"
+        return None if value in ("fp32", "fp16", "int8", "onnx-int8", "onnx-fp32") else \
+            "expected fp32, fp16, int8, onnx-int8 or onnx-fp32"
     if name == "max_new_tokens":
         return None if _is_int(value) and 1 <= value <= 1024 else "expected an integer from 1 to 1024"
     if name == "context_tokens":
