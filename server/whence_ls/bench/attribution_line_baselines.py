@@ -7,26 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def _word_at(text: str, start: int, end: int) -> str:
-    left = start
-    while left < end and not (text[left].isalnum() or text[left] == "_"):
-        left += 1
-    if left >= end:
-        return ""
-    right = left
-    while left > 0 and (text[left - 1].isalnum() or text[left - 1] == "_"):
-        left -= 1
-    while right < len(text) and (text[right].isalnum() or text[right] == "_"):
-        right += 1
-    return text[left:right]
-
-
 def copy_sources(record, index: int, units, sources: list[int]) -> set[int]:
     """Columns of `sources` holding an earlier occurrence of the identifier this token is part of."""
+    from whence_ls.engine.attribution.stacked_attention import word_at
     from whence_ls.engine.attribution.units import COMMON_WORDS
 
     token = record.tokens[index]
-    word = _word_at(record.text, token.start, token.end)
+    word = word_at(record.text, token.start, token.end)
     if len(word) < 2 or word in COMMON_WORDS or word.isdigit():
         return set()
     return {c for c, s in enumerate(sources) if any(i.text == word for i in units.units[s].identifiers)}
@@ -59,6 +46,7 @@ def baseline_scores(name: str, record, units, sources: list[int], indices: list[
 def _identifiers(text: str) -> list[str]:
     import re
 
+    from whence_ls.engine.attribution.stacked_attention import word_at
     from whence_ls.engine.attribution.units import COMMON_WORDS
 
     return [w for w in re.findall(r"[^\W\d]\w*", text) if w not in COMMON_WORDS]

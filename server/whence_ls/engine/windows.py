@@ -45,7 +45,10 @@ def context_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse: 
     where an earlier short cut was made if it still serves, else just before the cursor."""
     shape = shape or PromptShape(PromptOptions(), None, None)
     window = full_window(lm, text, cursor, budget, reuse, shape)
-    if reuse is None or cold_tokens is None or len(window.token_ids) - reuse.shared(window.token_ids) <= cold_tokens:
+    if reuse is None or cold_tokens is None:
+        return window
+    shared = reuse.shared(window.token_ids)
+    if len(window.token_ids) - shared <= cold_tokens:
         return window
     for anchor in reuse.anchors(provisional=True):
         if anchor.holds_in(text, cursor) and anchor.doc_start > window.doc_start:
@@ -59,7 +62,6 @@ def context_window(lm: LoadedModel, text: str, cursor: int, budget: int, reuse: 
     # what the document part may have: the cold tokens, less whatever else in the prompt (the
     # other files' snippets, the code after the cursor) the cache does not hold either
     prefix = window.prefix_segment()
-    shared = reuse.shared(window.token_ids)
     prefix_tokens = prefix.end_token - prefix.first_token
     others_uncached = (len(window.token_ids) - shared) - max(0, prefix.end_token - max(prefix.first_token, shared))
     room = max(COLD_FLOOR_TOKENS, cold_tokens - others_uncached)

@@ -80,16 +80,7 @@ class CalibratedAttention:
         result = {}
         for k, index in enumerate(indices):
             position = job.target_position(index)
-            extra = {}
-            copied = copied_position(job, index, copies[k])
-            if copied is not None:
-                extra["copied_from_position"] = copied
-                if copied < job.context_len and float(unit_map.weights[copied].sum()) > 0:
-                    extra["copied_from_unit"] = int(unit_map.weights[copied].argmax())
-                elif copied >= job.context_len:
-                    extra["copied_from_completion"] = True
-            if index in lens:
-                extra["logit_lens"] = lens[index]
+            extra = copy_and_lens_extra(job, index, copies[k], unit_map, lens)
             bonus = {}
             occurrence = latest_occurrence(job, index, unit_map)
             if occurrence is not None and self.occurrence_prior:
@@ -119,6 +110,24 @@ def latest_occurrence(job: TeacherForced, index: int, unit_map) -> int | None:
         return None
     holding = [u for u in ablatable_sources(unit_map) if any(i.text == word for i in unit_map.units[u].identifiers)]
     return max(holding) if holding else None
+
+
+def copy_and_lens_extra(job: TeacherForced, index: int, copy_attention: torch.Tensor | None, unit_map,
+                        lens: dict[int, dict]) -> dict:
+    """A row's `extra` from one forward: where the copy heads say the token was copied from (a
+    context unit, or earlier in the completion) and its logit lens. Shared by the estimators
+    that read the same forward (this one and `stacked_attention`)."""
+    extra: dict = {}
+    copied = copied_position(job, index, copy_attention)
+    if copied is not None:
+        extra["copied_from_position"] = copied
+        if copied < job.context_len and float(unit_map.weights[copied].sum()) > 0:
+            extra["copied_from_unit"] = int(unit_map.weights[copied].argmax())
+        elif copied >= job.context_len:
+            extra["copied_from_completion"] = True
+    if index in lens:
+        extra["logit_lens"] = lens[index]
+    return extra
 
 
 def copied_position(job: TeacherForced, index: int, copy_attention: torch.Tensor | None) -> int | None:

@@ -36,7 +36,8 @@ GROUPS = {n: tuple(f"{part}_{n}_{g}" for part in HEAD_PARTS for g in range(n)) f
 # -- features --------------------------------------------------------------------------------------
 
 
-def _word_at(text: str, start: int, end: int) -> str:
+def word_at(text: str, start: int, end: int) -> str:
+    """The identifier that the span [start, end) of `text` begins (or lies in); '' for none."""
     left = start
     while left < end and not (text[left].isalnum() or text[left] == "_"):
         left += 1
@@ -61,7 +62,7 @@ def lexical_features(record, units, sources: list[int], indices: list[int]) -> d
     context_tail = record.context.text[record.context.text.rfind("\n") + 1 :]
     for r, index in enumerate(indices):
         token = record.tokens[index]
-        word = _word_at(record.text, token.start, token.end)
+        word = word_at(record.text, token.start, token.end)
         if len(word) >= 2 and word not in COMMON_WORDS and not word.isdigit():
             holding = [c for c in range(count) if word in names[c]]
             copy_any[r, holding] = 1.0
@@ -180,7 +181,7 @@ class StackedAttention:
         self.logit_lens = logit_lens
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
-        from whence_ls.engine.attribution.calibrated_attention import copied_position, logit_lens
+        from whence_ls.engine.attribution.calibrated_attention import copy_and_lens_extra, logit_lens
         from whence_ls.engine.attribution.head_features import head_features
 
         calibration, scorer = load_calibration(job.lm), load_scorer(job.lm)
@@ -206,16 +207,8 @@ class StackedAttention:
         for k, index in enumerate(indices):
             unit_scores = torch.zeros(len(unit_map.units), dtype=torch.float64)
             unit_scores[torch.tensor(sources)] = torch.from_numpy(matrix[k])
-            extra = {}
-            copied = copied_position(job, index, found.copy_attention[k] if found.copy_attention is not None else None)
-            if copied is not None:
-                extra["copied_from_position"] = copied
-                if copied < job.context_len and float(unit_map.weights[copied].sum()) > 0:
-                    extra["copied_from_unit"] = int(unit_map.weights[copied].argmax())
-                elif copied >= job.context_len:
-                    extra["copied_from_completion"] = True
-            if index in lens:
-                extra["logit_lens"] = lens[index]
+            extra = copy_and_lens_extra(job, index, found.copy_attention[k] if found.copy_attention is not None else None,
+                                        unit_map, lens)
             latest = np.flatnonzero(scalars["copy_latest"][k])
             if latest.size:
                 extra["latest_occurrence_unit"] = int(sources[int(latest[-1])])
