@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 # Each benchmark is a module `whence_ls.commands.bench_<kind>` with `add_parser(subparsers)`.
-BENCH_MODULES: list[str] = ["generate", "typing", "quality", "trace", "lsp", "attribution", "attribution_estimators", "attribution_learned", "attribution_units", "sae", "retention"]
+BENCH_MODULES: list[str] = ["generate", "typing", "quality", "trace", "lsp", "attribution", "attribution_estimators", "attribution_learned", "attribution_units", "sae", "retention", "gpu"]
 
 
 def add_parser(subparsers) -> None:
