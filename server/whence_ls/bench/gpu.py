@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 # the sample the README's first command completes (scripts/sample.py at 8:9)
@@ -116,7 +117,16 @@ def _divergence(cpu, gpus: dict, records: dict) -> list[dict]:
     return rows
 
 
-def _speed(gpu, repeats: int, new_tokens: int) -> list[dict]:
+def _speed(lms: dict, repeats: int, new_tokens: int) -> list[dict]:
+    rows = []
+    print("| context tokens | weights | engine | decode tok/s | prefill ms |")
+    print("|---|---|---|---|---|")
+    for label, lm in lms.items():
+        rows += _speed_of(label, lm, repeats, new_tokens)
+    return rows
+
+
+def _speed_of(label: str, gpu, repeats: int, new_tokens: int) -> list[dict]:
     import torch
 
     from whence_ls.bench.generate import bench_prompt
@@ -126,8 +136,6 @@ def _speed(gpu, repeats: int, new_tokens: int) -> list[dict]:
     _, source = bench_prompt()
     offsets = gpu.tokenizer(source, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     rows = []
-    print("| context tokens | engine | decode tok/s | prefill ms |")
-    print("|---|---|---|---|")
     for n in (300, 1000):
         context = build_context(gpu.tokenizer, source, offsets[min(n, len(offsets) - 1)][0], n)
         prompt = torch.tensor([context.token_ids], device=gpu.device)
@@ -157,8 +165,8 @@ def _speed(gpu, repeats: int, new_tokens: int) -> list[dict]:
         for name, fn in engines.items():
             runs = [fn() for _ in range(repeats)]
             decode, prefill = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-            print(f"| {len(context.token_ids)} | {name} | {decode:.1f} | {prefill:.1f} |", flush=True)
-            rows.append({"context_tokens": len(context.token_ids), "engine": name, "decode_tokens_per_s": decode,
+            print(f"| {len(context.token_ids)} | {label} | {name} | {decode:.1f} | {prefill:.1f} |", flush=True)
+            rows.append({"context_tokens": len(context.token_ids), "weights": label, "engine": name, "decode_tokens_per_s": decode,
                          "prefill_ms": prefill})
     return rows
 
@@ -190,7 +198,9 @@ def _agreement(a: dict, b: dict) -> tuple[float, float]:
     same, rhos = 0, []
     for index in b:
         same += _top(a[index]) == _top(b[index])
-        rho = spearmanr(a[index].scores, b[index].scores).statistic
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a row with no signal is constant: nan, skipped below
+            rho = spearmanr(a[index].scores, b[index].scores).statistic
         if rho == rho:  # nan where a row is constant (no signal)
             rhos.append(float(rho))
     return same / max(1, len(b)), statistics.fmean(rhos) if rhos else float("nan")
@@ -245,8 +255,31 @@ def _live_rows(gpu, record) -> dict:
     return {"live_rows": len(record.live_rows), "method": method, "top_same": top, "spearman": rho, "max_gap": gap}
 
 
+def _same_explainers(cpu, gpu) -> dict:
+    """The calibration, the stacked scorer and the feature set the cpu finds for these weights
+    must be found on the other device too: they are keyed by a fingerprint of the weights."""
+    from whence_ls.engine.attribution.api import default_method
+    from whence_ls.engine.attribution.stacked_attention import load_scorer
+    from whence_ls.engine.sae import load_for
+
+    def found(lm) -> dict:
+        return {"default_method": default_method(lm), "stacked_scorer": load_scorer(lm) is not None,
+                "feature_set": load_for(lm)[0] is not None}
+
+    on_cpu, on_gpu = found(cpu), found(gpu)
+    print(f"cpu: {on_cpu}\n{gpu.device_label}: {on_gpu}")
+    if on_cpu != on_gpu:
+        raise AssertionError(f"{gpu.device_label} finds other explainers than the cpu for the same weights")
+    return on_gpu
+
+
 def _features(gpu, record, text: str) -> dict:
     from whence_ls.commands.features_output import features_json
+    from whence_ls.engine.sae import sae_dir, shipped_dir
+
+    if not any((d / "manifest.json").is_file() for d in (sae_dir(gpu), shipped_dir(gpu))):
+        print("this model has no sparse-autoencoder set: skipped")
+        return {"skipped": "no feature set for this model"}
 
     found = features_json(gpu, record, text)
     print(f"{len(found)} tokens with features; first: {json.dumps(found[0], ensure_ascii=False)[:300] if found else '-'}")
@@ -278,19 +311,22 @@ def run(args) -> int:
     if cpu is None or gpu is None:
         return 1
     print(f"cuda: {gpu.model.dtype}, loaded in {gpu.load_seconds:.1f} s; cpu: loaded in {cpu.load_seconds:.1f} s")
+    steps.run("the same calibration, scorer and features as on the cpu", lambda: _same_explainers(cpu, gpu))
     prompts = _prompts(gpu.tokenizer)
     made = steps.run("completions, cuda against cpu", lambda: _completions(cpu, gpu, prompts, args.new_tokens))
     records = made[1] if made else {}
 
-    def fp32_on_cuda():
-        lm = load_model(args.model, device)
-        lm.model.to(torch.float32)  # the forward alone: the KL column asks what bf16 costs
+    other_dtype = torch.bfloat16 if gpu.model.dtype == torch.float32 else torch.float32
+
+    def in_other_dtype():
+        lm = load_model(args.model, device, decoder="transformers")  # no cpu fast decoder holding fp32 weights
+        lm.model.to(other_dtype)  # the forward alone: what the other dtype costs and gains
         return lm
 
-    gpu32 = steps.run("load on cuda in fp32 (for the divergence row)", fp32_on_cuda)
-    forwards = {f"cuda {gpu.model.dtype}": gpu, **({"cuda torch.float32": gpu32} if gpu32 is not None else {})}
+    other = steps.run(f"load on {device} in {other_dtype} (the divergence and speed rows)", in_other_dtype)
+    forwards = {f"{device} {gpu.model.dtype}": gpu, **({f"{device} {other_dtype}": other} if other is not None else {})}
     steps.run("divergence from cpu fp32", lambda: _divergence(cpu, forwards, records))
-    steps.run("decode speed on cuda", lambda: _speed(gpu, args.repeats, args.new_tokens))
+    steps.run(f"decode speed on {device}", lambda: _speed(forwards, args.repeats, args.new_tokens))
     # the attribution target: the longest completion (a multi-line one, as a person reads)
     target = max(records, key=lambda label: len(records[label][2].tokens), default=None)
     if target is not None:

@@ -82,12 +82,41 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def pick_dtype(device: torch.device) -> torch.dtype:
-    # GPU: bf16 halves memory traffic with no measurable change in greedy output at this size.
+# The largest model a GPU holds in fp32 (4 bytes a parameter) rather than bf16. `whence-ls bench
+# gpu` on an H200 with the embedded 135M model: bf16 changed 3 of 59 greedy tokens against the
+# cpu's fp32 (mean KL 0.001-0.002 nats a token), fp32 on cuda none (KL 5e-5); decoding a model
+# this small is bound by kernel launches, not by reading the weights. Above this size bf16's
+# halved memory matters more.
+FP32_ON_GPU_MAX_PARAMS = 1_000_000_000
+
+
+def pick_dtype(device: torch.device, parameters: int | None = None) -> torch.dtype:
+    # GPU: fp32 up to FP32_ON_GPU_MAX_PARAMS parameters (the scores are specified in fp32, and a
+    # calibration fitted on fp32 applies), bf16 above it or when the size is unknown.
     # CPU: fp32. Without AMX, CPUs emulate bf16 matmuls and run them slower than fp32 (bench
     # generate shows it), and the per-token log-probabilities and attribution checks are
     # specified in fp32; the embedded model is small enough that fp32 costs only memory.
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cuda":
+        small = parameters is not None and parameters <= FP32_ON_GPU_MAX_PARAMS
+        return torch.float32 if small else torch.bfloat16
+    return torch.float32
+
+
+def count_parameters(model_source: str, load_kwargs: dict) -> int | None:
+    """The model's parameter count from its config alone (built on the meta device: no memory,
+    no weights read), or None where the config cannot be read that way (a GGUF file)."""
+    if "gguf_file" in load_kwargs:
+        return None
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_source, trust_remote_code=False,
+                                            **{k: v for k, v in load_kwargs.items() if k == "local_files_only"})
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    except Exception:  # noqa: BLE001 - an unknown size only means the safe (smaller) dtype
+        return None
+    return sum(p.numel() for p in skeleton.parameters())
 
 
 def _has_fim_tokens(tokenizer) -> bool:
@@ -137,7 +166,6 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
     hf_logging.disable_progress_bar()  # the server's stdout is the LSP channel; CLI users need no bars
     started = time.perf_counter()
     target = pick_device(device)
-    dtype = pick_dtype(target)
     entry = None
     if spec is None or spec in registry.known_names():
         entry = registry.installed_entry(spec or registry.DEFAULT_MODEL)
@@ -170,6 +198,7 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
             # a hub id: only what is already cached; whence-ls is offline at run time
             tok_source = model_source = spec
             load_kwargs = {"use_safetensors": True, "local_files_only": True}
+    dtype = pick_dtype(target, count_parameters(model_source, load_kwargs) if target.type == "cuda" else None)
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source, trust_remote_code=False, **{k: v for k, v in load_kwargs.items() if k != "use_safetensors"})
         model = AutoModelForCausalLM.from_pretrained(
@@ -212,6 +241,8 @@ def load_model(spec: str | None = None, device: str = "auto", *, attn_implementa
         log.info("%s decodes in the model's own precision: the fast decoder does not run it here (%s)", name,
                  fast_decode.supports(model) or f"device {target.type}" if decoder == "fast" else "decoder transformers")
         precision = "fp32"
+    if dtype == torch.bfloat16:
+        precision = "bf16"  # a large model on a GPU: what a hover says it was decoded in
     return LoadedModel(
         decoder=fast,
         precision=precision,

@@ -78,7 +78,20 @@ class Calibration:
 
 def fingerprint(lm: LoadedModel) -> str:
     """A cheap identity of the weights: the config and a slice of the embedding matrix. Weights
-    calibrated on one model are never applied to another of the same name."""
+    calibrated on one model are never applied to another of the same name. The slice is rounded
+    to bf16 first, so the same model loaded in fp32 (a CPU) or bf16 (a large model on a GPU) has
+    one fingerprint: `whence-ls bench gpu` found the shipped calibration and features unused on
+    cuda when the fp32 values were hashed."""
+    return _digest(lm, torch.bfloat16)
+
+
+def fingerprints(lm: LoadedModel) -> set[str]:
+    """Every fingerprint a file made for these weights may carry: the current one, and the one
+    files made before it was rounded (of the exact values, so it matches fp32 loads only)."""
+    return {fingerprint(lm), _digest(lm, torch.float32)}
+
+
+def _digest(lm: LoadedModel, dtype: torch.dtype) -> str:
     config = lm.model.config
     # the shape of the network and a slice of its weights; never paths or library versions,
     # which differ between two installs of the same model
@@ -86,7 +99,7 @@ def fingerprint(lm: LoadedModel) -> str:
              ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")}
     digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
     embedding = lm.model.get_input_embeddings().weight
-    digest.update(embedding.detach().float().flatten()[:4096].cpu().numpy().tobytes())
+    digest.update(embedding.detach().flatten()[:4096].to(dtype).float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -105,7 +118,7 @@ def load_calibration(lm: LoadedModel) -> Calibration | None:
     if cached is not None:
         return cached or None
     found = None
-    wanted = fingerprint(lm)
+    wanted = fingerprints(lm)
     for path in (user_path(lm), SHIPPED_DIR / f"{_safe_name(lm.name)}.json"):
         if not path.is_file():
             continue
@@ -113,7 +126,7 @@ def load_calibration(lm: LoadedModel) -> Calibration | None:
             calibration = Calibration.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError, WhenceError):
             continue  # a corrupt file falls back to the next, or to no calibration
-        if calibration.fingerprint == wanted:
+        if calibration.fingerprint in wanted:
             found = calibration
             break
     lm._whence_calibration = found or False  # type: ignore[attr-defined]

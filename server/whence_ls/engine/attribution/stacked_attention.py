@@ -21,7 +21,7 @@ import torch
 from whence_ls.engine.attribution.ablation import ablatable_sources
 from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced
 from whence_ls.engine.attribution import calibration as calibration_files
-from whence_ls.engine.attribution.calibration import _safe_name, fingerprint, load_calibration
+from whence_ls.engine.attribution.calibration import _safe_name, fingerprints, load_calibration
 from whence_ls.engine.attribution.units import COMMON_WORDS
 from whence_ls.engine.taps import Preempted
 from whence_ls.errors import WhenceError
@@ -162,7 +162,7 @@ def load_scorer(lm) -> StackedScorer | None:
     if path.is_file():
         try:
             scorer = StackedScorer(json.loads(path.read_text(encoding="utf-8")))
-            found = scorer if scorer.fingerprint == fingerprint(lm) else None
+            found = scorer if scorer.fingerprint in fingerprints(lm) else None
         except (OSError, ValueError, KeyError, TypeError, WhenceError):
             found = None
     lm._whence_stacked = found or False  # type: ignore[attr-defined]

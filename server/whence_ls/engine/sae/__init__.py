@@ -29,7 +29,7 @@ def shipped_dir(lm) -> Path:
 def load_for(lm):
     """(the model's SAE set, its feature index) or (None, None) when none was trained for these
     weights; a set trained for other weights (its fingerprint differs) is not used."""
-    from whence_ls.engine.attribution.calibration import fingerprint
+    from whence_ls.engine.attribution.calibration import fingerprints
     from whence_ls.engine.sae.features import load_feature_index
     from whence_ls.engine.sae.model import load_sae_set
 
@@ -37,11 +37,11 @@ def load_for(lm):
     if cached is not None:
         return cached
     found = (None, None)
-    wanted = fingerprint(lm)
+    wanted = fingerprints(lm)
     for directory in (sae_dir(lm), shipped_dir(lm)):
         if (directory / "manifest.json").is_file():
             sae_set = load_sae_set(directory)
-            if sae_set.fingerprint == wanted:
+            if sae_set.fingerprint in wanted:
                 found = (sae_set, load_feature_index(directory))
                 break
     lm._whence_sae = found
