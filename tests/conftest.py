@@ -20,7 +20,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def embedded_model_dir() -> Path:
+    """The installed embedded model; WHENCE_TEST_TOKENIZER_DIR stands in for it where only its
+    tokenizer travelled (the GPU machine of scripts/gpu-check.sh's tiny-model tests)."""
     from whence_ls.engine import registry
+
+    if os.environ.get("WHENCE_TEST_TOKENIZER_DIR"):
+        return Path(os.environ["WHENCE_TEST_TOKENIZER_DIR"])
 
     return Path(registry.installed_entry(registry.DEFAULT_MODEL)["path"])
 

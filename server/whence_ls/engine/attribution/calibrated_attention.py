@@ -61,7 +61,7 @@ class CalibratedAttention:
             return {}  # no rows: the caller requeues them
         if rows.weights.shape[1] != len(calibration.weights):
             raise WhenceError("the calibration does not match this model's heads: run `whence-ls model calibrate`")
-        head_weights = torch.tensor(calibration.weights, dtype=torch.float32)
+        head_weights = torch.tensor(calibration.weights, dtype=torch.float32, device=rows.weights.device)
         scores = torch.einsum("nhp,h->np", rows.weights, head_weights)  # [rows, end]
         lens = logit_lens(job, indices, rows.hidden) if rows.hidden is not None else {}
         induction = calibration.induction_heads

@@ -39,7 +39,7 @@ class LiveAttention:
         self.lm = lm
         self.modules = self._modules(lm)
         self.head_weights = head_weights
-        self.induction = torch.tensor(induction_heads, dtype=torch.long) if induction_heads else None
+        self.induction = torch.tensor(induction_heads, dtype=torch.long, device=head_weights.device) if induction_heads else None
         self.cache = None  # the generation's KV cache, set before the first forward
         # how many of a forward's last fed positions to read (the token that ends the context or
         # was just chosen, and the draft tokens after it): the prefill before them needs no row
@@ -59,7 +59,7 @@ class LiveAttention:
         calibration = load_calibration(lm)
         if calibration is None or not _rows_recomputable(lm):
             return None
-        weights = torch.tensor(calibration.weights, dtype=torch.float32)
+        weights = torch.tensor(calibration.weights, dtype=torch.float32, device=lm.device)  # beside the rows it weighs
         layers = len(cls._modules(lm))
         if layers == 0 or weights.numel() % layers:
             return None
@@ -116,7 +116,7 @@ class LiveAttention:
         length, fed = weights.shape[2], weights.shape[0]
         tops = None
         if hidden_states is not None and logits is not None and rows:
-            at = torch.tensor([row - fed for row in rows])  # the rows counted from the forward's end
+            at = torch.tensor([row - fed for row in rows], device=logits.device)  # the rows counted from the forward's end
             hidden = torch.stack([h[0, at] for h in hidden_states[1:]], dim=1)  # [rows, layers, hidden]
             tops = lens_top_ids(self.lm, hidden, logits[at])
         kept = []
