@@ -198,6 +198,11 @@ class InlineCompletionFeature:
                 template = await session.run_model(generate, completion=True)
             except WhenceError as exc:  # e.g. no context tokens: nothing to offer, say why once
                 session.log_once(f"{uri}: no completion: {exc}")
+            except Exception as exc:  # a fault (a device's, a bug): the request still gets its answer,
+                # empty, and the server goes on; unanswered, the editor's request waited forever
+                # (bench gpu found it: every completion failed on cuda, and bench lsp hung)
+                log.exception("completion at %s:%d failed", uri, cursor)
+                session.log_once(f"{uri}: completion failed: {type(exc).__name__}: {exc}")
             finally:
                 if self._inflight.get(key) is kept:
                     self._inflight.pop(key, None)
