@@ -90,6 +90,17 @@ class _HarmlessCancellations(logging.Filter):
         return not str(record.msg).startswith("Cancel notification for unknown message id")
 
 
+def _stacks_on_signal() -> None:
+    """`kill -USR1 <server pid>` writes every thread's stack to stderr (the editor's output panel
+    or `serve --log-file`'s neighbour): a server that stops answering shows where it waits, without
+    a debugger. A rare hang after a bench's quiet pass was never explained for want of this."""
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):  # not on Windows
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+
+
 def serve_stdio(log_file: str | None = None, verbose: bool = False, max_message_mb: float | None = None) -> None:
     # stdout is the LSP channel: logs go to stderr, or to a file an editor's user can attach
     logging.basicConfig(
@@ -103,6 +114,7 @@ def serve_stdio(log_file: str | None = None, verbose: bool = False, max_message_
     # editors cancel requests that already finished (the cursor moved on): pygls warns about
     # each one, and editors show server stderr as errors; these are harmless
     logging.getLogger("pygls.protocol.json_rpc").addFilter(_HarmlessCancellations())
+    _stacks_on_signal()
     server = WhenceServer()
     if max_message_mb is not None:
         server.max_body_bytes = int(max_message_mb * 1024 * 1024)
