@@ -101,8 +101,10 @@ class OnnxDecoder:
         binding.bind_output("logits", "cpu", 0, numpy.float32, [1, keep, self.vocab], self._logits.data_ptr())
         session.run_with_iobinding(binding)
         cache.length = start + fed
-        # a copy: the next forward writes the same buffer, and callers keep rows of logits
-        return self._logits[: keep * self.vocab].view(keep, self.vocab).clone(), None
+        # a copy: the next forward writes the same buffer, and callers keep rows of logits; numpy's,
+        # on this thread (torch's clone of 49k numbers went to its thread pool and, on a busy
+        # machine, waited ~7 ms a token for a descheduled thread)
+        return torch.from_numpy(self._logits[: keep * self.vocab].numpy().copy()).view(keep, self.vocab), None
 
     def _binding(self, cache: KVCache, session):
         """`session`'s binding of `cache`'s storage, made again when the cache has grown."""
