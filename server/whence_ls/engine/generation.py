@@ -202,6 +202,8 @@ def generate(
     forwards = drafted = accepted = 0
     closed = healing_closure(context.text, heal)
     live = _live_attention(lm, live_rows) if live_rows else None
+    if live is not None:
+        live.begin(context.token_ids)
     kept_rows: list = []
     with torch.inference_mode(), live if live is not None else contextlib.nullcontext():
         # a long prefill runs in chunks, so a cancel (a newer keystroke's request) frees the
@@ -252,6 +254,8 @@ def generate(
                     # a single-line completion ends at its newline anyway (and may lose the rest
                     # of the line it wrote again): nothing to show early
                     if following[len(heal) + len(text):].startswith("\n") and not (stopper is not None and stopper.single_line):
+                        if live is not None:
+                            live.finish()  # the part's rows complete, as the whole completion's will
                         on_partial(_partial(lm, context, heal, ids, token_texts, rows, text, started, kept_rows))
                 ids.append(token_id)
                 rows.append((logprob, values, indices, entropy))
@@ -294,6 +298,8 @@ def generate(
                 draft = drafter.propose(room) if drafter is not None and not pending else []
                 drafted += len(draft)
                 feed = [token_id] + draft
+        if live is not None:
+            live.finish()  # every kept row's stacked sums, in one batch, before the cache is shared
     if prefix_cache is not None:
         prefix_cache.put(cached_ids, cache, window_anchor(context.doc_start, context.text, provisional=context.shortened))
     decode_s = time.perf_counter() - started - prefill_s

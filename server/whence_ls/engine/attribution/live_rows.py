@@ -10,8 +10,8 @@ matrix of a completion comes with it: no forward after the fact, and a hover on 
 the healed first one included, finds its row ready.
 
 For `stacked_attention` (asked with `stacked=True`, where its scorer ships) each row also keeps
-the stacked estimator's head-group sums over positions (`live_stacked.py`), completed once the
-token is chosen (`complete`): its rows then need no forward either.
+the stacked estimator's head-group sums over positions (`live_stacked.py`), made once the tokens
+are chosen (`complete`, then `finish` for a batch): its rows then need no forward either.
 
 Used only where `attention_probe` has checked that this recomputation reproduces the model's own
 attention weights, and only for a calibrated model; otherwise generation runs without it and
@@ -68,6 +68,13 @@ class LiveAttention:
         self.trailing = 1
         self._per_layer: list[torch.Tensor | None] = [None] * len(self.modules)
         self._hooks: list = []
+        self._unfinished: list[tuple[LiveRow, int]] = []  # rows whose stacked sums `finish` makes
+
+    def begin(self, context_ids: list[int]) -> None:
+        """The ids the generation's cache holds first: the stacked sums reuse what an earlier
+        generation computed for the same leading ids."""
+        if self.stacked is not None:
+            self.stacked.context_ids = list(context_ids)
 
     @classmethod
     def for_model(cls, lm, stacked: bool = False) -> "LiveAttention | None":
@@ -159,13 +166,24 @@ class LiveAttention:
         return kept
 
     def complete(self, row: LiveRow, token_id: int) -> LiveRow:
-        """`row` once generation chose its token: the stacked sums need the token (its direct
-        logit). Called before the cache drops the forward's unused drafts."""
-        if row.pending is not None and self.stacked is not None and self.cache is not None:
-            row.head_sums = self.stacked.sums(row.pending.float(), token_id, self.cache).cpu()
-            row.head_labels = self.stacked.labels
-        row.pending = None
+        """`row` once generation chose its token (the stacked sums need it: its direct logit);
+        its sums come with the next `finish`."""
+        if row.pending is not None:
+            self._unfinished.append((row, token_id))
         return row
+
+    def finish(self) -> None:
+        """The stacked sums of every row completed since the last call, in one batch: at the
+        end of the generation, or of a part shown early. Safe until the cache goes to another
+        generation: a completed row's positions are all chosen tokens', which no crop drops."""
+        rows, self._unfinished = self._unfinished, []
+        if self.stacked is None or self.cache is None:
+            for row, _token in rows:
+                row.pending = None
+            return
+        sums = self.stacked.sums([(row.pending.float(), token) for row, token in rows], self.cache)
+        for (row, _token), found in zip(rows, sums):
+            row.head_sums, row.head_labels, row.pending = found.cpu(), self.stacked.labels, None
 
 
 def _rows_over_keys(module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

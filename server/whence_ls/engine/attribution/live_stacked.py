@@ -9,7 +9,8 @@ only those sums ([groups, positions] per token, a few KB), never the heads' rows
 
 - ||W_O^h v_j|| = sqrt(v_j^T (W_O^h^T W_O^h) v_j): a d x d Gram matrix per head, computed once per
   position (values in the cache never change) instead of the D-wide product `head_features` takes;
-- the direct logit needs the token, known only once generation chose it (`complete`), and
+- the direct logit needs the token, known only once generation chose it, so a token's row is
+  held until the end of the completion (or a part shown early) and the batch done at once; it
   leaves out the final norm's 1/RMS at the token: a positive scale of the whole row, which the
   stacked features' per-row normalisation removes.
 
@@ -42,63 +43,118 @@ def group_label(part: str, n: int, g: int) -> str:
 
 class LiveHeadSums:
     """Per generation: the value norms of the cached positions (grown as the cache grows) and,
-    per kept token, its head groups' sums over positions."""
+    per kept token, its head groups' sums over positions. Every layer is read in one batched
+    product (a loop over 30 layers' small products cost ~25 ms a token on a busy core)."""
 
     def __init__(self, lm, modules, features: list[str]) -> None:
+        self.lm = lm
         self.modules = modules
         self.groups = group_names(features)
         self.labels = tuple(group_label(*g) for g in self.groups)
-        first = modules[0]
-        self.head_dim = first.head_dim
+        self.head_dim = modules[0].head_dim
         out = [m.o_proj.weight.detach().float() for m in modules]  # [D, H * d] each
         self.heads = out[0].shape[1] // self.head_dim
         total = self.heads * len(modules)
-        # [groups, layers * heads]: 1 where the head is in the group (heads are layer-major)
-        self.membership = torch.zeros(len(self.groups), total)
-        for k, (_part, n, g) in enumerate(self.groups):
+        # [parts, groups of a part, layers * heads]: 1 where the head is in the group (heads are
+        # layer-major); the groups are the same for every part
+        per_part = [(n, g) for part, n, g in self.groups if part == PARTS[0]]
+        self.membership = torch.zeros(len(per_part), total)
+        for k, (n, g) in enumerate(per_part):
             self.membership[k, np.array_split(np.arange(total), n)[g]] = 1.0
-        self.out = [o.view(o.shape[0], self.heads, self.head_dim) for o in out]  # [D, H, d]
-        self.gram = [torch.einsum("ohd,ohe->hde", o, o) for o in self.out]  # [H, d, d]: W_O^h^T W_O^h
+        self.out = _stacked_out(lm, out)  # [D, layers * H * d]
+        shaped = [o.view(o.shape[0], self.heads, self.head_dim) for o in out]
+        self.gram = torch.stack([torch.einsum("ohd,ohe->hde", o, o) for o in shaped])  # [layers, H, d, d]: W_O^h^T W_O^h
         model = lm.model
         self.unembed = model.get_output_embeddings().weight
         norm = getattr(getattr(model, "model", model), "norm", None)
         self.norm_scale = norm.weight.detach().float() if norm is not None and getattr(norm, "weight", None) is not None else None
         self.norms: torch.Tensor | None = None  # [layers * heads, capacity] ||W_O^h v_j||
         self.normed = 0  # positions whose norms are current
+        self.context_ids: list[int] = []  # the ids the cache's first positions hold (set by generation)
 
     def observe_cache(self, cache, fed: int) -> None:
         """Norms for the positions the last forward wrote (and any the cache held before this
         generation, from a prefix cache): a cropped draft is rewritten, so its positions count
         as new whatever was computed for them before."""
-        values = [cache.layers[getattr(m, "layer_idx", i)].values for i, m in enumerate(self.modules)]
-        length = values[0].shape[2]
-        start = min(self.normed, max(0, length - fed))
+        length = _length(cache, self.modules)
         if self.norms is None or self.norms.shape[1] < length:
             grown = torch.zeros(self.heads * len(self.modules), max(length, 2 * (self.norms.shape[1] if self.norms is not None else 0)))
             if self.norms is not None:
                 grown[:, : self.normed] = self.norms[:, : self.normed]
             self.norms = grown
-        group = self.heads // values[0].shape[1]
-        for layer, value in enumerate(values):
-            v = value[0, :, start:length].float().repeat_interleave(group, dim=0)  # [H, new, d]
-            squared = ((v @ self.gram[layer]) * v).sum(-1)  # [H, new]
-            self.norms[layer * self.heads : (layer + 1) * self.heads, start:length] = squared.clamp(min=0).sqrt()
+        start = min(self.normed, max(0, length - fed))
+        if self.normed == 0:
+            start = self._remembered(length - fed)
+        values = _values(cache, self.modules, start, length)  # [layers, kv, new, d]
+        v = values.repeat_interleave(self.heads // values.shape[1], dim=1)  # [layers, H, new, d]
+        squared = ((v @ self.gram) * v).sum(-1)  # [layers, H, new]
+        self.norms[:, start:length] = squared.clamp(min=0).sqrt().reshape(-1, length - start)
+        if self.normed == 0:
+            self._remember(length - fed)
         self.normed = length
 
-    def sums(self, probs: torch.Tensor, token_id: int, cache) -> torch.Tensor:
-        """[groups, end]: the head groups' sums at each position for a token whose attention row
-        over positions [0, end) is `probs` ([layers * heads, end]), read while `cache` still
-        holds the forward's values."""
-        end = probs.shape[1]
-        u = self.unembed[token_id].detach().float()
+    def _remembered(self, limit: int) -> int:
+        """Copies the norms an earlier generation computed for the same leading ids (a value
+        depends on the ids up to its own position only); returns how many positions it copied.
+        Typing re-runs mostly the same window: this spares recomputing ~1k positions each time."""
+        kept = getattr(self.lm, "_whence_value_norms", None)
+        if kept is None or kept[1].shape[0] != self.norms.shape[0]:
+            return 0
+        ids, norms = kept
+        same = 0
+        for a, b in zip(ids, self.context_ids[:limit]):
+            if a != b:
+                break
+            same += 1
+        self.norms[:, :same] = norms[:, :same]
+        return same
+
+    def _remember(self, count: int) -> None:
+        count = min(count, len(self.context_ids))
+        self.lm._whence_value_norms = (list(self.context_ids[:count]), self.norms[:, :count].clone())
+
+    def sums(self, rows: list[tuple[torch.Tensor, int]], cache) -> list[torch.Tensor]:
+        """[groups, end] per row: the head groups' sums at each position for a token (the id)
+        whose attention over positions [0, end) is the row's `probs` ([layers * heads, end]),
+        read while `cache` still holds those positions' values. Rows come in a batch: W_O^h^T u
+        for every head reads every layer's W_O (~40 MB), once for the batch, not once a token."""
+        if not rows:
+            return []
+        u = self.unembed[torch.tensor([token for _probs, token in rows])].detach().float()  # [T, D]
         if self.norm_scale is not None:
             u = u * self.norm_scale  # the final RMSNorm's scale folds into the unembedding
-        direct = []
-        for layer, module in enumerate(self.modules):
-            value = cache.layers[getattr(module, "layer_idx", layer)].values[0, :, :end].float()  # [kv, end, d]
-            w = torch.einsum("ohd,o->hd", self.out[layer], u)  # [H, d]: W_O^h^T u
-            group = self.heads // value.shape[0]
-            grouped = w.view(value.shape[0], group, self.head_dim)  # query head h reads kv head h // group
-            direct.append(torch.einsum("kcd,kgd->kgc", value, grouped).reshape(self.heads, end))
-        parts = {"attention": probs, "value": probs * self.norms[:, :end], "logit": probs * torch.cat(direct)}
-        return torch.stack([self.membership[k] @ parts[part] for k, (part, _n, _g) in enumerate(self.groups)])
+        every = u @ self.out  # [T, layers * H * d]: W_O^h^T u
+        values = _values(cache, self.modules, 0, max(probs.shape[1] for probs, _token in rows))  # [layers, kv, L, d]
+        layers, kv = values.shape[:2]
+        result = []
+        for (probs, _token), w in zip(rows, every):
+            end = probs.shape[1]
+            w = w.view(layers, kv, self.heads // kv, self.head_dim)  # head h reads kv head h // group
+            direct = (w @ values[:, :, :end].transpose(-1, -2)).reshape(layers * self.heads, end)  # [layers * H, end]
+            parts = (probs, probs * self.norms[:, :end], probs * direct)
+            result.append(torch.cat([self.membership @ part for part in parts]))  # `self.groups`' order
+        return result
+
+
+def _stacked_out(lm, out: list[torch.Tensor]) -> torch.Tensor:
+    """Every layer's W_O side by side, [D, layers * H * d], built once per model (~40 MB for
+    SmolLM2-135M): one product then gives W_O^h^T u for every head."""
+    kept = getattr(lm, "_whence_stacked_out", None)
+    if kept is None:
+        kept = torch.cat(out, dim=1).contiguous()
+        lm._whence_stacked_out = kept
+    return kept
+
+
+def _length(cache, modules) -> int:
+    return cache.layers[getattr(modules[0], "layer_idx", 0)].values.shape[2]
+
+
+def _values(cache, modules, start: int, end: int) -> torch.Tensor:
+    """The cached values of positions [start, end), every layer: [layers, kv, end - start, d]
+    (a view of the fast decoder's cache; a copy from transformers' per-layer one)."""
+    whole = getattr(cache, "values", None)
+    if isinstance(whole, torch.Tensor) and whole.dim() == 4:
+        return whole[:, :, start:end].float()
+    return torch.stack([cache.layers[getattr(m, "layer_idx", i)].values[0, :, start:end]
+                        for i, m in enumerate(modules)]).float()
