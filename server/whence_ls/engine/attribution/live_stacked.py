@@ -26,6 +26,8 @@ import torch
 # what `stacked_attention.scalar_features` reads of the heads: each part summed over a third of
 # the layers (the totals are the thirds' sum), and finer groups only where the scorer names them
 PARTS = ("attention", "value", "logit")
+# rows whose direct logits are one product (bounds its memory: ~16 x 3 x 1k floats a kv head)
+ROWS_AT_ONCE = 16
 
 
 def group_names(features: list[str]) -> list[tuple[str, int, int]]:
@@ -124,15 +126,24 @@ class LiveHeadSums:
         if self.norm_scale is not None:
             u = u * self.norm_scale  # the final RMSNorm's scale folds into the unembedding
         every = u @ self.out  # [T, layers * H * d]: W_O^h^T u
-        values = _values(cache, self.modules, 0, max(probs.shape[1] for probs, _token in rows))  # [layers, kv, L, d]
+        length = max(probs.shape[1] for probs, _token in rows)
+        values = _values(cache, self.modules, 0, length)  # [layers, kv, L, d]
         layers, kv = values.shape[:2]
+        group = self.heads // kv  # head h reads kv head h // group
+        keys = values.reshape(layers * kv, length, self.head_dim).transpose(-1, -2)  # [layers * kv, d, L]
         result = []
-        for (probs, _token), w in zip(rows, every):
-            end = probs.shape[1]
-            w = w.view(layers, kv, self.heads // kv, self.head_dim)  # head h reads kv head h // group
-            direct = (w @ values[:, :, :end].transpose(-1, -2)).reshape(layers * self.heads, end)  # [layers * H, end]
-            parts = (probs, probs * self.norms[:, :end], probs * direct)
-            result.append(torch.cat([self.membership @ part for part in parts]))  # `self.groups`' order
+        for first in range(0, len(rows), ROWS_AT_ONCE):
+            batch = rows[first : first + ROWS_AT_ONCE]
+            w = every[first : first + len(batch)].view(len(batch), layers * kv, group, self.head_dim)
+            # one product for the batch's rows together: a few rows of 3 x 64 each would leave
+            # the matrix product nearly idle
+            direct = (w.transpose(0, 1).reshape(layers * kv, len(batch) * group, self.head_dim) @ keys)
+            direct = direct.view(layers * kv, len(batch), group, length)
+            for k, (probs, _token) in enumerate(batch):
+                end = probs.shape[1]
+                logit = direct[:, k, :, :end].reshape(layers * self.heads, end)  # [layers * H, end], heads layer-major
+                parts = (probs, probs * self.norms[:, :end], probs * logit)
+                result.append(torch.cat([self.membership @ part for part in parts]))  # `self.groups`' order
         return result
 
 
