@@ -57,15 +57,13 @@ class LiveHeadSums:
         out = [m.o_proj.weight.detach().float() for m in modules]  # [D, H * d] each
         self.heads = out[0].shape[1] // self.head_dim
         total = self.heads * len(modules)
-        # [parts, groups of a part, layers * heads]: 1 where the head is in the group (heads are
+        # [groups of a part, layers * heads]: 1 where the head is in the group (heads are
         # layer-major); the groups are the same for every part
         per_part = [(n, g) for part, n, g in self.groups if part == PARTS[0]]
         self.membership = torch.zeros(len(per_part), total)
         for k, (n, g) in enumerate(per_part):
             self.membership[k, np.array_split(np.arange(total), n)[g]] = 1.0
-        self.out = _stacked_out(lm, out)  # [D, layers * H * d]
-        shaped = [o.view(o.shape[0], self.heads, self.head_dim) for o in out]
-        self.gram = torch.stack([torch.einsum("ohd,ohe->hde", o, o) for o in shaped])  # [layers, H, d, d]: W_O^h^T W_O^h
+        self.out, self.gram = _weights(lm, out, self.heads, self.head_dim)
         model = lm.model
         self.unembed = model.get_output_embeddings().weight
         norm = getattr(getattr(model, "model", model), "norm", None)
@@ -147,13 +145,15 @@ class LiveHeadSums:
         return result
 
 
-def _stacked_out(lm, out: list[torch.Tensor]) -> torch.Tensor:
-    """Every layer's W_O side by side, [D, layers * H * d], built once per model (~40 MB for
-    SmolLM2-135M): one product then gives W_O^h^T u for every head."""
-    kept = getattr(lm, "_whence_stacked_out", None)
+def _weights(lm, out: list[torch.Tensor], heads: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every layer's W_O side by side, [D, layers * H * d] (~40 MB for SmolLM2-135M: one product
+    then gives W_O^h^T u for every head), and W_O^h^T W_O^h, [layers, H, d, d]; built once per
+    model, not once per completion."""
+    kept = getattr(lm, "_whence_live_stacked_weights", None)
     if kept is None:
-        kept = torch.cat(out, dim=1).contiguous()
-        lm._whence_stacked_out = kept
+        shaped = [o.view(o.shape[0], heads, head_dim) for o in out]
+        kept = (torch.cat(out, dim=1).contiguous(), torch.stack([torch.einsum("ohd,ohe->hde", o, o) for o in shaped]))
+        lm._whence_live_stacked_weights = kept
     return kept
 
 
