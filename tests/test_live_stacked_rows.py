@@ -102,6 +102,15 @@ def test_tiny_live_stacked_rows_equal_the_rows_of_a_forward_afterwards(tiny_mode
     record = generate(lm, build_context(lm.tokenizer, SOURCE, len(SOURCE), 400), max_new_tokens=24, live_rows="stacked_attention")
     assert len(record.tokens) == 24
     _compare(lm, record, monkeypatch, atol=1e-6)
+    # a second completion after the same leading ids reuses the first's value norms for them
+    # (`LiveHeadSums._remembered`): its rows must still be the forward's
+    shorter = SOURCE[: SOURCE.index("def total_of")]
+    context = build_context(lm.tokenizer, shorter, len(shorter), 400)
+    remembered_ids, _norms = lm._whence_value_norms
+    shared = next(i for i, (a, b) in enumerate(zip(remembered_ids + [-1], context.token_ids)) if a != b)
+    assert shared > 20, "the case must share leading ids with the first completion"
+    again = generate(lm, context, max_new_tokens=12, live_rows="stacked_attention")
+    _compare(lm, again, monkeypatch, atol=1e-6)
 
 
 def test_calibrated_live_rows_carry_no_stacked_sums_and_stacked_then_runs_its_forward(tiny_lm, shipped):
