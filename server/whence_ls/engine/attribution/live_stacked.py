@@ -54,8 +54,7 @@ class LiveHeadSums:
         self.groups = group_names(features)
         self.labels = tuple(group_label(*g) for g in self.groups)
         self.head_dim = modules[0].head_dim
-        out = [m.o_proj.weight.detach().float() for m in modules]  # [D, H * d] each
-        self.heads = out[0].shape[1] // self.head_dim
+        self.heads = modules[0].o_proj.weight.shape[1] // self.head_dim
         total = self.heads * len(modules)
         # [groups of a part, layers * heads]: 1 where the head is in the group (heads are
         # layer-major); the groups are the same for every part
@@ -63,7 +62,7 @@ class LiveHeadSums:
         self.membership = torch.zeros(len(per_part), total)
         for k, (n, g) in enumerate(per_part):
             self.membership[k, np.array_split(np.arange(total), n)[g]] = 1.0
-        self.out, self.gram = _weights(lm, out, self.heads, self.head_dim)
+        self.out, self.gram = _weights(lm, modules, self.heads, self.head_dim)
         model = lm.model
         self.unembed = model.get_output_embeddings().weight
         norm = getattr(getattr(model, "model", model), "norm", None)
@@ -136,21 +135,25 @@ class LiveHeadSums:
             # one product for the batch's rows together: a few rows of 3 x 64 each would leave
             # the matrix product nearly idle
             direct = (w.transpose(0, 1).reshape(layers * kv, len(batch) * group, self.head_dim) @ keys)
-            direct = direct.view(layers * kv, len(batch), group, length)
-            for k, (probs, _token) in enumerate(batch):
-                end = probs.shape[1]
-                logit = direct[:, k, :, :end].reshape(layers * self.heads, end)  # [layers * H, end], heads layer-major
-                parts = (probs, probs * self.norms[:, :end], probs * logit)
-                result.append(torch.cat([self.membership @ part for part in parts]))  # `self.groups`' order
+            direct = direct.view(layers * kv, len(batch), group, length).transpose(0, 1).reshape(len(batch), -1, length)
+            # the rows' attention padded to the batch's longest (a causal row is 0 past its own
+            # position anyway), so every part is one product for the batch, not three a row
+            probs = torch.zeros(len(batch), layers * self.heads, length)
+            for k, (row, _token) in enumerate(batch):
+                probs[k, :, : row.shape[1]] = row
+            parts = (probs, probs * self.norms[:, :length], probs * direct)  # [B, layers * H, L] each
+            summed = torch.cat([self.membership @ part for part in parts], dim=1)  # [B, groups, L], `self.groups`' order
+            result.extend(summed[k, :, : row.shape[1]] for k, (row, _token) in enumerate(batch))
         return result
 
 
-def _weights(lm, out: list[torch.Tensor], heads: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _weights(lm, modules, heads: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every layer's W_O side by side, [D, layers * H * d] (~40 MB for SmolLM2-135M: one product
     then gives W_O^h^T u for every head), and W_O^h^T W_O^h, [layers, H, d, d]; built once per
     model, not once per completion."""
     kept = getattr(lm, "_whence_live_stacked_weights", None)
     if kept is None:
+        out = [m.o_proj.weight.detach().float() for m in modules]  # [D, H * d] each
         shaped = [o.view(o.shape[0], heads, head_dim) for o in out]
         kept = (torch.cat(out, dim=1).contiguous(), torch.stack([torch.einsum("ohd,ohe->hde", o, o) for o in shaped]))
         lm._whence_live_stacked_weights = kept
