@@ -10,8 +10,9 @@ matrix of a completion comes with it: no forward after the fact, and a hover on 
 the healed first one included, finds its row ready.
 
 For `stacked_attention` (asked with `stacked=True`, where its scorer ships) each row also keeps
-the stacked estimator's head-group sums over positions (`live_stacked.py`), made once the tokens
-are chosen (`complete`, then `finish` for a batch): its rows then need no forward either.
+the stacked estimator's head-group sums over positions (`live_stacked.py`), made from what the
+forwards kept once the tokens are chosen (`complete`, `finish`, and `resolve` when the rows are
+first read): its rows then need no forward either.
 
 Used only where `attention_probe` has checked that this recomputation reproduces the model's own
 attention weights, and only for a calibrated model; otherwise generation runs without it and
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -44,13 +46,24 @@ class LiveRow:
     head_labels: tuple[str, ...] = ()
     # every head's attention row, held only until `LiveAttention.complete` knows the token
     pending: torch.Tensor | None = field(default=None, repr=False)
+    # the batch that makes `head_sums` when the row is first read (`resolve`), and the row's place in it
+    deferred: Any = field(default=None, repr=False)
+    deferred_index: int = 0
+
+
+def resolve(row: LiveRow) -> LiveRow:
+    """`row` with its stacked sums made (a no-op when they are, or were never asked for)."""
+    if row.head_sums is None and row.deferred is not None:
+        row.head_sums, row.head_labels = row.deferred.result(row.deferred_index), row.deferred.labels
+        row.deferred = None
+    return row
 
 
 def serves(method: str, rows: dict, indices) -> bool:
     """Whether the live `rows` hold what `method` needs for every token of `indices`."""
     if method not in LIVE_METHODS or not all(i in rows for i in indices):
         return False
-    return method != "stacked_attention" or all(rows[i].head_sums is not None for i in indices)
+    return method != "stacked_attention" or all(rows[i].head_sums is not None or rows[i].deferred is not None for i in indices)
 
 
 class LiveAttention:
@@ -173,17 +186,20 @@ class LiveAttention:
         return row
 
     def finish(self) -> None:
-        """The stacked sums of every row completed since the last call, in one batch: at the
-        end of the generation, or of a part shown early. Safe until the cache goes to another
-        generation: a completed row's positions are all chosen tokens', which no crop drops."""
+        """Every row completed since the last call becomes one batch whose stacked sums are made
+        when a row is first read (`live_stacked.Deferred`): at the end of the generation, or of
+        a part shown early. Its copy of the cache is safe then: a completed row's positions are
+        all chosen tokens', which no crop drops."""
+        from whence_ls.engine.attribution.live_stacked import Deferred
+
         rows, self._unfinished = self._unfinished, []
-        if self.stacked is None or self.cache is None:
+        if self.stacked is None or self.cache is None or not rows:
             for row, _token in rows:
                 row.pending = None
             return
-        sums = self.stacked.sums([(row.pending.float(), token) for row, token in rows], self.cache)
-        for (row, _token), found in zip(rows, sums):
-            row.head_sums, row.head_labels, row.pending = found.cpu(), self.stacked.labels, None
+        batch = Deferred(self.stacked, [(row.pending, token) for row, token in rows], self.cache)
+        for k, (row, _token) in enumerate(rows):
+            row.deferred, row.deferred_index, row.pending = batch, k, None
 
 
 def _rows_over_keys(module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

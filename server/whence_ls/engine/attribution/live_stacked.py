@@ -10,8 +10,8 @@ only those sums ([groups, positions] per token, a few KB), never the heads' rows
 - ||W_O^h v_j|| = sqrt(v_j^T (W_O^h^T W_O^h) v_j): a d x d Gram matrix per head, computed once per
   position (values in the cache never change) instead of the D-wide product `head_features` takes;
 - the direct logit needs the token, known only once generation chose it, so a token's row is
-  held until the end of the completion (or a part shown early) and the batch done at once; it
-  leaves out the final norm's 1/RMS at the token: a positive scale of the whole row, which the
+  held until the end of the completion (or a part shown early), and the batch is made when its
+  rows are first read (`Deferred`), off the ghost text's path; it leaves out the final norm's 1/RMS at the token: a positive scale of the whole row, which the
   stacked features' per-row normalisation removes.
 
 The sums are linear in the heads, so mapping positions to sources afterwards (`unit_map`) gives
@@ -19,6 +19,8 @@ The sums are linear in the heads, so mapping positions to sources afterwards (`u
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import torch
@@ -84,7 +86,7 @@ class LiveHeadSums:
         start = min(self.normed, max(0, length - fed))
         if self.normed == 0:
             start = self._remembered(length - fed)
-        values = _values(cache, self.modules, start, length)  # [layers, kv, new, d]
+        values = _values(self, cache, start, length)  # [layers, kv, new, d]
         v = values.repeat_interleave(self.heads // values.shape[1], dim=1)  # [layers, H, new, d]
         squared = ((v @ self.gram) * v).sum(-1)  # [layers, H, new]
         self.norms[:, start:length] = squared.clamp(min=0).sqrt().reshape(-1, length - start)
@@ -112,11 +114,12 @@ class LiveHeadSums:
         count = min(count, len(self.context_ids))
         self.lm._whence_value_norms = (list(self.context_ids[:count]), self.norms[:, :count].clone())
 
-    def sums(self, rows: list[tuple[torch.Tensor, int]], cache) -> list[torch.Tensor]:
+    def sums(self, rows: list[tuple[torch.Tensor, int]], values: torch.Tensor, norms: torch.Tensor) -> list[torch.Tensor]:
         """[groups, end] per row: the head groups' sums at each position for a token (the id)
         whose attention over positions [0, end) is the row's `probs` ([layers * heads, end]),
-        read while `cache` still holds those positions' values. Rows come in a batch: W_O^h^T u
-        for every head reads every layer's W_O (~40 MB), once for the batch, not once a token."""
+        from the positions' cached values ([layers, kv, L, d]) and `norms` ([layers * heads, L]).
+        Rows come in a batch: W_O^h^T u for every head reads every layer's W_O (~40 MB), once
+        for the batch, not once a token."""
         if not rows:
             return []
         u = self.unembed[torch.tensor([token for _probs, token in rows])].detach().float()  # [T, D]
@@ -124,7 +127,7 @@ class LiveHeadSums:
             u = u * self.norm_scale  # the final RMSNorm's scale folds into the unembedding
         every = u @ self.out  # [T, layers * H * d]: W_O^h^T u
         length = max(probs.shape[1] for probs, _token in rows)
-        values = _values(cache, self.modules, 0, length)  # [layers, kv, L, d]
+        values = values[:, :, :length]
         layers, kv = values.shape[:2]
         group = self.heads // kv  # head h reads kv head h // group
         keys = values.reshape(layers * kv, length, self.head_dim).transpose(-1, -2)  # [layers * kv, d, L]
@@ -141,10 +144,39 @@ class LiveHeadSums:
             probs = torch.zeros(len(batch), layers * self.heads, length)
             for k, (row, _token) in enumerate(batch):
                 probs[k, :, : row.shape[1]] = row
-            parts = (probs, probs * self.norms[:, :length], probs * direct)  # [B, layers * H, L] each
+            parts = (probs, probs * norms[:, :length], probs * direct)  # [B, layers * H, L] each
             summed = torch.cat([self.membership @ part for part in parts], dim=1)  # [B, groups, L], `self.groups`' order
             result.extend(summed[k, :, : row.shape[1]] for k, (row, _token) in enumerate(batch))
         return result
+
+
+class Deferred:
+    """A completion's rows whose sums are made when first read (`result`), on the thread that
+    reads them, not while a person waits for the ghost text (~20-40 ms a completion). What they
+    need of the cache is copied first: the cache goes on to the next completion. Shared, not
+    copied, by a deep copy of the record (it holds the model)."""
+
+    def __init__(self, head_sums: LiveHeadSums, rows: list[tuple[torch.Tensor, int]], cache) -> None:
+        length = max(probs.shape[1] for probs, _token in rows)
+        self.head_sums = head_sums
+        self.labels = head_sums.labels
+        self._rows: list | None = rows
+        self._values = _values(head_sums, cache, 0, length).clone()  # [layers, kv, L, d]
+        self._norms = head_sums.norms[:, :length].clone()
+        self._results: list[torch.Tensor] | None = None
+        self._lock = threading.Lock()
+
+    def result(self, k: int) -> torch.Tensor:
+        """The sums of the batch's `k`-th row (the batch's all made at the first call)."""
+        with self._lock:
+            if self._results is None:
+                with torch.inference_mode():
+                    self._results = [r.cpu() for r in self.head_sums.sums(self._rows, self._values, self._norms)]
+                self._rows = self._values = self._norms = None  # the copies go once the sums are made
+            return self._results[k]
+
+    def __deepcopy__(self, memo) -> "Deferred":
+        return self
 
 
 def _weights(lm, modules, heads: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,11 +196,11 @@ def _length(cache, modules) -> int:
     return cache.layers[getattr(modules[0], "layer_idx", 0)].values.shape[2]
 
 
-def _values(cache, modules, start: int, end: int) -> torch.Tensor:
+def _values(head_sums: "LiveHeadSums", cache, start: int, end: int) -> torch.Tensor:
     """The cached values of positions [start, end), every layer: [layers, kv, end - start, d]
     (a view of the fast decoder's cache; a copy from transformers' per-layer one)."""
     whole = getattr(cache, "values", None)
     if isinstance(whole, torch.Tensor) and whole.dim() == 4:
         return whole[:, :, start:end].float()
     return torch.stack([cache.layers[getattr(m, "layer_idx", i)].values[0, :, start:end]
-                        for i, m in enumerate(modules)]).float()
+                        for i, m in enumerate(head_sums.modules)]).float()

@@ -227,7 +227,9 @@ class StackedAttention:
         """Rows from the sums generation kept per position (`live_stacked.py`), mapped to sources."""
         from whence_ls.engine.attribution.calibrated_attention import lens_rows
 
-        live = [job.record.live_rows[index] for index in indices]
+        from whence_ls.engine.attribution.live_rows import resolve
+
+        live = [resolve(job.record.live_rows[index]) for index in indices]
         sources = ablatable_sources(unit_map)
         context = job.context_len
         to_sources = unit_map.weights[:context, sources].double()  # [C, S]
