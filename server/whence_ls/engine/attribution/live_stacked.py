@@ -11,8 +11,9 @@ only those sums ([groups, positions] per token, a few KB), never the heads' rows
   position (values in the cache never change) instead of the D-wide product `head_features` takes;
 - the direct logit needs the token, known only once generation chose it, so a token's row is
   held until the end of the completion (or a part shown early), and the batch is made when its
-  rows are first read (`Deferred`), off the ghost text's path; it leaves out the final norm's 1/RMS at the token: a positive scale of the whole row, which the
-  stacked features' per-row normalisation removes.
+  rows are first read (`Deferred`), off the ghost text's path. It leaves out the final norm's
+  1/RMS at the token: a positive scale of the whole row, which the stacked features' per-row
+  normalisation removes.
 
 The sums are linear in the heads, so mapping positions to sources afterwards (`unit_map`) gives
 `head_features`' sums exactly; tests compare the two.
@@ -79,7 +80,8 @@ class LiveHeadSums:
         as new whatever was computed for them before."""
         length = _length(cache, self.modules)
         if self.norms is None or self.norms.shape[1] < length:
-            grown = torch.zeros(self.heads * len(self.modules), max(length, 2 * (self.norms.shape[1] if self.norms is not None else 0)))
+            capacity = max(length, 2 * (self.norms.shape[1] if self.norms is not None else 0))  # grows by doubling
+            grown = torch.zeros(self.heads * len(self.modules), capacity)
             if self.norms is not None:
                 grown[:, : self.normed] = self.norms[:, : self.normed]
             self.norms = grown
