@@ -81,7 +81,7 @@ class LiveHeadSums:
         length = _length(cache, self.modules)
         if self.norms is None or self.norms.shape[1] < length:
             capacity = max(length, 2 * (self.norms.shape[1] if self.norms is not None else 0))  # grows by doubling
-            grown = torch.zeros(self.heads * len(self.modules), capacity)
+            grown = torch.zeros(self.heads * len(self.modules), capacity, device=self.gram.device)  # the model's device
             if self.norms is not None:
                 grown[:, : self.normed] = self.norms[:, : self.normed]
             self.norms = grown
@@ -124,10 +124,12 @@ class LiveHeadSums:
         for the batch, not once a token."""
         if not rows:
             return []
-        u = self.unembed[torch.tensor([token for _probs, token in rows])].detach().float()  # [T, D]
+        device = values.device  # the model's (the rows' and norms' too)
+        u = self.unembed[torch.tensor([token for _probs, token in rows], device=self.unembed.device)].detach().float()  # [T, D]
         if self.norm_scale is not None:
             u = u * self.norm_scale  # the final RMSNorm's scale folds into the unembedding
-        every = u @ self.out  # [T, layers * H * d]: W_O^h^T u
+        every = (u @ self.out).to(device)  # [T, layers * H * d]: W_O^h^T u
+        membership = self.membership.to(device)
         length = max(probs.shape[1] for probs, _token in rows)
         values = values[:, :, :length]
         layers, kv = values.shape[:2]
@@ -143,11 +145,11 @@ class LiveHeadSums:
             direct = direct.view(layers * kv, len(batch), group, length).transpose(0, 1).reshape(len(batch), -1, length)
             # the rows' attention padded to the batch's longest (a causal row is 0 past its own
             # position anyway), so every part is one product for the batch, not three a row
-            probs = torch.zeros(len(batch), layers * self.heads, length)
+            probs = torch.zeros(len(batch), layers * self.heads, length, device=device)
             for k, (row, _token) in enumerate(batch):
                 probs[k, :, : row.shape[1]] = row
-            parts = (probs, probs * norms[:, :length], probs * direct)  # [B, layers * H, L] each
-            summed = torch.cat([self.membership @ part for part in parts], dim=1)  # [B, groups, L], `self.groups`' order
+            parts = (probs, probs * norms[:, :length].to(device), probs * direct)  # [B, layers * H, L] each
+            summed = torch.cat([membership @ part for part in parts], dim=1)  # [B, groups, L], `self.groups`' order
             result.extend(summed[k, :, : row.shape[1]] for k, (row, _token) in enumerate(batch))
         return result
 
