@@ -50,7 +50,7 @@ _BY_NAME = {entry.name: entry for entry in METHOD_CATALOGUE}
 # value-weighted attention and direct logit per third of the layers, and lexical features ranks
 # better than the estimator alone (held out LDS 0.490 / top-1 47% against 0.433 / 41%). Its
 # rows, like the estimator's, are read while the completion decodes (`live_stacked.py`; computed
-# after it, an accepted token's row took 3.5-4.3 s with one core busy, read live 0.27-0.38 s
+# after it, an accepted token's row took 3.5-4.3 s with one core busy, read live 0.27-0.43 s
 # against the estimator's 0.28-0.50 s, `whence-ls bench lsp --busy-cores 1 --attribution-method`),
 # so it is the default where the model ships its scorer. A model with only a calibration gets
 # the estimator; neither: gradient norm.
