@@ -19,7 +19,7 @@ def test_bench_lsp_runs_a_quiet_and_a_busy_pass_and_stops_its_spinners(tiny_mode
         main(["bench", "lsp", "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
               "--busy-cores", "0,1", "--jumps", "3", "--typing-asks", "2", "--char-ms", "0", "--pause-ms", "0",
               "--accepts", "1", "--completions", "2", "--hovers", "3", "--warm-wait", "0", "--long-document-lines", "0",
-              "--row-timeout-s", "60", "--latency-budget-ms", "500", "--json"])
+              "--row-timeout-s", "60", "--latency-budget-ms", "500", "--attribution-method", "value_norm", "--json"])
     assert exit_info.value.code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["busy_cores"] == [0, 1]
@@ -28,6 +28,7 @@ def test_bench_lsp_runs_a_quiet_and_a_busy_pass_and_stops_its_spinners(tiny_mode
     assert quiet["spinners"]["count"] == 0 and busy["spinners"]["count"] == 1
     for one in result["passes"]:
         assert one["options"]["latencyBudgetMs"] == 500
+        assert one["options"]["attributionMethod"] == "value_norm"  # the setting the server was started with
         ghost = one["ghost_text"]
         assert ghost["jump"]["n"] == 3 and ghost["typing"]["n"] == 2
         assert ghost["typing_after_enter"]["n"] == 1 and ghost["typing_in_a_line"]["n"] == 1

@@ -56,9 +56,9 @@ async def test_embedded_model_session(client: LanguageClient):
             break
         assert "attribution computing" in shown
     assert "█" in shown, shown
-    # the embedded model ships calibrated: the default is the calibrated estimator (its rows are
-    # read while the completion decodes; the stacked one is a setting away, see the catalogue)
-    assert matrix["method"] == "calibrated_attention" and "calibrated attention" in shown, shown
+    # the embedded model ships its calibration and stacked scorer: the default is the stacked
+    # estimator (its rows are read while the completion decodes)
+    assert matrix["method"] == "stacked_attention" and "stacked attention" in shown, shown
     # the strongest units are links into this file, each to the line whose code it shows (a
     # check that the number is only some line above would pass with every link off by one)
     links = re.findall(r"\[line (\d+)\]\(" + re.escape(uri) + r"#L(\d+)\) `([^`]*)`", shown)

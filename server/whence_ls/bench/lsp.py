@@ -117,6 +117,8 @@ async def _bench(args) -> dict[str, Any]:
         options["coldPrefillMs"] = args.cold_prefill_ms
     if args.model:
         options["model"] = args.model
+    if getattr(args, "attribution_method", None):
+        options["attributionMethod"] = args.attribution_method
     workspace = tempfile.mkdtemp(prefix="whence-bench-lsp-")
     started = time.perf_counter()
     extra = ["--log-file", args.server_log, "--verbose"] if args.server_log else []

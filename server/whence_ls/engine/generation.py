@@ -40,7 +40,7 @@ def complete_at(
     snippets: list[Snippet] | None = None,
     deadline: float | None = None,
     on_partial: Callable[[ScoredText], None] | None = None,
-    live_rows: bool = False,
+    live_rows: bool | str = False,
     cold_prefill_s: float | None = None,
 ) -> ScoredText:
     """Complete document `text` at character offset `cursor`.
@@ -156,7 +156,7 @@ def generate(
     draft_tokens: int | None = None,
     deadline: float | None = None,
     on_partial: Callable[[ScoredText], None] | None = None,
-    live_rows: bool = False,
+    live_rows: bool | str = False,
 ) -> ScoredText:
     """Greedy decoding after `context`; every token scored from the step's own logits.
 
@@ -176,7 +176,8 @@ def generate(
 
     `live_rows`: read every token's calibrated attention row from the decoding forwards
     themselves (`attribution/live_rows.py`, for a calibrated model), kept in `live_rows` of the
-    result, so its attribution needs no forward afterwards."""
+    result, so its attribution needs no forward afterwards; "stacked_attention": the stacked
+    estimator's head sums too, so its rows need none either (True: the calibrated rows)."""
     if draft_tokens is None:
         draft_tokens = DRAFT_TOKENS
     if not context.token_ids:
@@ -200,7 +201,9 @@ def generate(
     pending = heal
     forwards = drafted = accepted = 0
     closed = healing_closure(context.text, heal)
-    live = _live_attention(lm) if live_rows else None
+    live = _live_attention(lm, live_rows) if live_rows else None
+    if live is not None:
+        live.begin(context.token_ids)
     kept_rows: list = []
     with torch.inference_mode(), live if live is not None else contextlib.nullcontext():
         # a long prefill runs in chunks, so a cancel (a newer keystroke's request) frees the
@@ -251,11 +254,13 @@ def generate(
                     # a single-line completion ends at its newline anyway (and may lose the rest
                     # of the line it wrote again): nothing to show early
                     if following[len(heal) + len(text):].startswith("\n") and not (stopper is not None and stopper.single_line):
+                        if live is not None:
+                            live.finish()  # the part's rows complete, as the whole completion's will
                         on_partial(_partial(lm, context, heal, ids, token_texts, rows, text, started, kept_rows))
                 ids.append(token_id)
                 rows.append((logprob, values, indices, entropy))
                 if i < len(forward_rows):
-                    kept_rows.append(forward_rows[i])
+                    kept_rows.append(live.complete(forward_rows[i], token_id))
                 # decode the whole sequence: byte-level BPE may split a character across tokens,
                 # so a token's text is what it adds to the decoded string
                 decoded = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -293,6 +298,8 @@ def generate(
                 draft = drafter.propose(room) if drafter is not None and not pending else []
                 drafted += len(draft)
                 feed = [token_id] + draft
+        if live is not None:
+            live.finish()  # every kept row's stacked sums, in one batch, before the cache is shared
     if prefix_cache is not None:
         prefix_cache.put(cached_ids, cache, window_anchor(context.doc_start, context.text, provisional=context.shortened))
     decode_s = time.perf_counter() - started - prefill_s
@@ -329,10 +336,10 @@ def generate(
     )
 
 
-def _live_attention(lm: LoadedModel):
+def _live_attention(lm: LoadedModel, method: bool | str):
     from whence_ls.engine.attribution.live_rows import LiveAttention
 
-    return LiveAttention.for_model(lm)
+    return LiveAttention.for_model(lm, stacked=method == "stacked_attention")
 
 
 def _rows_of(kept_rows: list, count: int) -> dict:

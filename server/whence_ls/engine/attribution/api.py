@@ -17,12 +17,15 @@ from whence_ls.errors import WhenceError
 
 
 def default_method(lm: LoadedModel) -> str:
-    """The default for this model: the calibrated estimator (its rows are read while the
-    completion decodes) when the model has a calibration, else the fallback. The stacked
-    estimator, where the model ships its scorer, is chosen by setting (see the catalogue)."""
+    """The default for this model: the stacked estimator when the model has a calibration and a
+    stacked scorer, the calibrated estimator with a calibration alone, else the fallback (both
+    estimators' rows are read while the completion decodes)."""
     from whence_ls.engine.attribution.calibration import load_calibration
+    from whence_ls.engine.attribution.stacked_attention import load_scorer
 
-    return DEFAULT_METHOD if load_calibration(lm) is not None else FALLBACK_METHOD
+    if load_calibration(lm) is None:
+        return FALLBACK_METHOD
+    return DEFAULT_METHOD if load_scorer(lm) is not None else CALIBRATED_METHOD
 
 
 def make_method(method: str | Method, **options) -> Method:

@@ -48,15 +48,15 @@ _BY_NAME = {entry.name: entry for entry in METHOD_CATALOGUE}
 # Issue 21 item 2 (`whence-ls bench attribution-learned`, trained on standard-library completions,
 # scored on the unseen suite): a linear model stacked on the estimator's score, one forward's
 # value-weighted attention and direct logit per third of the layers, and lexical features ranks
-# better than the estimator alone (held out LDS 0.490 / top-1 47% against 0.433 / 41%). It is
-# not the default: the estimator's rows are read while the completion decodes, the stacked rows
-# need a forward after it, and with one core busy that moved an accepted token's row from 0.3 s
-# to 3.9 s (`whence-ls bench lsp --busy-cores 1`), while the verified rows (LDS 0.66) follow
-# within ~2 s either way. `whence.attributionMethod: "stacked_attention"` selects it.
-# A model without a calibration falls back to gradient norm.
-DEFAULT_METHOD = "calibrated_attention"
-CALIBRATED_METHOD = DEFAULT_METHOD
-STACKED_METHOD = "stacked_attention"
+# better than the estimator alone (held out LDS 0.490 / top-1 47% against 0.433 / 41%). Its
+# rows, like the estimator's, are read while the completion decodes (`live_stacked.py`; computed
+# after it, an accepted token's row took 3.5-4.3 s with one core busy, read live 0.27-0.43 s
+# against the estimator's 0.28-0.50 s, `whence-ls bench lsp --busy-cores 1 --attribution-method`),
+# so it is the default where the model ships its scorer. A model with only a calibration gets
+# the estimator; neither: gradient norm.
+DEFAULT_METHOD = "stacked_attention"
+STACKED_METHOD = DEFAULT_METHOD
+CALIBRATED_METHOD = "calibrated_attention"
 FALLBACK_METHOD = "gradient_norm"
 
 

@@ -9,6 +9,11 @@ the copy heads' mean attention, and each layer's hidden state for the logit lens
 matrix of a completion comes with it: no forward after the fact, and a hover on any token,
 the healed first one included, finds its row ready.
 
+For `stacked_attention` (asked with `stacked=True`, where its scorer ships) each row also keeps
+the stacked estimator's head-group sums over positions (`live_stacked.py`), made from what the
+forwards kept once the tokens are chosen (`complete`, `finish`, and `resolve` when the rows are
+first read): its rows then need no forward either.
+
 Used only where `attention_probe` has checked that this recomputation reproduces the model's own
 attention weights, and only for a calibrated model; otherwise generation runs without it and
 rows are computed afterwards as before.
@@ -17,9 +22,13 @@ rows are computed afterwards as before.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+# the methods whose rows generation can read (`generate(live_rows=...)`)
+LIVE_METHODS = ("calibrated_attention", "stacked_attention")
 
 
 @dataclass
@@ -30,14 +39,40 @@ class LiveRow:
     copy_attention: torch.Tensor | None  # [position + 1] the copy heads' mean attention
     lens_top: torch.Tensor | None  # [layers] each layer's top token (the logit lens), not the
     # layers' hidden states: a row stays ~9 KB at 1k positions, not ~80 KB
+    # the stacked estimator's head groups summed per position, [groups, position + 1] (named by
+    # `head_labels`), when generation was asked for them: ~36 KB at 1k positions for its 9
+    # groups, not every head's row (~1 MB)
+    head_sums: torch.Tensor | None = None
+    head_labels: tuple[str, ...] = ()
+    # every head's attention row, held only until `LiveAttention.complete` knows the token
+    pending: torch.Tensor | None = field(default=None, repr=False)
+    # the batch that makes `head_sums` when the row is first read (`resolve`), and the row's place in it
+    deferred: Any = field(default=None, repr=False)
+    deferred_index: int = 0
+
+
+def resolve(row: LiveRow) -> LiveRow:
+    """`row` with its stacked sums made (a no-op when they are, or were never asked for)."""
+    if row.head_sums is None and row.deferred is not None:
+        row.head_sums, row.head_labels = row.deferred.result(row.deferred_index), row.deferred.labels
+        row.deferred = None
+    return row
+
+
+def serves(method: str, rows: dict, indices) -> bool:
+    """Whether the live `rows` hold what `method` needs for every token of `indices`."""
+    if method not in LIVE_METHODS or not all(i in rows for i in indices):
+        return False
+    return method != "stacked_attention" or all(rows[i].head_sums is not None or rows[i].deferred is not None for i in indices)
 
 
 class LiveAttention:
     """Hooks on the attention modules for the length of a generation (a context manager)."""
 
-    def __init__(self, lm, head_weights: torch.Tensor, induction_heads: list[int]) -> None:
+    def __init__(self, lm, head_weights: torch.Tensor, induction_heads: list[int], stacked=None) -> None:
         self.lm = lm
         self.modules = self._modules(lm)
+        self.stacked = stacked  # a `LiveHeadSums` when the stacked estimator's sums are kept
         self.head_weights = head_weights
         self.induction = torch.tensor(induction_heads, dtype=torch.long, device=head_weights.device) if induction_heads else None
         self.cache = None  # the generation's KV cache, set before the first forward
@@ -46,13 +81,24 @@ class LiveAttention:
         self.trailing = 1
         self._per_layer: list[torch.Tensor | None] = [None] * len(self.modules)
         self._hooks: list = []
+        self._unfinished: list[tuple[LiveRow, int]] = []  # rows whose stacked sums `finish` makes
+
+    def begin(self, context_ids: list[int]) -> None:
+        """The ids the generation's cache holds first: the stacked sums reuse what an earlier
+        generation computed for the same leading ids."""
+        if self.stacked is not None:
+            self.stacked.context_ids = list(context_ids)
 
     @classmethod
-    def for_model(cls, lm) -> "LiveAttention | None":
+    def for_model(cls, lm, stacked: bool = False) -> "LiveAttention | None":
         """A capture for `lm`, or None when its rows cannot be read this way (no calibration, or
-        a family whose attention the recomputation does not reproduce)."""
+        a family whose attention the recomputation does not reproduce). `stacked`: also keep
+        the stacked estimator's sums, where its scorer ships (else the rows are the calibrated
+        estimator's alone, and stacked rows are computed afterwards)."""
         from whence_ls.engine.attribution.attention_probe import _rows_recomputable
         from whence_ls.engine.attribution.calibration import load_calibration
+        from whence_ls.engine.attribution.live_stacked import LiveHeadSums
+        from whence_ls.engine.attribution.stacked_attention import load_scorer
 
         if not getattr(getattr(lm, "decoder", None), "gives_attention", True):
             return None  # a graph runtime (`onnx_decode.py`) keeps its attention: rows come afterwards
@@ -63,7 +109,9 @@ class LiveAttention:
         layers = len(cls._modules(lm))
         if layers == 0 or weights.numel() % layers:
             return None
-        return cls(lm, weights, list(calibration.induction_heads))
+        scorer = load_scorer(lm) if stacked else None
+        sums = LiveHeadSums(lm, cls._modules(lm), scorer.features) if scorer is not None else None
+        return cls(lm, weights, list(calibration.induction_heads), sums)
 
     @staticmethod
     def _modules(lm):
@@ -114,6 +162,8 @@ class LiveAttention:
         if weights.shape[1] != self.head_weights.numel():
             return []
         length, fed = weights.shape[2], weights.shape[0]
+        if self.stacked is not None and self.cache is not None:
+            self.stacked.observe_cache(self.cache, fed)
         tops = None
         if hidden_states is not None and logits is not None and rows:
             at = torch.tensor([row - fed for row in rows], device=logits.device)  # the rows counted from the forward's end
@@ -124,8 +174,32 @@ class LiveAttention:
             end = length - fed + row + 1  # the row's own position + 1: later keys are masked
             scores = torch.einsum("hp,h->p", weights[row, :, :end], self.head_weights)
             copy = weights[row, self.induction, :end].mean(0) if self.induction is not None else None
-            kept.append(LiveRow(scores.cpu(), copy.cpu() if copy is not None else None, tops[k] if tops is not None else None))
+            kept.append(LiveRow(scores.cpu(), copy.cpu() if copy is not None else None, tops[k] if tops is not None else None,
+                                pending=weights[row, :, :end] if self.stacked is not None else None))
         return kept
+
+    def complete(self, row: LiveRow, token_id: int) -> LiveRow:
+        """`row` once generation chose its token (the stacked sums need it: its direct logit);
+        its sums come with the next `finish`."""
+        if row.pending is not None:
+            self._unfinished.append((row, token_id))
+        return row
+
+    def finish(self) -> None:
+        """Every row completed since the last call becomes one batch whose stacked sums are made
+        when a row is first read (`live_stacked.Deferred`): at the end of the generation, or of
+        a part shown early. Its copy of the cache is safe then: a completed row's positions are
+        all chosen tokens', which no crop drops."""
+        from whence_ls.engine.attribution.live_stacked import Deferred
+
+        rows, self._unfinished = self._unfinished, []
+        if self.stacked is None or self.cache is None or not rows:
+            for row, _token in rows:
+                row.pending = None
+            return
+        batch = Deferred(self.stacked, [(row.pending, token) for row, token in rows], self.cache)
+        for k, (row, _token) in enumerate(rows):
+            row.deferred, row.deferred_index, row.pending = batch, k, None
 
 
 def _rows_over_keys(module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

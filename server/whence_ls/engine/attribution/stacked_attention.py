@@ -7,7 +7,8 @@ weights, on the Pearson correlation between predicted and actual outcomes of ran
 ablations, on the model's own completions of standard-library code (`whence-ls bench
 attribution-learned`), and ship beside the calibration (`calibrations/<model>.stacked.json`).
 
-One forward (`head_features`) gives every row of a completion; the model over it is a dot product.
+One forward (`head_features`) gives every row of a completion, or none when generation kept the
+sums the features read (`live_stacked.py`); the model over them is a dot product.
 """
 
 from __future__ import annotations
@@ -95,23 +96,38 @@ def _row_rank(matrix: np.ndarray) -> np.ndarray:
 def scalar_features(found: dict, calibration_weights: np.ndarray) -> dict[str, np.ndarray]:
     """Every feature the stacked model can read, [rows, sources] each, from the head features
     (`attention`, `value`, `logit`: [rows, sources, layers * heads]) and `lexical_features`."""
-    rows, count = found["copy_latest"].shape
-    column = np.arange(count)[None, :].repeat(rows, 0).astype(float)
-    calibrated = _normalised(found["attention"].astype(np.float64) @ calibration_weights)
-    value_total = _normalised(found["value"].astype(np.float64).sum(-1))
-    logit_total = _normalised(found["logit"].astype(np.float64).sum(-1))
-    thirds = {}
+    return features_from_sums({**found, **head_sums(found, calibration_weights)})
+
+
+def head_sums(found: dict, calibration_weights: np.ndarray) -> dict[str, np.ndarray]:
+    """What the features read of the heads, [rows, sources] each, before any normalising: the
+    calibrated sum and each part summed over groups of layers (`live_stacked.py` gives the same
+    sums from generation's own forwards)."""
+    sums = {"calibrated": found["attention"].astype(np.float64) @ calibration_weights}
     for part in HEAD_PARTS:
         heads = found[part].astype(np.float64)
         # heads are layer-major: thirds of the heads are thirds of the layers
         for name, chunk in zip(("early", "middle", "late"), np.array_split(np.arange(heads.shape[-1]), 3)):
-            thirds[f"{part}_{name}"] = _normalised(heads[..., chunk].sum(-1))
+            sums[f"{part}_{name}"] = heads[..., chunk].sum(-1)
         for n in GROUPS:
             for g, chunk in enumerate(np.array_split(np.arange(heads.shape[-1]), n)):
-                thirds[f"{part}_{n}_{g}"] = _normalised(heads[..., chunk].sum(-1))
+                sums[f"{part}_{n}_{g}"] = heads[..., chunk].sum(-1)
+    return sums
+
+
+def features_from_sums(found: dict) -> dict[str, np.ndarray]:
+    """The features from `head_sums` (finer groups only where present) and `lexical_features`."""
+    rows, count = found["copy_latest"].shape
+    column = np.arange(count)[None, :].repeat(rows, 0).astype(float)
+    calibrated = _normalised(found["calibrated"])
+    # a part's total is its thirds' sum (the thirds partition the heads)
+    totals = {part: sum(found[f"{part}_{name}"] for name in ("early", "middle", "late")) for part in HEAD_PARTS}
+    value_total, logit_total = _normalised(totals["value"]), _normalised(totals["logit"])
+    groups = {name: _normalised(found[name]) for name in THIRDS + tuple(n for names in GROUPS.values() for n in names)
+              if name in found}
     return {
-        **thirds, "logit_total": logit_total, "logit_rank": _row_rank(logit_total),
-        "attention_total": _normalised(found["attention"].astype(np.float64).sum(-1)),
+        **groups, "logit_total": logit_total, "logit_rank": _row_rank(logit_total),
+        "attention_total": _normalised(totals["attention"]),
         "copy_latest": found["copy_latest"], "copy_any": found["copy_any"], "overlap": np.log1p(found["overlap"]),
         "recency": column / max(1, count - 1), "is_last": (column == count - 1).astype(float),
         "distance": 1.0 / (count - column), "tokens": np.log1p(found["tokens"]), "lines": found["lines"],
@@ -181,12 +197,15 @@ class StackedAttention:
         self.logit_lens = logit_lens
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
-        from whence_ls.engine.attribution.calibrated_attention import copy_and_lens_extra, logit_lens
+        from whence_ls.engine.attribution.calibrated_attention import logit_lens
         from whence_ls.engine.attribution.head_features import head_features
+        from whence_ls.engine.attribution.live_rows import serves
 
         calibration, scorer = load_calibration(job.lm), load_scorer(job.lm)
         if calibration is None or scorer is None:
             raise WhenceError(f"model {job.lm.name} has no stacked attribution scorer: use calibrated_attention")
+        if serves(self.name, job.record.live_rows, indices):
+            return self._from_live(job, indices, unit_map, scorer)  # read while generating: no forward
         sources = ablatable_sources(unit_map)
         try:
             with torch.inference_mode():
@@ -199,16 +218,40 @@ class StackedAttention:
         if found.attention.shape[-1] != len(calibration.weights):
             raise WhenceError("the calibration does not match this model's heads: run `whence-ls model calibrate`")
         parts = {p: getattr(found, p).numpy() for p in HEAD_PARTS}
-        scalars = scalar_features({**parts, **lexical_features(job.record, unit_map, sources, indices)},
-                                  np.asarray(calibration.weights, dtype=np.float64))
-        matrix = scorer.scores(scalars)  # [rows, sources]
+        sums = head_sums(parts, np.asarray(calibration.weights, dtype=np.float64))
         lens = logit_lens(job, indices, found.hidden) if found.hidden is not None else {}
+        copies = [found.copy_attention[k] if found.copy_attention is not None else None for k in range(len(indices))]
+        return self._rows(job, indices, unit_map, sources, scorer, sums, copies, lens)
+
+    def _from_live(self, job: TeacherForced, indices: list[int], unit_map, scorer) -> dict[int, RawRow]:
+        """Rows from the sums generation kept per position (`live_stacked.py`), mapped to sources."""
+        from whence_ls.engine.attribution.calibrated_attention import lens_rows
+
+        from whence_ls.engine.attribution.live_rows import resolve
+
+        live = [resolve(job.record.live_rows[index]) for index in indices]
+        sources = ablatable_sources(unit_map)
+        context = job.context_len
+        to_sources = unit_map.weights[:context, sources].double()  # [C, S]
+        sums = {"calibrated": torch.stack([row.scores[:context].double() for row in live]) @ to_sources}
+        for g, label in enumerate(live[0].head_labels):
+            sums[label] = torch.stack([row.head_sums[g, :context].double() for row in live]) @ to_sources
+        tops = [row.lens_top for row in live]
+        lens = lens_rows(job, indices, torch.stack(tops)) if self.logit_lens and all(t is not None for t in tops) else {}
+        return self._rows(job, indices, unit_map, sources, scorer, {k: v.numpy() for k, v in sums.items()},
+                          [row.copy_attention for row in live], lens)
+
+    def _rows(self, job: TeacherForced, indices: list[int], unit_map, sources: list[int], scorer, sums: dict,
+              copies: list, lens: dict) -> dict[int, RawRow]:
+        from whence_ls.engine.attribution.calibrated_attention import copy_and_lens_extra
+
+        scalars = features_from_sums({**sums, **lexical_features(job.record, unit_map, sources, indices)})
+        matrix = scorer.scores(scalars)  # [rows, sources]
         result = {}
         for k, index in enumerate(indices):
             unit_scores = torch.zeros(len(unit_map.units), dtype=torch.float64)
             unit_scores[torch.tensor(sources)] = torch.from_numpy(matrix[k])
-            extra = copy_and_lens_extra(job, index, found.copy_attention[k] if found.copy_attention is not None else None,
-                                        unit_map, lens)
+            extra = copy_and_lens_extra(job, index, copies[k], unit_map, lens)
             latest = np.flatnonzero(scalars["copy_latest"][k])
             if latest.size:
                 extra["latest_occurrence_unit"] = int(sources[int(latest[-1])])

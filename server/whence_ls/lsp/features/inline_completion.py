@@ -169,7 +169,10 @@ class InlineCompletionFeature:
         session = self.session
         loop = asyncio.get_running_loop()
         kept = self.kept.add(Kept(uri, text[:cursor], text[cursor:]))
-        live_rows = session.attribution_method() == "calibrated_attention"
+        from whence_ls.engine.attribution.live_rows import LIVE_METHODS  # torch: imported once a model runs
+
+        method = session.attribution_method()
+        live_rows = method if method in LIVE_METHODS else False
 
         def partial(scored) -> None:  # on the worker thread, between tokens
             loop.call_soon_threadsafe(kept.update, scored, False)

@@ -199,8 +199,9 @@ class LifecycleFeature:
                 from whence_ls.engine.attribution.live_rows import LiveAttention
 
                 # decides, once per model, whether completions can capture their rows as they
-                # decode (two probe forwards: 0.3-0.6 s the first completion would otherwise wait)
-                LiveAttention.for_model(lm)
+                # decode (two probe forwards: 0.3-0.6 s the first completion would otherwise wait),
+                # and builds the stacked estimator's live weights where its scorer ships (~0.4 s)
+                LiveAttention.for_model(lm, stacked=True)
                 try:
                     from whence_ls.engine.sae import load_for
 

@@ -332,8 +332,9 @@ class AttributionQueue:
         missing = list(range(len(scored.tokens))) if missing is None else missing
         if not missing:
             return True
-        live = getattr(scored, "live_rows", None) or {}
-        return self._method() == "calibrated_attention" and all(i in live for i in missing)
+        from whence_ls.engine.attribution.live_rows import serves  # torch: imported once a model runs
+
+        return serves(self._method(), getattr(scored, "live_rows", None) or {}, missing)
 
     def _light_record(self, record: Record) -> bool:
         """Make `record`'s missing rows and its units on the light lane when that needs no
