@@ -65,7 +65,7 @@ def test_the_check_passes_on_the_device_with_live_rows_and_every_method(shipped,
     assert run(SimpleNamespace(model=str(shipped), device=DEVICE, new_tokens=12, repeats=1, compare_tokens=3,
                                methods=None, json=str(out))) == 0, capsys.readouterr().out[-3000:]
     results = json.loads(out.read_text())
-    assert results["the same calibration, scorer and features as on the cpu"]["default_method"] == "calibrated_attention"
+    assert results["the same calibration, scorer and features as on the cpu"]["default_method"] == "stacked_attention"
     live = results["live rows on cuda"]
     assert live["live_rows"] > 0 and live["top_same"] == 1.0 and live["max_gap"] < 1e-3
     methods = next(v for k, v in results.items() if k.startswith("attribution methods"))

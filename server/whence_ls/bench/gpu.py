@@ -70,9 +70,14 @@ def _prompts(tokenizer) -> list[tuple[str, str, int]]:
 
 
 def _complete(lm, text: str, cursor: int, new_tokens: int):
+    """As the server completes: the default method's rows read while decoding, where it can."""
+    from whence_ls.engine.attribution import default_method
+    from whence_ls.engine.attribution.live_rows import LIVE_METHODS
     from whence_ls.engine.generation import complete_at
 
-    return complete_at(lm, text, cursor, language="python", max_new_tokens=new_tokens, context_tokens=1024, live_rows=True)
+    method = default_method(lm)
+    return complete_at(lm, text, cursor, language="python", max_new_tokens=new_tokens, context_tokens=1024,
+                       live_rows=method if method in LIVE_METHODS else False)
 
 
 def _completions(cpu, gpu, prompts, new_tokens: int) -> tuple[list[dict], dict]:
@@ -238,7 +243,8 @@ def _attribution(cpu, gpu, record, compare_tokens: int, methods: list[str]) -> l
 
 
 def _live_rows(gpu, record) -> dict:
-    """The calibrated rows read while decoding on cuda against the same rows computed afterwards."""
+    """The default method's rows read while decoding on the device against the same rows computed
+    afterwards."""
     from whence_ls.engine.attribution.api import attribute_rows, default_method
 
     method = default_method(gpu)
