@@ -14,23 +14,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_architectures import SOURCE  # a short real function: its line 10 is explained
 
 DEVICE = os.environ.get("WHENCE_CUDA_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (scripts/gpu-check.sh runs these on one)")
-
-SOURCE = '''import os
-
-
-def list_python_files(root):
-    """Return the paths of all .py files under root, sorted."""
-    result = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:
-            if name.endswith(".py"):
-                result.append(os.path.join(dirpath, name))
-    return sorted(result)
-'''
 
 
 @pytest.fixture
