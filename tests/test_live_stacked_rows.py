@@ -144,3 +144,44 @@ def test_embedded_live_stacked_rows_equal_the_rows_of_a_forward_afterwards(embed
     heal = SOURCE[len(SOURCE) - int(final.timings["healed_chars"]):]
     for record in (final, parts[0], rest_of(final, len(parts[0].text), heal)):
         _compare(embedded_lm, record, monkeypatch, atol=1e-4)
+
+
+def test_two_threads_reading_one_row_at_once_both_get_its_sums(tiny_lm, shipped):
+    """The rows lane and a hover may read the same deferred row together. The first to finish
+    clears `row.deferred`; the other must still get the sums (the CI run of the merge found the
+    hover saying "attribution failed: 'NoneType' object has no attribute 'labels'")."""
+    import threading
+
+    from whence_ls.engine.attribution.live_rows import resolve
+    from whence_ls.engine.context import build_context
+    from whence_ls.engine.generation import generate
+
+    _ship_tiny(tiny_lm, shipped)
+    record = generate(tiny_lm, build_context(tiny_lm.tokenizer, SOURCE, len(SOURCE), 400), max_new_tokens=4,
+                      live_rows="stacked_attention")
+    row = record.live_rows[0]
+    deferred = row.deferred
+    made = deferred.result
+
+    def slow(k):  # every reader is past the check before the first one finishes
+        time.sleep(0.2)
+        return made(k)
+
+    deferred.result = slow
+    start, errors, sums = threading.Barrier(4), [], []
+
+    def read() -> None:
+        start.wait()
+        try:
+            sums.append(resolve(row).head_sums)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(sums) == 4 and all(s is not None and s.equal(sums[0]) for s in sums)
+    assert row.head_labels and row.deferred is None

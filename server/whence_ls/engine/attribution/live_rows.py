@@ -53,8 +53,14 @@ class LiveRow:
 
 def resolve(row: LiveRow) -> LiveRow:
     """`row` with its stacked sums made (a no-op when they are, or were never asked for)."""
-    if row.head_sums is None and row.deferred is not None:
-        row.head_sums, row.head_labels = row.deferred.result(row.deferred_index), row.deferred.labels
+    # Two threads may read one row at once (the rows lane and a hover): each keeps its own
+    # reference to the batch (the other may clear `row.deferred` meanwhile; the batch makes its
+    # sums once, under its lock), and the labels are in place before the sums say "made".
+    deferred = row.deferred
+    if row.head_sums is None and deferred is not None:
+        sums = deferred.result(row.deferred_index)
+        row.head_labels = deferred.labels
+        row.head_sums = sums
         row.deferred = None
     return row
 
