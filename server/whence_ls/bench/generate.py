@@ -79,6 +79,30 @@ def run(args) -> int:
     return 0
 
 
+def time_model_generate(lm, prompt, n: int) -> tuple[float, float, list[int]]:
+    """Plain greedy `model.generate` of `n` tokens after `prompt` ([1, T] ids on the model's
+    device): decode tokens/s (the one-token run's time taken off as the prefill), prefill ms,
+    and the tokens. A GPU is synchronised around each run."""
+    import torch
+
+    def sync() -> None:
+        if lm.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    free = {"eos_token_id": None, "pad_token_id": lm.tokenizer.pad_token_id, "do_sample": False}
+    with torch.inference_mode():
+        sync()
+        started = time.perf_counter()
+        lm.model.generate(prompt, max_new_tokens=1, min_new_tokens=1, **free)
+        sync()
+        prefill = time.perf_counter() - started
+        started = time.perf_counter()
+        out = lm.model.generate(prompt, max_new_tokens=n, min_new_tokens=n, **free)
+        sync()
+        total = time.perf_counter() - started
+    return (n - 1) / max(total - prefill, 1e-9), 1000 * prefill, out[0, prompt.shape[1]:].tolist()
+
+
 def _print_step_floor(baseline, engines: dict, source: str, context_tokens: int) -> None:
     from whence_ls.bench.decode_floor import step_floor
 
@@ -106,7 +130,6 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
     context = build_context(baseline.tokenizer, source, end, context_tokens)
     n = args.new_tokens
     prompt = torch.tensor([context.token_ids], device=baseline.device)
-    eos_free = {"eos_token_id": None, "pad_token_id": baseline.tokenizer.pad_token_id}
     outputs: dict[str, list[int]] = {}
 
     def ours(lm, draft_tokens: int, key: str) -> Callable[[], tuple[float, float]]:
@@ -118,15 +141,8 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
         return once
 
     def plain() -> tuple[float, float]:
-        with torch.inference_mode():
-            started = time.perf_counter()
-            baseline.model.generate(prompt, max_new_tokens=1, min_new_tokens=1, do_sample=False, **eos_free)
-            prefill = time.perf_counter() - started
-            started = time.perf_counter()
-            out = baseline.model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, **eos_free)
-            total = time.perf_counter() - started
-        outputs["plain"] = out[0, prompt.shape[1]:].tolist()
-        return (n - 1) / max(total - prefill, 1e-9), 1000 * prefill
+        decode, prefill, outputs["plain"] = time_model_generate(baseline, prompt, n)
+        return decode, prefill
 
     rows: list[tuple[str, str, Callable[[], tuple[float, float]]]] = []
     for precision, lm in engines.items():

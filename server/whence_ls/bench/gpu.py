@@ -134,7 +134,7 @@ def _speed(lms: dict, repeats: int, new_tokens: int) -> list[dict]:
 def _speed_of(label: str, gpu, repeats: int, new_tokens: int) -> list[dict]:
     import torch
 
-    from whence_ls.bench.generate import bench_prompt
+    from whence_ls.bench.generate import bench_prompt, time_model_generate
     from whence_ls.engine.context import build_context
     from whence_ls.engine.generation import generate
 
@@ -144,24 +144,14 @@ def _speed_of(label: str, gpu, repeats: int, new_tokens: int) -> list[dict]:
     for n in (300, 1000):
         context = build_context(gpu.tokenizer, source, offsets[min(n, len(offsets) - 1)][0], n)
         prompt = torch.tensor([context.token_ids], device=gpu.device)
-        free = {"eos_token_id": None, "pad_token_id": gpu.tokenizer.pad_token_id, "do_sample": False}
 
         def ours(draft: int) -> tuple[float, float]:
             t = generate(gpu, context, max_new_tokens=new_tokens, draft_tokens=draft).timings
             return t["decode_tokens_per_s"], 1000 * t["prefill_s"]
 
         def plain() -> tuple[float, float]:
-            with torch.inference_mode():
-                _sync(gpu)
-                started = time.perf_counter()
-                gpu.model.generate(prompt, max_new_tokens=1, min_new_tokens=1, **free)
-                _sync(gpu)
-                prefill = time.perf_counter() - started
-                started = time.perf_counter()
-                gpu.model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **free)
-                _sync(gpu)
-                total = time.perf_counter() - started
-            return (new_tokens - 1) / max(total - prefill, 1e-9), 1000 * prefill
+            decode, prefill, _tokens = time_model_generate(gpu, prompt, new_tokens)
+            return decode, prefill
 
         engines = {"whence-ls, no drafts": lambda: ours(0), "whence-ls, prompt-lookup drafts": lambda: ours(4),
                    "transformers model.generate": plain}
@@ -174,13 +164,6 @@ def _speed_of(label: str, gpu, repeats: int, new_tokens: int) -> list[dict]:
             rows.append({"context_tokens": len(context.token_ids), "weights": label, "engine": name, "decode_tokens_per_s": decode,
                          "prefill_ms": prefill})
     return rows
-
-
-def _sync(lm) -> None:
-    import torch
-
-    if lm.device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _fresh(record):
