@@ -13,6 +13,7 @@ import json
 import time
 
 import numpy as np
+import torch
 import pytest
 
 from whence_ls.engine.attribution import attribute_rows
@@ -185,3 +186,39 @@ def test_two_threads_reading_one_row_at_once_both_get_its_sums(tiny_lm, shipped)
     assert not errors, errors
     assert len(sums) == 4 and all(s is not None and s.equal(sums[0]) for s in sums)
     assert row.head_labels and row.deferred is None
+
+
+def test_pausing_is_called_before_each_batch_and_giving_up_leaves_the_rows_to_a_later_read(tiny_lm, shipped):
+    """The language server's offer rows step aside between batches (`pausing`); when the wait
+    gives the work up (a newer offer), the rows stay unmade and the next read makes them whole."""
+    from whence_ls.engine.attribution.live_rows import resolve
+    from whence_ls.engine.attribution.live_stacked import ROWS_AT_ONCE, pausing
+    from whence_ls.engine.context import build_context
+    from whence_ls.engine.generation import generate
+
+    _ship_tiny(tiny_lm, shipped)
+    context = build_context(tiny_lm.tokenizer, SOURCE, len(SOURCE), 400)
+    tokens = 2 * ROWS_AT_ONCE + 1
+    record = generate(tiny_lm, context, max_new_tokens=tokens, live_rows="stacked_attention")
+    assert len(record.tokens) == tokens
+    calls = []
+
+    class GiveUp(Exception):
+        pass
+
+    def give_up_at_the_second_batch():
+        calls.append(1)
+        if len(calls) == 2:
+            raise GiveUp
+
+    with pausing(give_up_at_the_second_batch), pytest.raises(GiveUp):
+        resolve(record.live_rows[0])
+    assert all(row.head_sums is None for row in record.live_rows.values())
+    calls.clear()
+    with pausing(lambda: calls.append(1)):
+        made = [resolve(record.live_rows[i]).head_sums for i in range(tokens)]
+    assert len(calls) == 3  # ceil(33 / 16) batches, a wait before each
+    same = generate(tiny_lm, context, max_new_tokens=tokens, live_rows="stacked_attention")
+    assert [t.token_id for t in same.tokens] == [t.token_id for t in record.tokens]
+    for i in range(tokens):
+        assert torch.allclose(made[i], resolve(same.live_rows[i]).head_sums, atol=1e-6), i

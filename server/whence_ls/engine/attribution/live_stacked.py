@@ -22,6 +22,8 @@ The sums are linear in the heads, so mapping positions to sources afterwards (`u
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,6 +33,22 @@ import torch
 PARTS = ("attention", "value", "logit")
 # rows whose direct logits are one product (bounds its memory: ~16 x 3 x 1k floats a kv head)
 ROWS_AT_ONCE = 16
+
+# what a thread calls before each batch of rows' sums (`pausing`): the language server makes an
+# offered completion's sums beside the next completion, and they step aside while one runs
+_pause = threading.local()
+
+
+@contextmanager
+def pausing(wait: Callable[[], None]) -> Iterator[None]:
+    """Within the block, this thread calls `wait()` before each batch of `ROWS_AT_ONCE` rows'
+    sums (it may block, or raise to give the work up: the rows then stay unmade)."""
+    before = getattr(_pause, "wait", None)
+    _pause.wait = wait
+    try:
+        yield
+    finally:
+        _pause.wait = before
 
 
 def group_names(features: list[str]) -> list[tuple[str, int, int]]:
@@ -136,7 +154,10 @@ class LiveHeadSums:
         group = self.heads // kv  # head h reads kv head h // group
         keys = values.reshape(layers * kv, length, self.head_dim).transpose(-1, -2)  # [layers * kv, d, L]
         result = []
+        wait = getattr(_pause, "wait", None)
         for first in range(0, len(rows), ROWS_AT_ONCE):
+            if wait is not None:
+                wait()
             batch = rows[first : first + ROWS_AT_ONCE]
             w = every[first : first + len(batch)].view(len(batch), layers * kv, group, self.head_dim)
             # one product for the batch's rows together: a few rows of 3 x 64 each would leave

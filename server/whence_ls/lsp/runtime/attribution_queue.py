@@ -36,6 +36,16 @@ log = logging.getLogger(__name__)
 # tokens: 12.0-13.9 s vs 12.3 s, one row 6.2 s, on a loaded machine), so larger calls only make
 # the wait longer.
 BATCH_TOKENS = 1
+# an offered completion's rows (not accepted yet) are made only while no completion is asked for
+# or runs (and this long after the last one), and step aside between batches of rows when one
+# comes: while a person types, each keystroke's completion would otherwise share the two cores
+# with the previous offer's stacked sums (~70-140 ms a completion), and most offers are typed
+# over, never accepted. An accepted record's rows never wait.
+OFFER_ROWS_GRACE_S = 0.0
+
+
+class _Replaced(Exception):
+    """A newer offer replaced the one whose rows were waiting (`AttributionQueue._offer_turn`)."""
 
 
 class AttributionQueue:
@@ -70,7 +80,14 @@ class AttributionQueue:
         # (where a completion's tail or a long prefill may hold the model for seconds)
         self.model: Callable[[], Any] = lambda: None  # the loaded model (set by the session)
         self._light = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="whence-rows")
-        self._light_ids: set[str] = set()
+        # offers wait on a lane of their own, so an accepted record never queues behind one
+        self._offer_lane = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="whence-offer-rows")
+        self._light_ids: set[str] = set()  # under `_lock`: read by the offer lane
+        self._newest_offer: Any = None
+        self._closed = False
+        # (timeout, grace) -> whether the model worker was quiet (no completion asked for within
+        # `grace` seconds, none queued or running) within `timeout` seconds; set by the session
+        self.wait_quiet: Callable[[float, float], bool] = lambda _timeout, _grace: True
         self.on_light: Callable[[], None] = lambda: None  # a record's rows were made on the light lane
         # verified rows follow every record queued here (lsp/runtime/verification_queue.py)
         self.verification: Any = None
@@ -100,7 +117,8 @@ class AttributionQueue:
         if method == "none" or not one_pass(method):
             return
         if self._light_ready(scored):
-            self._start_light(scored.id, self._prefetch_work(method, scored, on_worker=False))
+            self._newest_offer = scored
+            self._start_light(scored.id, self._prefetch_work(method, scored, on_worker=False), offer=scored)
             return
         with self._lock:
             self._prefetch = scored
@@ -298,6 +316,8 @@ class AttributionQueue:
             try:
                 units = attribution.context_units(lm, scored)
                 rows = attribution.attribute_rows(lm, scored, list(range(len(scored.tokens))), method=method, cancel=cancel)
+            except _Replaced:
+                raise  # the light lane's offer gave way to a newer one: no failure
             except Exception:
                 log.exception("attribution of an offered completion failed")
                 return
@@ -351,25 +371,55 @@ class AttributionQueue:
         self._start_light(record.id, self._record_work(method, record, missing or [-1], on_worker=False))
         return True
 
-    def _start_light(self, key: str, work: Callable[[Any, threading.Event | None], None]) -> None:
-        if key in self._light_ids:
-            return  # already on its way: whoever waits is woken by its delivery
-        self._light_ids.add(key)
+    def _start_light(self, key: str, work: Callable[[Any, threading.Event | None], None], offer: Any = None) -> None:
+        """Run `work` on the light lane; an `offer`'s (not accepted) first waits its turn."""
+        with self._lock:
+            if key in self._light_ids:
+                return  # already on its way: whoever waits is woken by its delivery
+            self._light_ids.add(key)
         lm = self.model()
 
         def run() -> None:
             try:
-                work(lm, None)
+                if offer is not None:
+                    self._offer_turn(offer, key)
+                    from whence_ls.engine.attribution.live_stacked import pausing  # torch: once a model runs
+
+                    with pausing(lambda: self._offer_turn(offer, key)):
+                        work(lm, None)
+                else:
+                    work(lm, None)
                 self._loop.call_soon_threadsafe(self.on_light)
+            except _Replaced:
+                return  # `_offer_turn` let go of the key
             except Exception:  # the lane must survive a failing record (the work logs its own)
                 log.exception("attribution (light lane) failed")
-            finally:
-                self._loop.call_soon_threadsafe(self._light_ids.discard, key)
+            with self._lock:
+                self._light_ids.discard(key)
 
-        self._light.submit(run)
+        (self._light if offer is None else self._offer_lane).submit(run)
+
+    def _offer_turn(self, offer: Any, key: str) -> None:
+        """Wait until `offer`'s rows may be made (or go on): at once when it has been accepted,
+        else once the model worker is quiet (`OFFER_ROWS_GRACE_S`). Raises `_Replaced`, with
+        `key` let go, when a newer offer replaced it: if it is accepted after all, `enqueue`
+        starts its rows then."""
+        while True:
+            # `enqueue` files an accepted record under this lock before it starts the record's rows,
+            # so the decision and letting go of the key are one step for it
+            with self._lock:
+                if offer.id in self._records:
+                    return
+                if self._newest_offer is not offer or self._closed:
+                    self._light_ids.discard(key)
+                    raise _Replaced
+            if self.wait_quiet(0.05, OFFER_ROWS_GRACE_S):
+                return
 
     def close(self) -> None:
+        self._closed = True
         self._light.shutdown(wait=False, cancel_futures=True)
+        self._offer_lane.shutdown(wait=False, cancel_futures=True)
 
     def _pick(self, batch: int | None) -> tuple[Record | None, list[int]]:
         """The next record and token indices to compute; `batch` None: all of the record's."""
