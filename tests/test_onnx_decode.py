@@ -161,3 +161,25 @@ def test_load_model_decodes_with_the_graph(tiny_model_dir, graphs, monkeypatch):
     context = build_context(lm.tokenizer, SOURCE, len(SOURCE), 200)
     result = generate(lm, context, max_new_tokens=4, live_rows=True)
     assert result.precision == "onnx-fp32" and result.live_rows == {}
+
+
+def test_threads_spin_only_while_every_core_is_free_and_give_the_same_logits(plain_lm, graphs, monkeypatch):
+    """Two intra-op threads: a session whose idle threads spin while `threads.all_cores_free()`,
+    one whose threads sleep otherwise; both compute the same logits."""
+    from whence_ls.engine import threads as threads_module
+    from whence_ls.engine.onnx_decode import OnnxDecoder
+
+    decoder = OnnxDecoder(graphs["int8"], threads=2, precision="onnx-int8")
+    ids = _ids(plain_lm)
+    logits = {}
+    for free in (True, False):
+        monkeypatch.setattr(threads_module, "_all_cores_free", free)
+        assert decoder.spinning() is free
+        cache = decoder.new_cache()
+        logits[free], _ = decoder.forward(ids, cache)
+        session = decoder.session_for(2, free)
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == ("1" if free else "0")
+    assert set(decoder._sessions) >= {(2, True), (2, False)}
+    assert torch.equal(logits[True], logits[False])
+    # one thread has no pool to spin, whatever the cores
+    assert decoder.session_for(1, True) is decoder.session_for(1, False)

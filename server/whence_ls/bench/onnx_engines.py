@@ -13,6 +13,10 @@ VARIANTS = {
     "int8": ("int8", 4, "onnxruntime int8 (int8 activations)"),
     "int8-acc1": ("int8", 1, "onnxruntime int8 (fp32 activations)"),
 }
+# a variant with this suffix runs with spinning intra-op threads (what the server does while
+# every core is free: `threads.all_cores_free`); without it, sleeping ones (a busy machine's)
+SPIN_SUFFIX = "-spin"
+CHOICES = [*VARIANTS, *(f"{v}{SPIN_SUFFIX}" for v in VARIANTS)]
 
 
 def available() -> str | None:
@@ -35,9 +39,12 @@ def onnx_engines(lm, variants: list[str], threads: int) -> dict[str, tuple[str, 
     model_dir = Path(lm.model.name_or_path)
     engines = {}
     for variant in variants:
-        precision, accuracy, label = VARIANTS[variant]
+        spin = variant.endswith(SPIN_SUFFIX)
+        base = variant.removesuffix(SPIN_SUFFIX)
+        precision, accuracy, label = VARIANTS[base]
         folder = ensure_onnx(model_dir, precision, accuracy=accuracy)
-        decoder = OnnxDecoder(folder, threads=threads, precision=f"onnx-{variant}")
-        engines[variant] = (f"{label}, {threads} threads", dataclasses.replace(
-            lm, decoder=decoder, precision=f"onnx-{variant}", prefix_cache=PrefixCache()))
+        decoder = OnnxDecoder(folder, threads=threads, precision=f"onnx-{base}", spin=spin)
+        how = "spinning" if spin and threads > 1 else "sleeping"
+        engines[variant] = (f"{label}, {threads} threads ({how})", dataclasses.replace(
+            lm, decoder=decoder, precision=f"onnx-{base}", prefix_cache=PrefixCache()))
     return engines

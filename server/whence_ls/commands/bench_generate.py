@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from whence_ls.bench.onnx_engines import CHOICES as ONNX_CHOICES
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("generate", help="decode tokens/s and prefill of our engine vs model.generate and llama.cpp")
@@ -18,9 +20,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--llama-python", default=None, metavar="PYTHON",
                         help="the Python of a bench-only environment with llama-cpp-python (scripts/bench-llama-env.sh)")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp and onnxruntime threads (default: torch's)")
-    parser.add_argument("--onnx", action="append", default=None, choices=["fp32", "int8", "int8-acc1", "none"],
+    parser.add_argument("--onnx", action="append", default=None, choices=[*ONNX_CHOICES, "none"],
                         help="an onnxruntime row of the model's graph (engine/onnx_build.py), built once beside the model; "
-                             "repeat for several (default: none)")
+                             "repeat for several (default: none); a -spin variant's idle threads spin, as the server's do while "
+                             "every core is free, the others sleep, as on a busy machine")
     parser.set_defaults(run=run)
 
 

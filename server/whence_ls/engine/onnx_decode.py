@@ -40,13 +40,15 @@ def for_model(model_dir: str | Path, precision: str, log=None) -> "OnnxDecoder":
 class OnnxDecoder:
     """onnxruntime sessions over a built graph. `threads`: their intra-op threads; None follows
     torch's thread count at each forward (`threads.py` sets it to the cores other processes leave
-    free), with one session per count met, made when first needed: a session's threads are fixed
-    when it is made."""
+    free). `spin`: whether idle intra-op threads spin between operations; None spins only while
+    `threads.all_cores_free()`. One session per (count, spin) met, made when first needed: a
+    session's threads are fixed when it is made."""
 
     # generation reads no live attention rows from this decoder (see the module's docstring)
     gives_attention = False
 
-    def __init__(self, folder: str | Path, *, threads: int | None = None, precision: str = "onnx") -> None:
+    def __init__(self, folder: str | Path, *, threads: int | None = None, precision: str = "onnx",
+                 spin: bool | None = None) -> None:
         folder = Path(folder)
         config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
         decoder = config["decoder"]
@@ -56,13 +58,15 @@ class OnnxDecoder:
         self.vocab = int(config["vocab_size"])
         self.precision = precision
         self.threads = threads
+        self.spin = spin
         self.graph = folder / "model.onnx"
-        self._sessions: dict[int, object] = {}
+        self._sessions: dict[tuple[int, bool], object] = {}
         self._logits = torch.empty(0)
         self.session_for(threads or torch.get_num_threads())  # a broken graph fails here, at load
 
-    def session_for(self, threads: int):
-        session = self._sessions.get(threads)
+    def session_for(self, threads: int, spin: bool = False):
+        spin = spin and threads > 1  # one thread has no pool to spin
+        session = self._sessions.get((threads, spin))
         if session is None:
             import onnxruntime
 
@@ -70,14 +74,22 @@ class OnnxDecoder:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-            # idle intra-op threads sleep instead of spinning: measured with other processes on
-            # the cores (2 cores, load ~3), 2 spinning threads decoded at half the speed of 2
-            # that sleep (docs/benchmarks.md, issue 22), and a spinning thread takes a core from
-            # the editor
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # idle intra-op threads sleep unless told to spin: with other processes on the
+            # cores (2 cores, load ~3), 2 spinning threads decoded at half the speed of 2 that
+            # sleep, and a spinning thread takes a core from the editor; on free cores spinning
+            # is ~1.2x faster (`threads.SPIN_BELOW`, docs/benchmarks.md, issue 22)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
             session = onnxruntime.InferenceSession(str(self.graph), options, providers=["CPUExecutionProvider"])
-            self._sessions[threads] = session
+            self._sessions[(threads, spin)] = session
         return session
+
+    def spinning(self) -> bool:
+        """Whether the next forward's intra-op threads spin (see the class)."""
+        if self.spin is not None:
+            return self.spin
+        from whence_ls.engine.threads import all_cores_free
+
+        return all_cores_free()
 
     def new_cache(self, capacity: int = 512) -> KVCache:
         return KVCache(self.layers, self.kv_heads, self.head_dim, dtype=torch.float32, device=torch.device("cpu"),
@@ -91,7 +103,7 @@ class OnnxDecoder:
         fed, start = len(ids), cache.length
         keep = max(1, min(logits_to_keep, fed))
         cache.reserve(start + fed)
-        session = self.session_for(self.threads or torch.get_num_threads())
+        session = self.session_for(self.threads or torch.get_num_threads(), self.spinning())
         binding = self._binding(cache, session)
         binding.bind_cpu_input("input_ids", numpy.asarray([ids], dtype=numpy.int64))
         binding.bind_cpu_input("attention_mask", numpy.ones((1, start + fed), dtype=numpy.int64))

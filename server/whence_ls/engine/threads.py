@@ -23,6 +23,19 @@ from dataclasses import dataclass
 MIN_INTERVAL_S = 0.25
 # other processes' use rounds to whole busy cores from this share up (0.6 of a core: one busy)
 BUSY_SHARE = 0.5
+# onnxruntime's idle intra-op threads may spin (not sleep) between operations only while the
+# last fit found every core ours (other processes below this share of a core): on 2 quiet cores
+# spinning decoded ~1.2x faster (docs/benchmarks.md, issue 22), with a core busy elsewhere two
+# spinning threads decoded at half the speed of two sleeping ones, and took the core from the
+# editor. Unmeasured (no fit yet, another OS): no spinning.
+SPIN_BELOW = 0.25
+_all_cores_free = False
+
+
+def all_cores_free() -> bool:
+    """Whether the latest `ThreadFitter.fit` gave this process every core, with other processes
+    nearly idle: when spinning threads cost no one anything."""
+    return _all_cores_free
 
 
 @dataclass
@@ -118,6 +131,8 @@ class ThreadFitter:
             busy_cores = int(busy + (1 - BUSY_SHARE))  # 0.6 busy counts as a busy core
             threads = max(1, self.cores - busy_cores)
         self.choice = ThreadChoice(threads, self.cores, busy)
+        global _all_cores_free
+        _all_cores_free = busy is not None and busy < SPIN_BELOW and threads == self.cores > 1
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         return self.choice
