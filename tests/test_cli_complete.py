@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -147,6 +148,27 @@ def test_bench_generate_checks_the_greedy_tokens_of_every_row(tiny_model_dir):
     # fp32's divergence from the model's own forward is rounding; int8's is measured, not zero
     assert all(float(row[6]) < 1e-6 for row in fp32), proc.stdout
     assert all(0 < float(row[6]) < 5 for row in int8 + fp16), proc.stdout
+    # the bandwidth used is given for fp32 weights without drafts, over the ceiling measured per context
+    assert all(row[5].endswith("%") for row in fp32 if "no drafts" in row[1]), proc.stdout
+    assert all(row[5] == "—" for row in int8 + fp16), proc.stdout
+    assert "fp32 bandwidth used: " in proc.stdout and " GB/s" in proc.stdout.split("fp32 bandwidth used: ")[1]
+
+
+def test_bench_generate_onnx_rows_sleeping_and_spinning(tiny_model_dir, tmp_path):
+    """onnxruntime's rows (a graph built from the tiny model, into a scratch home): fp32 with
+    sleeping and with spinning threads, both the model's greedy tokens, both with their
+    bandwidth share."""
+    pytest.importorskip("onnxruntime_genai")
+    proc = subprocess.run([sys.executable, "-m", "whence_ls", "bench", "generate", "--model", str(tiny_model_dir), "--device", "cpu",
+                           "--context-tokens", "60", "--new-tokens", "16", "--repeats", "1", "--threads", "2",
+                           "--onnx", "fp32", "--onnx", "fp32-spin"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "WHENCE_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.strip("| ").split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ") and "onnxruntime fp32" in line]
+    labels = [row[1] for row in rows]
+    assert any("(sleeping), no drafts" in label for label in labels) and any("(spinning), no drafts" in label for label in labels), labels
+    assert all(row[-1] == "yes" for row in rows), proc.stdout
+    assert all(row[5].endswith("%") for row in rows if "no drafts" in row[1]), proc.stdout
 
 
 def test_bench_quality_runs_on_installed_packages(tiny_model_dir):

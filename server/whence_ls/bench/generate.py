@@ -69,12 +69,16 @@ def run(args) -> int:
     print()
     print("| context | engine | decode tokens/s | prefill ms | x model.generate | fp32 bandwidth used | mean KL per token (nats) | greedy token differs | same greedy tokens as model.generate |")
     print("|---|---|---|---|---|---|---|---|---|")
+    ceilings: list[tuple[int, float]] = []
     try:
         for context_tokens in args.context_tokens:
-            _one_context(baseline, engines, llamas, source, context_tokens, args, draft, weights_mb, bandwidth, onnx)
+            ceilings.append(_one_context(baseline, engines, llamas, source, context_tokens, args, draft, weights_mb, bandwidth, onnx))
     finally:
         for llama in llamas:
             llama.close()
+    print()
+    print("fp32 bandwidth used: the row's fp32 weight bytes x tokens/s over the best streaming read measured before "
+          "and after that context's runs (" + "; ".join(f"{n} tokens: {gb:.1f} GB/s" for n, gb in ceilings) + ")")
     _print_step_floor(baseline, engines, source, max(args.context_tokens))
     return 0
 
@@ -119,7 +123,10 @@ def _print_step_floor(baseline, engines: dict, source: str, context_tokens: int)
 
 
 def _one_context(baseline, engines: dict, llamas: list, source: str, context_tokens: int, args, draft: int,
-                 weights_mb: float, bandwidth: float, onnx: dict | None = None) -> None:
+                 weights_mb: float, bandwidth: float, onnx: dict | None = None) -> tuple[int, float]:
+    """Time and print one context's rows; returns (context tokens, the bandwidth ceiling used):
+    the best streaming read of the run's start and of just after these rows (the machine's
+    memory bandwidth varies with its neighbours: one reading at the start is not a ceiling)."""
     import torch
 
     from whence_ls.engine.context import build_context
@@ -160,6 +167,7 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
     for _ in range(args.repeats):
         for _, key, fn in rows:
             runs[key].append(fn())
+    bandwidth = max(bandwidth, read_bandwidth(int(weights_mb * 1e6)))
     reference = outputs.get("plain", [])
     # the divergence from fp32 is a property of an engine's arithmetic, not of drafts (which
     # check their tokens against the same logits): measured once per engine, teacher-forced on
@@ -173,15 +181,19 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
     for k, llama in enumerate(llamas):
         divergence[f"llama{k}"] = llama.divergence(list(context.token_ids), reference, truth)
     plain_speed = statistics.median(r[0] for r in runs["plain"])
+    # rows that read fp32 weights without drafts: their bandwidth is the goal's measure
+    fp32_weights = {"fp32-none", "plain", *(f"onnx-{v}-none" for v in (onnx or {}) if v.split("-")[0] == "fp32"),
+                    *(f"llama{k}" for k, llama in enumerate(llamas) if "f32" in llama.label.lower())}
     for name, key, _ in rows:
         decode = statistics.median(r[0] for r in runs[key])
         prefill = statistics.median(r[1] for r in runs[key])
         produced = outputs.get(key, [])
         shared = next((i for i, (a, b) in enumerate(zip(produced, reference)) if a != b), min(len(produced), len(reference)))
         same = "reference" if key == "plain" else ("yes" if shared == len(produced) else f"first {shared} of {len(produced)}")
-        used = f"{100 * decode * weights_mb / 1000 / bandwidth:.0f}%" if key in ("fp32-none", "plain") else "—"
+        used = f"{100 * decode * weights_mb / 1000 / bandwidth:.0f}%" if key in fp32_weights else "—"
         kl = divergence.get(key)
         kl_text = "0 (reference)" if key == "plain" else (f"{kl.mean_kl:.2g}" if kl is not None else "—")
         differs = "—" if kl is None else f"{kl.argmax_changed} of {kl.positions}"
         print(f"| {len(context.token_ids)} | {name} | {decode:.1f} | {prefill:.0f} | {decode / plain_speed:.2f} | {used} | "
               f"{kl_text} | {differs} | {same} |")
+    return len(context.token_ids), bandwidth
