@@ -60,25 +60,35 @@ def run(args) -> int:
     print(f"model: {baseline.name} on {baseline.device_label}, torch threads: {torch.get_num_threads()}; "
           f"decoder: {'fast (engine/fast_decode.py)' if fast else 'transformers (the fast decoder does not run this model)'}")
     print(f"weights: {weights_mb:.0f} MB in fp32 (an output head tied to the embedding counted once); a streaming read "
-          f"of that size here: {bandwidth:.1f} GB/s, so at most {1000 * bandwidth / weights_mb:.1f} fp32 tokens/s")
+          f"of that size here at the start: {bandwidth:.1f} GB/s (the ceiling is the run's best reading: below the table)")
     if args.gguf and not llamas:
         print("llama.cpp: not measured (give --llama-python, the Python of an environment with llama-cpp-python; see docs/benchmarks.md)")
     if unavailable:
         print(unavailable)
     print(f"prompt: {source_path}; {args.new_tokens} new tokens, greedy; {args.repeats} alternating runs after a warm-up; medians")
     print()
-    print("| context | engine | decode tokens/s | prefill ms | x model.generate | fp32 bandwidth used | mean KL per token (nats) | greedy token differs | same greedy tokens as model.generate |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    ceilings: list[tuple[int, float]] = []
+    # the rows are printed once every context has run: the bandwidth ceiling is the best streaming
+    # read of the whole run (the start's, and one after each context's rows), since this machine's
+    # memory bandwidth varies with its neighbours and one reading at the start is not a ceiling
+    rows: list[list] = []
+    readings = [bandwidth]
     try:
         for context_tokens in args.context_tokens:
-            ceilings.append(_one_context(baseline, engines, llamas, source, context_tokens, args, draft, weights_mb, bandwidth, onnx))
+            rows.extend(_one_context(baseline, engines, llamas, source, context_tokens, args, draft, onnx))
+            readings.append(read_bandwidth(int(weights_mb * 1e6)))
     finally:
         for llama in llamas:
             llama.close()
+    ceiling = max(readings)
+    print("| context | engine | decode tokens/s | prefill ms | x model.generate | fp32 bandwidth used | mean KL per token (nats) | greedy token differs | same greedy tokens as model.generate |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for tokens, name, decode, prefill, ratio, fp32_weights, kl_text, differs, same in rows:
+        used = f"{100 * decode * weights_mb / 1000 / ceiling:.0f}%" if fp32_weights else "—"
+        print(f"| {tokens} | {name} | {decode:.1f} | {prefill:.0f} | {ratio:.2f} | {used} | {kl_text} | {differs} | {same} |")
     print()
-    print("fp32 bandwidth used: the row's fp32 weight bytes x tokens/s over the best streaming read measured before "
-          "and after that context's runs (" + "; ".join(f"{n} tokens: {gb:.1f} GB/s" for n, gb in ceilings) + ")")
+    print(f"fp32 bandwidth used: the row's fp32 weight bytes x tokens/s over the best streaming read of the run, "
+          f"{ceiling:.1f} GB/s (readings at the start and after each context's rows: "
+          + ", ".join(f"{gb:.1f}" for gb in readings) + " GB/s)")
     _print_step_floor(baseline, engines, source, max(args.context_tokens))
     return 0
 
@@ -123,10 +133,10 @@ def _print_step_floor(baseline, engines: dict, source: str, context_tokens: int)
 
 
 def _one_context(baseline, engines: dict, llamas: list, source: str, context_tokens: int, args, draft: int,
-                 weights_mb: float, bandwidth: float, onnx: dict | None = None) -> tuple[int, float]:
-    """Time and print one context's rows; returns (context tokens, the bandwidth ceiling used):
-    the best streaming read of the run's start and of just after these rows (the machine's
-    memory bandwidth varies with its neighbours: one reading at the start is not a ceiling)."""
+                 onnx: dict | None = None) -> list[list]:
+    """Time one context's rows; returns them to print: (context tokens, name, decode tokens/s,
+    prefill ms, x model.generate, whether it reads fp32 weights without drafts, KL, greedy
+    changes, same greedy tokens)."""
     import torch
 
     from whence_ls.engine.context import build_context
@@ -167,7 +177,6 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
     for _ in range(args.repeats):
         for _, key, fn in rows:
             runs[key].append(fn())
-    bandwidth = max(bandwidth, read_bandwidth(int(weights_mb * 1e6)))
     reference = outputs.get("plain", [])
     # the divergence from fp32 is a property of an engine's arithmetic, not of drafts (which
     # check their tokens against the same logits): measured once per engine, teacher-forced on
@@ -181,6 +190,7 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
     for k, llama in enumerate(llamas):
         divergence[f"llama{k}"] = llama.divergence(list(context.token_ids), reference, truth)
     plain_speed = statistics.median(r[0] for r in runs["plain"])
+    printed: list[list] = []
     # rows that read fp32 weights without drafts: their bandwidth is the goal's measure
     fp32_weights = {"fp32-none", "plain", *(f"onnx-{v}-none" for v in (onnx or {}) if v.split("-")[0] == "fp32"),
                     *(f"llama{k}" for k, llama in enumerate(llamas) if "f32" in llama.label.lower())}
@@ -190,10 +200,9 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
         produced = outputs.get(key, [])
         shared = next((i for i, (a, b) in enumerate(zip(produced, reference)) if a != b), min(len(produced), len(reference)))
         same = "reference" if key == "plain" else ("yes" if shared == len(produced) else f"first {shared} of {len(produced)}")
-        used = f"{100 * decode * weights_mb / 1000 / bandwidth:.0f}%" if key in fp32_weights else "—"
         kl = divergence.get(key)
         kl_text = "0 (reference)" if key == "plain" else (f"{kl.mean_kl:.2g}" if kl is not None else "—")
         differs = "—" if kl is None else f"{kl.argmax_changed} of {kl.positions}"
-        print(f"| {len(context.token_ids)} | {name} | {decode:.1f} | {prefill:.0f} | {decode / plain_speed:.2f} | {used} | "
-              f"{kl_text} | {differs} | {same} |")
-    return len(context.token_ids), bandwidth
+        printed.append([len(context.token_ids), name, decode, prefill, decode / plain_speed, key in fp32_weights,
+                        kl_text, differs, same])
+    return printed

@@ -200,17 +200,19 @@ async def _shut_down(client, server) -> str:
 async def _ghost_measures(args, client, call, workspace: str) -> dict[str, Any]:
     settled = await lsp_ghost.wait_idle(call, args.settle_s)
     jump, ledger = await lsp_ghost.jumps(client, workspace, args.jumps, args.request_timeout_s)
+    keystrokes: list[dict] | None = [] if getattr(args, "ask_every_key", False) else None
     typing = await lsp_ghost.typing(client, workspace, args.typing_asks, args.char_ms / 1000, args.pause_ms / 1000,
-                                    args.request_timeout_s)
+                                    args.request_timeout_s, every_key=keystrokes)
     _say(f"accepting {min(args.accepts, sum(1 for s in jump if s['chars']))} jump offers; hovering their first and middle tokens")
     accepts = await lsp_ghost.accept_to_row(client, ledger, jump, args.accepts, args.row_timeout_s)
     after_enter = [s for s in typing if s["kind"] == "typing after Enter"]
     in_line = [s for s in typing if s["kind"] == "typing in a line"]
     return {
         "idle_before_ghost_text": settled,
-        "typing_pace": {"char_ms": args.char_ms, "pause_ms": args.pause_ms},
+        "typing_pace": {"char_ms": args.char_ms, "pause_ms": args.pause_ms, "ask_every_key": keystrokes is not None},
         "ghost_text": {"jump": lsp_ghost.summary(jump), "typing": lsp_ghost.summary(typing),
-                       "typing_after_enter": lsp_ghost.summary(after_enter), "typing_in_a_line": lsp_ghost.summary(in_line)},
+                       "typing_after_enter": lsp_ghost.summary(after_enter), "typing_in_a_line": lsp_ghost.summary(in_line),
+                       **({"keystroke": lsp_ghost.summary(keystrokes)} if keystrokes is not None else {})},
         "accept_to_row_s": {"first_token": lsp_ghost.row_summary(accepts, "first"),
                             "middle_token": lsp_ghost.row_summary(accepts, "middle"), "timeout_s": args.row_timeout_s},
         "answer_fields": lsp_ghost.answer_fields(jump + typing),

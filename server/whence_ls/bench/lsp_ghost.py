@@ -137,8 +137,17 @@ async def jumps(client: Any, workspace: str, count: int, timeout_s: float = REQU
 
 
 async def typing(client: Any, workspace: str, asks: int, char_s: float, pause_s: float,
-                 timeout_s: float = REQUEST_TIMEOUT_S) -> list[dict]:
-    """Type INVENTORY down from TYPING_START_LINE, asking for ghost text `asks` times."""
+                 timeout_s: float = REQUEST_TIMEOUT_S, every_key: list[dict] | None = None) -> list[dict]:
+    """Type INVENTORY down from TYPING_START_LINE, asking for ghost text `asks` times (the timed
+    samples, after a pause). With `every_key` (a list the untimed asks are added to), also ask at
+    every keystroke without waiting for the answer, as VS Code does while a person types: each
+    ask supersedes the one before, and the server's work for them runs beside the timed ones."""
+    pending: list[asyncio.Task] = []
+
+    def key_ask(line: int, character: int) -> None:
+        if every_key is not None:
+            pending.append(asyncio.ensure_future(ask(client, document, line, character, "keystroke", timeout_s)))
+
     lines = INVENTORY.split("\n")
     start = TYPING_START_LINE
     document = Document(client, (Path(workspace) / "inventory.py").as_uri(), "\n".join(lines[:start]) + "\n")
@@ -165,6 +174,7 @@ async def typing(client: Any, workspace: str, asks: int, char_s: float, pause_s:
             if n == last and points.get(n) != "word":
                 break
             document.insert(n, column, line[column])
+            key_ask(n, column + 1)
             await asyncio.sleep(char_s)
             if points.get(n) == "word" and column == indent + 2:
                 await asyncio.sleep(pause_s)
@@ -173,8 +183,12 @@ async def typing(client: Any, workspace: str, asks: int, char_s: float, pause_s:
                     break
         if n < last:
             following = lines[n + 1]
-            document.insert(n, len(line), "\n" + following[:len(following) - len(following.lstrip(" "))])
+            indent_next = following[:len(following) - len(following.lstrip(" "))]
+            document.insert(n, len(line), "\n" + indent_next)
+            key_ask(n + 1, len(indent_next))
             await asyncio.sleep(char_s)
+    if every_key is not None:
+        every_key.extend(await asyncio.gather(*pending))
     document.close()
     return samples
 

@@ -27,6 +27,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--char-ms", type=float, default=100.0, help="typing pace: ms between characters (default 100)")
     parser.add_argument("--pause-ms", type=float, default=500.0,
                         help="the pause after the last key before ghost text is asked while typing (default 500)")
+    parser.add_argument("--ask-every-key", action="store_true",
+                        help="while typing, also ask for ghost text at every keystroke without waiting, as VS Code does "
+                             "(the timed asks stay the ones after a pause)")
     parser.add_argument("--row-timeout-s", type=float, default=120.0,
                         help="give up on a hovered token's row after S seconds from the accept (default 120)")
     parser.add_argument("--request-timeout-s", type=float, default=180.0,
