@@ -45,10 +45,29 @@ def test_bench_lsp_runs_a_quiet_and_a_busy_pass_and_stops_its_spinners(tiny_mode
         # the older measures still run
         assert one["cold_row_ms"]["n"] == 1 and one["hover_ready_ms"]["n"] == 3
         assert one["completion_ms"]["n"] == 2
+        assert one["server_cpu_s"] is not None and one["server_cpu_s"] > 0  # the server's own CPU seconds
     # the spinner spun, and nothing the bench started is left running
     assert busy["spinners"]["cpu_share_each"] is None or busy["spinners"]["cpu_share_each"] > 0
     for pid in busy["spinners"]["pids"] + [quiet["server_pid"], busy["server_pid"]]:
         assert not alive(pid), f"process {pid} is still running"
+
+
+def test_bench_lsp_can_ask_at_every_keystroke_as_vs_code_does(tiny_model_dir, capsys):
+    """`--ask-every-key`: an untimed ask at each typed character (hundreds of offers), and the
+    jump offers accepted before that typing, while the server still holds them."""
+    from whence_ls.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "lsp", "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
+              "--busy-cores", "0", "--ghost-only", "--jumps", "3", "--typing-asks", "2", "--char-ms", "0", "--pause-ms", "0",
+              "--accepts", "1", "--row-timeout-s", "60", "--attribution-method", "value_norm", "--ask-every-key", "--json"])
+    assert exit_info.value.code == 0
+    one = json.loads(capsys.readouterr().out)["passes"][0]
+    assert one["typing_pace"]["ask_every_key"] is True
+    keystrokes = one["ghost_text"]["keystroke"]
+    assert keystrokes["n"] > 10 and keystrokes["timed_out"] == 0
+    accepted = one["accepts"][0]
+    assert accepted["accept_error"] is None and one["accept_to_row_s"]["first_token"]["missing"] == 0
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])

@@ -153,11 +153,15 @@ async def _bench(args) -> dict[str, Any]:
 
         result: dict[str, Any] = {"server": "python -m whence_ls serve (stdio)", "options": options,
                                   "initialize_ms": round(initialize_ms, 1), "model_ready_s": round(ready_s, 2)}
+        server = getattr(client, "_server", None)  # the process start_io made
+        cpu_before = _cpu_seconds(server)
         if not args.ghost_only:
             result.update(await _older_measures(args, client, call, workspace))
         result.update(await _ghost_measures(args, client, call, workspace))
         final = await asyncio.wait_for(call("whence/status", {}), 60)
-        server = getattr(client, "_server", None)  # the process start_io made
+        cpu_after = _cpu_seconds(server)
+        # what the measures cost the machine: background work that no one waits for shows here
+        result["server_cpu_s"] = round(cpu_after - cpu_before, 1) if cpu_before is not None and cpu_after is not None else None
         result.update({"model": final.get("model"), "device": final.get("device"), "server_status": final,
                        "server_pid": server.pid if server is not None else None,
                        "server_notifications": dict(client.protocol.notifications)})
@@ -173,6 +177,15 @@ async def _bench(args) -> dict[str, Any]:
             _say("the client did not stop within 10 s; leaving it")
         shutil.rmtree(workspace, ignore_errors=True)
     return result
+
+
+def _cpu_seconds(server) -> float | None:
+    """The server process's CPU seconds so far (user + system, every thread; Linux), or None."""
+    try:
+        fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (AttributeError, OSError, ValueError, IndexError):
+        return None
 
 
 async def _shut_down(client, server) -> str:
@@ -201,10 +214,18 @@ async def _ghost_measures(args, client, call, workspace: str) -> dict[str, Any]:
     settled = await lsp_ghost.wait_idle(call, args.settle_s)
     jump, ledger = await lsp_ghost.jumps(client, workspace, args.jumps, args.request_timeout_s)
     keystrokes: list[dict] | None = [] if getattr(args, "ask_every_key", False) else None
+
+    async def accepting() -> list[dict]:
+        _say(f"accepting {min(args.accepts, sum(1 for s in jump if s['chars']))} jump offers; hovering their first and middle tokens")
+        return await lsp_ghost.accept_to_row(client, ledger, jump, args.accepts, args.row_timeout_s)
+
+    # asking at every keystroke makes hundreds of offers, and the server keeps the last 64: the
+    # jump offers are accepted before that typing, not after
+    accepts = await accepting() if keystrokes is not None else None
     typing = await lsp_ghost.typing(client, workspace, args.typing_asks, args.char_ms / 1000, args.pause_ms / 1000,
                                     args.request_timeout_s, every_key=keystrokes)
-    _say(f"accepting {min(args.accepts, sum(1 for s in jump if s['chars']))} jump offers; hovering their first and middle tokens")
-    accepts = await lsp_ghost.accept_to_row(client, ledger, jump, args.accepts, args.row_timeout_s)
+    if accepts is None:
+        accepts = await accepting()
     after_enter = [s for s in typing if s["kind"] == "typing after Enter"]
     in_line = [s for s in typing if s["kind"] == "typing in a line"]
     return {
