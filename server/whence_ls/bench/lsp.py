@@ -239,6 +239,9 @@ async def _ghost_measures(args, client, call, workspace: str) -> dict[str, Any]:
         "answer_fields": lsp_ghost.answer_fields(jump + typing),
         "accepts": accepts,
         "samples": jump + typing,
+        # every keystroke's ask, without the answers' text (hundreds of them)
+        **({"keystroke_samples": [{k: v for k, v in sample.items() if k != "answer"} for sample in keystrokes]}
+           if keystrokes is not None else {}),
     }
 
 
