@@ -42,6 +42,7 @@ def complete_at(
     on_partial: Callable[[ScoredText], None] | None = None,
     live_rows: bool | str = False,
     cold_prefill_s: float | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> ScoredText:
     """Complete document `text` at character offset `cursor`.
 
@@ -49,7 +50,7 @@ def complete_at(
     context an earlier completion already ran, and the window keeps that completion's start.
     `prompt` chooses fill-in-the-middle and the budgets (`prompt.py`; by default FIM when the
     tokenizer has a template), `snippets` are other files' code for the model to see.
-    `deadline`, `on_partial` and `live_rows`: see `generate`.
+    `deadline`, `on_partial`, `on_text` and `live_rows`: see `generate`.
 
     `cold_prefill_s` (with `reuse_prefix`) bounds the time spent prefilling what the cache does
     not hold, at the machine's measured rate (`lm.prefill_rate`): past it the window is cut
@@ -71,7 +72,8 @@ def complete_at(
     stopper = BlockStopper(text[line_start:cursor], language, single_line=bool(rest_of_line.strip()),
                            suffix=text[cursor : cursor + 4096])
     result = generate(lm, context, max_new_tokens=max_new_tokens, stopper=stopper, cancel=cancel, heal=heal, prefix_cache=reuse,
-                      draft_tokens=draft_tokens, deadline=deadline, on_partial=on_partial, live_rows=live_rows)
+                      draft_tokens=draft_tokens, deadline=deadline, on_partial=on_partial, live_rows=live_rows,
+                      on_text=on_text)
     result.timings["context_s"] = (time.perf_counter() - started) - result.timings["total_s"]
     return result
 
@@ -157,6 +159,7 @@ def generate(
     deadline: float | None = None,
     on_partial: Callable[[ScoredText], None] | None = None,
     live_rows: bool | str = False,
+    on_text: Callable[[str], None] | None = None,
 ) -> ScoredText:
     """Greedy decoding after `context`; every token scored from the step's own logits.
 
@@ -173,6 +176,10 @@ def generate(
     every time a token begins a new line, `on_partial` receives the completion so far, whole
     lines of whole tokens (never half a token or half a character), and decoding goes on. The
     caller shows that part at once and offers the rest when it comes (`continuation.py`).
+
+    `on_text` receives the visible text decoded so far after every token that changed it (not
+    cut by the stopper yet: the completion is a prefix of the last one): enough for a caller to
+    tell that the text being generated no longer matches what the user typed meanwhile.
 
     `live_rows`: read every token's calibrated attention row from the decoding forwards
     themselves (`attribution/live_rows.py`, for a calibrated model), kept in `live_rows` of the
@@ -271,6 +278,8 @@ def generate(
                     visible = decoded[len(heal):]
                     token_texts.append(visible[len(text):])
                     text = visible
+                    if on_text is not None and token_texts[-1]:
+                        on_text(text)
                 if stopper is not None:
                     cut = stopper.cut(text)
                     if cut is not None:

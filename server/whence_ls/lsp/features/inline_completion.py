@@ -177,6 +177,9 @@ class InlineCompletionFeature:
         def partial(scored) -> None:  # on the worker thread, between tokens
             loop.call_soon_threadsafe(kept.update, scored, False)
 
+        def progress(text_so_far: str) -> None:  # on the worker thread, after each token
+            loop.call_soon_threadsafe(kept.progress_to, text_so_far)
+
         def generate(lm: Any, cancel: threading.Event):
             from whence_ls.engine.generation import complete_at
 
@@ -189,6 +192,7 @@ class InlineCompletionFeature:
                 deadline=deadline, on_partial=partial if deadline is not None else None,
                 live_rows=live_rows,  # the whole matrix comes with the completion
                 cold_prefill_s=settings.cold_prefill_ms / 1000 if settings.cold_prefill_ms else None,
+                on_text=progress,  # a keystroke that typed past it stops waiting as soon as it goes another way
             )
             if lm.prefill_rate.seconds_per_token is not None:
                 log.debug("prefill rate after the completion at %d: %.2f ms a token", cursor, 1000 * lm.prefill_rate.seconds_per_token)

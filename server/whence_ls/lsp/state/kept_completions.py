@@ -32,6 +32,9 @@ class Kept:
     done: bool = False  # `scored` is final (or None: cancelled, failed, nothing)
     cancel: threading.Event | None = None  # the tail's job, while it runs
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # the text decoded so far while the job runs, token by token (not shown: only whole parts
+    # are): a request typed past it waits for the completion only while this still matches
+    progress: str = ""
 
     @property
     def cursor(self) -> int:
@@ -58,10 +61,20 @@ class Kept:
         if not text.endswith(self.after) or not text.startswith(self.before):
             return None
         typed = text[self.cursor : cursor]
-        known = self.scored.text if self.scored is not None else ""
-        if known.startswith(typed) or (not self.done and typed.startswith(known)):
-            return typed
-        return None
+        return typed if self._matches(typed) else None
+
+    def _known(self) -> str:
+        """What is known of the completion's text: the final text once done, else the longer of
+        the part shown and the decoded progress."""
+        shown = self.scored.text if self.scored is not None else ""
+        if self.done:
+            return shown
+        return self.progress if len(self.progress) > len(shown) else shown
+
+    def _matches(self, typed: str) -> bool:
+        """Whether `typed` is, or may still become, a part of this completion."""
+        known = self._known()
+        return known.startswith(typed) or (not self.done and typed.startswith(known))
 
     def still_holds(self, text: str) -> bool:
         """Whether `text` can still be this completion's document plus a part of it (for any
@@ -79,6 +92,14 @@ class Kept:
         self.changed.set()
         self.changed = asyncio.Event()
 
+    def progress_to(self, text: str) -> None:
+        """The job decoded this far (event loop only); wakes the requests that wait for it."""
+        if self.done or len(text) <= len(self.progress):
+            return
+        self.progress = text
+        self.changed.set()
+        self.changed = asyncio.Event()
+
     def drop(self) -> None:
         if self.cancel is not None:
             self.cancel.set()
@@ -92,7 +113,9 @@ class Kept:
                 rest = rest_of(self.scored, len(typed), self.heal)
                 if rest is not None and rest.text.strip():
                     return rest
-            if self.done:
+            # done, or its text already went another way than the typed one: waiting would only
+            # hold this request until the job ends (seen: keystrokes held ~1.4 s, then empty)
+            if self.done or not self._matches(typed):
                 return None
             await self.changed.wait()
 
