@@ -16,7 +16,6 @@ import time
 
 from test_live_stacked_rows import SOURCE, _ship_tiny, shipped  # noqa: F401  (a fixture)
 
-from whence_ls.lsp.runtime import attribution_queue as queue_module
 from whence_ls.lsp.runtime.attribution_queue import AttributionQueue
 from whence_ls.lsp.runtime.worker import ModelWorker
 from whence_ls.lsp.state.records import Record
@@ -78,7 +77,7 @@ async def test_an_offers_rows_wait_for_the_running_completion_and_a_replaced_off
         queue.prefetch(older)
         queue.prefetch(newer)  # the person typed on: a newer offer replaces the older one
         # the rows would have been made by now were it not for the running completion
-        await asyncio.sleep(1.0 + 3 * queue_module.OFFER_ROWS_GRACE_S)
+        await asyncio.sleep(1.0)
         assert not _made(newer) and not _made(older)
         release.set()
         assert await _until(lambda: _made(newer), 30)
@@ -100,7 +99,7 @@ async def test_an_accepted_offers_rows_are_made_while_a_completion_runs(tiny_lm,
         offer = _offer(tiny_lm)
         _running, release = _hold_a_completion(worker)
         queue.prefetch(offer)
-        await asyncio.sleep(1.0 + 2 * queue_module.OFFER_ROWS_GRACE_S)
+        await asyncio.sleep(1.0)
         assert not _made(offer)
         # the person accepts it while the next completion (the one after the accept) runs
         record = Record.place(offer, "file:///offer.py", 0, 0)
@@ -113,17 +112,15 @@ async def test_an_accepted_offers_rows_are_made_while_a_completion_runs(tiny_lm,
         queue.close()
 
 
-def test_the_worker_is_quiet_only_without_a_completion_asked_for_within_the_grace(tiny_lm):
+def test_the_worker_is_quiet_only_without_a_completion_queued_or_running(tiny_lm):
     worker = ModelWorker()
     worker.lm = tiny_lm
     try:
-        assert worker.quiet(0.2)
+        assert worker.quiet()
         _running, release = _hold_a_completion(worker)
-        assert not worker.quiet(0.0)
+        assert not worker.quiet()
         assert not worker.wait_quiet(0.2)
         release.set()
-        assert worker.wait_quiet(10)  # no grace: as soon as the job ended
-        assert not worker.quiet(60.0)  # a completion was asked for within the last minute
-        assert worker.wait_quiet(10, 0.2)
+        assert worker.wait_quiet(10)  # as soon as the job ended
     finally:
         worker.stop(5)

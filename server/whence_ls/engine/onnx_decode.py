@@ -21,6 +21,7 @@ import numpy
 import torch
 
 from whence_ls.engine.fast_decode import KVCache
+from whence_ls.engine.threads import all_cores_free
 
 # the engine's precisions as `load_model` and `whence.precision` name them -> the graph's build
 # (`onnx_build.ensure_onnx`: weights' precision, MatMulNBits accuracy level)
@@ -85,11 +86,7 @@ class OnnxDecoder:
 
     def spinning(self) -> bool:
         """Whether the next forward's intra-op threads spin (see the class)."""
-        if self.spin is not None:
-            return self.spin
-        from whence_ls.engine.threads import all_cores_free
-
-        return all_cores_free()
+        return self.spin if self.spin is not None else all_cores_free()
 
     def new_cache(self, capacity: int = 512) -> KVCache:
         return KVCache(self.layers, self.kv_heads, self.head_dim, dtype=torch.float32, device=torch.device("cpu"),

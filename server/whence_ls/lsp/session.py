@@ -115,7 +115,7 @@ class Session:
         self.attribution.model = lambda: self.worker.lm if self.worker is not None else None
         self.attribution.on_light = lambda: self.status.count("rowsFromGeneration")
         self.attribution.cancel_background = self.worker.background_cancel.set
-        self.attribution.wait_quiet = lambda timeout, grace: self.worker.wait_quiet(timeout, grace)
+        self.attribution.wait_quiet = self.worker.wait_quiet
         self.verification = VerificationQueue(loop, lambda: self.settings.verify_rows and self.attribution_method() != "none")
         self.verification.wake_worker = self.worker.wake
         self.attribution.verification = self.verification

@@ -36,12 +36,11 @@ log = logging.getLogger(__name__)
 # tokens: 12.0-13.9 s vs 12.3 s, one row 6.2 s, on a loaded machine), so larger calls only make
 # the wait longer.
 BATCH_TOKENS = 1
-# an offered completion's rows (not accepted yet) are made only while no completion is asked for
-# or runs (and this long after the last one), and step aside between batches of rows when one
-# comes: while a person types, each keystroke's completion would otherwise share the two cores
-# with the previous offer's stacked sums (~70-140 ms a completion), and most offers are typed
-# over, never accepted. An accepted record's rows never wait.
-OFFER_ROWS_GRACE_S = 0.0
+# An offered completion's rows (not accepted yet) are made only while no completion is queued or
+# runs, and step aside between batches of rows when one comes: while a person types, each
+# keystroke's completion would otherwise share the two cores with the previous offer's stacked
+# sums (~70-140 ms a completion), and most offers are typed over, never accepted. An accepted
+# record's rows never wait. (`_offer_turn`)
 
 
 class _Replaced(Exception):
@@ -85,9 +84,9 @@ class AttributionQueue:
         self._light_ids: set[str] = set()  # under `_lock`: read by the offer lane
         self._newest_offer: Any = None
         self._closed = False
-        # (timeout, grace) -> whether the model worker was quiet (no completion asked for within
-        # `grace` seconds, none queued or running) within `timeout` seconds; set by the session
-        self.wait_quiet: Callable[[float, float], bool] = lambda _timeout, _grace: True
+        # timeout -> whether the model worker was quiet (no load or interactive job queued or
+        # running) within `timeout` seconds (`ModelWorker.wait_quiet`); set by the session
+        self.wait_quiet: Callable[[float], bool] = lambda _timeout: True
         self.on_light: Callable[[], None] = lambda: None  # a record's rows were made on the light lane
         # verified rows follow every record queued here (lsp/runtime/verification_queue.py)
         self.verification: Any = None
@@ -401,7 +400,7 @@ class AttributionQueue:
 
     def _offer_turn(self, offer: Any, key: str) -> None:
         """Wait until `offer`'s rows may be made (or go on): at once when it has been accepted,
-        else once the model worker is quiet (`OFFER_ROWS_GRACE_S`). Raises `_Replaced`, with
+        else once the model worker is quiet. Raises `_Replaced`, with
         `key` let go, when a newer offer replaced it: if it is accepted after all, `enqueue`
         starts its rows then."""
         while True:
@@ -413,7 +412,7 @@ class AttributionQueue:
                 if self._newest_offer is not offer or self._closed:
                     self._light_ids.discard(key)
                     raise _Replaced
-            if self.wait_quiet(0.05, OFFER_ROWS_GRACE_S):
+            if self.wait_quiet(0.05):
                 return
 
     def close(self) -> None:

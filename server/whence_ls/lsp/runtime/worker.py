@@ -70,11 +70,9 @@ class ModelWorker:
         # set when interactive work arrives, so a long background batch yields to it
         self.background_cancel = threading.Event()
         # for work done beside this thread (an offer's rows on the attribution queue's light
-        # lane): whether a load or interactive job is queued or running, and when the last
-        # completion was asked for or ended; `wait_quiet` waits on `_quiet` (not on `_wake`: a notify meant
-        # for this thread must never wake a waiter of another)
+        # lane): whether a load or interactive job is running; `wait_quiet` waits on `_quiet`
+        # (not on `_wake`: a notify meant for this thread must never wake a waiter of another)
         self._interactive_running = False
-        self._last_completion = float("-inf")
         self._quiet = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="whence-model", daemon=True)
         self._thread.start()
@@ -124,7 +122,6 @@ class ModelWorker:
                 preempted.set()
             future, cancel = self.submit(fn, INTERACTIVE)
             self._completion_cancel = cancel
-            self._last_completion = time.monotonic()
         return future, cancel
 
     async def run(self, fn: Callable[[Any, threading.Event], Any], priority: int = INTERACTIVE, *, completion: bool = False,
@@ -165,26 +162,22 @@ class ModelWorker:
         with self._wake:
             return len(self._queue)
 
-    def quiet(self, grace: float = 0.0) -> bool:
-        """Whether no load or interactive job is queued or running, and no completion was asked
-        for or ended in the last `grace` seconds (while a person types, the next one is near)."""
+    def quiet(self) -> bool:
+        """Whether no load or interactive job is queued or running."""
         with self._wake:
             waiting = any(job.priority <= INTERACTIVE and not job.cancel.is_set() for job in self._queue)
-            recent = time.monotonic() - self._last_completion < grace
-            return not (waiting or self._interactive_running or recent or self._stopped)
+            return not (waiting or self._interactive_running or self._stopped)
 
-    def wait_quiet(self, timeout: float, grace: float = 0.0) -> bool:
-        """Wait up to `timeout` seconds for `quiet(grace)`; whether it came."""
+    def wait_quiet(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for `quiet()`; whether it came. Woken when a job ends (a
+        queued job cancelled before it runs wakes no one: callers wait in short steps)."""
         deadline = time.monotonic() + timeout
         with self._quiet:
-            while not self.quiet(grace):
-                if self._stopped:
-                    return False
+            while not self.quiet():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if self._stopped or remaining <= 0:
                     return False
-                # woken when a job ends; a grace runs out on no event, hence the short wait
-                self._quiet.wait(min(remaining, max(grace, 0.01) / 2))
+                self._quiet.wait(remaining)
             return True
 
     # -- the thread ----------------------------------------------------------------------------
@@ -232,16 +225,13 @@ class ModelWorker:
                 return
             self._fit_threads()
             if isinstance(item, _Job):
-                interactive = item.priority <= INTERACTIVE
                 with self._wake:
-                    self._interactive_running = interactive
+                    self._interactive_running = item.priority <= INTERACTIVE
                 try:
                     self._run_job(item)
                 finally:
                     with self._wake:
                         self._interactive_running = False
-                        if item.cancel is self._completion_cancel:  # the grace counts from its end too
-                            self._last_completion = time.monotonic()
                     with self._quiet:
                         self._quiet.notify_all()
                 continue

@@ -89,14 +89,16 @@ class Kept:
         self.done = self.done or done
         if done:
             self.cancel = None
-        self.changed.set()
-        self.changed = asyncio.Event()
+        self._wake_waiters()
 
     def progress_to(self, text: str) -> None:
         """The job decoded this far (event loop only); wakes the requests that wait for it."""
         if self.done or len(text) <= len(self.progress):
             return
         self.progress = text
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
 
