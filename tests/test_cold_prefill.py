@@ -136,3 +136,70 @@ def test_a_window_that_starts_at_the_top_of_the_file_is_cut_too(which, request):
     finally:
         lm.prefill_rate = measured
         lm.prefix_cache.clear()
+
+
+def _repository_tokens(result) -> int:
+    return sum(s.end_token - s.first_token for s in result.context.all_segments() if s.role == "repository")
+
+
+def test_other_files_snippets_give_way_before_the_document_in_a_cold_window(slow_lm):
+    """A newly opened file's first completion: the cache holds neither the snippets of other
+    files nor the document. The snippets (up to 384 tokens on top of the document) are left out
+    before the document is cut below the floor, the keystroke after reuses that window, and the
+    warmed full window brings them back; a window whose snippets the cache holds keeps them."""
+    from whence_ls.engine.prompt import Snippet
+
+    lm = slow_lm
+    other = inspect.getsource(inspect)[:6000]
+    snippets = [Snippet("pkg/inspect_part.py", other, uri="file:///w/pkg/inspect_part.py")]
+    cursor = SOURCE.index("\n", 9000) + 1
+    kwargs = dict(language="python", max_new_tokens=6, context_tokens=1024, snippets=snippets)
+    full = complete_at(lm, SOURCE, cursor, **kwargs)
+    assert _repository_tokens(full) > 200  # the window a completion reads without the bound
+
+    short = complete_at(lm, SOURCE, cursor, reuse_prefix=True, cold_prefill_s=0.6, **kwargs)
+    assert short.context.shortened and short.context.repository_room == 0
+    assert _repository_tokens(short) == 0 and "repository" not in short.context.prompt_format
+    assert len(short.context.token_ids) <= COLD_FLOOR_TOKENS + 2  # the document's floor, and BOS
+    assert_same_generation(short, fresh_equivalent(lm, SOURCE, cursor, short, 6))
+
+    # the next keystroke keeps that cut (snippets out, same start), so it reads the cached prefix
+    typed = SOURCE[:cursor] + "d" + SOURCE[cursor:]
+    again = complete_at(lm, typed, cursor + 1, reuse_prefix=True, cold_prefill_s=0.6, **kwargs)
+    assert again.context.shortened and again.context.repository_room == 0 and _repository_tokens(again) == 0
+    assert again.context.doc_start == short.context.doc_start
+    assert again.timings["reused_tokens"] >= len(short.context.token_ids) - 3
+
+    # warmed in the background, the full window (snippets and all) serves the next completion
+    warm_prefix(lm, typed, cursor + 1, max_new_tokens=6, context_tokens=1024, language="python", snippets=snippets)
+    warmed = complete_at(lm, typed, cursor + 1, reuse_prefix=True, cold_prefill_s=0.6, **kwargs)
+    assert not warmed.context.shortened and _repository_tokens(warmed) == _repository_tokens(full)
+    assert warmed.timings["reused_tokens"] >= len(warmed.context.token_ids) - 3
+
+    # a jump up the same file: the cache holds the snippets, so they stay and the document is cut
+    jump = SOURCE.index("\n", 4000) + 1
+    there = complete_at(lm, typed, jump, reuse_prefix=True, cold_prefill_s=0.6, **kwargs)
+    assert there.context.shortened and there.context.repository_room is None
+    assert _repository_tokens(there) == _repository_tokens(full)
+    assert there.timings["reused_tokens"] >= there.context.prefix_segment().first_token - 3
+    assert_same_generation(there, fresh_equivalent(lm, typed, jump, there, 6))
+
+
+def test_snippets_get_what_a_short_document_leaves_of_the_bound(slow_lm):
+    """Near the top of a file the document is shorter than the bound: the snippets get the rest."""
+    from whence_ls.engine.prompt import Snippet
+
+    lm = slow_lm
+    lm.prefill_rate = SlowMachine(0.001)  # 0.6 s holds 600 tokens: the document and some snippets
+    other = inspect.getsource(inspect)[:6000]
+    snippets = [Snippet("pkg/inspect_part.py", other)]
+    cursor = SOURCE.index("\n", 1000) + 1
+    kwargs = dict(language="python", max_new_tokens=4, context_tokens=1024, snippets=snippets)
+    full = complete_at(lm, SOURCE, cursor, **kwargs)
+    assert full.context.doc_start == 0 and len(full.context.token_ids) > 600
+    short = complete_at(lm, SOURCE, cursor, reuse_prefix=True, cold_prefill_s=0.6, **kwargs)
+    assert short.context.shortened and short.context.doc_start == 0  # the whole document
+    assert prefix_tokens(short) == prefix_tokens(full)
+    assert 0 < _repository_tokens(short) < _repository_tokens(full)
+    assert len(short.context.token_ids) <= 600
+    assert_same_generation(short, fresh_equivalent(lm, SOURCE, cursor, short, 4))

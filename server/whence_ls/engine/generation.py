@@ -310,7 +310,8 @@ def generate(
         if live is not None:
             live.finish()  # every kept row's stacked sums, in one batch, before the cache is shared
     if prefix_cache is not None:
-        prefix_cache.put(cached_ids, cache, window_anchor(context.doc_start, context.text, provisional=context.shortened))
+        prefix_cache.put(cached_ids, cache, window_anchor(context.doc_start, context.text, provisional=context.shortened,
+                                                              repository_room=context.repository_room))
     decode_s = time.perf_counter() - started - prefill_s
     if cut is None:
         cut = stopper.final(text) if stopper is not None else len(text)

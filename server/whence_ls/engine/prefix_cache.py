@@ -39,6 +39,7 @@ class Anchor:
     # the start of a window cut short to bound a cold prefill: used only while the full window's
     # prefill would still take too long (see `windows.context_window`)
     provisional: bool = False
+    repository_room: int | None = None  # a provisional window's cut of other files' snippets
 
     def holds_in(self, text: str, end: int) -> bool:
         return self.doc_start < end and text.startswith(self.head, self.doc_start)
@@ -135,9 +136,10 @@ class PrefixCache:
         self._entries.clear()
 
 
-def window_anchor(doc_start: int, window_text: str, provisional: bool = False) -> Anchor:
+def window_anchor(doc_start: int, window_text: str, provisional: bool = False,
+                  repository_room: int | None = None) -> Anchor:
     """The anchor of a context window that starts at `doc_start` with `window_text`."""
-    return Anchor(doc_start, window_text[:_ANCHOR_CHARS], provisional)
+    return Anchor(doc_start, window_text[:_ANCHOR_CHARS], provisional, repository_room)
 
 
 def _copy_prefix(cache: Any, length: int) -> Any | None:

@@ -145,12 +145,14 @@ class _Builder:
 
 def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: PromptOptions = PromptOptions(),
                  snippets: list[Snippet] | None = None, language: str | None = None, start_floor: int = 0,
-                 ceiling: int | None = None, prefix_room: int | None = None) -> ContextWindow:
+                 ceiling: int | None = None, prefix_room: int | None = None,
+                 repository_room: int | None = None) -> ContextWindow:
     """The context for a completion at `cursor` in `text`: at most `budget` tokens of this
     document (before and after the cursor, with FIM markup), and on top of them at most
     `options.repository_tokens` of other files' snippets, the whole within `ceiling` (the
     model's window less the tokens to generate). `prefix_room` caps the document before the
-    cursor further (a window cut short to bound a cold prefill).
+    cursor further, `repository_room` the snippets (0: none), for a window cut short to bound
+    a cold prefill.
 
     The snippets come on top rather than out of the document's budget: measured with
     `whence-ls bench quality` on the embedded model, a shared budget cut the prefix and lost
@@ -158,7 +160,7 @@ def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: Pro
     if not 0 <= cursor <= len(text):
         raise WhenceError(f"offset {cursor} is outside the document (length {len(text)})")
     template = fim_template(tokenizer, options.fim)
-    snippets = [s for s in (snippets or []) if s.text.strip()]
+    snippets = [s for s in (snippets or []) if s.text.strip()] if repository_room != 0 else []
     special = special_prefix_ids(tokenizer)
     if template is None and not snippets:
         from whence_ls.engine.context import build_context
@@ -170,8 +172,10 @@ def build_prompt(tokenizer, text: str, cursor: int, budget: int, *, options: Pro
     build.offsets.extend([(0, 0)] * len(special))
     formats: list[str] = []
     if snippets:
-        repository_room = options.repository_tokens if ceiling is None else min(options.repository_tokens, ceiling - budget)
-        if _add_repository(build, snippets, repository_room, options, language):
+        snippet_room = options.repository_tokens if ceiling is None else min(options.repository_tokens, ceiling - budget)
+        if repository_room is not None:
+            snippet_room = min(snippet_room, repository_room)
+        if _add_repository(build, snippets, snippet_room, options, language):
             formats.append("repository")
     suffix_ids: list[int] = []
     suffix_offsets: list[tuple[int, int]] = []

@@ -86,6 +86,9 @@ class ContextWindow:
     # cut shorter than the budget because the whole window would have taken too long to prefill
     # (`complete_at`'s `cold_prefill_s`); the full window is warmed for the next completion
     shortened: bool = False
+    # the snippets' room such a window was cut to (0: left out), kept with its cache entry so the
+    # next keystroke's window is cut the same way and its token ids match
+    repository_room: int | None = None
 
     def all_segments(self) -> list[ContextSegment]:
         """Every segment; a plain prefix window is one segment over its text tokens."""

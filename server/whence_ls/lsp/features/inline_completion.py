@@ -219,7 +219,7 @@ class InlineCompletionFeature:
                 t = template.timings
                 log.debug("completion at %d: %s after %d context tokens%s (%d reused), prefill %.0f ms, %d tokens in %.0f ms",
                           cursor, template.stop_reason, len(template.context.token_ids),
-                          " (window shortened)" if template.context.shortened else "", t.get("reused_tokens", 0),
+                          _shortened(template.context), t.get("reused_tokens", 0),
                           1000 * t.get("prefill_s", 0), t.get("generated_tokens", 0), 1000 * t.get("total_s", 0))
             if template is not None and template.context.shortened:
                 session.warmups.request(uri, cursor)  # the full window, for the next completion here
@@ -239,3 +239,14 @@ def _mean_prob(offer: Offer) -> float:
     import math
 
     return math.exp(offer.scored.mean_logprob())
+
+
+def _shortened(context) -> str:
+    """How a window cut short to bound a cold prefill was cut, for the log."""
+    if not context.shortened:
+        return ""
+    if context.repository_room is None:
+        return " (window shortened)"
+    if context.repository_room == 0:
+        return " (window shortened, other files' snippets left out)"
+    return f" (window shortened, other files' snippets cut to {context.repository_room} tokens)"
