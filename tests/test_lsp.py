@@ -369,7 +369,9 @@ async def test_explain_line_gives_hovers_and_diagnostics_on_it(client: LanguageC
     # the sources are lines above the explained one, linked; an uncalibrated model says so once
     links = [int(part.split(")")[0]) for part in shown.contents.value.split(f"{uri}#L")[1:]]
     assert links and all(1 <= n <= 6 for n in links)
-    assert "not calibrated" in shown.contents.value
+    # the estimate says the uncalibrated model's rows are rough; a row verified by ablation before
+    # the hover came (a busy machine) says that instead (both: tests/test_lsp_verified_rows.py)
+    assert "not calibrated" in shown.contents.value or "verified by" in shown.contents.value
     for _ in range(50):
         if any(d.data["recordId"] == answer["recordId"] for d in client.diagnostics.get(uri, [])):
             break

@@ -106,6 +106,22 @@ async def test_a_watched_records_notifications_carry_its_matrix_so_a_panel_updat
     assert pushed["view"]["summary"] == f"every row verified by {VERIFY_MASKS} ablations"
 
 
+async def test_a_closed_panel_unwatches_its_record_so_its_notifications_carry_no_matrix(client: LanguageClient):
+    """The client sends `whence/unwatchMatrix` when the panel closes: the record's later
+    rowsReady (its verified rows) name the rows and carry no matrix, and the server goes on."""
+    uri = fresh(client, "unwatched.py")
+    answer = await execute(client, "whence.explainLine", {"uri": uri, "line": 6})
+    record_id = answer["recordId"]
+    await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id, "watch": True})
+    client.protocol.notify("whence/unwatchMatrix", {"recordId": record_id})
+    client.protocol.notify("whence/unwatchMatrix", {"recordId": 7})  # bad params: ignored
+    note = await verified_note(client, record_id)
+    assert "matrix" not in note and not note.get("matrixFollows")
+    await asyncio.sleep(0.4)  # past the push interval: no trailing matrix either
+    assert not any("matrix" in n or n.get("matrixFollows") for n in client.rows_ready if n["recordId"] == record_id)
+    assert (await request(client, "whence/status", {}))["state"] == "ready"
+
+
 async def test_with_verification_off_the_hover_says_estimated(client: LanguageClient):
     await execute_settings(client, {"verifyRows": False})
     try:
@@ -121,6 +137,7 @@ async def test_with_verification_off_the_hover_says_estimated(client: LanguageCl
         shown = hover_text(await hover(client, uri, 10, 20))
         assert any(line.startswith("_estimated, ") for line in shown.split("\n")), shown
         assert "verified by" not in shown and "verifying" not in shown
+        assert "not calibrated" in shown  # the tiny model's estimate says how little it is worth, once
         matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
         assert matrix["verifying"] is False and all(c is None for c in matrix["verified"])
         await asyncio.sleep(1.0)

@@ -54,3 +54,31 @@ def test_without_a_loop_the_matrix_is_built_at_once():
     push.attach(SimpleNamespace(id="r"), first)
     push.attach(SimpleNamespace(id="r"), second)
     assert first["matrix"] == second["matrix"] == {"recordId": "r"} and "matrixFollows" not in second
+
+
+def test_unwatching_stops_the_builds_and_drops_a_pending_push():
+    async def run():
+        builds, sent = [], []
+        record = SimpleNamespace(id="r")
+
+        def announce(rec):
+            body = {"recordId": rec.id, "tokenIndexes": []}
+            push.attach(rec, body)
+            sent.append(body)
+
+        push = WatchedMatrix(lambda rec: builds.append(rec.id) or {"recordId": rec.id}, announce, interval=0.05)
+        push.watch("r")
+        first, second = {}, {}
+        push.attach(record, first)
+        push.attach(record, second)  # inside the interval: a push is scheduled
+        assert "matrix" in first and second.get("matrixFollows")
+        push.unwatch("other")  # another record's close changes nothing
+        assert push.watched == "r"
+        push.unwatch("r")
+        await asyncio.sleep(0.15)
+        assert sent == [] and builds == ["r"]  # the scheduled push was dropped
+        later = {}
+        push.attach(record, later)
+        assert later == {} and builds == ["r"]
+
+    asyncio.run(run())

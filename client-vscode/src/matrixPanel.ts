@@ -215,6 +215,12 @@ export class AttributionMatrixPanel implements vscode.Disposable {
     this.panel.webview.onDidReceiveMessage((message) => void this.onPageMessage(message));
     this.panel.onDidDispose(() => {
       this.panel = undefined;
+      if (this.matrix) {
+        // the server builds the watched record's matrix for each of its rowsReady: not for a closed panel
+        this.session.notify(Methods.unwatchMatrix, { recordId: this.matrix.recordId });
+      }
+      this.matrix = undefined;
+      this.target = undefined;
     });
   }
 

@@ -206,6 +206,8 @@ export const Methods = {
   status: 'whence/status',
   attributionMatrix: 'whence/attributionMatrix',
   matrixHtml: 'whence/matrixHtml',
+  /** client -> server: the matrix panel closed; its record's notifications need no matrix. */
+  unwatchMatrix: 'whence/unwatchMatrix',
   feature: 'whence/feature',
   tokenAttribution: 'whence/tokenAttribution',
   tracedSource: 'whence/tracedSource',

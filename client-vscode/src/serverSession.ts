@@ -95,6 +95,13 @@ export class ServerSession implements vscode.Disposable {
     return token ? client.sendRequest<R>(method, params, token) : client.sendRequest<R>(method, params);
   }
 
+  /** A notification to the server; dropped when it is not running (nothing to tell it then). */
+  notify(method: string, params: unknown): void {
+    if (this.client?.isRunning()) {
+      void this.client.sendNotification(method, params).catch(() => undefined);
+    }
+  }
+
   async executeServerCommand<R>(command: string, args: unknown[]): Promise<R> {
     return this.requireClient().sendRequest(ExecuteCommandRequest.type, { command, arguments: args }) as Promise<R>;
   }

@@ -17,6 +17,7 @@ from whence_ls.engine.attribution.catalogue import METHOD_SHORT_NOTES
 from whence_ls.lsp.runtime.matrix_push import WatchedMatrix
 from whence_ls.lsp.protocol.params import as_json, invalid_params as _invalid, object_params, plain, position_of, require
 from whence_ls.lsp.protocol.names import (FEATURE_METHOD, MATRIX_HTML_METHOD, MATRIX_METHOD, ROWS_READY_METHOD, STATUS_METHOD,
+                                          UNWATCH_MATRIX_METHOD,
                                           TOKEN_METHOD, TRACED_SOURCE_METHOD)
 from whence_ls.engine.attribution.ranking import strongest_sources
 from whence_ls.lsp.state.records import Record
@@ -51,6 +52,7 @@ class CustomRequestsFeature:
         ls.feature(STATUS_METHOD)(plain(self.status))
         ls.feature(MATRIX_METHOD)(plain(self.attribution_matrix))
         ls.feature(MATRIX_HTML_METHOD)(plain(self.matrix_html))
+        ls.feature(UNWATCH_MATRIX_METHOD)(plain(self.unwatch_matrix))
         ls.feature(FEATURE_METHOD)(plain(self.feature_page))
         ls.feature(TOKEN_METHOD)(plain(self.token_attribution))
         ls.feature(TRACED_SOURCE_METHOD)(plain(self.traced_source))
@@ -115,6 +117,13 @@ class CustomRequestsFeature:
         line_start, line_end = document.line_span(line)
         on_line = session.records.on_line(uri, line_start, line_end)
         return (document, on_line[0], None) if on_line else None
+
+    def unwatch_matrix(self, params: Any) -> None:
+        """The panel that watched `recordId` closed: stop building its matrix for every row."""
+        body = as_json(params)
+        record_id = body.get("recordId") if isinstance(body, dict) else None
+        if isinstance(record_id, str):
+            self.watched_matrix.unwatch(record_id)
 
     async def attribution_matrix(self, params: Any) -> dict[str, Any] | None:
         """The record's matrix with its `view`. With `watch: true` (an open panel) the record's

@@ -19,6 +19,7 @@ MATRIX_COMMAND = "whence.showAttributionMatrix"  # rendered by the client; liste
 STATUS_METHOD = "whence/status"
 MATRIX_METHOD = "whence/attributionMatrix"
 MATRIX_HTML_METHOD = "whence/matrixHtml"
+UNWATCH_MATRIX_METHOD = "whence/unwatchMatrix"  # client -> server: the panel closed
 FEATURE_METHOD = "whence/feature"
 TOKEN_METHOD = "whence/tokenAttribution"
 TRACED_SOURCE_METHOD = "whence/tracedSource"

@@ -36,6 +36,15 @@ class WatchedMatrix:
             self.watched = record_id
             self._pushed_at = float("-inf")
 
+    def unwatch(self, record_id: str) -> None:
+        """The panel showing `record_id` closed: its notifications carry no matrix from now on."""
+        if record_id == self.watched:
+            self.watched = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._due = False
+
     def attach(self, record: Any, body: dict[str, Any]) -> None:
         """Add the watched record's matrix to its notification `body`, or say that it follows."""
         if record.id != self.watched:
