@@ -65,10 +65,12 @@ async def test_accepted_rows_are_pushed_as_they_arrive_and_the_status_moves(clie
     # one row at a time: the count moves, and every announced row is in the matrix already
     assert [n["done"] for n in notes] == sorted(n["done"] for n in notes) and len(notes) >= 2
     assert all(matrix["scores"][i] is not None for i in visible)
-    # the status said how far it was, more than one step of it, and is quiet once done
-    # (a completion generating meanwhile, the speculative next one, shows beside it: "generating… · explaining 1/2")
+    # the status said how far it was, and is quiet once done (a completion generating meanwhile,
+    # the speculative next one, shows beside it: "generating… · explaining 1/2"). How many steps
+    # it showed is timing: the second of two rows may land before the status is read again (CI
+    # saw only "explaining 0/2"); the notes above show the count moving
     steps = [part for s in client.statuses for part in (s.get("activity") or "").split(" · ") if part.startswith("explaining ")]
-    assert len(set(steps)) >= 2 and all(step.endswith(f"/{len(visible)}") for step in steps), steps
+    assert steps and all(step.endswith(f"/{len(visible)}") for step in steps), steps
     assert (await request(client, "whence/status", {})).get("activity") is None
 
 
