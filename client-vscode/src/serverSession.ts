@@ -196,9 +196,6 @@ export class ServerSession implements vscode.Disposable {
 
   private clientOptions(): LanguageClientOptions {
     const clientSide = this.clientSideCommands;
-    const send = (method: string, params: unknown) => {
-      void this.client?.sendNotification(method, params).catch(() => undefined);
-    };
     return {
       documentSelector: SERVED_LANGUAGES.map((language) => ({ scheme: 'file', language })),
       outputChannel: this.log,
@@ -216,7 +213,7 @@ export class ServerSession implements vscode.Disposable {
           for (const item of items) {
             const completionId = item.command?.command === ServerCommands.acceptCompletion ? item.command.arguments?.[0] : undefined;
             if (completionId !== undefined) {
-              send(Methods.completionShown, { completionId });
+              this.notify(Methods.completionShown, { completionId });
             }
           }
           return result;

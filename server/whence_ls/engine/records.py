@@ -90,6 +90,13 @@ class ContextWindow:
     # next keystroke's window is cut the same way and its token ids match
     repository_room: int | None = None
 
+    def snippets_cut(self) -> str | None:
+        """How a window cut short treated other files' snippets: "left out", "cut", or None (as
+        the full window has them)."""
+        if self.repository_room is None:
+            return None
+        return "left out" if self.repository_room == 0 else "cut"
+
     def all_segments(self) -> list[ContextSegment]:
         """Every segment; a plain prefix window is one segment over its text tokens."""
         if self.segments:

@@ -90,11 +90,11 @@ def cold_rooms(window: ContextWindow, shared: int, cold_tokens: int) -> tuple[in
     prefix = window.prefix_segment()
     prefix_uncached = max(0, prefix.end_token - max(prefix.first_token, shared))
     others_uncached = (len(window.token_ids) - shared) - prefix_uncached  # snippets, suffix, markup
-    snippets = [s for s in window.segments if s.role == "repository"]
+    has_snippets = any(s.role == "repository" for s in window.segments)
     # the repository part: from the special tokens to the first of this document's segments
     # (with the markup and the current file's header)
     repository_end = min((s.first_token for s in window.segments if s.role != "repository"), default=window.special_prefix)
-    repository_uncached = max(0, repository_end - max(window.special_prefix, shared)) if snippets else 0
+    repository_uncached = max(0, repository_end - max(window.special_prefix, shared)) if has_snippets else 0
     if not repository_uncached:
         return max(COLD_FLOOR_TOKENS, cold_tokens - others_uncached), None
     fixed_uncached = others_uncached - repository_uncached  # the suffix and its markup

@@ -168,9 +168,9 @@ class HoverFeature:
         context = record.scored.context
         if context is not None and context.shortened:
             # the sources above come from this shorter window: say so, and why
-            left_out = {0: ", without other files' snippets"}.get(context.repository_room, "" if context.repository_room is None
-                                                                   else ", with fewer of other files' snippets")
-            lines.append(f"_this completion read a shorter context ({len(context.token_ids)} tokens{left_out}) to answer quickly: the "
+            cut = context.snippets_cut()
+            snippets = f", other files' snippets {cut}" if cut else ""
+            lines.append(f"_this completion read a shorter context ({len(context.token_ids)} tokens{snippets}) to answer quickly: the "
                          "full window was not in the cache (`whence.coldPrefillMs`); the next completion here reads it_  ")
         precision = getattr(record.scored, "precision", "fp32")
         if precision in ("fp16", "onnx-fp32"):

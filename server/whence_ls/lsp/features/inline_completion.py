@@ -245,8 +245,5 @@ def _shortened(context) -> str:
     """How a window cut short to bound a cold prefill was cut, for the log."""
     if not context.shortened:
         return ""
-    if context.repository_room is None:
-        return " (window shortened)"
-    if context.repository_room == 0:
-        return " (window shortened, other files' snippets left out)"
-    return f" (window shortened, other files' snippets cut to {context.repository_room} tokens)"
+    cut = context.snippets_cut()
+    return " (window shortened" + (f", other files' snippets {cut}" if cut else "") + ")"
