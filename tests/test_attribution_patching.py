@@ -175,3 +175,19 @@ def test_the_estimator_adds_the_latest_earlier_occurrence_of_the_identifier(cali
         assert np.allclose(default[index].scores, expected, atol=1e-9)
     assert default[f5].ranking()[0] == occurrence
     assert plain[f5].ranking()[0] != occurrence  # the prior is what put it first
+
+
+def test_a_tail_that_reaches_the_start_is_the_whole_estimate(tiny_lm, record):
+    # the tail's context comes from a cache without gradients; a tail over every position but
+    # the first is the full estimate (the first query reads only itself: it changes nothing)
+    units = build_unit_map(record.context, "python")
+    sources = ablatable_sources(units)
+    job = TeacherForced.of(tiny_lm, record)
+    indices = list(range(min(4, len(record.tokens))))
+    full = hidden_source_effects(job, indices, units, sources).numpy()
+    whole_tail = hidden_source_effects(job, indices, units, sources, tail=len(job.ids)).numpy()
+    assert np.allclose(whole_tail, full, atol=1e-5 * np.abs(full).max())
+    # a short tail reads fewer queries: a different estimate, with the same rows and sources
+    short = hidden_source_effects(job, indices, units, sources, tail=4).numpy()
+    assert short.shape == full.shape and not np.allclose(short, full)
+    assert np.all(np.isfinite(short))

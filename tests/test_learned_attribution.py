@@ -156,7 +156,7 @@ def _ship(tiny_lm, directory, scorer: bool):
         (directory / f"{_safe_name(tiny_lm.name)}.stacked.json").write_text(json.dumps(data))
 
 
-def test_the_stacked_estimator_is_the_default_where_its_scorer_ships(tiny_lm, setting, shipped_dir):
+def test_the_stacked_rows_mixed_with_patching_are_the_default_where_its_scorer_ships(tiny_lm, setting, shipped_dir):
     from whence_ls.engine.attribution import CALIBRATED_METHOD, DEFAULT_METHOD, FALLBACK_METHOD, attribute_rows, default_method
     from whence_ls.engine.attribution.stacked_attention import StackedScorer, lexical_features, scalar_features
 
@@ -166,7 +166,7 @@ def test_the_stacked_estimator_is_the_default_where_its_scorer_ships(tiny_lm, se
     assert default_method(tiny_lm) == CALIBRATED_METHOD
     _ship(tiny_lm, shipped_dir, scorer=True)
     tiny_lm.__dict__.pop("_whence_stacked", None)
-    assert default_method(tiny_lm) == DEFAULT_METHOD == "stacked_attention"
+    assert default_method(tiny_lm) == DEFAULT_METHOD == "stacked_patching"
     import copy
 
     fresh = copy.copy(record)
@@ -189,6 +189,41 @@ def test_the_stacked_estimator_is_the_default_where_its_scorer_ships(tiny_lm, se
         top = int(np.argmax(expected[k]))
         assert int(np.argmax(got)) == top
         assert np.allclose(got / np.abs(got).sum(), expected[k] / np.abs(expected[k]).sum(), atol=1e-6)
+
+
+def test_the_default_row_is_the_stacked_row_mixed_with_the_tails_patching(tiny_lm, setting, shipped_dir):
+    import copy
+
+    from whence_ls.engine.attribution import attribute_rows
+    from whence_ls.engine.attribution.patching import hidden_source_effects
+    from whence_ls.engine.attribution.stacked_patching import PATCHING_TAIL, STACKED_SHARE, StackedPatching
+
+    record, units, sources, indices, job = setting
+    _ship(tiny_lm, shipped_dir, scorer=True)
+    tiny_lm.__dict__.pop("_whence_stacked", None)
+
+    def fresh():
+        clone = copy.copy(record)
+        clone.attribution = {}
+        return clone
+
+    mixed = attribute_rows(tiny_lm, fresh(), indices, "stacked_patching", language="python")
+    stacked = attribute_rows(tiny_lm, fresh(), indices, "stacked_attention", language="python")
+    hidden = hidden_source_effects(job, indices, units, sources, tail=PATCHING_TAIL).numpy()
+    for k, index in enumerate(indices):
+        assert mixed[index].method == "stacked_patching"
+        part = np.array([stacked[index].scores[s] for s in sources])
+        patching = -hidden[k]
+        expected = (1 - STACKED_SHARE) * patching / np.abs(patching).sum() + STACKED_SHARE * part / np.abs(part).sum()
+        got = np.array([mixed[index].scores[s] for s in sources])
+        assert np.allclose(got / np.abs(got).sum(), expected / np.abs(expected).sum(), atol=1e-6)
+        # the stacked part's findings (copies, the logit lens) come along
+        assert set(stacked[index].extra) <= set(mixed[index].extra)
+    # all stacked: the stacked rows; no share for the stacked part: patching alone
+    alone = attribute_rows(tiny_lm, fresh(), indices, StackedPatching(stacked_share=0.0), language="python")
+    for k, index in enumerate(indices):
+        got = np.array([alone[index].scores[s] for s in sources])
+        assert np.allclose(got, -hidden[k] / np.abs(hidden[k]).sum(), atol=1e-6)
 
 
 def test_the_served_lexical_features_are_the_benchmarks_definitions(setting):

@@ -57,8 +57,8 @@ async def test_embedded_model_session(client: LanguageClient):
         assert "attribution computing" in shown
     assert "█" in shown, shown
     # the embedded model ships its calibration and stacked scorer: the default is the stacked
-    # estimator (its rows are read while the completion decodes)
-    assert matrix["method"] == "stacked_attention" and "stacked attention" in shown, shown
+    # estimator (read while the completion decodes) mixed with the tail's attribution patching
+    assert matrix["method"] == "stacked_patching" and "stacked patching" in shown, shown
     # the strongest units are links into this file, each to the line whose code it shows (a
     # check that the number is only some line above would pass with every link off by one)
     links = re.findall(r"\[line (\d+)\]\(" + re.escape(uri) + r"#L(\d+)\) `([^`]*)`", shown)

@@ -19,6 +19,7 @@ export type ServerSettings = {
     | 'value_norm'
     | 'calibrated_attention'
     | 'stacked_attention'
+    | 'stacked_patching'
     | 'ablation'
     | 'occlusion'
     | 'contrastive'

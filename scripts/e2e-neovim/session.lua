@@ -102,7 +102,7 @@ local hover_text = hover.result and hover.result.contents and hover.result.conte
 report.hover = hover_text
 check("hover shows probability and attribution", hover_text:find("p%s*=") ~= nil or hover_text:find("probability") ~= nil, hover_text)
 -- the attribution part: source lines with bars and links, from the default estimator (stacked or calibrated)
-check("hover shows the driving source lines", hover_text:find("%[line %d+%]%(") ~= nil and (hover_text:find("calibrated attention") ~= nil or hover_text:find("stacked attention") ~= nil or hover_text:find("verified by %d+ ablations") ~= nil), hover_text)
+check("hover shows the driving source lines", hover_text:find("%[line %d+%]%(") ~= nil and (hover_text:find("calibrated attention") ~= nil or hover_text:find("stacked attention") ~= nil or hover_text:find("stacked patching") ~= nil or hover_text:find("verified by %d+ ablations") ~= nil), hover_text)
 
 -- the first generated token (often the healed one, re-producing the text before the cursor)
 -- has its row as every other token does

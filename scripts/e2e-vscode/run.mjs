@@ -533,7 +533,7 @@ async function main() {
       // sources are lines with bars: the embedded model's default, the calibrated estimator, until
       // the background ablation has verified the row (issue 21), which the hover then says
       softCheck(/line \d+/.test(text) && text.includes('█'), 'the hover shows no source lines with bars');
-      softCheck(/calibrated attention|stacked attention|verified by \d+ ablations/.test(text), 'the hover names neither an attention estimator nor a verification');
+      softCheck(/calibrated attention|stacked attention|stacked patching|verified by \d+ ablations/.test(text), 'the hover names neither an attention estimator nor a verification');
       softCheck(/decoded with fp16 weights/.test(text), 'the hover does not say the completion was decoded with fp16 weights');
       softCheck(text.split('\n').filter((l) => l.trim()).length <= 9, `the hover is longer than ~8 lines: ${text.split('\n').length}`);
       // readable at a glance: no scrolling, and a diagnostic VS Code shows beside it is not repeated

@@ -20,6 +20,11 @@ ESTIMATORS = {
     "calibrated_attention": ("calibrated_attention", {}),
     "attribution_patching": ("patching", {}),
     "attribution_patching_line": ("patching", {"per_line": True}),
+    # the tail's queries only (the context before them a cache without gradients), as verification
+    "attribution_patching_tail8": ("patching", {"tail": 8}),
+    "attribution_patching_tail16": ("patching", {"tail": 16}),
+    "attribution_patching_tail32": ("patching", {"tail": 32}),
+    "stacked_attention": ("stacked_attention", {}),
 }
 
 
@@ -37,10 +42,11 @@ def lexical_copy_prior(record, units, sources: list[int], indices: list[int]) ->
 
 
 def score_targets(lm, dump_dir: str, out_dir: str, *, log: Callable[[str], None], context_tokens: int = 256,
-                  max_new_tokens: int = 16, rows_per_target: int = 8, estimators: dict | None = None) -> None:
+                  max_new_tokens: int = 16, rows_per_target: int = 8, estimators: dict | None = None,
+                  target_set: str = "heldout") -> None:
     import torch
 
-    from whence_ls.bench.attribution import _fresh, heldout_targets, rank
+    from whence_ls.bench.attribution import _fresh, rank
     from whence_ls.engine.attribution import attribute_rows, make_method
     from whence_ls.engine.attribution.ablation import ablatable_sources, masked_logprobs
     from whence_ls.engine.attribution.base import TeacherForced
@@ -48,7 +54,9 @@ def score_targets(lm, dump_dir: str, out_dir: str, *, log: Callable[[str], None]
     from whence_ls.engine.attribution.units import build_unit_map
     from whence_ls.engine.generation import complete_at
 
-    targets = heldout_targets(40)
+    from whence_ls.bench.attribution_training import targets_of
+
+    targets = targets_of(target_set, 120 if target_set == "training" else 40)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     for path in sorted(Path(dump_dir).glob("target*.npz")):
         number = int(path.stem[len("target"):])
@@ -61,7 +69,7 @@ def score_targets(lm, dump_dir: str, out_dir: str, *, log: Callable[[str], None]
         indices = [i for i, t in enumerate(record.tokens) if t.text.strip()][:rows_per_target]
         units = build_unit_map(record.context, "python")
         sources = ablatable_sources(units)
-        expected = saved["scores_calibrated_attention"].shape
+        expected = saved["copy_columns"].shape  # [rows, sources], in every dump
         if (len(indices), len(sources)) != expected:
             log(f"target {number}: shape {(len(indices), len(sources))} != dump {expected}: skipped")
             continue
@@ -82,7 +90,7 @@ def score_targets(lm, dump_dir: str, out_dir: str, *, log: Callable[[str], None]
             seconds[name] = time.process_time() - began
             scores[name] = np.array([[rows[i].scores[s] for s in sources] for i in indices])
         drift = float(np.abs(scores["calibrated_attention"] - saved["scores_calibrated_attention"]).max()) \
-            if "calibrated_attention" in scores else float("nan")
+            if "calibrated_attention" in scores and "scores_calibrated_attention" in saved else float("nan")
         scores["lexical_copy"] = lexical_copy_prior(record, units, sources, indices)
         # the fall of log p(first row's token) when each method's top 3 sources are removed
         drops = {}
@@ -105,7 +113,10 @@ def _normalised(matrix: np.ndarray) -> np.ndarray:
 
 
 def blends(scores: dict[str, np.ndarray], weights: dict[str, float]) -> dict[str, np.ndarray]:
-    """The blends tried: the estimate plus `w` x the lexical prior, and the two estimators mixed."""
+    """The blends tried: the estimate plus `w` x the lexical prior, and the two estimators mixed
+    (those whose estimators were scored)."""
+    if "attribution_patching" not in scores or "calibrated_attention" not in scores:
+        return stacked_mixes(scores, weights)
     calibrated = _normalised(scores["calibrated_attention"])
     patching = _normalised(scores["attribution_patching"])
     prior = scores["lexical_copy"]
@@ -123,13 +134,32 @@ def blends(scores: dict[str, np.ndarray], weights: dict[str, float]) -> dict[str
         "patching_calibrated_mix+lexical_copy": (1 - weights.get("patching_calibrated_mix+lexical_copy", (0.5, 0))[0]) * patching
         + weights.get("patching_calibrated_mix+lexical_copy", (0.5, 0))[0] * calibrated
         + weights.get("patching_calibrated_mix+lexical_copy", (0.5, 0))[1] * prior,
+        **stacked_mixes(scores, weights),
     }
+
+
+def stacked_mixes(scores: dict[str, np.ndarray], weights: dict[str, float]) -> dict[str, np.ndarray]:
+    """The stacked estimator (the default) mixed with each patching variant scored: (1 - w) x
+    patching + w x stacked, both rows normalised."""
+    if "stacked_attention" not in scores:
+        return {}
+    stacked = _normalised(scores["stacked_attention"])
+    mixes = {}
+    for variant in STACKED_MIXES:
+        if variant in scores:
+            name = f"{variant}_stacked_mix"
+            mixes[name] = (1 - weights.get(name, 0.5)) * _normalised(scores[variant]) + weights.get(name, 0.5) * stacked
+    return mixes
+
+
+STACKED_MIXES = ("attribution_patching", "attribution_patching_tail8", "attribution_patching_tail16", "attribution_patching_tail32")
 
 
 # what a blend costs: the sum of its estimators' measured seconds (the lexical prior is free)
 PARTS = {
     "patching_calibrated_mix": ("attribution_patching", "calibrated_attention"),
     "line_calibrated_mix": ("attribution_patching_line", "calibrated_attention"),
+    **{f"{variant}_stacked_mix": (variant, "stacked_attention") for variant in STACKED_MIXES},
 }
 
 BLEND_GRID = {
@@ -140,6 +170,7 @@ BLEND_GRID = {
     "patching_calibrated_mix": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
     "patching_calibrated_mix+lexical_copy": tuple((m, w) for m in (0.2, 0.3, 0.4, 0.5, 0.6)
                                                   for w in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)),
+    **{f"{variant}_stacked_mix": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0) for variant in STACKED_MIXES},
 }
 
 
@@ -160,7 +191,8 @@ def _load(dump_dir: str, out_dir: str) -> list[dict]:
         truth = dict(np.load(Path(dump_dir) / path.name))
         scores = {k[len("scores_"):]: v for k, v in mine.items() if k.startswith("scores_")}
         for name in ("ablation_16", "ablation_32", "verified_tail64_16_prior", "lexical_overlap"):
-            scores[name] = truth[f"scores_{name}"]
+            if f"scores_{name}" in truth:  # a dump run with --no-verified has no verified rows
+                scores[name] = truth[f"scores_{name}"]
         # the estimator as the suite ran it (before this module's changes to it)
         scores["calibrated_attention (suite run)"] = truth["scores_calibrated_attention"]
         loaded.append({"number": int(path.stem[len("target"):]), "masks": truth["truth_masks"],
@@ -213,6 +245,8 @@ def evaluate(dump_dir: str, out_dir: str) -> dict:
     halves = ([t for t in targets if t["number"] % 2 == 0], [t for t in targets if t["number"] % 2 == 1])
     chosen: dict[str, list[float]] = {}
     for blend, grid in BLEND_GRID.items():
+        if blend not in blends(targets[0]["scores"], {}):
+            continue  # its estimators were not scored
         picks = []
         for fit, held in (halves, halves[::-1]):
             def score(weight):
@@ -225,7 +259,46 @@ def evaluate(dump_dir: str, out_dir: str) -> dict:
         chosen[blend] = picks
         table[blend] = _metrics(targets, blend, lambda t, n=blend: t["scores"][n])
         table[blend]["weights"] = picks
+    shipped = shipped_mix(targets)
+    if shipped is not None:
+        table["stacked_patching"] = shipped
     return {"table": table, "targets": [t["number"] for t in targets]}
+
+
+def shipped_mix(targets: list[dict]) -> dict | None:
+    """The default as it ships (`stacked_patching.py`): the tail's patching and the stacked row
+    mixed with the share chosen on the training targets, not on these."""
+    from whence_ls.engine.attribution.stacked_patching import PATCHING_TAIL, STACKED_SHARE
+
+    variant = f"attribution_patching_tail{PATCHING_TAIL}"
+    if not all(variant in t["scores"] and "stacked_attention" in t["scores"] for t in targets):
+        return None
+    name = f"{variant}_stacked_mix"
+    for target in targets:
+        target["scores"]["stacked_patching"] = stacked_mixes(target["scores"], {name: STACKED_SHARE})[name]
+    metrics = _metrics(targets, name, lambda t: t["scores"]["stacked_patching"])
+    metrics["weights"] = [STACKED_SHARE]
+    metrics["tail"] = PATCHING_TAIL
+    return metrics
+
+
+def write_figures(result: dict) -> None:
+    """The shipped default's held-out figures, and the stacked estimator's on the same rows,
+    where the method notes read them (`catalogue.py`)."""
+    import json
+
+    # the file's path without importing the catalogue, whose notes need these very figures
+    path = Path(__file__).parents[1] / "engine" / "attribution" / "benchmark_figures.json"
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    targets = len(result["targets"])
+    run = f"bench attribution-estimators: {targets} unseen suite targets, the mix's share chosen on the training targets"
+    for name, key in (("stacked_patching", "stacked_patching"), ("stacked_attention_same_rows", "stacked_attention")):
+        m = result["table"][key]
+        saved["methods"][name] = {"run": run, **{k: round(m[k], 3) for k in ("lds", "top1", "top3", "copy")},
+                                  "targets": targets, "rows": m["rows"],
+                                  "fe": round(m["fe_median"], 2) if m["fe_median"] is not None else None}
+    saved["methods"]["stacked_patching"]["tail"] = result["table"]["stacked_patching"]["tail"]
+    path.write_text(json.dumps(saved, indent=1) + "\n", encoding="utf-8")
 
 
 def render(result: dict) -> str:
@@ -256,10 +329,17 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
         started = time.perf_counter()
         lm = load_model(args.model, "cpu")
-        chosen = {m: (m, {}) for m in args.methods.split(",") if m} or None
-        score_targets(lm, args.dump, args.out, estimators=chosen,
+        chosen = {m: ESTIMATORS.get(m, (m, {})) for m in args.methods.split(",") if m} or None
+        score_targets(lm, args.dump, args.out, estimators=chosen, target_set=args.target_set,
                       log=lambda m: print(f"[{time.perf_counter() - started:6.0f}s] {m}", file=sys.stderr, flush=True))
-    print(render(evaluate(args.dump, args.out)))
+    result = evaluate(args.dump, args.out)
+    print(render(result))
+    if getattr(args, "figures", False):
+        if "stacked_patching" not in result["table"]:
+            print("--figures: the shipped mix's estimators (the stacked rows and the tail's patching) were not scored",
+                  file=sys.stderr)
+            return 1
+        write_figures(result)
     return 0
 
 

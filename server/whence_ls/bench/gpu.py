@@ -72,12 +72,12 @@ def _prompts(tokenizer) -> list[tuple[str, str, int]]:
 def _complete(lm, text: str, cursor: int, new_tokens: int):
     """As the server completes: the default method's rows read while decoding, where it can."""
     from whence_ls.engine.attribution import default_method
-    from whence_ls.engine.attribution.live_rows import LIVE_METHODS
+    from whence_ls.engine.attribution.live_rows import live_part
     from whence_ls.engine.generation import complete_at
 
     method = default_method(lm)
     return complete_at(lm, text, cursor, language="python", max_new_tokens=new_tokens, context_tokens=1024,
-                       live_rows=method if method in LIVE_METHODS else False)
+                       live_rows=live_part(method))
 
 
 def _completions(cpu, gpu, prompts, new_tokens: int) -> tuple[list[dict], dict]:

@@ -13,6 +13,10 @@ def add_parser(subparsers) -> None:
                         "for --evaluate-only, several directories joined by commas are merged")
     parser.add_argument("--methods", default="", metavar="M,...",
                         help="registered methods to score instead of the default set (calibrated attention, per-row and per-line patching)")
+    parser.add_argument("--target-set", choices=("heldout", "training"), default="heldout",
+                        help="the targets the dump was made of (`bench attribution --target-set`)")
+    parser.add_argument("--figures", action="store_true",
+                        help="write the shipped default's (stacked_patching) figures where the hover's notes read them")
     parser.add_argument("--evaluate-only", action="store_true", help="only print the table of what OUT holds")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--model", default=None)

@@ -29,6 +29,15 @@ import torch
 
 # the methods whose rows generation can read (`generate(live_rows=...)`)
 LIVE_METHODS = ("calibrated_attention", "stacked_attention")
+# what generation reads for a method's rows: its own, or (`stacked_patching`) its first half's
+_LIVE_PART = {"calibrated_attention": "calibrated_attention", "stacked_attention": "stacked_attention",
+              "stacked_patching": "stacked_attention"}
+
+
+def live_part(method: str) -> str | bool:
+    """The `live_rows` argument of `generate` for `method`'s rows: what it can read while the
+    completion decodes, or False."""
+    return _LIVE_PART.get(method, False)
 
 
 @dataclass

@@ -44,11 +44,15 @@ class AttributionPatching:
     rank_by_abs = False  # signed: a source can argue against the token
     rows_per_batch = ALL_ROWS  # the forward is shared; one (batched) backward per row
 
-    def __init__(self, per_line: bool = False) -> None:
+    def __init__(self, per_line: bool = False, tail: int | None = None) -> None:
         # per_line: one backward for all the asked rows together (the gradient of their summed
         # log-odds), so every row gets the same estimate: the line's sources, at the cost of one
         # forward and one backward instead of one backward per row
         self.per_line = per_line
+        # tail: only the last `tail` context positions and the completion are queries whose
+        # change counts (the verified rows' approximation): the context before them is a cache
+        # without gradients, so a row's backward runs over a few dozen positions, not the context
+        self.tail = tail
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
         sources = ablatable_sources(unit_map)
@@ -61,7 +65,7 @@ class AttributionPatching:
         for group in groups:
             if job.cancel is not None and job.cancel.is_set():
                 break
-            hide = hidden_source_effects(job, group, unit_map, sources, per_line=self.per_line)  # [rows, sources], log-odds
+            hide = hidden_source_effects(job, group, unit_map, sources, per_line=self.per_line, tail=self.tail)  # [rows, sources], log-odds
             for k, index in enumerate(group):
                 scores = torch.zeros(len(unit_map.units), dtype=torch.float64)
                 scores[torch.tensor(sources)] = -hide[k]
@@ -90,30 +94,34 @@ def source_matrix(unit_map, sources: list[int], length: int) -> torch.Tensor:
     return matrix
 
 
-def head_output_change(attention: torch.Tensor, values: torch.Tensor, grads: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+def head_output_change(attention: torch.Tensor, values: torch.Tensor, grads: torch.Tensor, sources: torch.Tensor,
+                       first_query: int = 0) -> torch.Tensor:
     """grad . (change of each head's output when each source's keys are hidden), summed over
     heads and query positions: [rows, sources].
 
-    attention [H, L, L] (query, key); values [H, L, d]; grads [rows, H, L, d] (d metric / d head
-    output); sources [L, S] one-hot position -> source. The change at query q is
+    attention [H, Q, L] (query, key); values [H, L, d]; grads [rows, H, Q, d] (d metric / d head
+    output); sources [L, S] one-hot position -> source; the queries are positions
+    `first_query ..` of the L. The change at query q is
     (s o - sum_k a_qk v_k [k in S]) / (1 - s), o = sum_k a_qk v_k, s = sum_k a_qk [k in S].
     """
-    output = attention @ values  # [H, L, d]
-    share = (attention @ sources).clamp(max=MAX_SHARE)  # [H, L, S]
-    grad_output = (grads * output.unsqueeze(0)).sum(-1)  # [rows, H, L]
-    grad_values = grads @ values.transpose(-1, -2)  # [rows, H, L(query), L(key)]
-    hidden_part = (attention.unsqueeze(0) * grad_values) @ sources  # [rows, H, L, S]
+    output = attention @ values  # [H, Q, d]
+    share = (attention @ sources).clamp(max=MAX_SHARE)  # [H, Q, S]
+    grad_output = (grads * output.unsqueeze(0)).sum(-1)  # [rows, H, Q]
+    grad_values = grads @ values.transpose(-1, -2)  # [rows, H, Q, L(key)]
+    hidden_part = (attention.unsqueeze(0) * grad_values) @ sources  # [rows, H, Q, S]
     change = (share.unsqueeze(0) * grad_output.unsqueeze(-1) - hidden_part) / (1.0 - share.unsqueeze(0))
-    reads = 1.0 - sources  # a query inside the source: nobody reads it once the source is hidden
+    # a query inside the source: nobody reads it once the source is hidden
+    reads = 1.0 - sources[first_query:first_query + attention.shape[1]]
     return (change * reads.unsqueeze(0).unsqueeze(0)).sum(dim=(1, 2))
 
 
 def own_position_change(attention: torch.Tensor, values: torch.Tensor, grads: torch.Tensor, sources: torch.Tensor,
-                        positions: list[int]) -> torch.Tensor:
+                        positions: list[int], first_query: int = 0) -> torch.Tensor:
     """The part `head_output_change` leaves out for a row whose own position lies inside a
     source (the first token after the cursor is read at the last context token): that query's
     output is the logit's, so it is read, and the reference keeps its attention to itself while
-    hiding the rest of the source. [rows, sources], nonzero only in that source's column."""
+    hiding the rest of the source. [rows, sources], nonzero only in that source's column.
+    `first_query`: the position of attention's and grads' first query (as in `head_output_change`)."""
     result = torch.zeros(grads.shape[0], sources.shape[1], dtype=grads.dtype, device=grads.device)
     for k, position in enumerate(positions):
         inside = torch.nonzero(sources[position]).flatten()
@@ -122,25 +130,28 @@ def own_position_change(attention: torch.Tensor, values: torch.Tensor, grads: to
         column = int(inside[0])
         hidden = sources[:, column].clone()
         hidden[position] = 0.0  # the removed query still attends to itself
-        row = attention[:, position]  # [H, L]
+        query = position - first_query
+        row = attention[:, query]  # [H, L]
         share = (row @ hidden).clamp(max=MAX_SHARE)  # [H]
         output = torch.einsum("hl,hld->hd", row, values)
         hidden_part = torch.einsum("hl,hld->hd", row * hidden, values)
         change = (share.unsqueeze(-1) * output - hidden_part) / (1.0 - share.unsqueeze(-1))
-        result[k, column] = (grads[k, :, position] * change).sum()
+        result[k, column] = (grads[k, :, query] * change).sum()
     return result
 
 
 def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sources: list[int], *,
-                          per_line: bool = False) -> torch.Tensor:
+                          per_line: bool = False, tail: int | None = None, prefix: list | None = None) -> torch.Tensor:
     """[rows, sources]: the first-order change of each row's log-odds when each source is hidden
     from attention (the reference's removal of one source). `per_line`: of the rows' summed
-    log-odds, one backward, the same for every row."""
+    log-odds, one backward, the same for every row. `tail`: only the last `tail` context
+    positions and the completion count as queries (the rest is a cache without gradients)."""
     model = job.lm.model
     ensure_no_parameter_grads(model)
     modules = attention_modules(model)
     positions = [job.target_position(i) for i in indices]
     end = max(positions) + 1
+    first = tail_start(job, indices, tail)
     values: list[torch.Tensor | None] = [None] * len(modules)
     weights: list[torch.Tensor | None] = [None] * len(modules)
     deltas: list[torch.Tensor | None] = [None] * len(modules)
@@ -148,7 +159,7 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
 
     def keep_values(layer: int):
         def hook(_module, _inputs, output):
-            values[layer] = output.detach()[0]  # [L, kv_heads * head_dim]
+            values[layer] = output.detach()[0]  # [Q, kv_heads * head_dim]
 
         return hook
 
@@ -157,7 +168,7 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
             found = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if found is None:
                 raise WhenceError("attribution patching: the attention module returned no weights (eager attention needed)")
-            weights[layer] = found.detach()[0]  # [H, L, L]
+            weights[layer] = found.detach()[0]  # [H, Q, L]
 
         return hook
 
@@ -171,28 +182,44 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
 
         return hook
 
+    device = job.ids.device
+    cache = None
+    if first > 0:
+        from transformers import DynamicCache
+
+        from whence_ls.engine.attribution.prefix_kv import prefix_forward
+
+        kept = prefix if prefix is not None else prefix_forward(job, model, first)
+        if all(keys.shape[2] >= first for keys, _ in kept):
+            # copies outside inference mode: the tail's forward saves the keys for its backward
+            kept = [(keys[:, :, :first].clone(), values_[:, :, :first].clone()) for keys, values_ in kept]
+            context_values = [values_[0] for _, values_ in kept]  # [kv_heads, first, d]
+            cache = DynamicCache(ddp_cache_data=kept)
+        else:
+            first = 0  # a sliding-window layer kept only its last positions: the whole sequence runs
     for layer, attention in enumerate(modules):
         hooks.append(attention.v_proj.register_forward_hook(keep_values(layer)))
         hooks.append(attention.register_forward_hook(keep_weights(layer)))
         hooks.append(attention.o_proj.register_forward_pre_hook(open_output(layer)))
-    device = job.ids.device
     targets = torch.tensor([job.target_id(i) for i in indices], device=device)
     try:
         with eager_attention(model), torch.enable_grad():
-            logits = model(input_ids=job.ids[:end].unsqueeze(0), use_cache=False,
-                           logits_to_keep=torch.tensor(positions, device=device)).logits[0].float()
+            cached = {getattr(job.lm, "cache_argument", "past_key_values"): cache} if cache is not None else {}
+            logits = model(input_ids=job.ids[first:end].unsqueeze(0), use_cache=cache is not None, **cached,
+                           logits_to_keep=torch.tensor([p - first for p in positions], device=device)).logits[0].float()
             logp = torch.log_softmax(logits, dim=-1)[torch.arange(len(indices), device=device), targets]
             # d log-odds = d log p / (1 - p): the ablation's Lasso fits log-odds
             odds_scale = 1.0 / (-torch.expm1(logp.detach().double().clamp(max=-1e-6)))
             if per_line:
                 line = (logp * odds_scale.to(logp.dtype)).sum()
-                grads = [g.unsqueeze(0) for g in torch.autograd.grad(line, deltas)]  # per layer [1, L, H * d]
+                grads = [g.unsqueeze(0) for g in torch.autograd.grad(line, deltas)]  # per layer [1, Q, H * d]
             else:
-                grads = _row_gradients(logp, deltas)  # per layer [rows, L, H * d]
+                grads = _row_gradients(logp, deltas)  # per layer [rows, Q, H * d]
     finally:
         for hook in hooks:
             hook.remove()
     rows = 1 if per_line else len(indices)
+    queries = end - first
     odds_scale = torch.ones(1, dtype=torch.float64) if per_line else odds_scale.cpu()
     own = positions if not per_line else None
     matrix = source_matrix(unit_map, sources, end).to(device)
@@ -200,17 +227,28 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
     for layer, module in enumerate(modules):
         attention = weights[layer].float()
         heads, head_dim = attention.shape[0], module.head_dim
-        value = values[layer].float().view(end, -1, head_dim)
-        value = value.repeat_interleave(heads // value.shape[1], dim=1).transpose(0, 1)  # [H, L, d]
-        grad = grads[layer].float().view(rows, end, heads, head_dim).transpose(1, 2)  # [rows, H, L, d]
-        change = head_output_change(attention, value, grad, matrix)
+        value = values[layer].float().view(queries, -1, head_dim).transpose(0, 1)  # [kv_heads, Q, d]
+        if first > 0:
+            value = torch.cat([context_values[layer].float(), value], dim=1)
+        value = value.repeat_interleave(heads // value.shape[0], dim=0)  # [H, L, d]
+        grad = grads[layer].float().view(rows, queries, heads, head_dim).transpose(1, 2)  # [rows, H, Q, d]
+        change = head_output_change(attention, value, grad, matrix, first)
         if own is not None:
-            change = change + own_position_change(attention, value, grad, matrix, own)
+            change = change + own_position_change(attention, value, grad, matrix, own, first)
         else:  # the line's gradient: each row's own position counts where it lies in a source
-            change = change + own_position_change(attention, value, grad.expand(len(positions), -1, -1, -1), matrix, positions).sum(0, keepdim=True)
+            change = change + own_position_change(attention, value, grad.expand(len(positions), -1, -1, -1), matrix,
+                                                  positions, first).sum(0, keepdim=True)
         total += change.double().cpu()
     total = total * odds_scale.unsqueeze(1)
     return total.expand(len(indices), -1) if per_line else total
+
+
+def tail_start(job: TeacherForced, indices: list[int], tail: int | None) -> int:
+    """The first query whose change counts: 0 (every position), or `tail` positions before the
+    first row's (never 0 then: the context before it comes from a cache)."""
+    if tail is None:
+        return 0
+    return max(1, min(job.target_position(i) for i in indices) + 1 - tail)
 
 
 def _row_gradients(logp: torch.Tensor, deltas: list) -> list[torch.Tensor]:

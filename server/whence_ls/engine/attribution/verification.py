@@ -33,6 +33,7 @@ from whence_ls.engine.attribution.ablation import (
 )
 from whence_ls.engine.attribution.base import AttributionRow, TeacherForced, normalise
 from whence_ls.engine.attribution.masked_model import masked_model, preferred_precision
+from whence_ls.engine.attribution.prefix_kv import prefix_forward, unmasked_prefix
 from whence_ls.engine.taps import Preempted, stops_at_a_layer
 
 VERIFY_MASKS = 32
@@ -99,11 +100,11 @@ def advance(lm, record, state: Verification, unit_map, cancel: threading.Event |
         try:
             if state.prefix is None:
                 needed = _prefix_length(job, state)
-                state.prefix = _unmasked_prefix(job, model, needed)
+                state.prefix = unmasked_prefix(job, model, needed)
                 if any(keys.shape[2] < needed for keys, _ in state.prefix):
                     # a sliding-window layer kept only its last positions: run every mask from
                     # the start, over the first token's keys alone
-                    state.prefix, state.from_start = _prefix_cache(job, model, 1), True
+                    state.prefix, state.from_start = prefix_forward(job, model, 1), True
             for start_at in range(0, len(todo), VERIFY_BATCH):
                 if cancel is not None and cancel.is_set():
                     return False
@@ -135,32 +136,6 @@ def _prefix_length(job: TeacherForced, state: Verification) -> int:
     if state.tail is None:
         return job.context_len
     return max(1, min(job.context_len - state.tail, job.target_position(min(state.indices))))
-
-
-def _unmasked_prefix(job: TeacherForced, model, length: int):
-    """Per layer, the unmasked keys and values of positions [0, length).
-
-    The completion that made the record ran this very context, and the model's prefix cache
-    usually still holds its keys and values: a copy of them saves the one full forward that
-    verification would otherwise begin with (a third of its time at 512 context tokens). They
-    came from the decoding forward, so in fp16 or int8 they carry that precision's rounding
-    (mean KL from fp32 2e-6 for fp16, `whence-ls bench generate`), far below any mask's effect."""
-    cache = getattr(job.lm, "prefix_cache", None)
-    if cache is not None:
-        ids = job.ids[:length].tolist()
-        kept = cache.copy_of_prefix(ids, length)
-        if kept is not None:
-            dtype = next(model.parameters()).dtype
-            return [(k.to(dtype), v.to(dtype)) for k, v in kept]
-    return _prefix_cache(job, model, length)
-
-
-def _prefix_cache(job: TeacherForced, model, length: int):
-    """Per layer, the unmasked keys and values of positions [0, length), from one forward."""
-    with torch.inference_mode():
-        out = model(input_ids=job.ids[:length].unsqueeze(0), use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def _masked_from(job: TeacherForced, model, state: Verification, batch: list[int], columns: np.ndarray, split: int, end: int) -> np.ndarray:

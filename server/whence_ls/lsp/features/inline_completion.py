@@ -169,10 +169,9 @@ class InlineCompletionFeature:
         session = self.session
         loop = asyncio.get_running_loop()
         kept = self.kept.add(Kept(uri, text[:cursor], text[cursor:]))
-        from whence_ls.engine.attribution.live_rows import LIVE_METHODS  # torch: imported once a model runs
+        from whence_ls.engine.attribution.live_rows import live_part  # torch: imported once a model runs
 
-        method = session.attribution_method()
-        live_rows = method if method in LIVE_METHODS else False
+        live_rows = live_part(session.attribution_method())
 
         def partial(scored) -> None:  # on the worker thread, between tokens
             loop.call_soon_threadsafe(kept.update, scored, False)
