@@ -191,3 +191,20 @@ def test_a_tail_that_reaches_the_start_is_the_whole_estimate(tiny_lm, record):
     short = hidden_source_effects(job, indices, units, sources, tail=4).numpy()
     assert short.shape == full.shape and not np.allclose(short, full)
     assert np.all(np.isfinite(short))
+
+
+def test_a_cancel_stops_the_backward(tiny_lm, record):
+    # background work yields to a completion at the next layer of its backward too
+    import threading
+
+    from whence_ls.engine.taps import Preempted
+
+    units = build_unit_map(record.context, "python")
+    sources = ablatable_sources(units)
+    cancel = threading.Event()
+    cancel.set()
+    job = TeacherForced.of(tiny_lm, record, cancel)
+    with pytest.raises(Preempted):
+        hidden_source_effects(job, [0, 1], units, sources, tail=4)
+    cancel.clear()
+    assert np.all(np.isfinite(hidden_source_effects(job, [0, 1], units, sources, tail=4).numpy()))

@@ -54,7 +54,9 @@ def verified_scores(lm, record, units, sources: list[int], indices: list[int], m
 def verification_cost(lm, *, contexts: tuple[int, ...] = (512, 1024), new_tokens: int = 16, masks: int | None = None,
                       tails: tuple[int | None, ...] | None = None, log: Callable[[str], None]) -> list[dict]:
     """Seconds for every row of a `new_tokens` completion (the rows an accept verifies) after
-    about each of `contexts` tokens, per verification mode, with one plain forward beside it.
+    about each of `contexts` tokens, per verification mode, with one plain forward beside it;
+    and the seconds of the default estimate's rows before them (what the hover shows first), the
+    completion decoded as the server decodes it (with the rows it reads live).
 
     The completion runs as the language server runs it, through the model's prefix cache, so
     the verification that follows finds the context's keys and values there ("after the
@@ -63,8 +65,9 @@ def verification_cost(lm, *, contexts: tuple[int, ...] = (512, 1024), new_tokens
     import torch
 
     from whence_ls.bench.attribution import heldout_targets
-    from whence_ls.engine.attribution import attribute_rows
+    from whence_ls.engine.attribution import attribute_rows, default_method
     from whence_ls.engine.attribution.base import TeacherForced
+    from whence_ls.engine.attribution.live_rows import live_part
     from whence_ls.engine.attribution.units import build_unit_map
     from whence_ls.engine.attribution.verification import verify_rows
     from whence_ls.engine.context import build_context
@@ -83,7 +86,8 @@ def verification_cost(lm, *, contexts: tuple[int, ...] = (512, 1024), new_tokens
     for context_tokens in contexts:
         context = build_context(lm.tokenizer, target.text, target.cursor, context_tokens)
         lm.prefix_cache.clear()
-        record = generate(lm, context, max_new_tokens=new_tokens, prefix_cache=lm.prefix_cache)
+        method = default_method(lm)
+        record = generate(lm, context, max_new_tokens=new_tokens, prefix_cache=lm.prefix_cache, live_rows=live_part(method))
         units = build_unit_map(record.context, "python")
         job = TeacherForced.of(lm, record)
         with torch.inference_mode():
@@ -94,9 +98,15 @@ def verification_cost(lm, *, contexts: tuple[int, ...] = (512, 1024), new_tokens
                 times.append(time.perf_counter() - began)
         forward = min(times)
         indices = list(range(len(record.tokens)))
+        began = time.perf_counter()
         estimates = attribute_rows(lm, record, indices, language="python")
+        estimate_s = time.perf_counter() - began
+        lines = record.text.strip("\n").count("\n") + 1
         entry = {"context_tokens": len(record.context.token_ids), "tokens": len(indices), "forward_s": forward,
-                 "torch_threads": torch.get_num_threads(), "precision": precision, "modes": {}}
+                 "torch_threads": torch.get_num_threads(), "precision": precision, "modes": {},
+                 "estimate": {"method": method, "seconds": estimate_s, "fe": estimate_s / forward, "lines": lines}}
+        log(f"the default estimate ({method}) at {entry['context_tokens']} context tokens: {estimate_s:.2f} s = "
+            f"{estimate_s / forward:.2f} FE for {lines} completion lines")
         for tail in tails:
             for warm in ((True, False) if tail is not None else (False,)):
                 kept = lm.prefix_cache
@@ -119,6 +129,10 @@ def print_cost(results: list[dict]) -> None:
     for entry in results:
         print(f"\nverified rows of a {entry['tokens']}-token completion after {entry['context_tokens']} context tokens "
               f"(one fp32 forward {entry['forward_s']:.2f} s, {entry['torch_threads']} threads, masked forwards in {entry.get('precision', 'fp32')}):")
+        if "estimate" in entry:
+            estimate = entry["estimate"]
+            print(f"  the default estimate ({estimate['method']}) first: {estimate['seconds']:.2f} s = {estimate['fe']:.2f} FE, "
+                  f"{estimate['fe'] / estimate['lines']:.2f} FE per completion line ({estimate['lines']} lines)")
         for label, mode in entry["modes"].items():
             print(f"  {label}, {mode['masks']} masks: {mode['seconds']:.1f} s = {mode['fe']:.1f} FE")
 

@@ -32,7 +32,7 @@ import torch
 from whence_ls.engine.attribution.ablation import ablatable_sources, position_owner
 from whence_ls.engine.attribution.base import ALL_ROWS, RawRow, TeacherForced, ensure_no_parameter_grads
 from whence_ls.errors import WhenceError
-from whence_ls.engine.taps import attention_modules, eager_attention
+from whence_ls.engine.taps import Preempted, attention_modules, eager_attention
 
 # a query that puts (nearly) all its attention on one source would divide by ~0: the estimate
 # is first order anyway, and the ablation keeps the sink, so such shares are capped
@@ -177,10 +177,18 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
         # gradient with respect to every head's output at every position, through all later layers
         def hook(_module, args):
             delta = torch.zeros_like(args[0], requires_grad=True)
+            if job.cancel is not None:
+                delta.register_hook(stop_if_cancelled)
             deltas[layer] = delta
             return (args[0] + delta,)
 
         return hook
+
+    def stop_if_cancelled(grad):
+        # the backward stops at the next layer too (`stops_at_a_layer` stops the forward)
+        if job.cancel.is_set():
+            raise Preempted()
+        return grad
 
     device = job.ids.device
     cache = None
