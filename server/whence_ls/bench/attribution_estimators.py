@@ -194,7 +194,8 @@ def _load(dump_dir: str, out_dir: str) -> list[dict]:
             if f"scores_{name}" in truth:  # a dump run with --no-verified has no verified rows
                 scores[name] = truth[f"scores_{name}"]
         # the estimator as the suite ran it (before this module's changes to it)
-        scores["calibrated_attention (suite run)"] = truth["scores_calibrated_attention"]
+        if "scores_calibrated_attention" in truth:  # a training dump has no estimator's scores
+            scores["calibrated_attention (suite run)"] = truth["scores_calibrated_attention"]
         loaded.append({"number": int(path.stem[len("target"):]), "masks": truth["truth_masks"],
                        "outcomes": truth["truth_outcomes"], "effects": fit_effects(truth["truth_masks"], truth["truth_outcomes"]),
                        "copy": truth["copy_columns"], "scores": scores, "forward_s": float(mine["forward_s"]), "cpu_seconds": bool(mine.get("cpu_seconds", False)),
