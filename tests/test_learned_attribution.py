@@ -209,7 +209,14 @@ def test_the_default_row_is_the_stacked_row_mixed_with_the_tails_patching(tiny_l
 
     mixed = attribute_rows(tiny_lm, fresh(), indices, "stacked_patching", language="python")
     stacked = attribute_rows(tiny_lm, fresh(), indices, "stacked_attention", language="python")
-    hidden = hidden_source_effects(job, indices, units, sources, tail=PATCHING_TAIL).numpy()
+    from whence_ls.engine.attribution.masked_model import masked_model, preferred_precision
+    from whence_ls.engine.attribution.patching import tail_start
+
+    # on verification's model (a bf16 copy where this CPU multiplies bf16 fast), the tail before
+    # the completion's first token
+    model = masked_model(tiny_lm, preferred_precision(tiny_lm))
+    hidden = hidden_source_effects(job, indices, units, sources, tail=PATCHING_TAIL, first=tail_start(job, [0], PATCHING_TAIL),
+                                   model=model).numpy()
     for k, index in enumerate(indices):
         assert mixed[index].method == "stacked_patching"
         part = np.array([stacked[index].scores[s] for s in sources])

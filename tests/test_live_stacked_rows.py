@@ -222,3 +222,33 @@ def test_pausing_is_called_before_each_batch_and_giving_up_leaves_the_rows_to_a_
     assert [t.token_id for t in same.tokens] == [t.token_id for t in record.tokens]
     for i in range(tokens):
         assert torch.allclose(made[i], resolve(same.live_rows[i]).head_sums, atol=1e-6), i
+
+
+def test_the_defaults_live_half_gives_a_hovered_row_at_once_and_leaves_the_record_alone(tiny_lm, shipped, monkeypatch):
+    """`stacked_patching` (the default where a scorer ships) makes its rows after the completion;
+    a hover shows its stacked half meanwhile, read live: no forward, the record's rows untouched."""
+    from whence_ls.engine.attribution import default_method, live_part_row
+    from whence_ls.engine.attribution.live_rows import live_part
+    from whence_ls.engine.context import build_context
+    from whence_ls.engine.generation import generate
+
+    _ship_tiny(tiny_lm, shipped)
+    method = default_method(tiny_lm)
+    assert method == "stacked_patching" and live_part(method) == "stacked_attention"
+    record = generate(tiny_lm, build_context(tiny_lm.tokenizer, SOURCE, len(SOURCE), 400), max_new_tokens=8,
+                      live_rows=live_part(method))
+    with monkeypatch.context() as patched:
+        _no_forward(patched)
+        row = live_part_row(tiny_lm, record, 3, method)
+    assert row is not None and row.method == "stacked_attention"
+    assert record.attribution == {} and sorted(record.live_rows) == list(range(len(record.tokens)))
+    forced = copy.deepcopy(record)
+    forced.attribution, forced.live_rows = {}, {}
+    after = attribute_rows(tiny_lm, forced, [3], "stacked_attention", language="python")
+    assert np.allclose(np.asarray(row.scores), np.asarray(after[3].scores), atol=1e-6)
+    # a method that is its own live part, or has none, gives nothing here
+    assert live_part_row(tiny_lm, record, 3, "stacked_attention") is None
+    assert live_part_row(tiny_lm, record, 3, "gradient_norm") is None
+    # the default's own row still comes, and is the mix
+    mixed = attribute_rows(tiny_lm, record, [3], language="python")
+    assert mixed[3].method == "stacked_patching"

@@ -23,6 +23,7 @@ ESTIMATORS = {
     # the tail's queries only (the context before them a cache without gradients), as verification
     "attribution_patching_tail8": ("patching", {"tail": 8}),
     "attribution_patching_tail16": ("patching", {"tail": 16}),
+    "attribution_patching_tail16_bf16": ("patching", {"tail": 16, "precision": "bf16"}),
     "attribution_patching_tail32": ("patching", {"tail": 32}),
     "stacked_attention": ("stacked_attention", {}),
 }
@@ -152,7 +153,8 @@ def stacked_mixes(scores: dict[str, np.ndarray], weights: dict[str, float]) -> d
     return mixes
 
 
-STACKED_MIXES = ("attribution_patching", "attribution_patching_tail8", "attribution_patching_tail16", "attribution_patching_tail32")
+STACKED_MIXES = ("attribution_patching", "attribution_patching_tail8", "attribution_patching_tail16",
+                 "attribution_patching_tail16_bf16", "attribution_patching_tail32")
 
 
 # what a blend costs: the sum of its estimators' measured seconds (the lexical prior is free)

@@ -27,6 +27,7 @@ _HOMES = {
     "attribution_matrix": "api",
     "default_method": "api",
     "least_confident_order": "api",
+    "live_part_row": "api",
     "make_method": "api",
     "ALL_ROWS": "base",
     "AttributionRow": "base",

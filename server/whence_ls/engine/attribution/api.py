@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import threading
 from dataclasses import dataclass
@@ -95,6 +96,21 @@ def attribute_rows(
     if record.live_rows and len(record.attribution) == len(record.tokens):
         record.live_rows = {}  # every row is made: what generation read is no longer needed here
     return result
+
+
+def live_part_row(lm: LoadedModel, record: ScoredText, index: int, method: str) -> AttributionRow | None:
+    """Token `index`'s row from what generation read for `method` (`live_rows.live_part`), when
+    that is not `method` itself (`stacked_patching`: its stacked half) and serves the token: made
+    at once, without the model, for a hover that should not wait for the rest. Made on a copy of
+    the record, whose rows stay `method`'s own. None where there is no such part."""
+    from whence_ls.engine.attribution.live_rows import live_part, serves
+
+    part = live_part(method)
+    if not part or part == method or not serves(part, record.live_rows or {}, [index]):
+        return None
+    clone = copy.copy(record)
+    clone.attribution = {}
+    return attribute_rows(lm, clone, [index], part).get(index)
 
 
 def _finish_row(method: Method, index: int, raw, units, context_len: int) -> AttributionRow:

@@ -44,7 +44,7 @@ class AttributionPatching:
     rank_by_abs = False  # signed: a source can argue against the token
     rows_per_batch = ALL_ROWS  # the forward is shared; one (batched) backward per row
 
-    def __init__(self, per_line: bool = False, tail: int | None = None) -> None:
+    def __init__(self, per_line: bool = False, tail: int | None = None, precision: str = "fp32") -> None:
         # per_line: one backward for all the asked rows together (the gradient of their summed
         # log-odds), so every row gets the same estimate: the line's sources, at the cost of one
         # forward and one backward instead of one backward per row
@@ -53,6 +53,8 @@ class AttributionPatching:
         # change counts (the verified rows' approximation): the context before them is a cache
         # without gradients, so a row's backward runs over a few dozen positions, not the context
         self.tail = tail
+        # "bf16": forward and backward on verification's bf16 copy of the model (`masked_model.py`)
+        self.precision = precision
 
     def compute(self, job: TeacherForced, indices: list[int], unit_map) -> dict[int, RawRow]:
         sources = ablatable_sources(unit_map)
@@ -65,7 +67,13 @@ class AttributionPatching:
         for group in groups:
             if job.cancel is not None and job.cancel.is_set():
                 break
-            hide = hidden_source_effects(job, group, unit_map, sources, per_line=self.per_line, tail=self.tail)  # [rows, sources], log-odds
+            model = None
+            if self.precision != "fp32":
+                from whence_ls.engine.attribution.masked_model import masked_model
+
+                model = masked_model(job.lm, self.precision)
+            hide = hidden_source_effects(job, group, unit_map, sources, per_line=self.per_line, tail=self.tail,
+                                         model=model)  # [rows, sources], log-odds
             for k, index in enumerate(group):
                 scores = torch.zeros(len(unit_map.units), dtype=torch.float64)
                 scores[torch.tensor(sources)] = -hide[k]
@@ -95,7 +103,7 @@ def source_matrix(unit_map, sources: list[int], length: int) -> torch.Tensor:
 
 
 def head_output_change(attention: torch.Tensor, values: torch.Tensor, grads: torch.Tensor, sources: torch.Tensor,
-                       first_query: int = 0) -> torch.Tensor:
+                       first_query: int = 0, positions_of: list[torch.Tensor] | None = None) -> torch.Tensor:
     """grad . (change of each head's output when each source's keys are hidden), summed over
     heads and query positions: [rows, sources].
 
@@ -103,16 +111,26 @@ def head_output_change(attention: torch.Tensor, values: torch.Tensor, grads: tor
     output); sources [L, S] one-hot position -> source; the queries are positions
     `first_query ..` of the L. The change at query q is
     (s o - sum_k a_qk v_k [k in S]) / (1 - s), o = sum_k a_qk v_k, s = sum_k a_qk [k in S].
+    `positions_of`: each source's positions (`source_positions(sources)`), when the caller has them.
     """
     output = attention @ values  # [H, Q, d]
     share = (attention @ sources).clamp(max=MAX_SHARE)  # [H, Q, S]
     grad_output = (grads * output.unsqueeze(0)).sum(-1)  # [rows, H, Q]
-    grad_values = grads @ values.transpose(-1, -2)  # [rows, H, Q, L(key)]
-    hidden_part = (attention.unsqueeze(0) * grad_values) @ sources  # [rows, H, Q, S]
+    # each source's part of every head's output, sum over its keys of a_qk v_k: a product per
+    # source over its own positions (H x Q x L x d in all), then one contraction with the rows'
+    # gradients, instead of every row's gradient against every key (rows x H x Q x L x d)
+    positions_of = source_positions(sources) if positions_of is None else positions_of
+    parts = torch.stack([attention[:, :, at] @ values[:, at, :] for at in positions_of], dim=2)  # [H, Q, S, d]
+    hidden_part = torch.einsum("rhqd,hqsd->rhqs", grads, parts)
     change = (share.unsqueeze(0) * grad_output.unsqueeze(-1) - hidden_part) / (1.0 - share.unsqueeze(0))
     # a query inside the source: nobody reads it once the source is hidden
     reads = 1.0 - sources[first_query:first_query + attention.shape[1]]
     return (change * reads.unsqueeze(0).unsqueeze(0)).sum(dim=(1, 2))
+
+
+def source_positions(sources: torch.Tensor) -> list[torch.Tensor]:
+    """Each source's positions, from the one-hot [L, S] matrix."""
+    return [torch.nonzero(sources[:, column]).flatten() for column in range(sources.shape[1])]
 
 
 def own_position_change(attention: torch.Tensor, values: torch.Tensor, grads: torch.Tensor, sources: torch.Tensor,
@@ -141,17 +159,18 @@ def own_position_change(attention: torch.Tensor, values: torch.Tensor, grads: to
 
 
 def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sources: list[int], *,
-                          per_line: bool = False, tail: int | None = None, prefix: list | None = None) -> torch.Tensor:
+                          per_line: bool = False, tail: int | None = None, prefix: list | None = None,
+                          first: int | None = None, model=None) -> torch.Tensor:
     """[rows, sources]: the first-order change of each row's log-odds when each source is hidden
     from attention (the reference's removal of one source). `per_line`: of the rows' summed
     log-odds, one backward, the same for every row. `tail`: only the last `tail` context
     positions and the completion count as queries (the rest is a cache without gradients)."""
-    model = job.lm.model
+    model = job.lm.model if model is None else model  # `model`: a bf16 copy (`masked_model.py`), or the record's
     ensure_no_parameter_grads(model)
     modules = attention_modules(model)
     positions = [job.target_position(i) for i in indices]
     end = max(positions) + 1
-    first = tail_start(job, indices, tail)
+    first = tail_start(job, indices, tail) if first is None else first
     values: list[torch.Tensor | None] = [None] * len(modules)
     weights: list[torch.Tensor | None] = [None] * len(modules)
     deltas: list[torch.Tensor | None] = [None] * len(modules)
@@ -205,6 +224,9 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
             cache = DynamicCache(ddp_cache_data=kept)
         else:
             first = 0  # a sliding-window layer kept only its last positions: the whole sequence runs
+    head = model.get_output_embeddings()
+    final: list[torch.Tensor] = []  # the final hidden states at the rows' positions, [1, rows, D]
+    hooks.append(head.register_forward_pre_hook(lambda _module, args: final.append(args[0])))
     for layer, attention in enumerate(modules):
         hooks.append(attention.v_proj.register_forward_hook(keep_values(layer)))
         hooks.append(attention.register_forward_hook(keep_weights(layer)))
@@ -213,16 +235,20 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
     try:
         with eager_attention(model), torch.enable_grad():
             cached = {getattr(job.lm, "cache_argument", "past_key_values"): cache} if cache is not None else {}
-            logits = model(input_ids=job.ids[first:end].unsqueeze(0), use_cache=cache is not None, **cached,
-                           logits_to_keep=torch.tensor([p - first for p in positions], device=device)).logits[0].float()
-            logp = torch.log_softmax(logits, dim=-1)[torch.arange(len(indices), device=device), targets]
+            model(input_ids=job.ids[first:end].unsqueeze(0), use_cache=cache is not None, **cached,
+                  logits_to_keep=torch.tensor([p - first for p in positions], device=device))
+            hidden = final[-1][0]  # [rows, D]
+            # each row's log p depends on its own position's hidden state alone: its gradient
+            # there comes from one small backward through the output head, and the rows' batched
+            # backward starts below the head (through the head it would cost rows x rows x vocab)
+            grad_hidden, logp = _head_gradients(model, head, hidden, targets)
             # d log-odds = d log p / (1 - p): the ablation's Lasso fits log-odds
-            odds_scale = 1.0 / (-torch.expm1(logp.detach().double().clamp(max=-1e-6)))
+            odds_scale = 1.0 / (-torch.expm1(logp.double().clamp(max=-1e-6)))
             if per_line:
-                line = (logp * odds_scale.to(logp.dtype)).sum()
-                grads = [g.unsqueeze(0) for g in torch.autograd.grad(line, deltas)]  # per layer [1, Q, H * d]
+                line = grad_hidden * odds_scale.to(grad_hidden.dtype).unsqueeze(1)
+                grads = [g.unsqueeze(0) for g in torch.autograd.grad(hidden, deltas, grad_outputs=line)]  # per layer [1, Q, H * d]
             else:
-                grads = _row_gradients(logp, deltas)  # per layer [rows, Q, H * d]
+                grads = _row_gradients(hidden, grad_hidden, deltas)  # per layer [rows, Q, H * d]
     finally:
         for hook in hooks:
             hook.remove()
@@ -231,6 +257,7 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
     odds_scale = torch.ones(1, dtype=torch.float64) if per_line else odds_scale.cpu()
     own = positions if not per_line else None
     matrix = source_matrix(unit_map, sources, end).to(device)
+    positions_of = source_positions(matrix)
     total = torch.zeros(rows, len(sources), dtype=torch.float64)
     for layer, module in enumerate(modules):
         attention = weights[layer].float()
@@ -240,7 +267,7 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
             value = torch.cat([context_values[layer].float(), value], dim=1)
         value = value.repeat_interleave(heads // value.shape[0], dim=0)  # [H, L, d]
         grad = grads[layer].float().view(rows, queries, heads, head_dim).transpose(1, 2)  # [rows, H, Q, d]
-        change = head_output_change(attention, value, grad, matrix, first)
+        change = head_output_change(attention, value, grad, matrix, first, positions_of)
         if own is not None:
             change = change + own_position_change(attention, value, grad, matrix, own, first)
         else:  # the line's gradient: each row's own position counts where it lies in a source
@@ -259,16 +286,32 @@ def tail_start(job: TeacherForced, indices: list[int], tail: int | None) -> int:
     return max(1, min(job.target_position(i) for i in indices) + 1 - tail)
 
 
-def _row_gradients(logp: torch.Tensor, deltas: list) -> list[torch.Tensor]:
-    """d logp[k] / d delta, for every row k and layer: one batched backward (a vmapped backward
-    over one-hot output gradients), or a loop of backwards where batching has no rule."""
-    count = logp.shape[0]
+def _head_gradients(model, head, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """d log p(target) / d hidden per row ([rows, D], each at its own position) and log p
+    ([rows], detached): the output head (with the family's final soft cap, where it has one) run
+    again on a detached copy of the hidden states."""
+    loose = hidden.detach().requires_grad_(True)
+    logits = head(loose).float()
+    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    logp = torch.log_softmax(logits, dim=-1)[torch.arange(len(targets), device=targets.device), targets]
+    (grad,) = torch.autograd.grad(logp.sum(), loose)
+    return grad.to(hidden.dtype), logp.detach()
+
+
+def _row_gradients(hidden: torch.Tensor, grad_hidden: torch.Tensor, deltas: list) -> list[torch.Tensor]:
+    """d logp[k] / d delta, for every row k and layer, from each row's gradient at its own hidden
+    state (`grad_hidden[k]` at position k): one batched backward (a vmapped backward), or a loop
+    of backwards where batching has no rule."""
+    count = hidden.shape[0]
+    outputs = torch.zeros(count, *hidden.shape, dtype=hidden.dtype, device=hidden.device)  # [rows, rows, D]
+    outputs[torch.arange(count), torch.arange(count)] = grad_hidden
     if count > 1:
         try:
-            eye = torch.eye(count, dtype=logp.dtype, device=logp.device)
-            found = torch.autograd.grad(logp, deltas, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
+            found = torch.autograd.grad(hidden, deltas, grad_outputs=outputs, is_grads_batched=True, retain_graph=True)
             return [g[:, 0] for g in found]
         except RuntimeError:
             pass
-    per_row = [torch.autograd.grad(logp[k], deltas, retain_graph=k < count - 1) for k in range(count)]
+    per_row = [torch.autograd.grad(hidden, deltas, grad_outputs=outputs[k], retain_graph=k < count - 1) for k in range(count)]
     return [torch.stack([row[layer][0] for row in per_row]) for layer in range(len(deltas))]

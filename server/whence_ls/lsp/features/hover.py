@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 # a hover on a token whose row is not ready waits this long for it, then answers without it
 HOVER_WAIT_S = 2.0
+# a default whose rows are made after the completion (`stacked_patching`, ~0.5-2 s a completion)
+# shows the row of its part read while decoding (its stacked half) when its own row is not there
+# within this long; its own row replaces it on the next hover (`whence/rowsReady` says when)
+LIVE_PART_WAIT_S = 0.3
 # the "saw:" line's features need a forward of their own: the hover shows what it has after this
 # long, and they go on computing for the next hover (yielding to completions)
 FEATURES_WAIT_S = 0.25
@@ -80,7 +84,12 @@ class HoverFeature:
             return None, "attribution computing…"
         if not session.status.ready and queue.row(record, index) is None:
             return None, "attribution waits for the model to load"
-        row = await queue.wait_row(record, index, HOVER_WAIT_S)
+        row = await queue.wait_row(record, index, LIVE_PART_WAIT_S)
+        if row is None:
+            row = await queue.live_part_row(record, index)
+            if row is not None and record.units is not None:
+                return row, ""
+            row = await queue.wait_row(record, index, HOVER_WAIT_S - LIVE_PART_WAIT_S)
         if row is not None and record.units is None:
             await queue.wait_units(record, HOVER_WAIT_S)
         if row is None:
@@ -208,6 +217,9 @@ class HoverFeature:
         sentence = f"{name}: {short}" if short else name
         if self.session.model_calibrated is False and method == FALLBACK_METHOD:
             sentence += " (this model is not calibrated: run `whence-ls model calibrate` for the calibrated estimator)"
+        default = self.session.attribution_method()
+        if method != default:  # the live part's row, shown while the default's own is made
+            sentence += f"; the {default.replace('_', ' ')} row is being made (hover again)"
         return sentence
 
 

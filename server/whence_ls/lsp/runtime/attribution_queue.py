@@ -176,6 +176,35 @@ class AttributionQueue:
             except asyncio.TimeoutError:
                 return
 
+    async def live_part_row(self, record: Record, index: int) -> Any | None:
+        """Token `index`'s row from the live part of a method whose own rows need the model
+        afterwards (`stacked_patching`: its stacked half, read while the completion decoded),
+        with the record's units when they are not there yet: made on the light lane, at once, for
+        a hover that should not wait behind the model worker. None where there is no such part.
+        The record's own rows are not touched (they stay the method's, and come as before)."""
+        lm = self.model()
+        if lm is None or self._closed:
+            return None
+        method = self._method()
+        scored = record.scored
+
+        def make() -> tuple[Any | None, list[Any] | None]:
+            row = attribution.live_part_row(lm, scored, index, method)
+            units = attribution.context_units(lm, scored) if row is not None and record.units is None else None
+            return row, units
+
+        try:
+            row, units = await asyncio.wrap_future(self._light.submit(make))
+        except Exception:
+            log.exception("the live part's row of record %s failed", record.id)
+            return None
+        if units is not None and record.units is None:
+            spans = self._map_units(record, units)
+            if spans is None:
+                return None  # the document changed too much to place the context: the full row says so
+            record.set_units(units, spans)
+        return row
+
     def _to_front(self, record: Record, index: int) -> None:
         """Put token `index` (-1: the record's units) first, and stop the background batch
         unless that batch is computing it already."""
