@@ -235,7 +235,10 @@ async def _ghost_measures(args, client, call, workspace: str) -> dict[str, Any]:
                        "typing_after_enter": lsp_ghost.summary(after_enter), "typing_in_a_line": lsp_ghost.summary(in_line),
                        **({"keystroke": lsp_ghost.summary(keystrokes)} if keystrokes is not None else {})},
         "accept_to_row_s": {"first_token": lsp_ghost.row_summary(accepts, "first"),
-                            "middle_token": lsp_ghost.row_summary(accepts, "middle"), "timeout_s": args.row_timeout_s},
+                            "middle_token": lsp_ghost.row_summary(accepts, "middle"),
+                            # the default method's own row (a slower default shows its live half first)
+                            "first_token_own": lsp_ghost.row_summary(accepts, "first_own"),
+                            "middle_token_own": lsp_ghost.row_summary(accepts, "middle_own"), "timeout_s": args.row_timeout_s},
         "answer_fields": lsp_ghost.answer_fields(jump + typing),
         "accepts": accepts,
         "samples": jump + typing,

@@ -218,10 +218,13 @@ async def accept_to_row(client: Any, document: Document, samples: list[dict], ac
         command_s = round(time.perf_counter() - t0, 2)
         targets = {name: _position(line, character, text, offset) for name, offset in _token_offsets(text).items()}
         found: dict[str, float | None] = {}
+        # when the row is the default method's own, not its live half shown meanwhile (a hover
+        # that says the default's row "is being made", `stacked_patching`)
+        own: dict[str, float | None] = {}
         notes: dict[str, str] = {}
-        while len(found) < len(targets) and time.perf_counter() - t0 < timeout_s:
+        while len(own) < len(targets) and time.perf_counter() - t0 < timeout_s:
             for name, position in targets.items():
-                if name in found:
+                if name in own:
                     continue
                 try:
                     hover = await asyncio.wait_for(client.text_document_hover_async(types.HoverParams(
@@ -230,17 +233,21 @@ async def accept_to_row(client: Any, document: Document, samples: list[dict], ac
                 except asyncio.TimeoutError:
                     notes[name] = "the hover did not answer in time"
                     continue
-                state, note = hover_state(hover.contents.value if hover is not None else None)
+                markdown = hover.contents.value if hover is not None else None
+                state, note = hover_state(markdown)
                 notes[name] = note
                 if state == "row":
-                    found[name] = round(time.perf_counter() - t0, 2)
+                    found.setdefault(name, round(time.perf_counter() - t0, 2))
+                    if "row is being made" not in markdown:
+                        own[name] = round(time.perf_counter() - t0, 2)
                 elif state == "failed":
-                    found[name] = None
+                    found[name] = own[name] = None
             await asyncio.sleep(0.05)
         results.append({"line": line, "chars": len(text), "lines": text.count("\n") + 1,
                         "placed": _placed(accepted), "accept_error": accepted.get("error") if isinstance(accepted, dict) else None,
                         "accept_command_s": command_s,
                         **{f"{name}_s": found.get(name) for name in targets},
+                        **{f"{name}_own_s": own.get(name) for name in targets},
                         "unresolved": {name: notes.get(name, "") for name in targets if found.get(name) is None}})
     return results
 

@@ -57,6 +57,14 @@ def _lengths(summary: dict) -> str:
             f"{summary['lines']['max']} lines, {share:.0%} multi-line")
 
 
+def _own_rows(rows: dict) -> str:
+    """The default's own rows (older result files have none)."""
+    first, middle = rows.get("first_token_own"), rows.get("middle_token_own")
+    if not first or not middle or first["p50"] is None or middle["p50"] is None:
+        return "—"
+    return f"{first['p50']:.2f} s / {middle['p50']:.2f} s"
+
+
 def _row(summary: dict) -> str:
     if not summary["n"]:
         return "—"
@@ -115,6 +123,7 @@ ROWS: list[tuple[str, Callable[[dict], str]]] = [
     ("  length p50 / max", lambda r: _lengths(r["ghost_text"]["typing"])),
     ("accept -> row, first token: p50 / max", lambda r: _row(r["accept_to_row_s"]["first_token"])),
     ("accept -> row, middle token: p50 / max", lambda r: _row(r["accept_to_row_s"]["middle_token"])),
+    ("accept -> the default's own row, first / middle token: p50", lambda r: _own_rows(r["accept_to_row_s"])),
     ("inline answer fields", lambda r: ", ".join(r["answer_fields"]) or "—"),
     ("server shutdown", lambda r: r["shutdown"]),
     ("server notifications", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r["server_notifications"].items())) or "—"),

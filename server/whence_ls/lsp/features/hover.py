@@ -31,7 +31,7 @@ HOVER_WAIT_S = 2.0
 # a default whose rows are made after the completion (`stacked_patching`, ~0.5-2 s a completion)
 # shows the row of its part read while decoding (its stacked half) when its own row is not there
 # within this long; its own row replaces it on the next hover (`whence/rowsReady` says when)
-LIVE_PART_WAIT_S = 0.3
+LIVE_PART_WAIT_S = 0.1
 # the "saw:" line's features need a forward of their own: the hover shows what it has after this
 # long, and they go on computing for the next hover (yielding to completions)
 FEATURES_WAIT_S = 0.25
