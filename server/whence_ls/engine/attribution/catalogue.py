@@ -22,6 +22,9 @@ class MethodEntry:
     # callers ask for all rows at once, and an offered completion's rows can be computed ahead
     one_pass: bool
     cost: str  # what a row costs, in forwards
+    # rows per call where not one pass (None: one, the gradient methods' row each): the language
+    # server's background lane asks for this many at a time, the hovered token alone first
+    rows_per_call: int | None = None
 
 
 METHOD_CATALOGUE: tuple[MethodEntry, ...] = (
@@ -35,8 +38,11 @@ METHOD_CATALOGUE: tuple[MethodEntry, ...] = (
     MethodEntry("ablation", "ablation:Ablation", True, "one forward per mask"),
     MethodEntry("calibrated_attention", "calibrated_attention:CalibratedAttention", True, "one forward for every row"),
     MethodEntry("stacked_attention", "stacked_attention:StackedAttention", True, "one forward for every row"),
-    MethodEntry("stacked_patching", "stacked_patching:StackedPatching", True,
-                "the stacked rows, and one forward over the tail and one batched backward for every row"),
+    # not one pass: its rows cost a backward each (batched), so an offered completion's rows are
+    # not made ahead (most offers are typed over), and a hovered token's row comes alone first
+    MethodEntry("stacked_patching", "stacked_patching:StackedPatching", False,
+                "the stacked rows read live, and a forward over the tail and a batched backward for up to 8 rows",
+                rows_per_call=8),
 )
 METHODS: tuple[str, ...] = tuple(entry.name for entry in METHOD_CATALOGUE)
 _BY_NAME = {entry.name: entry for entry in METHOD_CATALOGUE}
@@ -75,6 +81,12 @@ def one_pass(name: str) -> bool:
     """Whether `name` computes every row of a record in one pass (False for an unknown name)."""
     found = _BY_NAME.get(name)
     return found is not None and found.one_pass
+
+
+def rows_per_call(name: str) -> int | None:
+    """How many rows a call of `name` should be asked for when it is not one pass (None: one)."""
+    found = _BY_NAME.get(name)
+    return found.rows_per_call if found is not None else None
 
 
 FIGURES_FILE = "benchmark_figures.json"

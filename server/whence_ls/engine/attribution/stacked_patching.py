@@ -37,8 +37,9 @@ STACKED_SHARE = 0.5
 
 
 # rows per call: a row's backward runs over every query from the tail to the row, so a batch of
-# all rows of a 2-line completion (~30) costs ~30 times a long window; in calls of 8 (the hovered
-# token first, then the least confident ones) the row a person waits for comes with the first
+# all rows of a 2-line completion (~30) costs ~30 times a long window; in calls of 8 (the least
+# confident first; the language server asks for a hovered token's row alone, first:
+# `catalogue.rows_per_call`) rows arrive as they are made
 ROWS_PER_CALL = 8
 
 

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from whence_ls.engine import attribution
-from whence_ls.engine.attribution.catalogue import one_pass
+from whence_ls.engine.attribution.catalogue import one_pass, rows_per_call
 from whence_ls.lsp.state.records import Record
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class AttributionQueue:
             return None
         # a method whose one forward serves every row (value norm, rollout) takes a record's rows
         # in one call; gradient methods take a few at a time so that interactive work waits little
-        batch = None if one_pass(method) else BATCH_TOKENS
+        batch = None if one_pass(method) else rows_per_call(method) or BATCH_TOKENS
         with self._lock:
             record, indices = self._pick(batch)
             prefetch = self._prefetch if record is None else None
