@@ -109,3 +109,40 @@ def test_a_failing_method_is_announced_once_and_not_retried(tiny_lm, method, mon
     assert delivered == [([], "RuntimeError: no rows today")], delivered
     assert len(calls) == 1  # a failing method must not loop on the same tokens
     assert threads == {threading.main_thread().name}
+
+
+def test_hovers_that_move_between_tokens_of_a_record_do_not_stop_its_running_rows(tiny_lm):
+    """A call computing rows of a record ends; hovers on its other tokens (a mouse moving over
+    them, a hover every few ms) wait for it rather than stop it: stopping each row's call for the
+    next hovered one would end none on a slow method. Over a real worker thread."""
+
+    async def run() -> tuple[int, int, int]:
+        loop = asyncio.get_running_loop()
+        scored = explain_line(tiny_lm, SOURCE, LINE, "python")
+        record = Record.place(scored, "file:///queue.py", SOURCE.index("result.append"), 0)
+        queue = AttributionQueue(loop, lambda: "gradient_norm", lambda _record, units: units)
+        worker = ModelWorker(idle_source=queue.next_work)
+        queue.wake_worker = worker.wake
+        stops = []
+        queue.cancel_background = lambda: (stops.append(queue._running), worker.background_cancel.set())
+        try:
+            queue.enqueue(record)
+            await asyncio.wrap_future(worker.load(lambda: tiny_lm))
+            tokens = record.live_tokens()
+            waits = []
+            for step in range(60):  # back and forth over the record's tokens
+                index = tokens[step % len(tokens)] if (step // len(tokens)) % 2 == 0 else tokens[-1 - step % len(tokens)]
+                waits.append(asyncio.ensure_future(queue.wait_row(record, index, timeout=0.01)))
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*waits)
+            for index in tokens:
+                assert await queue.wait_row(record, index, timeout=120) is not None
+            same_record = sum(1 for running in stops if running is not None and running[0] == record.id)
+            return same_record, len(scored.attribution), len(tokens)
+        finally:
+            worker.stop(5)
+            queue.close()
+
+    same_record_stops, rows, tokens = asyncio.run(run())
+    assert same_record_stops == 0
+    assert rows == tokens

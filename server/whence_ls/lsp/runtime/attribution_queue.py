@@ -207,7 +207,7 @@ class AttributionQueue:
 
     def _to_front(self, record: Record, index: int) -> None:
         """Put token `index` (-1: the record's units) first, and stop the background batch
-        unless that batch is computing it already."""
+        unless that batch is of the same record."""
         if self._light_record(record):
             return
         with self._lock:
@@ -215,7 +215,10 @@ class AttributionQueue:
             if (record.id, index) not in self._urgent:
                 self._urgent.insert(0, (record.id, index))
             running = self._running
-            computing = running is not None and running[0] == record.id and (index < 0 or running[1] is None or index in running[1])
+            # a batch of the same record is not stopped either: it ends within one call, and a
+            # person moving the mouse over the tokens would otherwise stop each row's call for the
+            # next one's, over and over (a hover per token every few tens of ms), and none would end
+            computing = running is not None and running[0] == record.id
         if not computing:
             self.cancel_background()
         self.wake_worker()
