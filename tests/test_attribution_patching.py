@@ -110,11 +110,14 @@ def test_rows_are_the_effect_of_keeping(tiny_lm, record):
         assert np.allclose(scores[sources], -hidden[k] / np.abs(hidden[k]).sum(), atol=1e-9)
 
 
-def test_the_line_estimate_is_the_sum_of_its_rows_from_one_backward(tiny_lm, record):
+def _first_rows(lm, record):
+    """The record's units, ablatable sources, teacher-forced job and first (up to) 4 rows."""
     units = build_unit_map(record.context, "python")
-    sources = ablatable_sources(units)
-    job = TeacherForced.of(tiny_lm, record)
-    indices = list(range(min(4, len(record.tokens))))
+    return units, ablatable_sources(units), TeacherForced.of(lm, record), list(range(min(4, len(record.tokens))))
+
+
+def test_the_line_estimate_is_the_sum_of_its_rows_from_one_backward(tiny_lm, record):
+    units, sources, job, indices = _first_rows(tiny_lm, record)
     per_row = hidden_source_effects(job, indices, units, sources).numpy()
     line = hidden_source_effects(job, indices, units, sources, per_line=True).numpy()
     summed = per_row.sum(0)
@@ -180,10 +183,7 @@ def test_the_estimator_adds_the_latest_earlier_occurrence_of_the_identifier(cali
 def test_a_tail_that_reaches_the_start_is_the_whole_estimate(tiny_lm, record):
     # the tail's context comes from a cache without gradients; a tail over every position but
     # the first is the full estimate (the first query reads only itself: it changes nothing)
-    units = build_unit_map(record.context, "python")
-    sources = ablatable_sources(units)
-    job = TeacherForced.of(tiny_lm, record)
-    indices = list(range(min(4, len(record.tokens))))
+    units, sources, job, indices = _first_rows(tiny_lm, record)
     full = hidden_source_effects(job, indices, units, sources).numpy()
     whole_tail = hidden_source_effects(job, indices, units, sources, tail=len(job.ids)).numpy()
     assert np.allclose(whole_tail, full, atol=1e-5 * np.abs(full).max())

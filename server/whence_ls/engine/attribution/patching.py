@@ -17,12 +17,14 @@ when it is hidden), in log-odds like the ablation's Lasso coefficients, so the t
 What it misses: second-order effects (a source that matters only together with another one,
 and the knock-on change of what later layers attend to).
 
-Not a registered method: in `whence-ls bench attribution-estimators` (24 suite targets, 154
-rows, docs/bench-attribution.md) it ranks better than the calibrated estimator (LDS 0.44 vs
-0.40, top-1 52% vs 40%), and mixed 0.6/0.4 with it better still (0.56, 56%), but a backward per
-row costs ~11 forward-equivalents for a line's 8 rows, where the server's verified rows (16
-tail-64 ablations) give 0.57 / 57% for ~5. The per-line mode (one backward for the line) costs
-2.4 but ranks worse than the estimator (0.29, 38%). Kept for the benchmark and for later work.
+Not a registered method on its own: in `whence-ls bench attribution-estimators` (24 suite
+targets, 154 rows, docs/bench-attribution.md) it ranked better than the calibrated estimator (LDS
+0.44 vs 0.40, top-1 52% vs 40%), but a backward per row over the whole context costs ~11
+forward-equivalents for a line's 8 rows. The per-line mode (one backward for the line) costs 2.4
+but ranks worse (0.29, 38%). The tail mode (`tail=`: only the last context tokens' and the
+completion's queries count, the context before them a cache without gradients) ranks as well as
+the whole context for a quarter of the cost; mixed with the stacked rows it is the default
+(`stacked_patching.py`).
 """
 
 from __future__ import annotations
@@ -164,8 +166,12 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
     """[rows, sources]: the first-order change of each row's log-odds when each source is hidden
     from attention (the reference's removal of one source). `per_line`: of the rows' summed
     log-odds, one backward, the same for every row. `tail`: only the last `tail` context
-    positions and the completion count as queries (the rest is a cache without gradients)."""
-    model = job.lm.model if model is None else model  # `model`: a bf16 copy (`masked_model.py`), or the record's
+    positions and the completion count as queries (the rest is a cache without gradients);
+    `prefix`: the unmasked keys and values per layer that cache is made of (`prefix_kv.py`), else
+    a forward of its own; `first`: the first query that counts, given (rows asked a few at a time
+    keep the queries they would have had asked together), else `tail_start`; `model`: the model to
+    run (verification's bf16 copy, `masked_model.py`), else the record's."""
+    model = job.lm.model if model is None else model
     ensure_no_parameter_grads(model)
     modules = attention_modules(model)
     positions = [job.target_position(i) for i in indices]
