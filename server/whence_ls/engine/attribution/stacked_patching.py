@@ -12,12 +12,13 @@ sources, then `(1 - STACKED_SHARE) x patching + STACKED_SHARE x stacked`.
 What makes it cheap enough for the default: patching counts only the queries of the last
 `PATCHING_TAIL` context tokens and the completion (as verification's masks do). The context
 before them is the completion's own keys and values from the prefix cache (`prefix_kv.py`), so
-its cost is a forward over a few dozen positions and one batched backward for every row: on the
-held-out suite (`whence-ls bench attribution-estimators`, 29 targets, ~260 context tokens) the
-patching part took 2.5 forward-equivalents a target with its own prefix forward (~1 of them),
-for LDS / top-1 0.439 / 56% alone, and the mix 0.569 / 51% against the stacked estimator's
-0.475 / 45%. Rows are made after the completion (not read live), in the background lane, so a
-hover waits for them (`HOVER_WAIT_S`).
+a call costs a forward over a few dozen positions and one batched backward for its rows, on
+verification's bf16 copy of the model where the CPU multiplies bf16 fast. On the held-out suite
+(`whence-ls bench attribution-estimators`, 29 targets, 188 rows) the mix ranks at LDS / top-1
+0.569 / 51% against the stacked estimator's 0.475 / 45% (patching alone 0.439 / 56%; bf16 the
+same); in the server a 16-token completion's rows took 1.3 s = 1.6 FE after 508 context tokens
+(`bench attribution --verify-cost`). Its rows come after the completion, so the language server
+shows a hovered token's stacked half (read live) until its own row is there.
 """
 
 from __future__ import annotations
