@@ -20,8 +20,11 @@ SOURCE = BUDGET_SOURCE  # the completion the engine test cuts, now through the s
 
 @pytest_lsp.fixture(config=SERVER, scope="module")
 async def client(lsp_client: LanguageClient, tmp_path_factory):
-    # a budget of 1 ms: every completion is cut at its first line end, whatever the machine
-    await start_ready(lsp_client, tmp_path_factory.mktemp("budget"), {"device": "cpu", "maxNewTokens": 40, "latencyBudgetMs": 1},
+    # a budget of 1 ms: every completion is cut at its first line end, whatever the machine; the
+    # stacked estimator, whose rows are read while generating (the default's first half): the
+    # rows of a cut completion's parts are what this checks
+    await start_ready(lsp_client, tmp_path_factory.mktemp("budget"), {"device": "cpu", "maxNewTokens": 40, "latencyBudgetMs": 1,
+                                                                      "attributionMethod": "stacked_attention"},
                       inline_completion=True)
     yield
     await lsp_client.shutdown_session()
