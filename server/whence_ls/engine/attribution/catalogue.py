@@ -156,10 +156,10 @@ _SHORT_NOTE_TEMPLATES: dict[str, str] = {
     "attention_rollout": "not faithful ({attention_rollout.top1:.0%} top-line agreement); shown for comparison",
     "value_norm": "its top line is the one that matters most for {value_norm.top1:.0%} of tokens on unseen code",
     "occlusion": "the drop when one line is blanked",
-    # verified rows (`verification.py`), whatever the estimate's method
+    # verified rows (`verification.py`), whatever the estimate's method (the estimate's own figures
+    # are in its sentence: the ones measured beside verification were of an earlier default)
     "verified": "32 random halves of the lines removed; on unseen code LDS {verified.lds:.2f} and the top line is the "
-    "held-out ablation's for {verified.top1:.0%} of tokens (the estimate: {estimate_on_verified_rows.lds:.2f}, "
-    "{estimate_on_verified_rows.top1:.0%}; the 32-mask reference {ablation_reference.lds:.2f}, "
+    "held-out ablation's for {verified.top1:.0%} of tokens (the 32-mask reference {ablation_reference.lds:.2f}, "
     "{ablation_reference.top1:.0%})",
 }
 
