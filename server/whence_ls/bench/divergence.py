@@ -15,19 +15,31 @@ class Divergence:
     positions: int
 
 
-def read_bandwidth(nbytes: int, repeats: int = 5) -> float:
-    """GB/s of a streaming read of `nbytes` of fp32 (a sum, with torch's threads), the best of
-    `repeats`: the ceiling for a forward that must read that many bytes of weights."""
-    import torch
+class StreamingRead:
+    """A buffer of `nbytes` of fp32 and the GB/s of a streaming read of it (a sum, with torch's
+    threads), the best of `repeats`: the ceiling for a forward that must read that many bytes of
+    weights. One buffer, read again for each reading (this machine's bandwidth moves with its
+    neighbours: a reading beside each timed run says what that run could have read)."""
 
-    buffer = torch.ones(max(1, nbytes // 4), dtype=torch.float32)
-    buffer.sum()  # touch every page once before timing
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        buffer.sum()
-        times.append(time.perf_counter() - started)
-    return nbytes / min(times) / 1e9
+    def __init__(self, nbytes: int) -> None:
+        import torch
+
+        self.nbytes = nbytes
+        self.buffer = torch.ones(max(1, nbytes // 4), dtype=torch.float32)
+        self.buffer.sum()  # touch every page once before timing
+
+    def gbps(self, repeats: int = 5) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            self.buffer.sum()
+            times.append(time.perf_counter() - started)
+        return self.nbytes / min(times) / 1e9
+
+
+def read_bandwidth(nbytes: int, repeats: int = 5) -> float:
+    """GB/s of a streaming read of `nbytes` of fp32, the best of `repeats` (`StreamingRead`)."""
+    return StreamingRead(nbytes).gbps(repeats)
 
 
 def fp32_logprobs(lm, context: list[int], continuation: list[int]):

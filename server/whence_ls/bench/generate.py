@@ -22,7 +22,7 @@ import statistics
 import time
 from typing import Callable
 
-from whence_ls.bench.divergence import Divergence, fp32_logprobs, kl_of_engine, read_bandwidth
+from whence_ls.bench.divergence import Divergence, StreamingRead, fp32_logprobs, kl_of_engine
 from whence_ls.bench.llama_client import Llama
 
 
@@ -55,7 +55,8 @@ def run(args) -> int:
     llamas = [Llama(args.llama_python, gguf, args.threads or torch.get_num_threads()) for gguf in args.gguf or []] \
         if args.llama_python else []
     weights_mb = sum(p.numel() * p.element_size() for p in baseline.model.parameters()) / 1e6
-    bandwidth = read_bandwidth(int(weights_mb * 1e6))
+    reader = StreamingRead(int(weights_mb * 1e6))
+    bandwidth = reader.gbps()
     fast = engines["fp32"].decoder is not None
     print(f"model: {baseline.name} on {baseline.device_label}, torch threads: {torch.get_num_threads()}; "
           f"decoder: {'fast (engine/fast_decode.py)' if fast else 'transformers (the fast decoder does not run this model)'}")
@@ -74,21 +75,23 @@ def run(args) -> int:
     readings = [bandwidth]
     try:
         for context_tokens in args.context_tokens:
-            rows.extend(_one_context(baseline, engines, llamas, source, context_tokens, args, draft, onnx))
-            readings.append(read_bandwidth(int(weights_mb * 1e6)))
+            rows.extend(_one_context(baseline, engines, llamas, source, context_tokens, args, draft, onnx, reader))
+            readings.append(reader.gbps())
     finally:
         for llama in llamas:
             llama.close()
     ceiling = max(readings)
-    print("| context | engine | decode tokens/s | prefill ms | x model.generate | fp32 bandwidth used | mean KL per token (nats) | greedy token differs | same greedy tokens as model.generate |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for tokens, name, decode, prefill, ratio, fp32_weights, kl_text, differs, same in rows:
+    print("| context | engine | decode tokens/s | prefill ms | x model.generate | fp32 bandwidth used | the same, paired | mean KL per token (nats) | greedy token differs | same greedy tokens as model.generate |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for tokens, name, decode, prefill, ratio, fp32_weights, kl_text, differs, same, paired in rows:
         used = f"{100 * decode * weights_mb / 1000 / ceiling:.0f}%" if fp32_weights else "—"
-        print(f"| {tokens} | {name} | {decode:.1f} | {prefill:.0f} | {ratio:.2f} | {used} | {kl_text} | {differs} | {same} |")
+        paired_text = f"{100 * paired:.0f}%" if paired is not None else "—"
+        print(f"| {tokens} | {name} | {decode:.1f} | {prefill:.0f} | {ratio:.2f} | {used} | {paired_text} | {kl_text} | {differs} | {same} |")
     print()
     print(f"fp32 bandwidth used: the row's fp32 weight bytes x tokens/s over the best streaming read of the run, "
           f"{ceiling:.1f} GB/s (readings at the start and after each context's rows: "
-          + ", ".join(f"{gb:.1f}" for gb in readings) + " GB/s)")
+          + ", ".join(f"{gb:.1f}" for gb in readings) + " GB/s); paired: each timed run's weight bytes x tokens/s over "
+          "a streaming read taken just before it, the median of the runs")
     _print_step_floor(baseline, engines, source, max(args.context_tokens))
     return 0
 
@@ -133,10 +136,10 @@ def _print_step_floor(baseline, engines: dict, source: str, context_tokens: int)
 
 
 def _one_context(baseline, engines: dict, llamas: list, source: str, context_tokens: int, args, draft: int,
-                 onnx: dict | None = None) -> list[list]:
+                 onnx: dict | None = None, reader: StreamingRead | None = None) -> list[list]:
     """Time one context's rows; returns them to print: (context tokens, name, decode tokens/s,
     prefill ms, x model.generate, whether it reads fp32 weights without drafts, KL, greedy
-    changes, same greedy tokens)."""
+    changes, same greedy tokens, the paired bandwidth share or None)."""
     import torch
 
     from whence_ls.engine.context import build_context
@@ -173,10 +176,17 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
         rows.append((f"llama.cpp ({llama.label})", f"llama{k}", lambda llama=llama, k=k: llama.run(context.token_ids, n, outputs, f"llama{k}")))
     for _, _, fn in rows:  # warm-up: first calls pay for lazy initialisation
         fn()
+    # rows that read fp32 weights without drafts: their bandwidth is the goal's measure
+    fp32_weights = {"fp32-none", "plain", *(f"onnx-{v}-none" for v in (onnx or {}) if v.split("-")[0] == "fp32"),
+                    *(f"llama{k}" for k, llama in enumerate(llamas) if "f32" in llama.label.lower())}
     runs: dict[str, list[tuple[float, float]]] = {key: [] for _, key, _ in rows}
+    paired: dict[str, list[float]] = {key: [] for key in fp32_weights}
     for _ in range(args.repeats):
         for _, key, fn in rows:
+            reading = reader.gbps(3) if reader is not None and key in fp32_weights else None
             runs[key].append(fn())
+            if reading:
+                paired[key].append(runs[key][-1][0] * reader.nbytes / 1e9 / reading)
     reference = outputs.get("plain", [])
     # the divergence from fp32 is a property of an engine's arithmetic, not of drafts (which
     # check their tokens against the same logits): measured once per engine, teacher-forced on
@@ -191,9 +201,6 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
         divergence[f"llama{k}"] = llama.divergence(list(context.token_ids), reference, truth)
     plain_speed = statistics.median(r[0] for r in runs["plain"])
     printed: list[list] = []
-    # rows that read fp32 weights without drafts: their bandwidth is the goal's measure
-    fp32_weights = {"fp32-none", "plain", *(f"onnx-{v}-none" for v in (onnx or {}) if v.split("-")[0] == "fp32"),
-                    *(f"llama{k}" for k, llama in enumerate(llamas) if "f32" in llama.label.lower())}
     for name, key, _ in rows:
         decode = statistics.median(r[0] for r in runs[key])
         prefill = statistics.median(r[1] for r in runs[key])
@@ -204,5 +211,5 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
         kl_text = "0 (reference)" if key == "plain" else (f"{kl.mean_kl:.2g}" if kl is not None else "—")
         differs = "—" if kl is None else f"{kl.argmax_changed} of {kl.positions}"
         printed.append([len(context.token_ids), name, decode, prefill, decode / plain_speed, key in fp32_weights,
-                        kl_text, differs, same])
+                        kl_text, differs, same, statistics.median(paired[key]) if paired.get(key) else None])
     return printed
