@@ -222,3 +222,30 @@ def test_verified_rows_equal_plain_masked_forwards_for_every_family(family_model
     plain = log_odds(masked_logprobs(TeacherForced.of(lm, record), indices, units, state.sources, state.masks))
     np.testing.assert_allclose(np.stack([state.outcomes[m] for m in range(6)]), plain, atol=1e-4, err_msg=family)
     assert state.from_start == (family == "gemma3")
+
+
+def test_attribution_patching_over_a_tail_for_every_family(family_model):
+    """The default's patching half runs the body from a cache of the context and the output head
+    on its own: every family's body and head (GPT-2's, Gemma 3's soft cap) take that path."""
+    import copy
+
+    import numpy as np
+
+    from whence_ls.engine.attribution import attribute_rows
+    from whence_ls.engine.attribution.patching import AttributionPatching
+    from whence_ls.engine.explain import explain_line
+    from whence_ls.errors import WhenceError
+
+    family, _, lm = family_model
+    record = explain_line(lm, SOURCE, SOURCE.count("\n") - 1, "python")
+    indices = list(range(len(record.tokens)))
+    for method in (AttributionPatching(), AttributionPatching(tail=4)):
+        fresh = copy.copy(record)
+        fresh.attribution = {}
+        if family == "gpt2":  # fused attention projections: a clear error, never a wrong row
+            with pytest.raises(WhenceError, match="v_proj"):
+                attribute_rows(lm, fresh, indices, method, None, language="python")
+            continue
+        rows = attribute_rows(lm, fresh, indices, method, None, language="python")
+        assert set(rows) == set(indices), family
+        assert all(np.all(np.isfinite(row.scores)) and any(row.scores) for row in rows.values()), family

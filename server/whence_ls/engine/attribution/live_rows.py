@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-# the methods whose rows generation can read (`generate(live_rows=...)`)
-LIVE_METHODS = ("calibrated_attention", "stacked_attention")
 # what generation reads for a method's rows: its own, or (`stacked_patching`) its first half's
 _LIVE_PART = {"calibrated_attention": "calibrated_attention", "stacked_attention": "stacked_attention",
               "stacked_patching": "stacked_attention"}
+# the methods whose rows generation can read (`generate(live_rows=...)`)
+LIVE_METHODS = tuple(method for method, part in _LIVE_PART.items() if part == method)
 
 
 def live_part(method: str) -> str | bool:

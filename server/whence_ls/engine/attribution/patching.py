@@ -66,14 +66,14 @@ class AttributionPatching:
             return {}
         groups = completion_lines(job, indices) if self.per_line else [indices]
         rows = {}
+        model = None
+        if self.precision != "fp32":
+            from whence_ls.engine.attribution.masked_model import masked_model
+
+            model = masked_model(job.lm, self.precision)
         for group in groups:
             if job.cancel is not None and job.cancel.is_set():
                 break
-            model = None
-            if self.precision != "fp32":
-                from whence_ls.engine.attribution.masked_model import masked_model
-
-                model = masked_model(job.lm, self.precision)
             hide = hidden_source_effects(job, group, unit_map, sources, per_line=self.per_line, tail=self.tail,
                                          model=model)  # [rows, sources], log-odds
             for k, index in enumerate(group):
@@ -231,8 +231,6 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
         else:
             first = 0  # a sliding-window layer kept only its last positions: the whole sequence runs
     head = model.get_output_embeddings()
-    final: list[torch.Tensor] = []  # the final hidden states at the rows' positions, [1, rows, D]
-    hooks.append(head.register_forward_pre_hook(lambda _module, args: final.append(args[0])))
     for layer, attention in enumerate(modules):
         hooks.append(attention.v_proj.register_forward_hook(keep_values(layer)))
         hooks.append(attention.register_forward_hook(keep_weights(layer)))
@@ -241,9 +239,9 @@ def hidden_source_effects(job: TeacherForced, indices: list[int], unit_map, sour
     try:
         with eager_attention(model), torch.enable_grad():
             cached = {getattr(job.lm, "cache_argument", "past_key_values"): cache} if cache is not None else {}
-            model(input_ids=job.ids[first:end].unsqueeze(0), use_cache=cache is not None, **cached,
-                  logits_to_keep=torch.tensor([p - first for p in positions], device=device))
-            hidden = final[-1][0]  # [rows, D]
+            # the body alone (its final norm included): the head runs once, in `_head_gradients`
+            out = model.base_model(input_ids=job.ids[first:end].unsqueeze(0), use_cache=cache is not None, **cached)
+            hidden = out.last_hidden_state[0, torch.tensor([p - first for p in positions], device=device)]  # [rows, D]
             # each row's log p depends on its own position's hidden state alone: its gradient
             # there comes from one small backward through the output head, and the rows' batched
             # backward starts below the head (through the head it would cost rows x rows x vocab)

@@ -27,6 +27,7 @@ import torch
 
 from whence_ls.engine.attribution.ablation import ablatable_sources
 from whence_ls.engine.attribution.base import RawRow, TeacherForced
+from whence_ls.engine.attribution.catalogue import rows_per_call
 from whence_ls.engine.taps import Preempted, stops_at_a_layer
 
 # context tokens before the completion whose queries patching counts: 16 ranked best of 8 / 16 /
@@ -39,9 +40,9 @@ STACKED_SHARE = 0.5
 
 # rows per call: a row's backward runs over every query from the tail to the row, so a batch of
 # all rows of a 2-line completion (~30) costs ~30 times a long window; in calls of 8 (the least
-# confident first; the language server asks for a hovered token's row alone, first:
-# `catalogue.rows_per_call`) rows arrive as they are made
-ROWS_PER_CALL = 8
+# confident first; the language server asks for a hovered token's row alone, first) rows arrive
+# as they are made. The catalogue holds the number (it is read without importing torch).
+ROWS_PER_CALL = rows_per_call("stacked_patching")
 
 
 class StackedPatching:
