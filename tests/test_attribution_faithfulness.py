@@ -99,7 +99,7 @@ def test_copy_case_on_the_embedded_model(embedded_lm):
     pieces = [i for i, t in enumerate(record.tokens) if start < t.start < start + len("frobnicate_widget_total")]
     assert pieces, [t.text for t in record.tokens]
     method = default_method(embedded_lm)
-    assert method == DEFAULT_METHOD == "stacked_patching", "the embedded model ships its calibration and stacked scorer"
+    assert method == DEFAULT_METHOD == "stacked_leave_one_out", "the embedded model ships its calibration and stacked scorer"
     # the default, the stacked estimator that is its first half, and the calibrated one under that
     for method in (DEFAULT_METHOD, "stacked_attention", "calibrated_attention"):
         rows = attribute_rows(embedded_lm, record, pieces, method, language="python")

@@ -156,7 +156,7 @@ def _ship(tiny_lm, directory, scorer: bool):
         (directory / f"{_safe_name(tiny_lm.name)}.stacked.json").write_text(json.dumps(data))
 
 
-def test_the_stacked_rows_mixed_with_patching_are_the_default_where_its_scorer_ships(tiny_lm, setting, shipped_dir):
+def test_the_stacked_rows_mixed_with_leave_one_out_are_the_default_where_its_scorer_ships(tiny_lm, setting, shipped_dir):
     from whence_ls.engine.attribution import CALIBRATED_METHOD, DEFAULT_METHOD, FALLBACK_METHOD, attribute_rows, default_method
     from whence_ls.engine.attribution.stacked_attention import StackedScorer, lexical_features, scalar_features
 
@@ -166,7 +166,7 @@ def test_the_stacked_rows_mixed_with_patching_are_the_default_where_its_scorer_s
     assert default_method(tiny_lm) == CALIBRATED_METHOD
     _ship(tiny_lm, shipped_dir, scorer=True)
     tiny_lm.__dict__.pop("_whence_stacked", None)
-    assert default_method(tiny_lm) == DEFAULT_METHOD == "stacked_patching"
+    assert default_method(tiny_lm) == DEFAULT_METHOD == "stacked_leave_one_out"
     import copy
 
     fresh = copy.copy(record)
@@ -231,6 +231,89 @@ def test_the_default_row_is_the_stacked_row_mixed_with_the_tails_patching(tiny_l
     for k, index in enumerate(indices):
         got = np.array([alone[index].scores[s] for s in sources])
         assert np.allclose(got, -hidden[k] / np.abs(hidden[k]).sum(), atol=1e-6)
+
+
+def _fresh(record):
+    import copy
+
+    clone = copy.copy(record)
+    clone.attribution = {}
+    return clone
+
+
+def test_the_default_row_is_the_stacked_row_mixed_with_leave_one_out_of_its_top_lines(tiny_lm, setting, shipped_dir,
+                                                                                    monkeypatch):
+    """The mix against its definition computed another way: the candidates from the stacked rows
+    of every token, and each one's effect from whole-sequence masked forwards (`ablation.py`),
+    which a tail covering the whole context must equal."""
+    from whence_ls.engine.attribution import attribute_rows
+    from whence_ls.engine.attribution import masked_model as masked_model_module
+    from whence_ls.engine.attribution.ablation import masked_log_odds
+    from whence_ls.engine.attribution.stacked_leave_one_out import OCCURRENCE_PRIOR, STACKED_SHARE, StackedLeaveOneOut
+
+    record, units, sources, indices, job = setting
+    _ship(tiny_lm, shipped_dir, scorer=True)
+    tiny_lm.__dict__.pop("_whence_stacked", None)
+    monkeypatch.setattr(masked_model_module, "preferred_precision", lambda lm: "fp32")  # comparable to ablation's fp32
+    few = 1  # the tiny setting has 4 lines: one per token leaves some unmeasured
+    whole = StackedLeaveOneOut(tail=10_000, candidates=few)
+    mixed = attribute_rows(tiny_lm, _fresh(record), indices, whole, language="python")
+    stacked = attribute_rows(tiny_lm, _fresh(record), indices, "stacked_attention", language="python")
+    part = {i: np.array([stacked[i].scores[s] for s in sources]) for i in indices}
+    candidates = sorted({int(c) for i in indices for c in np.argsort(-part[i], kind="stable")[:few]})
+    assert 0 < len(candidates) < len(sources), "the tiny setting should measure some lines, not all"
+    masks = np.ones((len(candidates) + 1, len(sources)), dtype=bool)
+    for k, column in enumerate(candidates):
+        masks[k + 1, column] = False
+    odds = masked_log_odds(job, indices, units, sources, masks)
+    bonused = 0
+    for index in indices:
+        measured = np.zeros(len(sources))
+        measured[candidates] = odds[0, index] - odds[1:, index]
+        expected = (1 - STACKED_SHARE) * measured / np.abs(measured).sum() + STACKED_SHARE * part[index] / np.abs(part[index]).sum()
+        latest = stacked[index].extra.get("latest_occurrence_unit")
+        if latest is not None:  # the bonus for the identifier's latest earlier occurrence
+            expected[sources.index(latest)] += OCCURRENCE_PRIOR * np.abs(expected).sum()
+            bonused += 1
+        got = np.array([mixed[index].scores[s] for s in sources])
+        assert mixed[index].method == "stacked_leave_one_out"
+        assert np.allclose(got / np.abs(got).sum(), expected / np.abs(expected).sum(), atol=1e-5), index
+        assert set(stacked[index].extra) <= set(mixed[index].extra)  # the copies and the logit lens come along
+        assert mixed[index].extra["leave_one_out_lines"] == len(candidates)
+    assert bonused, "the setting repeats identifiers: some rows get the occurrence bonus"
+
+
+def test_leave_one_out_is_measured_once_per_record_and_a_row_does_not_depend_on_its_call(tiny_lm, setting, shipped_dir,
+                                                                                       monkeypatch):
+    import threading
+
+    from whence_ls.engine.attribution import attribute_rows, verification
+    from whence_ls.engine.attribution.stacked_leave_one_out import StackedLeaveOneOut, forget
+
+    record, units, sources, indices, job = setting
+    _ship(tiny_lm, shipped_dir, scorer=True)
+    tiny_lm.__dict__.pop("_whence_stacked", None)
+    together = attribute_rows(tiny_lm, _fresh(record), indices, StackedLeaveOneOut(), language="python")
+    batches = []
+    real = verification._masked_from
+    monkeypatch.setattr(verification, "_masked_from", lambda *a, **k: batches.append(a[3]) or real(*a, **k))
+    one_by_one = _fresh(record)
+    first = attribute_rows(tiny_lm, one_by_one, [indices[-1]], StackedLeaveOneOut(), language="python")
+    made = len(batches)
+    assert made >= 1, "the first call measures the record's candidates"
+    rest = attribute_rows(tiny_lm, one_by_one, indices[:-1], StackedLeaveOneOut(), language="python")
+    assert len(batches) == made, "later calls look the outcomes up"
+    for index in indices:
+        row = first.get(index) or rest[index]
+        assert np.allclose(row.scores, together[index].scores, atol=1e-9), index
+    # a call stopped before its masks gives no rows, and the next one finishes them
+    stopped = _fresh(record)
+    cancel = threading.Event()
+    cancel.set()
+    assert StackedLeaveOneOut().compute(TeacherForced.of(tiny_lm, stopped, cancel), indices[:2], units) == {}
+    again = attribute_rows(tiny_lm, stopped, indices[:2], StackedLeaveOneOut(), language="python")
+    assert np.allclose(again[indices[0]].scores, together[indices[0]].scores, atol=1e-9)
+    forget(stopped)
 
 
 def test_the_served_lexical_features_are_the_benchmarks_definitions(setting):

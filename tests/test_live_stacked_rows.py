@@ -225,7 +225,7 @@ def test_pausing_is_called_before_each_batch_and_giving_up_leaves_the_rows_to_a_
 
 
 def test_the_defaults_live_half_gives_a_hovered_row_at_once_and_leaves_the_record_alone(tiny_lm, shipped, monkeypatch):
-    """`stacked_patching` (the default where a scorer ships) makes its rows after the completion;
+    """`stacked_leave_one_out` (the default where a scorer ships) makes its rows after the completion;
     a hover shows its stacked half meanwhile, read live: no forward, the record's rows untouched."""
     from whence_ls.engine.attribution import default_method, live_part_row
     from whence_ls.engine.attribution.live_rows import live_part
@@ -234,7 +234,7 @@ def test_the_defaults_live_half_gives_a_hovered_row_at_once_and_leaves_the_recor
 
     _ship_tiny(tiny_lm, shipped)
     method = default_method(tiny_lm)
-    assert method == "stacked_patching" and live_part(method) == "stacked_attention"
+    assert method == "stacked_leave_one_out" and live_part(method) == "stacked_attention"
     record = generate(tiny_lm, build_context(tiny_lm.tokenizer, SOURCE, len(SOURCE), 400), max_new_tokens=8,
                       live_rows=live_part(method))
     with monkeypatch.context() as patched:
@@ -251,4 +251,4 @@ def test_the_defaults_live_half_gives_a_hovered_row_at_once_and_leaves_the_recor
     assert live_part_row(tiny_lm, record, 3, "gradient_norm") is None
     # the default's own row still comes, and is the mix
     mixed = attribute_rows(tiny_lm, record, [3], language="python")
-    assert mixed[3].method == "stacked_patching"
+    assert mixed[3].method == "stacked_leave_one_out"

@@ -58,8 +58,8 @@ async def test_embedded_model_session(client: LanguageClient):
         assert "attribution computing" in shown or ("█" in shown and "stacked attention:" in shown), shown
     assert "█" in shown, shown
     # the embedded model ships its calibration and stacked scorer: the default is the stacked
-    # estimator (read while the completion decodes) mixed with the tail's attribution patching
-    assert matrix["method"] == "stacked_patching" and "stacked patching:" in shown, shown
+    # estimator (read while the completion decodes) mixed with leave-one-out of its top lines
+    assert matrix["method"] == "stacked_leave_one_out" and "stacked leave one out:" in shown, shown
     # the strongest units are links into this file, each to the line whose code it shows (a
     # check that the number is only some line above would pass with every link off by one)
     links = re.findall(r"\[line (\d+)\]\(" + re.escape(uri) + r"#L(\d+)\) `([^`]*)`", shown)

@@ -20,6 +20,7 @@ export type ServerSettings = {
     | 'calibrated_attention'
     | 'stacked_attention'
     | 'stacked_patching'
+    | 'stacked_leave_one_out'
     | 'ablation'
     | 'occlusion'
     | 'contrastive'

@@ -219,7 +219,7 @@ async def accept_to_row(client: Any, document: Document, samples: list[dict], ac
         targets = {name: _position(line, character, text, offset) for name, offset in _token_offsets(text).items()}
         found: dict[str, float | None] = {}
         # when the row is the default method's own, not its live half shown meanwhile (a hover
-        # that says the default's row "is being made", `stacked_patching`)
+        # that says the default's row "is being made", `stacked_leave_one_out`)
         own: dict[str, float | None] = {}
         notes: dict[str, str] = {}
         while len(own) < len(targets) and time.perf_counter() - t0 < timeout_s:

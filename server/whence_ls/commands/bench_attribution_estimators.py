@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--target-set", choices=("heldout", "training"), default="heldout",
                         help="the targets the dump was made of (`bench attribution --target-set`)")
     parser.add_argument("--figures", action="store_true",
-                        help="write the shipped default's (stacked_patching) figures where the hover's notes read them")
+                        help="write the shipped default's (stacked_leave_one_out) figures where the hover's notes read them")
     parser.add_argument("--evaluate-only", action="store_true", help="only print the table of what OUT holds")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--model", default=None)

@@ -100,7 +100,7 @@ def attribute_rows(
 
 def live_part_row(lm: LoadedModel, record: ScoredText, index: int, method: str) -> AttributionRow | None:
     """Token `index`'s row from what generation read for `method` (`live_rows.live_part`), when
-    that is not `method` itself (`stacked_patching`: its stacked half) and serves the token: made
+    that is not `method` itself (`stacked_leave_one_out`: its stacked half) and serves the token: made
     at once, without the model, for a hover that should not wait for the rest. Made on a copy of
     the record, whose rows stay `method`'s own. None where there is no such part."""
     from whence_ls.engine.attribution.live_rows import live_part, serves

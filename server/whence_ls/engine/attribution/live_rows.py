@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-# what generation reads for a method's rows: its own, or (`stacked_patching`) its first half's
+# what generation reads for a method's rows: its own, or (the stacked mixes) their stacked half's
 _LIVE_PART = {"calibrated_attention": "calibrated_attention", "stacked_attention": "stacked_attention",
-              "stacked_patching": "stacked_attention"}
+              "stacked_patching": "stacked_attention", "stacked_leave_one_out": "stacked_attention"}
 # the methods whose rows generation can read (`generate(live_rows=...)`)
 LIVE_METHODS = tuple(method for method, part in _LIVE_PART.items() if part == method)
 

@@ -23,8 +23,9 @@ targets, 154 rows, docs/bench-attribution.md) it ranked better than the calibrat
 forward-equivalents for a line's 8 rows. The per-line mode (one backward for the line) costs 2.4
 but ranks worse (0.29, 38%). The tail mode (`tail=`: only the last context tokens' and the
 completion's queries count, the context before them a cache without gradients) ranks as well as
-the whole context for a quarter of the cost; mixed with the stacked rows it is the default
-(`stacked_patching.py`).
+the whole context for a quarter of the cost; mixed with the stacked rows (`stacked_patching.py`)
+it was the default until leave-one-out of the stacked rows' top lines ranked better
+(`stacked_leave_one_out.py`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The unmasked context's keys and values, for methods that run only a tail of the sequence
-again (verified rows, the patching part of `stacked_patching`).
+again (verified rows, the leave-one-out part of `stacked_leave_one_out`, the patching part of
+`stacked_patching`).
 
 The completion that made the record ran this very context, and the model's prefix cache usually
 still holds its keys and values: a copy of them saves the one full forward such a method would

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # a hover on a token whose row is not ready waits this long for it, then answers without it
 HOVER_WAIT_S = 2.0
-# a default whose rows are made after the completion (`stacked_patching`: 1.3-2 s a 16-token completion, quiet)
+# a default whose rows are made after the completion (`stacked_leave_one_out`: its masked forwards, once per record)
 # shows the row of its part read while decoding (its stacked half) when its own row is not there
 # within this long; its own row replaces it on the next hover (`whence/rowsReady` says when)
 LIVE_PART_WAIT_S = 0.1

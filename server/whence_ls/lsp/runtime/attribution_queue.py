@@ -178,7 +178,7 @@ class AttributionQueue:
 
     async def live_part_row(self, record: Record, index: int) -> Any | None:
         """Token `index`'s row from the live part of a method whose own rows need the model
-        afterwards (`stacked_patching`: its stacked half, read while the completion decoded),
+        afterwards (`stacked_leave_one_out`: its stacked half, read while the completion decoded),
         with the record's units when they are not there yet: made on the light lane, at once, for
         a hover that should not wait behind the model worker. None where there is no such part.
         The record's own rows are not touched (they stay the method's, and come as before)."""
