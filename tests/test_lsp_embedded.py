@@ -54,9 +54,17 @@ async def test_embedded_model_session(client: LanguageClient):
         assert f"p = **{token['prob']:.2f}**" in shown
         if "█" in shown and "row is being made" not in shown:
             break
-        # before the default's row: nothing yet, or its stacked half read while decoding
+        # before the default's row: nothing yet, or its stacked half read while decoding, without
+        # the "saw:" features (asked only once the own row is shown: they would hold it back)
         assert "attribution computing" in shown or ("█" in shown and "stacked attention:" in shown), shown
+        assert "saw: " not in shown, shown
     assert "█" in shown, shown
+    # with the own row shown, the features are asked for, and a later hover shows them
+    for _ in range(40):
+        if "saw: " in (await hover(client, uri, start["line"], start["character"])).contents.value:
+            break
+    else:
+        raise AssertionError("no `saw:` features after the token's own row")
     # the embedded model ships its calibration and stacked scorer: the default is the stacked
     # estimator (read while the completion decodes) mixed with leave-one-out of its top lines
     assert matrix["method"] == "stacked_leave_one_out" and "stacked leave one out:" in shown, shown

@@ -61,7 +61,12 @@ class HoverFeature:
         row, note = await self.row(record, index)
         verified = self.verified(record, index) if row is not None else None
         features = None
-        if row is not None and session.sae.available:
+        # the "saw:" features need a forward of their own, submitted ahead of background work:
+        # asked while the row shown is only the default's live part, they would hold back the
+        # default's own row (by ~2.4 s for two hovered tokens with a core busy), so they are
+        # asked once the token's own row is shown
+        own = row is not None and getattr(row, "method", None) == session.attribution_method()
+        if own and session.sae.available:
             try:
                 features = await asyncio.wait_for(session.sae.features_of(record, index), FEATURES_WAIT_S)
             except asyncio.TimeoutError:
