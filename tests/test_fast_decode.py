@@ -165,3 +165,17 @@ def test_a_steps_products_alone_read_the_same_weights_as_the_step(tiny_lm):
     assert torch.allclose(logits, expected, atol=1e-5)
     rows = step_floor({"fp32": tiny_lm}, _ids(tiny_lm, 30), steps=2, repeats=1)
     assert len(rows) == 1 and rows[0].startswith("| fp32 | ") and rows[0].endswith("% |")
+
+
+def test_the_bandwidth_share_counts_the_kv_cache_a_step_reads(tiny_lm):
+    """`bench generate`'s bytes a decode step reads include the keys and values of every position
+    so far: per position, what the model's own cache holds after a forward."""
+    from whence_ls.bench.generate import kv_bytes_per_position
+
+    ids = torch.arange(5, 17).unsqueeze(0)
+    with torch.inference_mode():
+        cache = tiny_lm.model(input_ids=ids, use_cache=True).past_key_values
+    held = sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
+               for layer in cache.layers)
+    assert kv_bytes_per_position(tiny_lm) == held / ids.shape[1]
+    assert kv_bytes_per_position(tiny_lm, 2) == held / ids.shape[1] / 2

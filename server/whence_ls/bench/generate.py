@@ -10,8 +10,8 @@ model's graph (`engine/onnx_build.py`, `engine/onnx_decode.py`) for each `--onnx
 and with drafts.
 
 Columns: decode tokens/s, prefill ms, the speed-up over `model.generate`, the share of the
-memory's bandwidth the fp32 weights were read at (weights' bytes x tokens/s over a measured
-streaming read), the mean KL divergence per token of the engine's next-token distributions from
+memory's bandwidth a fp32 row read at (the bytes a decode step must read, the weights and the KV
+cache so far, x tokens/s over a measured streaming read), the mean KL divergence per token of the engine's next-token distributions from
 the fp32 model's (teacher-forced on the fp32 greedy continuation), and whether the greedy tokens
 are `model.generate`'s.
 """
@@ -83,17 +83,28 @@ def run(args) -> int:
     ceiling = max(readings)
     print("| context | engine | decode tokens/s | prefill ms | x model.generate | fp32 bandwidth used | the same, paired | mean KL per token (nats) | greedy token differs | same greedy tokens as model.generate |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for tokens, name, decode, prefill, ratio, fp32_weights, kl_text, differs, same, paired in rows:
-        used = f"{100 * decode * weights_mb / 1000 / ceiling:.0f}%" if fp32_weights else "—"
+    for tokens, name, decode, prefill, ratio, step_bytes, kl_text, differs, same, paired in rows:
+        used = f"{100 * decode * step_bytes / 1e9 / ceiling:.0f}%" if step_bytes else "—"
         paired_text = f"{100 * paired:.0f}%" if paired is not None else "—"
         print(f"| {tokens} | {name} | {decode:.1f} | {prefill:.0f} | {ratio:.2f} | {used} | {paired_text} | {kl_text} | {differs} | {same} |")
     print()
-    print(f"fp32 bandwidth used: the row's fp32 weight bytes x tokens/s over the best streaming read of the run, "
+    print(f"fp32 bandwidth used: the bytes a decode step of the row reads (its fp32 weights, and its KV cache at the "
+          f"decode's mean length: {kv_bytes_per_position(baseline) / 1e3:.0f} KB a position in fp32, half in llama.cpp's "
+          f"default f16 cache) x tokens/s over the best streaming read of the run, "
           f"{ceiling:.1f} GB/s (readings at the start and after each context's rows: "
-          + ", ".join(f"{gb:.1f}" for gb in readings) + " GB/s); paired: each timed run's weight bytes x tokens/s over "
+          + ", ".join(f"{gb:.1f}" for gb in readings) + " GB/s); paired: each timed run's step bytes x tokens/s over "
           "a streaming read taken just before it, the median of the runs")
     _print_step_floor(baseline, engines, source, max(args.context_tokens))
     return 0
+
+
+def kv_bytes_per_position(lm, element_size: int = 4) -> int:
+    """Bytes of keys and values one context position holds in the cache, every layer."""
+    config = lm.model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers * 2 * kv_heads * head_dim * element_size
 
 
 def time_model_generate(lm, prompt, n: int) -> tuple[float, float, list[int]]:
@@ -138,8 +149,9 @@ def _print_step_floor(baseline, engines: dict, source: str, context_tokens: int)
 def _one_context(baseline, engines: dict, llamas: list, source: str, context_tokens: int, args, draft: int,
                  onnx: dict | None = None, reader: StreamingRead | None = None) -> list[list]:
     """Time one context's rows; returns them to print: (context tokens, name, decode tokens/s,
-    prefill ms, x model.generate, whether it reads fp32 weights without drafts, KL, greedy
-    changes, same greedy tokens, the paired bandwidth share or None)."""
+    prefill ms, x model.generate, the bytes a decode step reads where the row reads fp32 weights
+    without drafts (else None), KL, greedy changes, same greedy tokens, the paired bandwidth share
+    or None)."""
     import torch
 
     from whence_ls.engine.context import build_context
@@ -179,6 +191,14 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
     # rows that read fp32 weights without drafts: their bandwidth is the goal's measure
     fp32_weights = {"fp32-none", "plain", *(f"onnx-{v}-none" for v in (onnx or {}) if v.split("-")[0] == "fp32"),
                     *(f"llama{k}" for k, llama in enumerate(llamas) if "f32" in llama.label.lower())}
+    # what one decode step of such a row reads: the weights, and the keys and values of every
+    # position so far (the decode's mean length), fp32 in ours and transformers', f16 in
+    # llama.cpp's default cache; at 1,000 context tokens the cache is ~8% of the embedded model's
+    # step
+    weights = sum(p.numel() * p.element_size() for p in baseline.model.parameters())
+    positions = len(context.token_ids) + (n - 1) / 2
+    step_bytes = {key: weights + positions * kv_bytes_per_position(baseline, 2 if key.startswith("llama") else 4)
+                  for key in fp32_weights}
     runs: dict[str, list[tuple[float, float]]] = {key: [] for _, key, _ in rows}
     paired: dict[str, list[float]] = {key: [] for key in fp32_weights}
     for _ in range(args.repeats):
@@ -186,7 +206,7 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
             reading = reader.gbps(3) if reader is not None and key in fp32_weights else None
             runs[key].append(fn())
             if reading:
-                paired[key].append(runs[key][-1][0] * reader.nbytes / 1e9 / reading)
+                paired[key].append(runs[key][-1][0] * step_bytes[key] / 1e9 / reading)
     reference = outputs.get("plain", [])
     # the divergence from fp32 is a property of an engine's arithmetic, not of drafts (which
     # check their tokens against the same logits): measured once per engine, teacher-forced on
@@ -210,6 +230,6 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
         kl = divergence.get(key)
         kl_text = "0 (reference)" if key == "plain" else (f"{kl.mean_kl:.2g}" if kl is not None else "—")
         differs = "—" if kl is None else f"{kl.argmax_changed} of {kl.positions}"
-        printed.append([len(context.token_ids), name, decode, prefill, decode / plain_speed, key in fp32_weights,
+        printed.append([len(context.token_ids), name, decode, prefill, decode / plain_speed, step_bytes.get(key),
                         kl_text, differs, same, statistics.median(paired[key]) if paired.get(key) else None])
     return printed
