@@ -54,7 +54,7 @@ def run(args) -> int:
     onnx = {} if unavailable or not onnx_variants else onnx_engines(engines["fp32"], onnx_variants, args.threads or torch.get_num_threads())
     llamas = [Llama(args.llama_python, gguf, args.threads or torch.get_num_threads()) for gguf in args.gguf or []] \
         if args.llama_python else []
-    weights_mb = sum(p.numel() * p.element_size() for p in baseline.model.parameters()) / 1e6
+    weights_mb = weight_bytes(baseline) / 1e6
     reader = StreamingRead(int(weights_mb * 1e6))
     bandwidth = reader.gbps()
     fast = engines["fp32"].decoder is not None
@@ -96,6 +96,12 @@ def run(args) -> int:
           "a streaming read taken just before it, the median of the runs")
     _print_step_floor(baseline, engines, source, max(args.context_tokens))
     return 0
+
+
+def weight_bytes(lm) -> int:
+    """Bytes of the model's weights as loaded (an output head tied to the embedding counted once:
+    a decode step reads it once, for the logits)."""
+    return sum(p.numel() * p.element_size() for p in lm.model.parameters())
 
 
 def kv_bytes_per_position(lm, element_size: int = 4) -> int:
@@ -195,7 +201,7 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
     # position so far (the decode's mean length), fp32 in ours and transformers', f16 in
     # llama.cpp's default cache; at 1,000 context tokens the cache is ~8% of the embedded model's
     # step
-    weights = sum(p.numel() * p.element_size() for p in baseline.model.parameters())
+    weights = weight_bytes(baseline)
     positions = len(context.token_ids) + (n - 1) / 2
     step_bytes = {key: weights + positions * kv_bytes_per_position(baseline, 2 if key.startswith("llama") else 4)
                   for key in fp32_weights}

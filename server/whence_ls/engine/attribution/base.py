@@ -145,6 +145,13 @@ def normalise(unit_scores: torch.Tensor) -> tuple[list[float], float, float]:
     return (scores / total_abs).tolist(), raw_sum, total_abs
 
 
+def unit_total(row: torch.Tensor) -> torch.Tensor:
+    """`row` scaled to a total of 1 in absolute value (a row of zeros stays zeros): how the
+    stacked mixes weigh their parts against each other."""
+    total = float(row.abs().sum())
+    return row / total if total > 0 else row
+
+
 def ensure_no_parameter_grads(model: torch.nn.Module) -> None:
     """Gradient methods need d(output)/d(input) only; without this, autograd would also keep
     every weight's gradient path alive and compute weight gradients nobody reads."""

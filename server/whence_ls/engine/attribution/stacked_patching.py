@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from whence_ls.engine.attribution.ablation import ablatable_sources
-from whence_ls.engine.attribution.base import RawRow, TeacherForced
+from whence_ls.engine.attribution.base import RawRow, TeacherForced, unit_total
 from whence_ls.engine.attribution.catalogue import rows_per_call
 from whence_ls.engine.taps import Preempted, stops_at_a_layer
 
@@ -77,8 +77,8 @@ class StackedPatching:
         columns = torch.tensor(sources)
         rows = {}
         for k, index in enumerate(indices):
-            patching = _unit_total(-hidden[k])
-            stacked_part = _unit_total(stacked[index].unit_scores[columns].double())
+            patching = unit_total(-hidden[k])
+            stacked_part = unit_total(stacked[index].unit_scores[columns].double())
             scores = torch.zeros(len(unit_map.units), dtype=torch.float64)
             scores[columns] = (1.0 - self.stacked_share) * patching + self.stacked_share * stacked_part
             rows[index] = RawRow(unit_scores=scores, extra={**stacked[index].extra, "patching_share": 1.0 - self.stacked_share})
@@ -103,9 +103,3 @@ class StackedPatching:
                                              model=model)
         except Preempted:
             return None
-
-
-def _unit_total(row: torch.Tensor) -> torch.Tensor:
-    """`row` scaled to a total of 1 in absolute value (a row of zeros stays zeros)."""
-    total = float(row.abs().sum())
-    return row / total if total > 0 else row
