@@ -121,6 +121,27 @@ def test_int8_stays_near_fp32(plain_lm, graphs):
     assert 0 < divergence.mean_kl < 0.05
 
 
+def test_the_int8_mlp_products_take_blocks_of_64_and_the_others_32(graphs):
+    """The MLP's products come from the second build (blocks of 64, `onnx_build.MLP_BLOCK`),
+    with their weights and scales shaped for it; the attention's and the head's keep 32."""
+    import onnx
+
+    model = onnx.load(str(graphs["int8"] / "model.onnx"))
+    tensors = {t.name: t for t in model.graph.initializer}
+    seen = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        attributes = {a.name: a.i for a in node.attribute}
+        blocks = -(-attributes["K"] // attributes["block_size"])
+        # the weights are [N, blocks, block_size] bytes, the scales one per block
+        assert list(tensors[node.input[1]].dims) == [attributes["N"], blocks, attributes["block_size"]]
+        assert list(tensors[node.input[2]].dims) in ([attributes["N"], blocks], [attributes["N"] * blocks])
+        part = "mlp" if "/mlp/" in node.name else "head" if "lm_head" in node.name else "attention"
+        seen.setdefault(part, set()).add(attributes["block_size"])
+    assert seen == {"mlp": {64}, "attention": {32}, "head": {32}}
+
+
 def test_the_build_is_kept_until_the_weights_change(tiny_model_dir, graphs, monkeypatch):
     """A second call finds the stamped build and runs no builder; other weights would rebuild."""
     import subprocess

@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:  # the real command line (not a test calling main in its own process)
+        from whence_ls.huge_pages import reexec_with_huge_pages
+
+        reexec_with_huge_pages()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
