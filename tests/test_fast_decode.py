@@ -179,3 +179,21 @@ def test_the_bandwidth_share_counts_the_kv_cache_a_step_reads(tiny_lm):
                for layer in cache.layers)
     assert kv_bytes_per_position(tiny_lm) == held / ids.shape[1]
     assert kv_bytes_per_position(tiny_lm, 2) == held / ids.shape[1] / 2
+
+
+def test_bench_generate_runs_each_llama_row_beside_the_row_held_against_it():
+    """int8 is held against Q8_0 and fp32 against F32 (by the GGUF's name), each pair runs side by
+    side, in alternating order from one repeat to the next; rows without a partner keep their place."""
+    from whence_ls.bench.generate import _paired_order, llama_partners
+
+    labels = ["smollm2-f32.gguf, 2 threads", "smollm2-q8_0.gguf, 2 threads", "smollm2-q4_k_m.gguf, 2 threads"]
+    partners = llama_partners(["int8-spin", "fp32-spin", "int8-acc1"], labels)
+    # a llama.cpp row runs once a repeat: beside the first row held against it only
+    assert partners == {"onnx-int8-spin-none": "llama1", "onnx-fp32-spin-none": "llama0"}
+    partners = llama_partners(["int8-spin", "fp32-spin"], labels)
+    keys = ["fp32-none", "onnx-int8-spin-none", "onnx-int8-spin-drafts", "onnx-fp32-spin-none", "plain", "llama0", "llama1", "llama2"]
+    rows = [(key.upper(), key, None) for key in keys]
+    assert [row[1] for row in _paired_order(rows, partners, flip=False)] == [
+        "fp32-none", "onnx-int8-spin-none", "llama1", "onnx-int8-spin-drafts", "onnx-fp32-spin-none", "llama0", "plain", "llama2"]
+    assert [row[1] for row in _paired_order(rows, partners, flip=True)] == [
+        "fp32-none", "llama1", "onnx-int8-spin-none", "onnx-int8-spin-drafts", "llama0", "onnx-fp32-spin-none", "plain", "llama2"]

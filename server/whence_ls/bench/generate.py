@@ -9,6 +9,9 @@ bench-only environment) on each GGUF of the same model given with `--gguf`; onnx
 model's graph (`engine/onnx_build.py`, `engine/onnx_decode.py`) for each `--onnx` variant, without
 and with drafts.
 
+Each onnxruntime row without drafts runs right beside the llama.cpp row it is held against
+(int8 beside Q8_0, fp32 beside F32; `llama_partners`), and their ratio is given run by run.
+
 Columns: decode tokens/s, prefill ms, the speed-up over `model.generate`, the share of the
 memory's bandwidth a fp32 row read at (the bytes a decode step must read, the weights and the KV
 cache so far, x tokens/s over a measured streaming read), the mean KL divergence per token of the engine's next-token distributions from
@@ -18,6 +21,7 @@ are `model.generate`'s.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Callable
@@ -66,6 +70,9 @@ def run(args) -> int:
         print("llama.cpp: not measured (give --llama-python, the Python of an environment with llama-cpp-python; see docs/benchmarks.md)")
     if unavailable:
         print(unavailable)
+    huge = "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")
+    print("memory: " + ("large allocations on 2 MB pages (huge_pages.py)" if huge else
+                        "4 KB pages (huge pages off: WHENCE_HUGE_PAGES=0, or not available here)"))
     print(f"prompt: {source_path}; {args.new_tokens} new tokens, greedy; {args.repeats} alternating runs after a warm-up; medians")
     print()
     # the rows are printed once every context has run: the bandwidth ceiling is the best streaming
@@ -207,8 +214,9 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
                   for key in fp32_weights}
     runs: dict[str, list[tuple[float, float]]] = {key: [] for _, key, _ in rows}
     paired: dict[str, list[float]] = {key: [] for key in fp32_weights}
-    for _ in range(args.repeats):
-        for _, key, fn in rows:
+    partners = llama_partners(list(onnx or {}), [llama.label for llama in llamas])
+    for repeat in range(args.repeats):
+        for _, key, fn in _paired_order(rows, partners, flip=repeat % 2 == 1):
             reading = reader.gbps(3) if reader is not None and key in fp32_weights else None
             runs[key].append(fn())
             if reading:
@@ -238,4 +246,40 @@ def _one_context(baseline, engines: dict, llamas: list, source: str, context_tok
         differs = "—" if kl is None else f"{kl.argmax_changed} of {kl.positions}"
         printed.append([len(context.token_ids), name, decode, prefill, decode / plain_speed, step_bytes.get(key),
                         kl_text, differs, same, statistics.median(paired[key]) if paired.get(key) else None])
+    names = {key: name for name, key, _ in rows}
+    for ours, theirs in partners.items():
+        ratios = [a[0] / b[0] for a, b in zip(runs[ours], runs[theirs]) if b[0] > 0]
+        if ratios:
+            print(f"{len(context.token_ids)} context tokens: {names[ours]} / {names[theirs]}, runs side by side: "
+                  f"median {statistics.median(ratios):.2f}x, each run " + ", ".join(f"{r:.2f}" for r in ratios))
     return printed
+
+
+def llama_partners(onnx_variants: list[str], llama_labels: list[str]) -> dict[str, str]:
+    """Row key of an onnxruntime row without drafts -> the key of the llama.cpp row it is held
+    against (issue 22: int8 against Q8_0, fp32 against F32), matched by the GGUF's name; a llama.cpp
+    row is held against the first such row only (it runs once a repeat)."""
+    wanted = {"int8": "q8_0", "fp32": "f32"}
+    partners = {}
+    for variant in onnx_variants:
+        kind = wanted.get(variant.split("-")[0])
+        match = next((k for k, label in enumerate(llama_labels) if kind and f"-{kind}." in label.lower()), None)
+        if match is not None and f"llama{match}" not in partners.values():
+            partners[f"onnx-{variant}-none"] = f"llama{match}"
+    return partners
+
+
+def _paired_order(rows: list, partners: dict[str, str], flip: bool) -> list:
+    """`rows` with each llama.cpp row run right beside the row held against it (its partner
+    first, or second when `flip`: alternating cancels a drift of the machine's speed), so that
+    each pair's ratio compares runs of the same moment."""
+    by_key = {row[1]: row for row in rows}
+    placed = set(partners.values())
+    order = []
+    for row in rows:
+        if row[1] in placed:
+            continue
+        partner = partners.get(row[1])
+        pair = [row] if partner is None else [row, by_key[partner]]
+        order.extend(reversed(pair) if flip else pair)
+    return order
