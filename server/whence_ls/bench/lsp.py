@@ -119,6 +119,8 @@ async def _bench(args) -> dict[str, Any]:
         options["model"] = args.model
     if getattr(args, "attribution_method", None):
         options["attributionMethod"] = args.attribution_method
+    if getattr(args, "precision", None):
+        options["precision"] = args.precision
     workspace = tempfile.mkdtemp(prefix="whence-bench-lsp-")
     started = time.perf_counter()
     extra = ["--log-file", args.server_log, "--verbose"] if args.server_log else []

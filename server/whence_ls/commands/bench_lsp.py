@@ -42,6 +42,8 @@ def add_parser(subparsers) -> None:
                         help="the server's coldPrefillMs setting (default: its default; 0: always the full window)")
     parser.add_argument("--attribution-method", default=None, metavar="METHOD",
                         help="the server's attributionMethod setting (default: its default, as an editor gets)")
+    parser.add_argument("--precision", default=None, metavar="PRECISION",
+                        help="the server's precision setting (default: its default; e.g. onnx-int8, with the onnx extra)")
     parser.add_argument("--ghost-only", action="store_true",
                         help="only ghost text and accept-to-row (skip completion latency at shlex ends, first completion, "
                              "during background, long document, cold row, hover latency)")
