@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -56,6 +57,12 @@ class Client(Protocol):
     def feature(self, name: str, options: Any = None) -> Callable: ...
 
 
+# verification (the background's heaviest and least urgent work) waits until the user has not
+# typed for this long: run on a core the editor shares, its mask batches made keystrokes that
+# need no model work (a kept completion's rest) take 20-50 ms instead of 3-10 (docs/benchmarks.md)
+TYPING_HOLD_S = 1.0
+
+
 class Session:
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -97,6 +104,7 @@ class Session:
         self.placement = Placement(self)  # accepted text -> records, their provenance and trace
         self.retention = Retention(self)  # what of each acceptance is still as written
         self.workspace_flags = WorkspaceFlags()  # the flag learned from this workspace's edits
+        self._typed_at = float("-inf")  # time.monotonic() of the last edit of an open document
         self.retention.on_checkpoint.append(self.workspace_flags.observed)
 
     # -- start-up --------------------------------------------------------------------------------
@@ -140,7 +148,19 @@ class Session:
             return None
         # verified rows come last: after every estimate row (and prefetch) that is waiting
         work = self.attribution.next_work()
-        return work if work is not None or self.verification is None else self.verification.next_work()
+        if work is not None or self.verification is None or self.typing():
+            return work  # while typing, the worker's next poll (within a second) looks again
+        return self.verification.next_work()
+
+    def note_typing(self) -> None:
+        """An open document changed: hold verification back for `TYPING_HOLD_S`, and stop a
+        verification step under way at its next mask batch (it resumes from there)."""
+        self._typed_at = time.monotonic()
+        if self.worker is not None and self.verification is not None and self.verification.running():
+            self.worker.background_cancel.set()
+
+    def typing(self) -> bool:
+        return time.monotonic() - self._typed_at < TYPING_HOLD_S
 
     def _attribution_activity(self, activity: str | None) -> None:
         self.status.show(explaining=activity)

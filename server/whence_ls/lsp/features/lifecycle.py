@@ -290,6 +290,7 @@ class LifecycleFeature:
             touched = True
         document.version = params.text_document.version
         if touched:
+            session.note_typing()
             session.placement.place_pending(uri)
             session.publish_diagnostics(uri)
             if edited_at is not None:

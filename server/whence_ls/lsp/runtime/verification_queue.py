@@ -3,7 +3,7 @@ record a person hovers), after its estimate rows, one resumable step at a time.
 
 The estimate (the default method's rows) comes first and at once; verification is the model
 worker's last kind of work: it runs only when no interactive job, no estimate row and no warm-up
-waits, and it stops between mask batches when any of them arrives (the worker's background
+waits and the user has not typed for a second (`session.TYPING_HOLD_S`), and it stops between mask batches when any of them arrives (the worker's background
 cancel), keeping the outcomes of the masks done so far. A hover on a record not verified yet
 moves it to the front. Finished rows go onto the record (`ScoredText.verified`) on the event
 loop, and `on_verified` announces them (`whence/rowsReady` with `verified: true`).
@@ -76,6 +76,11 @@ class VerificationQueue:
         with self._lock:
             state = self._states.get(record.id)
         return (len(state.outcomes), len(state.masks)) if state is not None else None
+
+    def running(self) -> bool:
+        """Whether a verification step is under way on the worker."""
+        with self._lock:
+            return self._running is not None
 
     def pending_count(self) -> int:
         with self._lock:
