@@ -61,6 +61,9 @@ class Client(Protocol):
 # typed for this long: run on a core the editor shares, its mask batches made keystrokes that
 # need no model work (a kept completion's rest) take 20-50 ms instead of 3-10 (docs/benchmarks.md)
 TYPING_HOLD_S = 1.0
+# warm-ups (a prefill at the cursor) wait for a pause this long: one at every key, 100-200 ms
+# apart, is work thrown away at the next key, on the core the editor needs for that key
+WARM_UP_PAUSE_S = 0.25
 
 
 class Session:
@@ -105,6 +108,7 @@ class Session:
         self.retention = Retention(self)  # what of each acceptance is still as written
         self.workspace_flags = WorkspaceFlags()  # the flag learned from this workspace's edits
         self._typed_at = float("-inf")  # time.monotonic() of the last edit of an open document
+        self._wakes: list[asyncio.TimerHandle] = []  # the worker's wake-ups when the holds end
         self.retention.on_checkpoint.append(self.workspace_flags.observed)
 
     # -- start-up --------------------------------------------------------------------------------
@@ -140,8 +144,9 @@ class Session:
 
     def _idle_work(self) -> Callable[[Any, threading.Event], None] | None:
         """Background work for the model worker (its thread): warm-ups first, they make the next
-        completion faster; then attribution rows."""
-        warm = self.warmups.next_work()
+        completion faster (once typing pauses, `WARM_UP_PAUSE_S`); then attribution rows; then
+        verification (once the user has not typed for `TYPING_HOLD_S`)."""
+        warm = None if self.typing(WARM_UP_PAUSE_S) else self.warmups.next_work()
         if warm is not None:
             return warm
         if self.attribution is None:
@@ -156,11 +161,18 @@ class Session:
         """An open document changed: hold verification back for `TYPING_HOLD_S`, and stop a
         verification step under way at its next mask batch (it resumes from there)."""
         self._typed_at = time.monotonic()
-        if self.worker is not None and self.verification is not None and self.verification.running():
+        if self.worker is None:
+            return
+        if self.verification is not None and self.verification.running():
             self.worker.background_cancel.set()
+        for handle in self._wakes:
+            handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._wakes = [loop.call_later(delay + 0.01, self.worker.wake) for delay in (WARM_UP_PAUSE_S, TYPING_HOLD_S)]
 
-    def typing(self) -> bool:
-        return time.monotonic() - self._typed_at < TYPING_HOLD_S
+    def typing(self, within: float = TYPING_HOLD_S) -> bool:
+        """Whether an open document was edited in the last `within` seconds."""
+        return time.monotonic() - self._typed_at < within
 
     def _attribution_activity(self, activity: str | None) -> None:
         self.status.show(explaining=activity)
