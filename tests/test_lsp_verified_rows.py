@@ -11,7 +11,6 @@ import time
 
 import pytest
 import pytest_lsp
-from lsprotocol import types
 from pytest_lsp import ClientServerConfig
 
 from whence_ls.engine.attribution.verification import VERIFY_MASKS
@@ -151,39 +150,3 @@ async def test_with_verification_off_the_hover_says_estimated(client: LanguageCl
     finally:
         await execute_settings(client, {"verifyRows": True})
 
-
-async def test_verification_waits_while_the_user_types(client: LanguageClient):
-    """Edits of an open document hold verification back (`session.TYPING_HOLD_S`): a line
-    explained while typing goes on gets its estimate but no verified rows until the typing stops,
-    and then it does."""
-    from whence_ls.lsp.session import TYPING_HOLD_S
-
-    uri = fresh(client, "typed-into.py")
-    other = fresh(client, "typing-here.py")
-    typing = True
-    version = 1
-
-    async def type_along() -> None:
-        nonlocal version
-        while typing:
-            version += 1
-            client.text_document_did_change(types.DidChangeTextDocumentParams(
-                text_document=types.VersionedTextDocumentIdentifier(uri=other, version=version),
-                content_changes=[types.TextDocumentContentChangePartial(
-                    range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
-                    text="x")]))
-            await asyncio.sleep(0.1)
-
-    typist = asyncio.ensure_future(type_along())
-    try:
-        await asyncio.sleep(0.3)  # typing is under way before the line is explained
-        answer = await execute(client, "whence.explainLine", {"uri": uri, "line": 6})
-        record_id = answer["recordId"]
-        await asyncio.sleep(3 * TYPING_HOLD_S + 1)  # the tiny model verifies a line in well under a second
-        assert not [n for n in client.rows_ready if n["recordId"] == record_id and n.get("verified")]
-        matrix = await request(client, "whence/attributionMatrix", {"textDocument": {"uri": uri}, "recordId": record_id})
-        assert matrix["verifying"] is True and all(row is not None for row in matrix["scores"])
-    finally:
-        typing = False
-        await typist
-    await verified_note(client, record_id)

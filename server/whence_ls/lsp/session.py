@@ -82,6 +82,7 @@ class Session:
         self.completion_cache = CompletionCache()
         self.repository = RepositoryContext(self.documents)
         self.worker: ModelWorker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop, once the worker starts
         self.attribution: AttributionQueue | None = None
         self.verification: VerificationQueue | None = None
         self.provenance: ProvenanceLog | None = None
@@ -118,6 +119,7 @@ class Session:
         if self.worker is not None:
             return
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self.attribution = AttributionQueue(loop, self.attribution_method, self._map_units)
         self.attribution.on_activity = self._attribution_activity
         self.worker = ModelWorker(idle_source=self._idle_work, pinned_threads=lambda: self.settings.threads,
@@ -148,6 +150,7 @@ class Session:
         verification (once the user has not typed for `TYPING_HOLD_S`)."""
         warm = None if self.typing(WARM_UP_PAUSE_S) else self.warmups.next_work()
         if warm is not None:
+            self._loop.call_soon_threadsafe(self.status.count, "warmUps")
             return warm
         if self.attribution is None:
             return None
