@@ -118,6 +118,17 @@ def open_file(client: LanguageClient, name: str, text: str) -> str:
     return uri
 
 
+async def verified_note(client: LanguageClient, record_id: str, seconds: float = 90.0) -> dict:
+    """The first `whence/rowsReady` with `verified: true` for `record_id` (a `rows_client`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for note in client.rows_ready:
+            if note["recordId"] == record_id and note.get("verified"):
+                return note
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no verified rowsReady for {record_id}: {client.rows_ready}")
+
+
 def rows_client() -> LanguageClient:
     """A whence client that keeps every whence/rowsReady, in order (`client.rows_ready`)."""
     client = whence_client()

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
 import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig
 
-from test_lsp_support import PY_SOURCE, LanguageClient, execute, open_file, request, rows_client, start, wait_ready
+from test_lsp_support import (PY_SOURCE, LanguageClient, execute, open_file, request, rows_client, start, verified_note,
+                              wait_ready)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -33,16 +33,6 @@ async def client(lsp_client: LanguageClient, tiny_model_dir, tmp_path_factory):
 
 def fresh(client: LanguageClient, name: str) -> str:
     return open_file(client, name, PY_SOURCE)
-
-
-async def verified_note(client: LanguageClient, record_id: str, seconds: float = 90.0) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for note in client.rows_ready:
-            if note["recordId"] == record_id and note.get("verified"):
-                return note
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no verified rowsReady for {record_id}: {client.rows_ready}")
 
 
 def type_a_key(client: LanguageClient, uri: str, version: int, line: int = 0) -> None:

@@ -16,7 +16,7 @@ from pytest_lsp import ClientServerConfig
 from whence_ls.engine.attribution.verification import VERIFY_MASKS
 
 from test_lsp_support import (PY_SOURCE, open_file, rows_client, LanguageClient, accept_inline, execute, execute_settings, hover,
-                              request, start, wait_ready)
+                              request, start, verified_note, wait_ready)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -37,16 +37,6 @@ async def client(lsp_client: LanguageClient, tiny_model_dir, tmp_path_factory):
 
 def fresh(client: LanguageClient, name: str) -> str:
     return open_file(client, name, PY_SOURCE)
-
-
-async def verified_note(client: LanguageClient, record_id: str, seconds: float = 90.0) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for note in client.rows_ready:
-            if note["recordId"] == record_id and note.get("verified"):
-                return note
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no verified rowsReady for {record_id}: {client.rows_ready}")
 
 
 def hover_text(answer) -> str:
