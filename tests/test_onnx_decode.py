@@ -140,6 +140,10 @@ def test_the_int8_mlp_products_take_blocks_of_64_and_the_others_32(graphs):
         part = "mlp" if "/mlp/" in node.name else "head" if "lm_head" in node.name else "attention"
         seen.setdefault(part, set()).add(attributes["block_size"])
     assert seen == {"mlp": {64}, "attention": {32}, "head": {32}}
+    import json
+
+    stamp = json.loads((graphs["int8"] / "whence-build.json").read_text())
+    assert stamp["mlp_products_taken"] == sum(1 for n in model.graph.node if n.op_type == "MatMulNBits" and "/mlp/" in n.name)
 
 
 def test_the_build_is_kept_until_the_weights_change(tiny_model_dir, graphs, monkeypatch):

@@ -89,8 +89,12 @@ def ensure_onnx(model_dir: str | os.PathLike, precision: str = "int8", *, accura
         block = MLP_BLOCK.get(precision)
         if block is not None:
             other = scratch / f"blocks-{block}"
-            _run_builder(model_dir, other, precision, scratch / "cache", f"block_size={block}")
-            take_products(built / "model.onnx", other / "model.onnx", MLP_PART)
+            try:
+                _run_builder(model_dir, other, precision, scratch / "cache", f"block_size={block}")
+                stamp["mlp_products_taken"] = take_products(built / "model.onnx", other / "model.onnx", MLP_PART)
+            except WhenceError as error:  # a model the builder cannot block so: the first build's 32 everywhere
+                log(f"the MLP's blocks of {block} could not be built; keeping blocks of 32 ({str(error)[:200]})")
+                stamp["mlp_products_taken"] = 0
             shutil.rmtree(other, ignore_errors=True)
         rewrite_graph(built / "model.onnx", accuracy)
         from importlib.metadata import version
@@ -121,10 +125,11 @@ def _run_builder(model_dir: Path, out: Path, precision: str, cache: Path, *extra
 MLP_PART = "/mlp/"
 
 
-def take_products(path: Path, other: Path, part: str) -> None:
+def take_products(path: Path, other: Path, part: str) -> int:
     """Give the MatMulNBits products of `path`'s graph whose name contains `part` the weights,
     scales and attributes of the same-named products in `other` (a build of the same model with
-    other options), in place; the graph and its external data file are written again."""
+    other options), in place; the graph and its external data file are written again. Returns
+    how many products were taken."""
     import onnx
 
     model = onnx.load(str(path))
@@ -145,12 +150,13 @@ def take_products(path: Path, other: Path, part: str) -> None:
         node.attribute.extend(given.attribute)
         taken += 1
     if not taken:
-        return  # a family whose builder names its products otherwise keeps one block size
+        return 0  # a family whose builder names its products otherwise keeps one block size
     data = path.with_name(path.name + ".data")
     data.unlink(missing_ok=True)  # onnx appends to an existing data file
     onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
               size_threshold=1024)
     data.chmod(0o644)  # onnx writes it readable by its owner alone; the builder's was not
+    return taken
 
 
 def rewrite_graph(path: Path, accuracy: int | None) -> None:
