@@ -42,7 +42,9 @@ def _text(item) -> str:
 async def _idle(client, seconds: float = 60.0) -> None:
     for _ in range(int(seconds * 10)):
         status = await request(client, "whence/status", {})
-        if not status.get("activity") and not status.get("stats", {}).get("attributionPending"):
+        stats = status.get("stats", {})
+        # a warm-up waits for a pause after the last edit (`session.WARM_UP_PAUSE_S`): not idle yet
+        if not status.get("activity") and not stats.get("attributionPending") and not stats.get("warmUpsPending"):
             return
         await asyncio.sleep(0.1)
 

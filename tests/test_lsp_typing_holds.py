@@ -43,8 +43,10 @@ def type_a_key(client: LanguageClient, uri: str, version: int, line: int = 0) ->
             text="x")]))
 
 
-async def warm_ups(client: LanguageClient) -> int:
-    return (await request(client, "whence/status", {})).get("stats", {}).get("warmUps", 0)
+async def warm_ups(client: LanguageClient) -> tuple[int, int]:
+    """(warm-ups run so far, warm-ups waiting or running) from `whence/status`."""
+    stats = (await request(client, "whence/status", {})).get("stats", {})
+    return stats.get("warmUps", 0), stats.get("warmUpsPending", 0)
 
 
 async def test_warm_ups_wait_for_a_pause_in_typing(client: LanguageClient):
@@ -53,15 +55,16 @@ async def test_warm_ups_wait_for_a_pause_in_typing(client: LanguageClient):
 
     uri = fresh(client, "warmed.py")
     await asyncio.sleep(2.0)  # the warm-up of the file just opened
-    before = await warm_ups(client)
+    before, _ = await warm_ups(client)
     for version in range(2, 22):
         type_a_key(client, uri, version, line=12)
         await asyncio.sleep(0.06)
-    during = await warm_ups(client)
+    during, waiting = await warm_ups(client)
     await asyncio.sleep(WARM_UP_PAUSE_S + 1.5)
-    after = await warm_ups(client)
+    after, waiting_after = await warm_ups(client)
     assert during - before <= 1, (before, during)  # at most one begun before the first key
-    assert after > during, (during, after)  # and one once the typing paused
+    assert waiting == 1  # the newest edit's, held: the server says it is not idle yet
+    assert after > during and waiting_after == 0, (during, after, waiting_after)  # done once the typing paused
 
 
 async def test_verification_waits_while_the_user_types(client: LanguageClient):

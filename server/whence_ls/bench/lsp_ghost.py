@@ -268,13 +268,14 @@ def hover_state(markdown: str | None) -> tuple[str, str]:
 
 
 async def wait_idle(call: Any, timeout_s: float) -> bool:
-    """Until the server reports no activity and no pending or prefetched rows; False when
-    `timeout_s` passed first."""
+    """Until the server reports no activity, no pending or prefetched rows and no warm-up
+    waiting; False when `timeout_s` passed first."""
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout_s:
         status = await call("whence/status", {})
         stats = status.get("stats", {})
-        if not status.get("activity") and not stats.get("attributionPending") and not stats.get("attributionPrefetch"):
+        if not status.get("activity") and not stats.get("attributionPending") and not stats.get("attributionPrefetch") \
+                and not stats.get("warmUpsPending"):
             return True
         await asyncio.sleep(0.05)
     return False

@@ -88,6 +88,7 @@ class CustomRequestsFeature:
             "completionCacheHits": session.completion_cache.hits,
             "attributionPending": session.attribution.pending_count() if session.attribution else 0,
             "attributionPrefetch": session.attribution.prefetching() if session.attribution else False,
+            "warmUpsPending": session.warmups.pending(),
             "records": len(session.records.all()),
         }
         return session.status.snapshot()

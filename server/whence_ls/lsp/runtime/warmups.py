@@ -24,6 +24,7 @@ class WarmUps:
         self._settings = settings  # the current settings (they are replaced when they change)
         self._prompt_for = prompt_for
         self._wanted: list[tuple[str, int | None]] = []  # (uri, cursor or None: the end)
+        self._running = 0  # warm-ups under way on the worker (0 or 1)
         self.wake_worker: Callable[[], None] = lambda: None
 
     def request(self, uri: str, cursor: int | None = None) -> None:
@@ -32,6 +33,11 @@ class WarmUps:
         self._wanted = [(u, c) for u, c in self._wanted if u != uri]
         self._wanted.append((uri, cursor))
         self.wake_worker()
+
+    def pending(self) -> int:
+        """Warm-ups asked for and not done yet (waiting, also for a pause in typing, or running):
+        the server is not idle while one is."""
+        return len(self._wanted) + self._running
 
     def next_work(self) -> Callable[[Any, threading.Event], None] | None:
         """The newest warm-up still worth doing, as work for the model worker (its thread)."""
@@ -52,9 +58,13 @@ class WarmUps:
             def warm(lm: Any, cancel: threading.Event) -> None:
                 from whence_ls.engine.generation import warm_prefix
 
-                warm_prefix(lm, text, at, max_new_tokens=settings.max_new_tokens,
-                            context_tokens=settings.context_tokens, cancel=cancel, prompt=prompt, snippets=snippets,
-                            language=language)
+                try:
+                    warm_prefix(lm, text, at, max_new_tokens=settings.max_new_tokens,
+                                context_tokens=settings.context_tokens, cancel=cancel, prompt=prompt, snippets=snippets,
+                                language=language)
+                finally:
+                    self._running -= 1
 
+            self._running += 1
             return warm
         return None
