@@ -157,12 +157,13 @@ class Session:
         # verified rows come last: after every estimate row (and prefetch) that is waiting
         work = self.attribution.next_work()
         if work is not None or self.verification is None or self.typing():
-            return work  # while typing, the worker's next poll (within a second) looks again
+            return work  # while typing: `note_typing` wakes the worker when the hold ends
         return self.verification.next_work()
 
     def note_typing(self) -> None:
-        """An open document changed: hold verification back for `TYPING_HOLD_S`, and stop a
-        verification step under way at its next mask batch (it resumes from there)."""
+        """An open document changed: hold warm-ups back for `WARM_UP_PAUSE_S` and verification for
+        `TYPING_HOLD_S` (the worker is woken when each hold ends), and stop a verification step
+        under way at its next mask batch (it resumes from there)."""
         self._typed_at = time.monotonic()
         if self.worker is None:
             return
