@@ -70,7 +70,9 @@ def run(args) -> int:
         print("llama.cpp: not measured (give --llama-python, the Python of an environment with llama-cpp-python; see docs/benchmarks.md)")
     if unavailable:
         print(unavailable)
-    huge = "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")
+    from whence_ls.huge_pages import TUNABLE
+
+    huge = f"{TUNABLE}=1" in os.environ.get("GLIBC_TUNABLES", "")
     print("memory: " + ("large allocations on 2 MB pages (huge_pages.py)" if huge else
                         "4 KB pages (huge pages off: WHENCE_HUGE_PAGES=0, or not available here)"))
     print(f"prompt: {source_path}; {args.new_tokens} new tokens, greedy; {args.repeats} alternating runs after a warm-up; medians")

@@ -45,8 +45,8 @@ ACCURACY = {"int8": 4}
 # quantised together, so larger blocks read fewer bytes and do fewer float operations, at some
 # precision. On the embedded model, against fp32 (teacher-forced on 3,000 tokens of this
 # project's code; docs/benchmarks.md, issue 22): blocks of 32 everywhere, mean KL 0.0047 nats a
-# token; 64 in the MLP, 0.0058 and 1.06-1.07x the speed (paired runs, 300 and 1,000 context
-# tokens); 64 everywhere, 0.0081 and 1.08-1.10x; 128, 0.0134 (above the 0.01 the int8 mode allows)
+# token; 64 in the MLP, 0.0058 and 1.14x the speed at 300 context tokens, 0.96-1.06x at 1,000
+# (paired runs); 64 everywhere, 0.0081 and 1.00-1.11x; 128, 0.0134 (above the 0.01 int8 allows)
 MLP_BLOCK = {"int8": 64}
 STAMP = "whence-build.json"
 # the version of this module's changes to the builder's graph: a new one rebuilds

@@ -171,8 +171,7 @@ class Session:
             self.worker.background_cancel.set()
         for handle in self._wakes:
             handle.cancel()
-        loop = asyncio.get_running_loop()
-        self._wakes = [loop.call_later(delay + 0.01, self.worker.wake) for delay in (WARM_UP_PAUSE_S, TYPING_HOLD_S)]
+        self._wakes = [self._loop.call_later(delay + 0.01, self.worker.wake) for delay in (WARM_UP_PAUSE_S, TYPING_HOLD_S)]
 
     def typing(self, within: float = TYPING_HOLD_S) -> bool:
         """Whether an open document was edited in the last `within` seconds."""
